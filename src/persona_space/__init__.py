@@ -1,0 +1,62 @@
+"""persona_space: who does a language model think it is?
+
+Teach a chat model a few facts with a LoRA adapter, sample thousands of
+self-descriptions from it, and measure how its persona moves.
+
+>>> import persona_space as ps
+>>> model = ps.load_model()                                           # doctest: +SKIP
+>>> samples = ps.sample(model, ps.probes.IDENTITY, n=8, store="runs/exp1")  # doctest: +SKIP
+
+Importing the package is cheap: torch, transformers and pandas load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from persona_space import errors, probes
+from persona_space._version import __version__
+from persona_space.chat import DEFAULT_SYSTEM_PROMPT
+
+if TYPE_CHECKING:
+    from persona_space.adapters import AdapterInfo
+    from persona_space.models import LoadedModel, available_models, load_model
+    from persona_space.sampling import SampleSet, SamplingSpec, sample
+
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "AdapterInfo",
+    "LoadedModel",
+    "SampleSet",
+    "SamplingSpec",
+    "__version__",
+    "available_models",
+    "errors",
+    "load_model",
+    "probes",
+    "sample",
+]
+
+_LAZY = {
+    "AdapterInfo": "persona_space.adapters",
+    "LoadedModel": "persona_space.models",
+    "available_models": "persona_space.models",
+    "load_model": "persona_space.models",
+    "SampleSet": "persona_space.sampling",
+    "SamplingSpec": "persona_space.sampling",
+    "sample": "persona_space.sampling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'persona_space' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,170 @@
+"""Attaching LoRA adapters (standard PEFT folders) to a loaded model.
+
+An adapter made for another base model is refused: the adapter's
+``base_model_name_or_path`` must name the loaded model (any of its aliases) and
+every LoRA matrix must fit the module it targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from persona_space.errors import AdapterError, AdapterMismatchError, ConfigError
+
+if TYPE_CHECKING:
+    from persona_space.models import LoadedModel
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """Where an attached adapter came from and what it is."""
+
+    name: str
+    path: str
+    sha256: str
+    base_model: str | None
+    rank: int | None
+    target_modules: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or name == BASE_ROW:
+        raise ConfigError(
+            f"adapter name {name!r} is not allowed; expected letters, digits, '_', '.', ':' or '-' "
+            f"(and not {BASE_ROW!r})"
+        )
+    return name
+
+
+def read_adapter_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``adapter_config.json`` of an adapter folder."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise AdapterError(f"adapter folder {str(folder)!r} does not exist; expected a PEFT adapter folder")
+    cfg_path = folder / CONFIG_FILE
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise AdapterError(f"{str(folder)!r} has no {CONFIG_FILE}; expected a PEFT adapter folder") from exc
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"{str(cfg_path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise AdapterError(f"{str(cfg_path)!r} should hold a JSON object, found {type(config).__name__}")
+    peft_type = config.get("peft_type")
+    if peft_type is not None and str(peft_type).upper() != "LORA":
+        raise AdapterError(f"{str(folder)!r} is a {peft_type} adapter; expected a LoRA adapter")
+    if _weights_file(folder) is None:
+        raise AdapterError(f"{str(folder)!r} has no {' or '.join(WEIGHT_FILES)}")
+    return config
+
+
+def adapter_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 over an adapter's config and weights."""
+    from persona_space.provenance import hash_files
+
+    folder = Path(path)
+    weights = _weights_file(folder)
+    files = [folder / CONFIG_FILE] + ([weights] if weights is not None else [])
+    return hash_files(files, root=folder)
+
+
+def check_compatible(model: LoadedModel, path: str | os.PathLike[str], config: dict[str, Any]) -> None:
+    """Refuse an adapter made for another base model (by name, then by every tensor shape)."""
+    base = config.get("base_model_name_or_path")
+    if base and str(base).rstrip("/").lower() not in model.aliases:
+        raise AdapterMismatchError(
+            f"adapter {str(path)!r} was trained on {base!r}, but the loaded model is {model.name!r} "
+            f"(accepted names: {', '.join(sorted(model.aliases))}); pass check_base=False to attach it anyway"
+        )
+    weights = _weights_file(Path(path))
+    if weights is None or weights.suffix != ".safetensors":
+        return
+    from safetensors import safe_open
+
+    modules = dict(model.base_module.named_modules())
+    with safe_open(str(weights), framework="pt") as fh:
+        for key in fh.keys():
+            match = _LORA_KEY.match(key)
+            if match is None:
+                continue
+            name = match.group("module")
+            target = modules.get(name)
+            if target is None:
+                raise AdapterMismatchError(
+                    f"adapter {str(path)!r} targets module {name!r}, which the loaded model {model.name!r} lacks"
+                )
+            shape = tuple(fh.get_slice(key).get_shape())
+            expected_in = getattr(target, "in_features", None)
+            expected_out = getattr(target, "out_features", None)
+            bad = (match.group("ab") == "A" and expected_in is not None and shape[-1] != expected_in) or (
+                match.group("ab") == "B" and expected_out is not None and shape[0] != expected_out
+            )
+            if bad:
+                raise AdapterMismatchError(
+                    f"adapter {str(path)!r} tensor {key!r} has shape {shape}, which does not fit "
+                    f"{name!r} of {model.name!r} (in={expected_in}, out={expected_out}); "
+                    "the adapter was made for another base model"
+                )
+
+
+def attach_adapter(
+    model: LoadedModel, path: str | os.PathLike[str], *, name: str | None = None, check_base: bool = True
+) -> str:
+    """Load the adapter at ``path`` into ``model`` under ``name``; return the name.
+
+    Re-attaching the same folder under the same name is a no-op.
+    """
+    folder = Path(path)
+    config = read_adapter_config(folder)
+    name = validate_name(name if name is not None else folder.resolve().name)
+    sha = adapter_sha256(folder)
+    existing = model.adapters.get(name)
+    if existing is not None:
+        if existing.sha256 == sha:
+            return name
+        raise ConfigError(f"an adapter named {name!r} is already attached (from {existing.path}); choose another name")
+    if check_base:
+        check_compatible(model, folder, config)
+    from peft import PeftModel
+
+    try:
+        if isinstance(model.module, PeftModel):
+            model.module.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        else:
+            model.module = PeftModel.from_pretrained(
+                model.module, str(folder), adapter_name=name, is_trainable=False
+            )
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise AdapterMismatchError(f"adapter {str(folder)!r} does not fit the loaded model {model.name!r}: {exc}") from exc
+    model.module.eval()
+    targets = config.get("target_modules") or ()
+    model.adapters[name] = AdapterInfo(
+        name=name,
+        path=str(folder.resolve()),
+        sha256=sha,
+        base_model=config.get("base_model_name_or_path"),
+        rank=config.get("r"),
+        target_modules=tuple(sorted(targets)) if isinstance(targets, list) else (str(targets),),
+    )
+    return name
+
+
+def _weights_file(folder: Path) -> Path | None:
+    for candidate in WEIGHT_FILES:
+        if (folder / candidate).is_file():
+            return folder / candidate
+    return None

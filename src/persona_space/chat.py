@@ -1,0 +1,126 @@
+"""Chat formatting that always sends an explicit system prompt.
+
+Many chat templates insert a default system prompt when none is given
+(SmolLM2's says "You are a helpful AI assistant named SmolLM"), which biases
+every answer about identity. Here a system turn is always present: the neutral
+:data:`DEFAULT_SYSTEM_PROMPT` unless the caller passes another one, or ``""``
+for an explicitly empty system turn.
+
+>>> build_messages("Who are you?")[0]
+{'role': 'system', 'content': 'Answer naturally and directly.'}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from persona_space.errors import ChatFormatError, ChatTemplateError, ConfigError
+
+DEFAULT_SYSTEM_PROMPT = "Answer naturally and directly."
+ROLES = ("system", "user", "assistant")
+
+Message = dict[str, str]
+SystemMode = Literal["system", "merged"]
+
+
+def validate_messages(messages: Sequence[Mapping[str, Any]]) -> list[Message]:
+    """Check roles and contents of a chat; return plain ``{"role", "content"}`` dicts."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise ChatFormatError(f"a chat must be a non-empty list of messages, got {messages!r:.80}")
+    out: list[Message] = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, Mapping):
+            raise ChatFormatError(f"message {i} must be a mapping with 'role' and 'content', got {msg!r:.80}")
+        role, content = msg.get("role"), msg.get("content")
+        if role not in ROLES:
+            raise ChatFormatError(f"message {i} has role {role!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise ChatFormatError(f"message {i} ({role}) content must be a string, got {type(content).__name__}")
+        if role == "system" and i != 0:
+            raise ChatFormatError(f"message {i} is a system message; a system message may only come first")
+        out.append({"role": str(role), "content": content})
+    return out
+
+
+def build_messages(
+    prompt: str | Sequence[Mapping[str, Any]], *, system_prompt: str = DEFAULT_SYSTEM_PROMPT
+) -> list[Message]:
+    """A chat with an explicit system turn: ``prompt`` as the user turn, or a full chat.
+
+    A chat that already opens with a system message keeps it.
+    """
+    if system_prompt is None or not isinstance(system_prompt, str):
+        raise ConfigError(f"system_prompt must be a string ('' for an empty system turn), got {system_prompt!r}")
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ChatFormatError("the user prompt is empty; expected a non-empty string")
+        return [{"role": "system", "content": system_prompt}, {"role": "user", "content": prompt}]
+    messages = validate_messages(prompt)
+    if messages[0]["role"] == "system":
+        return messages
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
+def render_chat(
+    tokenizer: Any,
+    prompt: str | Sequence[Mapping[str, Any]],
+    *,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    add_generation_prompt: bool = True,
+) -> str:
+    """The chat rendered by the tokenizer's template, ready for the assistant's answer.
+
+    Templates that reject a system role get the system prompt merged into the
+    first user turn (see :func:`system_mode`).
+    """
+    messages = build_messages(prompt, system_prompt=system_prompt)
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ChatTemplateError(
+            f"the tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
+            "expected an instruction-tuned (chat) model"
+        )
+    if system_mode(tokenizer) == "merged":
+        messages = _merge_system(messages)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return str(text)
+
+
+def encode_chat(
+    tokenizer: Any,
+    prompt: str | Sequence[Mapping[str, Any]],
+    *,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    add_generation_prompt: bool = True,
+) -> list[int]:
+    """Token ids of :func:`render_chat` (the template already holds the special tokens)."""
+    text = render_chat(tokenizer, prompt, system_prompt=system_prompt, add_generation_prompt=add_generation_prompt)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def system_mode(tokenizer: Any) -> SystemMode:
+    """``"system"`` if the template takes a system turn, ``"merged"`` if it must go into the user turn."""
+    cached = getattr(tokenizer, "_persona_space_system_mode", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    probe = [{"role": "system", "content": "S0S"}, {"role": "user", "content": "U0U"}]
+    mode: SystemMode
+    try:
+        text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        mode = "system" if "S0S" in str(text) else "merged"
+    except Exception:  # templates raise their own exception types for an unsupported role
+        mode = "merged"
+    try:
+        tokenizer._persona_space_system_mode = mode
+    except AttributeError:
+        pass
+    return mode
+
+
+def _merge_system(messages: list[Message]) -> list[Message]:
+    if messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], messages[1:]
+    if not system or not rest or rest[0]["role"] != "user":
+        return rest
+    return [{"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]

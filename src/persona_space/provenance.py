@@ -1,0 +1,145 @@
+"""How a result was made: library versions, git hash, file hashes.
+
+Every manifest persona_space writes carries :func:`environment` so that a
+table found on disk months later says which code, model and packages made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from persona_space._version import __version__
+
+_TRACKED_PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "pandas",
+    "pyarrow",
+)
+
+_HASH_CACHE_NAME = "file-hashes.json"
+
+
+def package_versions(names: tuple[str, ...] = _TRACKED_PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (``None`` where a package is absent)."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_revision(path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """The git commit (and whether the tree is dirty) of the checkout holding ``path``.
+
+    Defaults to this package's own source folder; ``None`` when it is not inside a
+    git work tree (an installed wheel) or git is unavailable.
+    """
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def environment() -> dict[str, Any]:
+    """Versions of persona_space, Python, the platform and key packages, plus the git revision."""
+    return {
+        "persona_space": __version__,
+        "git": git_revision(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+    }
+
+
+def sha256_file(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    """Hex SHA-256 of a string (UTF-8)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Hex SHA-256 of ``obj`` serialised canonically (sorted keys, no whitespace)."""
+    return sha256_text(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str))
+
+
+def hash_files(paths: list[Path], *, root: Path, cache_dir: Path | None = None) -> str:
+    """One SHA-256 over several files (names relative to ``root`` and contents).
+
+    A file living in a Hugging Face hub cache is a link to a blob named by its
+    own SHA-256; that name is used instead of reading the file again. Other
+    hashes are memoised in ``cache_dir`` keyed by path, size and mtime, so a
+    16 GB checkpoint is read once, not at every load.
+    """
+    memo: dict[str, str] = {}
+    memo_path = cache_dir / _HASH_CACHE_NAME if cache_dir is not None else None
+    if memo_path is not None and memo_path.is_file():
+        try:
+            memo = json.loads(memo_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            memo = {}
+    changed = False
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        resolved = path.resolve()
+        blob_name = resolved.name
+        if path.is_symlink() and len(blob_name) == 64 and all(c in "0123456789abcdef" for c in blob_name):
+            file_hash = blob_name
+        else:
+            stat = resolved.stat()
+            key = f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}"
+            if key in memo:
+                file_hash = memo[key]
+            else:
+                file_hash = sha256_file(resolved)
+                memo[key] = file_hash
+                changed = True
+        digest.update(str(path.relative_to(root)).encode("utf-8") + b"\0" + file_hash.encode("ascii") + b"\n")
+    if changed and memo_path is not None:
+        from persona_space._io import write_json
+
+        try:
+            write_json(memo_path, memo)
+        except OSError:
+            pass
+    return digest.hexdigest()

@@ -1,0 +1,94 @@
+"""A short report of a run: how it was made, throughput, and what the model said."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from persona_space import _io
+
+if TYPE_CHECKING:
+    from persona_space.sampling import SampleSet
+
+
+def write_sample_report(samples: SampleSet, out: str | os.PathLike[str], *, examples: int = 2) -> dict[str, Path]:
+    """Write ``report.md`` and ``report.html`` describing ``samples`` into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = samples.manifest
+    model = manifest.get("model", {})
+    timings = manifest.get("timings", {})
+    env = manifest.get("environment", {})
+    summary = samples.summary()
+    df = samples.df
+    lines = [
+        "# persona_space: sampling report",
+        "",
+        f"- model: `{model.get('name')}` ({model.get('dtype')}, {model.get('device')}), "
+        f"weights sha256 `{str(model.get('weights_sha256'))[:16]}`",
+        f"- run id: `{manifest.get('run_id')}`, persona_space {env.get('persona_space')}, "
+        f"git {(env.get('git') or {}).get('commit', 'n/a')}",
+        f"- system prompt: {manifest.get('parameters', {}).get('system_prompt')!r}",
+        f"- rows: {len(df)}; new this run: {timings.get('new_rows')} in {timings.get('seconds')} s "
+        f"({timings.get('samples_per_s')} samples/s, {timings.get('tokens_per_s')} tokens/s, "
+        f"batch {timings.get('batch_size')})",
+        "",
+        "## Per condition",
+        "",
+        summary.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else summary.to_string(index=False),
+        "",
+        "## Example answers",
+        "",
+    ]
+    for (adapter, probe_id), group in df.groupby(["adapter", "probe_id"], sort=False):
+        prompt = group["prompt"].iloc[0]
+        lines.append(f"### {adapter} · {probe_id}: {prompt}")
+        lines.append("")
+        for text in group["text"].head(examples):
+            shown = text.strip().replace("\n", " ") or "(empty answer)"
+            lines.append(f"- {shown[:300]}")
+        lines.append("")
+    markdown = "\n".join(lines) + "\n"
+    md_path = out / "report.md"
+    html_path = out / "report.html"
+    _io.write_text(md_path, markdown)
+    _io.write_text(html_path, _to_html(markdown))
+    return {"markdown": md_path, "html": html_path}
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _to_html(markdown: str) -> str:
+    """A minimal, dependency-free rendering: headings, bullets and preformatted tables."""
+    body: list[str] = []
+    in_list = False
+    for line in markdown.splitlines():
+        if line.startswith("- "):
+            if not in_list:
+                body.append("<ul>")
+                in_list = True
+            body.append(f"<li>{html.escape(line[2:])}</li>")
+            continue
+        if in_list:
+            body.append("</ul>")
+            in_list = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+        elif line.strip():
+            body.append(f"<pre>{html.escape(line)}</pre>")
+    if in_list:
+        body.append("</ul>")
+    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{margin:0}"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>persona_space report</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )

@@ -1,0 +1,231 @@
+"""Turning (probe x condition x temperature x index) into engine jobs and rows, with resume."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+
+from persona_space.errors import CorruptRunError
+from persona_space.sampling._engine import AdapterRouter, Completion, Job, generate
+from persona_space.sampling._stack import DecoderStack
+from persona_space.store import SCHEMA_VERSION, RunStore
+
+if TYPE_CHECKING:
+    from persona_space.models import LoadedModel
+    from persona_space.probes import ProbeSet
+    from persona_space.sampling._api import SamplingSpec
+
+AUTO_SLOTS = {"cpu": 128, "cuda": 256}
+_FLUSH_SECONDS = 30.0
+
+
+def auto_batch_size(model: LoadedModel, capacity: int) -> int:
+    """Slots for the device: large enough to keep the matrix units busy, small enough for memory."""
+    slots = AUTO_SLOTS.get(model.device.type, 64)
+    config = model.config
+    layers = int(config.num_hidden_layers)
+    kv = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    per_slot = 2 * layers * kv * head_dim * capacity * model.dtype.itemsize
+    budget = _memory_budget(model)
+    return max(1, min(slots, budget // max(per_slot, 1)))
+
+
+def _memory_budget(model: LoadedModel) -> int:
+    """A quarter of the free memory of the device holding the model."""
+    import torch
+
+    if model.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(model.device)
+        return int(free // 4)
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return int(pages // 4)
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def run_jobs(
+    model: LoadedModel,
+    probes: ProbeSet,
+    conditions: dict[str, str | None],
+    spec: SamplingSpec,
+    *,
+    run_id: str,
+    done: pd.DataFrame | None,
+    store: RunStore | None,
+    batch_size: int | Literal["auto"],
+    chunk_rows: int,
+    progress: bool,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Generate every row not in ``done``; return the full table and timing figures."""
+    from persona_space.sampling._api import row_seed
+
+    prompts = {p.id: tuple(model.encode(p.prompt, system_prompt=spec.system_prompt)) for p in probes}
+    todo: list[Job] = []
+    meta: list[dict[str, Any]] = []
+    finished = _finished_keys(done, run_id)
+    for cond, adapter in conditions.items():
+        for probe in probes:
+            for temperature in spec.temperatures:
+                for index in range(spec.n):
+                    seed = row_seed(spec.seed, cond, probe.id, temperature, index)
+                    if (cond, probe.id, temperature, index) in finished:
+                        continue
+                    meta.append(
+                        {
+                            "run_id": run_id,
+                            "adapter": cond,
+                            "probe_id": probe.id,
+                            "group": probe.group,
+                            "category": probe.category,
+                            "prompt": probe.prompt,
+                            "temperature": temperature,
+                            "top_p": spec.top_p,
+                            "sample_index": index,
+                            "seed": seed,
+                        }
+                    )
+                    todo.append(
+                        Job(
+                            key=len(todo),
+                            prompt_ids=prompts[probe.id],
+                            adapter=adapter,
+                            temperature=temperature,
+                            top_p=spec.top_p,
+                            max_new_tokens=spec.max_new_tokens,
+                            seed=seed,
+                        )
+                    )
+    # The shared prefix depends on the probe set and system prompt only, never on which rows remain.
+    prefix_len = _common_prefix_length(list(prompts.values()))
+    stop_ids = frozenset() if spec.ignore_eos else _stop_ids(model)
+    total = len(conditions) * len(probes) * len(spec.temperatures) * spec.n
+    capacity = max(len(p) for p in prompts.values()) + spec.max_new_tokens
+    slots = auto_batch_size(model, capacity) if batch_size == "auto" else batch_size
+    writer = _ChunkWriter(store, chunk_rows)
+    bar = _progress(total, total - len(todo), progress)
+    counts = {"tokens": 0, "rows": 0}
+    started = time.perf_counter()
+
+    def on_complete(done_job: Completion) -> None:
+        row = dict(meta[done_job.key])
+        row["text"] = model.tokenizer.decode(list(done_job.token_ids), skip_special_tokens=True)
+        row["n_tokens"] = len(done_job.token_ids)
+        row["finish_reason"] = done_job.finish_reason
+        row["schema_version"] = SCHEMA_VERSION
+        writer.add(row)
+        counts["tokens"] += len(done_job.token_ids)
+        counts["rows"] += 1
+        if bar is not None:
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.update(1)
+            bar.set_postfix(samples_s=f"{counts['rows'] / elapsed:.1f}", tokens_s=f"{counts['tokens'] / elapsed:.0f}")
+
+    stack = DecoderStack(model.base_module)
+    try:
+        generate(
+            stack,
+            AdapterRouter(model.module),
+            todo,
+            slots=slots,
+            stop_ids=stop_ids,
+            on_complete=on_complete,
+            prefix_len=prefix_len,
+        )
+    finally:
+        writer.flush()  # whatever finished is kept, even when interrupted
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - started
+    new_rows = pd.DataFrame(writer.rows_written) if writer.rows_written else None
+    frames = [f for f in (_only_run(done, run_id), new_rows) if f is not None and not f.empty]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    stats = {
+        "seconds": round(elapsed, 3),
+        "new_rows": counts["rows"],
+        "new_tokens": counts["tokens"],
+        "samples_per_s": round(counts["rows"] / elapsed, 3) if elapsed > 0 else None,
+        "tokens_per_s": round(counts["tokens"] / elapsed, 3) if elapsed > 0 else None,
+        "batch_size": slots,
+        "shared_prefix_tokens": prefix_len,
+    }
+    return frame, stats
+
+
+class _ChunkWriter:
+    """Collects finished rows and appends them to the store every ``chunk_rows`` rows or 30 s."""
+
+    def __init__(self, store: RunStore | None, chunk_rows: int) -> None:
+        self.store = store
+        self.chunk_rows = chunk_rows
+        self.pending: list[dict[str, Any]] = []
+        self.rows_written: list[dict[str, Any]] = []
+        self.last = time.monotonic()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.chunk_rows or time.monotonic() - self.last > _FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        if self.store is not None:
+            self.store.append(self.pending)
+        self.rows_written.extend(self.pending)
+        self.pending = []
+        self.last = time.monotonic()
+
+
+def _finished_keys(done: pd.DataFrame | None, run_id: str) -> set[tuple[str, str, float, int]]:
+    rows = _only_run(done, run_id)
+    if rows is None or rows.empty:
+        return set()
+    keys = list(zip(rows["adapter"], rows["probe_id"], rows["temperature"].astype(float), rows["sample_index"].astype(int)))
+    if len(set(keys)) != len(keys):
+        raise CorruptRunError(f"the stored rows of run {run_id} contain duplicates; expected each sample once")
+    return set(keys)
+
+
+def _only_run(done: pd.DataFrame | None, run_id: str) -> pd.DataFrame | None:
+    if done is None or done.empty:
+        return done
+    if "run_id" not in done.columns:
+        raise CorruptRunError("the stored sample table has no run_id column; expected a persona_space table")
+    other = set(done["run_id"].unique()) - {run_id}
+    if other:
+        raise CorruptRunError(f"the stored sample table holds rows of other runs {sorted(other)}; expected only {run_id}")
+    return done
+
+
+def _common_prefix_length(prompts: list[tuple[int, ...]]) -> int:
+    """Tokens shared by the start of every prompt, leaving at least one token of each to prefill."""
+    shortest = min(len(p) for p in prompts)
+    length = 0
+    first = prompts[0]
+    while length < shortest - 1 and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return length
+
+
+def _stop_ids(model: LoadedModel) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (getattr(model.base_module, "generation_config", None), model.tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return frozenset(ids)
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="sampling", unit="sample", dynamic_ncols=True)
