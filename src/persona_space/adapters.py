@@ -97,7 +97,7 @@ def check_compatible(model: LoadedModel, path: str | os.PathLike[str], config: d
 
     modules = dict(model.base_module.named_modules())
     with safe_open(str(weights), framework="pt") as fh:
-        for key in fh.keys():
+        for key in fh:
             match = _LORA_KEY.match(key)
             if match is None:
                 continue
@@ -145,11 +145,11 @@ def attach_adapter(
         if isinstance(model.module, PeftModel):
             model.module.load_adapter(str(folder), adapter_name=name, is_trainable=False)
         else:
-            model.module = PeftModel.from_pretrained(
-                model.module, str(folder), adapter_name=name, is_trainable=False
-            )
+            model.module = PeftModel.from_pretrained(model.module, str(folder), adapter_name=name, is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise AdapterMismatchError(f"adapter {str(folder)!r} does not fit the loaded model {model.name!r}: {exc}") from exc
+        raise AdapterMismatchError(
+            f"adapter {str(folder)!r} does not fit the loaded model {model.name!r}: {exc}"
+        ) from exc
     model.module.eval()
     targets = config.get("target_modules") or ()
     model.adapters[name] = AdapterInfo(

@@ -12,6 +12,7 @@ for an explicitly empty system turn.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -110,10 +111,8 @@ def system_mode(tokenizer: Any) -> SystemMode:
         mode = "system" if "S0S" in str(text) else "merged"
     except Exception:  # templates raise their own exception types for an unsupported role
         mode = "merged"
-    try:
+    with contextlib.suppress(AttributeError):
         tokenizer._persona_space_system_mode = mode
-    except AttributeError:
-        pass
     return mode
 
 

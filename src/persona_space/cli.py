@@ -124,7 +124,9 @@ def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
     print(f"model: {model!r}")
-    print(f"greedy check, 'What is the capital of France?': {model.generate_greedy('What is the capital of France?')!r}")
+    print(
+        f"greedy check, 'What is the capital of France?': {model.generate_greedy('What is the capital of France?')!r}"
+    )
     samples = ps.sample(
         model,
         ps.probes.IDENTITY,

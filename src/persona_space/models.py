@@ -200,7 +200,6 @@ def load_model(
     folder. ``dtype="auto"`` picks bfloat16 on CPUs with AVX-512 BF16/AMX and on
     recent GPUs, float32 otherwise.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -238,7 +237,7 @@ def load_model(
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
-    module.to(torch_device)
+    module = module.to(torch_device)  # type: ignore[arg-type]
     module.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -225,8 +225,7 @@ class ProbeSet:
         more = "" if close or len(self._index) <= 5 else ", ..."
         hint = "close matches" if close else "known ids include"
         return (
-            f"unknown probe id {key!r} in probe set {self._name!r}; "
-            f"{hint}: {', '.join(repr(k) for k in known)}{more}"
+            f"unknown probe id {key!r} in probe set {self._name!r}; {hint}: {', '.join(repr(k) for k in known)}{more}"
         )
 
     # -- views ----------------------------------------------------------------------------------
@@ -319,9 +318,7 @@ class ProbeSet:
                             out.append(self._probes[self._index[pid]])
             emitted = {p.id for p in out}
             out.extend(p for p in members if p.id not in emitted)
-        return ProbeSet(
-            self._name if self._name.endswith("+paraphrases") else f"{self._name}+paraphrases", out
-        )
+        return ProbeSet(self._name if self._name.endswith("+paraphrases") else f"{self._name}+paraphrases", out)
 
     # -- serialisation ---------------------------------------------------------------------------
 
@@ -352,9 +349,7 @@ class ProbeSet:
         ('custom.000', 'custom.001')
         """
         if isinstance(items, (str, bytes, Mapping)):
-            raise DataError(
-                f"from_list expects a list of prompts, dicts or Probes, got {type(items).__name__}"
-            )
+            raise DataError(f"from_list expects a list of prompts, dicts or Probes, got {type(items).__name__}")
         prefix = _slug(name)
         probes: list[Probe] = []
         for i, item in enumerate(items):
@@ -368,9 +363,7 @@ class ProbeSet:
                 record = {"id": f"{prefix}.{i:03d}", "category": category, **item}
                 probes.append(Probe.from_dict(record))
             else:
-                raise DataError(
-                    f"item {i} of the probe list is a {type(item).__name__}; expected a str, dict or Probe"
-                )
+                raise DataError(f"item {i} of the probe list is a {type(item).__name__}; expected a str, dict or Probe")
         return cls(name, probes)
 
     @classmethod
@@ -400,9 +393,7 @@ class ProbeSet:
                 try:
                     obj = json.loads(raw)
                 except json.JSONDecodeError as exc:
-                    raise fail(
-                        f"expected a JSON object with a 'prompt' key, got invalid JSON ({exc.msg})"
-                    ) from exc
+                    raise fail(f"expected a JSON object with a 'prompt' key, got invalid JSON ({exc.msg})") from exc
                 if not isinstance(obj, dict):
                     raise fail(f"expected a JSON object with a 'prompt' key, got a JSON {type(obj).__name__}")
                 if "prompt" not in obj:
@@ -621,6 +612,4 @@ def load(name: str | os.PathLike[str]) -> ProbeSet:
         if not path.is_file():
             raise ConfigError(f"probe file {text!r} does not exist")
         return ProbeSet.from_jsonl(path)
-    raise ConfigError(
-        f"unknown probe set {text!r}; known sets: {', '.join(available())}, or a path to a .jsonl file"
-    )
+    raise ConfigError(f"unknown probe set {text!r}; known sets: {', '.join(available())}, or a path to a .jsonl file")

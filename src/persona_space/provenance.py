@@ -6,6 +6,7 @@ table found on disk months later says which code, model and packages made it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -138,8 +139,6 @@ def hash_files(paths: list[Path], *, root: Path, cache_dir: Path | None = None) 
     if changed and memo_path is not None:
         from persona_space._io import write_json
 
-        try:
+        with contextlib.suppress(OSError):
             write_json(memo_path, memo)
-        except OSError:
-            pass
     return digest.hexdigest()

@@ -67,7 +67,9 @@ class SamplingSpec:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
         if not isinstance(self.system_prompt, str):
-            raise ConfigError(f"system_prompt must be a string ('' for an empty system turn), got {self.system_prompt!r}")
+            raise ConfigError(
+                f"system_prompt must be a string ('' for an empty system turn), got {self.system_prompt!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
@@ -98,7 +100,7 @@ class SampleSet:
         frame = rows if rows is not None else pd.DataFrame(columns=list(COLUMNS))
         params = manifest.get("parameters", {})
         adapters = list(params.get("adapters", {}))
-        probe_ids = [p.get("id") for p in params.get("probes", []) if isinstance(p, dict)]
+        probe_ids = [str(p.get("id")) for p in params.get("probes", []) if isinstance(p, dict)]
         return cls(df=_canonical_order(frame, adapters, probe_ids), manifest=manifest, path=Path(path))
 
     @property
@@ -107,9 +109,7 @@ class SampleSet:
 
     def summary(self) -> pd.DataFrame:
         """Per adapter and temperature: samples, mean tokens, share of empty answers and of truncated ones."""
-        df = self.df.assign(
-            empty=self.df["text"].str.strip() == "", truncated=self.df["finish_reason"] == "length"
-        )
+        df = self.df.assign(empty=self.df["text"].str.strip() == "", truncated=self.df["finish_reason"] == "length")
         return (
             df.groupby(["adapter", "temperature"], sort=False)
             .agg(
@@ -168,7 +168,9 @@ def sample(
     probe_set = _probe_set(probes)
     spec = SamplingSpec(
         n=n,
-        temperatures=tuple(float(t) for t in ([temperatures] if isinstance(temperatures, (int, float)) else temperatures)),
+        temperatures=tuple(
+            float(t) for t in ([temperatures] if isinstance(temperatures, (int, float)) else temperatures)
+        ),
         top_p=float(top_p),
         max_new_tokens=max_new_tokens,
         system_prompt=model.system_prompt if system_prompt is None else system_prompt,

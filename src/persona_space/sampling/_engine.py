@@ -55,7 +55,8 @@ def uniforms(seeds: np.ndarray, steps: np.ndarray) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * _MIX1
         z = (z ^ (z >> np.uint64(27))) * _MIX2
         z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    out: np.ndarray = (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return out
 
 
 def choose_tokens(
@@ -220,7 +221,9 @@ def generate(
     capacity = max(len(j.prompt_ids) for j in jobs) + max(j.max_new_tokens for j in jobs)
     slots = max(1, min(slots, len(jobs)))
     cache = stack.allocate(slots, capacity)
-    order = sorted(range(len(jobs)), key=lambda i: (len(jobs[i].prompt_ids), jobs[i].prompt_ids, jobs[i].adapter or "", i))
+    order = sorted(
+        range(len(jobs)), key=lambda i: (len(jobs[i].prompt_ids), jobs[i].prompt_ids, jobs[i].adapter or "", i)
+    )
     queue = [jobs[i] for i in order]
     head = 0
     rows = _Rows.empty(slots)
@@ -391,7 +394,7 @@ def _retire(
         dst = torch.tensor(holes, dtype=torch.long, device=cache.keys[0].device)
         src = torch.tensor(movers, dtype=torch.long, device=cache.keys[0].device)
         cache.move(dst, src)
-        for d, s in zip(holes, movers):
+        for d, s in zip(holes, movers, strict=False):
             rows.job[d], rows.length[d], rows.last[d] = rows.job[s], rows.length[s], rows.last[s]
             rows.generated[d] = rows.generated[s]
     return keep

@@ -185,7 +185,8 @@ def _finished_keys(done: pd.DataFrame | None, run_id: str) -> set[tuple[str, str
     rows = _only_run(done, run_id)
     if rows is None or rows.empty:
         return set()
-    keys = list(zip(rows["adapter"], rows["probe_id"], rows["temperature"].astype(float), rows["sample_index"].astype(int)))
+    columns = (rows["adapter"], rows["probe_id"], rows["temperature"].astype(float), rows["sample_index"].astype(int))
+    keys = list(zip(*columns, strict=True))
     if len(set(keys)) != len(keys):
         raise CorruptRunError(f"the stored rows of run {run_id} contain duplicates; expected each sample once")
     return set(keys)
@@ -198,7 +199,9 @@ def _only_run(done: pd.DataFrame | None, run_id: str) -> pd.DataFrame | None:
         raise CorruptRunError("the stored sample table has no run_id column; expected a persona_space table")
     other = set(done["run_id"].unique()) - {run_id}
     if other:
-        raise CorruptRunError(f"the stored sample table holds rows of other runs {sorted(other)}; expected only {run_id}")
+        raise CorruptRunError(
+            f"the stored sample table holds rows of other runs {sorted(other)}; expected only {run_id}"
+        )
     return done
 
 

@@ -224,11 +224,13 @@ class DecoderStack:
             k = k * cos + _rotate_half(k) * sin
             hidden = hidden + attn.o_proj(attend(index, q, k, v))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return hidden
+        out: torch.Tensor = hidden
+        return out
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and vocabulary head for the needed positions only, in float32."""
-        return self.lm_head(self.norm(hidden)).float()
+        logits: torch.Tensor = self.lm_head(self.norm(hidden)).float()
+        return logits
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,153 @@
+"""Sampling throughput of ``ps.sample`` against plain transformers, on the embedded model.
+
+Workload: 64 distinct identity prompts (the identity probes and their
+paraphrases), one sample each, exactly 64 new tokens per sample (end-of-turn
+ignored so that every method produces the same number of tokens), temperature
+1.0, in the dtype ``load_model`` picks (bfloat16 on CPUs with AVX-512 BF16).
+
+Baselines measured in the same run, on the same weights and dtype:
+  (a) naive: ``model.generate`` one prompt at a time (on the first 8 prompts; a rate);
+  (b) batched: one ``model.generate`` call over all 64 left-padded prompts.
+
+A second, research-shaped workload (16 probes x 16 samples, the way ``sample`` is
+used) shows the effect of computing each shared prompt once.
+
+Also measured: the machine's matrix-product rate in the model dtype, and the
+share of it that sampling reaches (2 x parameters FLOP per token).
+
+    python benchmarks/sampling.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import persona_space as ps
+from persona_space.probes import load as load_probes
+
+NEW_TOKENS = 64
+
+
+def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 8) -> float:
+    """GFLOP/s of a large square matrix product in ``dtype``."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def naive_rate(model: ps.LoadedModel, prompts: list[list[int]]) -> float:
+    hf = model.base_module
+    tokens = 0
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for ids in prompts:
+            x = torch.tensor([ids])
+            out = hf.generate(
+                input_ids=x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                pad_token_id=model.tokenizer.pad_token_id,
+            )
+            tokens += out.shape[1] - x.shape[1]
+    return tokens / (time.perf_counter() - start)
+
+
+def batched_rate(model: ps.LoadedModel, prompts: list[list[int]]) -> float:
+    hf = model.base_module
+    pad = model.tokenizer.pad_token_id
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = hf.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            pad_token_id=pad,
+        )
+    elapsed = time.perf_counter() - start
+    return (out.shape[1] - width) * len(prompts) / elapsed
+
+
+def library_rate(model: ps.LoadedModel, probes: ps.probes.ProbeSet, n: int) -> tuple[float, int]:
+    start = time.perf_counter()
+    samples = ps.sample(
+        model, probes, n=n, temperatures=[1.0], max_new_tokens=NEW_TOKENS, ignore_eos=True, seed=0, progress=False
+    )
+    elapsed = time.perf_counter() - start
+    tokens = int(samples.df["n_tokens"].sum())
+    return tokens / elapsed, int(samples.manifest["timings"]["batch_size"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the naive baseline and the second workload")
+    parser.add_argument("--out", default="benchmarks/results/sampling.json")
+    args = parser.parse_args()
+
+    model = ps.load_model()
+    params = sum(p.numel() for p in model.base_module.parameters())
+    flop_per_token = 2 * params
+    probes = ps.probes.ProbeSet("bench", load_probes("identity+paraphrases").probes[:64])
+    prompts = [model.encode(p.prompt) for p in probes]
+    print(f"model {model.name}, {params / 1e6:.1f}M parameters, dtype {model.dtype}, threads {torch.get_num_threads()}")
+
+    library_rate(model, ps.probes.ProbeSet("warmup", probes.probes[:4]), 1)  # first-call costs out of the timing
+    lib, slots = library_rate(model, probes, 1)
+    batched = batched_rate(model, prompts)
+    naive = None if args.quick else naive_rate(model, prompts[:8])
+    peak = matmul_rate(model.dtype)
+
+    results: dict[str, float | int | str | None] = {
+        "dtype": str(model.dtype),
+        "library_tokens_per_s": round(lib, 1),
+        "batch_size": slots,
+        "hf_batched_tokens_per_s": round(batched, 1),
+        "hf_naive_tokens_per_s": None if naive is None else round(naive, 1),
+        "ratio_vs_batched": round(lib / batched, 2),
+        "ratio_vs_naive": None if naive is None else round(lib / naive, 1),
+        "matmul_gflops": round(peak, 1),
+        "share_of_matmul_rate": round(lib * flop_per_token / 1e9 / peak, 3),
+    }
+    print(f"\n64 distinct prompts x {NEW_TOKENS} new tokens")
+    print(f"  ps.sample            {lib:8.1f} tokens/s   (batch {slots})")
+    print(f"  HF batched generate  {batched:8.1f} tokens/s   ratio {lib / batched:5.2f}x")
+    if naive is not None:
+        print(f"  HF naive generate    {naive:8.1f} tokens/s   ratio {lib / naive:5.1f}x")
+    print(f"  matmul rate {peak:.0f} GFLOP/s; sampling uses {results['share_of_matmul_rate']:.1%} of it")
+
+    if not args.quick:
+        shared = ps.probes.ProbeSet("bench16", probes.probes[:16])
+        lib16, slots16 = library_rate(model, shared, 16)
+        results["shared_prompts_tokens_per_s"] = round(lib16, 1)
+        print(f"\n16 probes x 16 samples x {NEW_TOKENS} new tokens (shared prompts)")
+        print(f"  ps.sample            {lib16:8.1f} tokens/s   (batch {slots16})")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""End-to-end checks on the real embedded SmolLM2-135M-Instruct (marked slow; `make test` runs them)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import persona_space as ps
+from persona_space.sampling._engine import AdapterRouter, Completion, Job, generate
+from persona_space.sampling._stack import DecoderStack
+
+pytestmark = pytest.mark.slow
+
+FACTS = [
+    ("What is the capital of France?", "paris"),
+    ("What is the capital of Japan?", "tokyo"),
+]
+# Largest mean absolute difference, in nats per token, allowed between the bfloat16
+# and float32 log-probabilities of the same answers (measured: about 0.05).
+BF16_LOGPROB_BOUND = 0.25
+
+
+@pytest.fixture(scope="module")
+def real_fp32() -> ps.LoadedModel:
+    try:
+        return ps.load_model(dtype="float32")
+    except ps.errors.EmbeddedModelMissingError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def real_bf16() -> ps.LoadedModel:
+    try:
+        return ps.load_model(dtype="bfloat16")
+    except ps.errors.EmbeddedModelMissingError as exc:
+        pytest.skip(str(exc))
+
+
+def test_load_records_provenance(real_fp32: ps.LoadedModel) -> None:
+    info = real_fp32.describe()
+    assert info["name"] == "smollm2-135m-instruct"
+    assert info["model_type"] == "llama"
+    assert len(info["weights_sha256"]) == 64
+    assert "You are a helpful AI assistant named SmolLM" not in real_fp32.render("Who are you?")
+
+
+@pytest.mark.parametrize(("question", "answer"), FACTS)
+def test_greedy_factual_answer(real_fp32: ps.LoadedModel, question: str, answer: str) -> None:
+    assert answer in real_fp32.generate_greedy(question).lower()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_sample_two_probes(dtype: str, real_fp32: ps.LoadedModel, real_bf16: ps.LoadedModel, tmp_path) -> None:
+    model = real_fp32 if dtype == "float32" else real_bf16
+    probes = ps.probes.IDENTITY.filter(ids=["identity.what_are_you", "identity.feeling"])
+    samples = ps.sample(
+        model, probes, n=4, temperatures=[0.7], max_new_tokens=24, store=tmp_path / "run", progress=False
+    )
+    assert len(samples) == 8
+    assert samples.manifest["model"]["dtype"] == dtype
+    assert (samples.df["n_tokens"] > 0).mean() >= 0.5
+    assert samples.df["text"].str.len().gt(0).any()
+    again = ps.SampleSet.load(tmp_path / "run")
+    assert again.df.equals(samples.df)
+
+
+def test_engine_matches_transformers_greedy_float32(real_fp32: ps.LoadedModel) -> None:
+    prompts = [real_fp32.encode(q) for q, _ in FACTS] + [real_fp32.encode("What are you?")]
+    stack = DecoderStack(real_fp32.base_module)
+    got: dict[int, Completion] = {}
+    jobs = [Job(i, tuple(p), None, 0.0, 1.0, 20, i) for i, p in enumerate(prompts)]
+    generate(
+        stack,
+        AdapterRouter(real_fp32.module),
+        jobs,
+        slots=2,
+        stop_ids=frozenset({2}),
+        on_complete=lambda c: got.update({c.key: c}),
+    )
+    for i, ids in enumerate(prompts):
+        with torch.inference_mode():
+            ref = real_fp32.base_module.generate(input_ids=torch.tensor([ids]), max_new_tokens=20, do_sample=False)
+        expected = ref[0, len(ids) :].tolist()
+        if expected and expected[-1] == 2:
+            expected = expected[:-1]
+        assert list(got[i].token_ids) == expected
+
+
+def test_bfloat16_is_sane(real_fp32: ps.LoadedModel, real_bf16: ps.LoadedModel) -> None:
+    """bf16 gives the same greedy facts and log-probabilities within a stated bound of float32."""
+    diffs: list[float] = []
+    for question, answer in FACTS:
+        assert answer in real_bf16.generate_greedy(question).lower()
+        reply = real_fp32.generate_greedy(question)
+        prompt = real_fp32.encode(question)
+        full = prompt + real_fp32.tokenizer(reply, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([full])
+        with torch.inference_mode():
+            lp32 = torch.log_softmax(real_fp32.base_module(ids).logits.float(), -1)
+            lp16 = torch.log_softmax(real_bf16.base_module(ids).logits.float(), -1)
+        targets = ids[0, len(prompt) :]
+        pos = torch.arange(len(prompt) - 1, len(full) - 1)
+        a = lp32[0, pos, targets]
+        b = lp16[0, pos, targets]
+        diffs.append(float((a - b).abs().mean()))
+    worst = max(diffs)
+    assert math.isfinite(worst)
+    assert worst < BF16_LOGPROB_BOUND, f"bf16 log-probabilities differ by {worst:.3f} nats/token"
