@@ -6,6 +6,7 @@ import copy
 import doctest
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -87,9 +88,7 @@ def test_every_base_probe_has_four_paraphrases() -> None:
             assert not para.is_base
     assert full.base() == ProbeSet(full.name, IDENTITY.probes)
     # each base directly followed by its paraphrases; idempotent
-    assert full.ids[:5] == ("identity.what_are_you",) + tuple(
-        f"identity.what_are_you.p{k}" for k in range(1, 5)
-    )
+    assert full.ids[:5] == ("identity.what_are_you", *tuple(f"identity.what_are_you.p{k}" for k in range(1, 5)))
     assert full.with_paraphrases().ids == full.ids
 
 
@@ -116,7 +115,7 @@ def test_user_probes() -> None:
 
 def test_filter() -> None:
     sub = IDENTITY.filter(categories=["direct", "relational"])
-    assert sub.ids == BASE_IDS[:3] + ("identity.talking_to", "identity.who_am_i")
+    assert sub.ids == (*BASE_IDS[:3], "identity.talking_to", "identity.who_am_i")
     assert IDENTITY.filter(categories="daily_life").ids == ("identity.ordinary_day",)
     assert IDENTITY.filter(ids=["identity.feeling", "identity.what_are_you"]).ids == (
         "identity.what_are_you",
@@ -126,7 +125,7 @@ def test_filter() -> None:
     assert IDENTITY.filter() == IDENTITY
     with pytest.raises(ConfigError, match="nonsense"):
         IDENTITY.filter(categories=["nonsense"])
-    with pytest.raises(ConfigError, match="identity.nope"):
+    with pytest.raises(ConfigError, match=re.escape("identity.nope")):
         IDENTITY.filter(ids=["identity.nope"])
     with pytest.raises(ConfigError):
         IDENTITY.filter(categories=["direct"], ids=["identity.feeling"])
@@ -135,10 +134,10 @@ def test_filter() -> None:
 def test_getitem() -> None:
     assert IDENTITY[0].id == "identity.what_are_you"
     assert IDENTITY[-1].id == "identity.message_home"
-    with pytest.raises(ConfigError, match="identity.what_are_yu") as info:
+    with pytest.raises(ConfigError, match=re.escape("identity.what_are_yu")) as info:
         IDENTITY["identity.what_are_yu"]
     assert "identity.what_are_you" in str(info.value)
-    with pytest.raises(ConfigError, match="no.such.id"):
+    with pytest.raises(ConfigError, match=re.escape("no.such.id")):
         USER["no.such.id"]
     assert "identity.feeling" in IDENTITY and "nope" not in IDENTITY
 
@@ -187,9 +186,9 @@ def test_empty_and_duplicate_sets_raise() -> None:
         ProbeSet.from_list([])
     with pytest.raises(ConfigError, match="at least one probe"):
         ProbeSet("empty", [])
-    with pytest.raises(ConfigError, match="dup.id"):
+    with pytest.raises(ConfigError, match=re.escape("dup.id")):
         ProbeSet("d", [Probe("dup.id", "A?", "c"), Probe("dup.id", "B?", "c")])
-    with pytest.raises(ConfigError, match="identity.who_am_i"):
+    with pytest.raises(ConfigError, match=re.escape("identity.who_am_i")):
         IDENTITY + IDENTITY.filter(ids=["identity.who_am_i"])
 
 
@@ -197,7 +196,7 @@ def test_add() -> None:
     both = IDENTITY + USER
     assert len(both) == 20
     assert both.ids == IDENTITY.ids + USER.ids
-    assert both.categories == CATEGORIES + ("user",)
+    assert both.categories == (*CATEGORIES, "user")
 
 
 def test_immutable_and_repr() -> None:
@@ -264,7 +263,7 @@ def test_from_jsonl_empty_or_missing_file(tmp_path: Path) -> None:
     empty.write_text("\n\n")
     with pytest.raises(DataError):
         ProbeSet.from_jsonl(empty)
-    with pytest.raises(ConfigError, match="missing.jsonl"):
+    with pytest.raises(ConfigError, match=re.escape("missing.jsonl")):
         ProbeSet.from_jsonl(tmp_path / "missing.jsonl")
 
 
@@ -285,7 +284,7 @@ def test_load_unknown_name() -> None:
     with pytest.raises(ConfigError, match="identiti") as info:
         load("identiti")
     assert "identity+paraphrases" in str(info.value)
-    with pytest.raises(ConfigError, match="nowhere.jsonl"):
+    with pytest.raises(ConfigError, match=re.escape("nowhere.jsonl")):
         load("nowhere.jsonl")
 
 

@@ -82,10 +82,12 @@ def adapter_sha256(path: str | os.PathLike[str]) -> str:
     return hash_files(files, root=folder)
 
 
-def check_compatible(model: LoadedModel, path: str | os.PathLike[str], config: dict[str, Any]) -> None:
-    """Refuse an adapter made for another base model (by name, then by every tensor shape)."""
+def check_compatible(
+    model: LoadedModel, path: str | os.PathLike[str], config: dict[str, Any], *, check_name: bool = True
+) -> None:
+    """Refuse an adapter made for another base model: by name (unless ``check_name`` is off), then by shapes."""
     base = config.get("base_model_name_or_path")
-    if base and str(base).rstrip("/").lower() not in model.aliases:
+    if check_name and base and str(base).rstrip("/").lower() not in model.aliases:
         raise AdapterMismatchError(
             f"adapter {str(path)!r} was trained on {base!r}, but the loaded model is {model.name!r} "
             f"(accepted names: {', '.join(sorted(model.aliases))}); pass check_base=False to attach it anyway"
@@ -97,7 +99,7 @@ def check_compatible(model: LoadedModel, path: str | os.PathLike[str], config: d
 
     modules = dict(model.base_module.named_modules())
     with safe_open(str(weights), framework="pt") as fh:
-        for key in fh:
+        for key in fh.keys():  # noqa: SIM118 - the safe_open handle is not iterable
             match = _LORA_KEY.match(key)
             if match is None:
                 continue
@@ -137,16 +139,17 @@ def attach_adapter(
         if existing.sha256 == sha:
             return name
         raise ConfigError(f"an adapter named {name!r} is already attached (from {existing.path}); choose another name")
-    if check_base:
-        check_compatible(model, folder, config)
+    check_compatible(model, folder, config, check_name=check_base)
     from peft import PeftModel
 
+    was_peft = isinstance(model.module, PeftModel)
     try:
-        if isinstance(model.module, PeftModel):
+        if was_peft:
             model.module.load_adapter(str(folder), adapter_name=name, is_trainable=False)
         else:
             model.module = PeftModel.from_pretrained(model.module, str(folder), adapter_name=name, is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as exc:
+        _undo_failed_attach(model, name, was_peft)
         raise AdapterMismatchError(
             f"adapter {str(folder)!r} does not fit the loaded model {model.name!r}: {exc}"
         ) from exc
@@ -161,6 +164,26 @@ def attach_adapter(
         target_modules=tuple(sorted(targets)) if isinstance(targets, list) else (str(targets),),
     )
     return name
+
+
+def _undo_failed_attach(model: LoadedModel, name: str, was_peft: bool) -> None:
+    """Remove what a failed PEFT load injected, so the model computes what it did before."""
+    from peft.tuners.lora import LoraLayer
+
+    base = model.base_module
+    for module_name, module in list(base.named_modules()):
+        if not isinstance(module, LoraLayer):
+            continue
+        if was_peft and name in module.lora_A:
+            module.delete_adapter(name)
+        if not was_peft:
+            parent_name, _, child = module_name.rpartition(".")
+            parent = base.get_submodule(parent_name) if parent_name else base
+            setattr(parent, child, module.get_base_layer())
+    if was_peft:
+        model.module.peft_config.pop(name, None)
+    elif hasattr(base, "peft_config"):
+        del base.peft_config  # left on the base model by PEFT's injection
 
 
 def _weights_file(folder: Path) -> Path | None:

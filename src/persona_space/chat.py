@@ -101,9 +101,10 @@ def encode_chat(
 
 def system_mode(tokenizer: Any) -> SystemMode:
     """``"system"`` if the template takes a system turn, ``"merged"`` if it must go into the user turn."""
+    template = getattr(tokenizer, "chat_template", None)
     cached = getattr(tokenizer, "_persona_space_system_mode", None)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
+    if isinstance(cached, tuple) and cached[0] == template:
+        return cached[1]  # type: ignore[no-any-return]
     probe = [{"role": "system", "content": "S0S"}, {"role": "user", "content": "U0U"}]
     mode: SystemMode
     try:
@@ -112,7 +113,7 @@ def system_mode(tokenizer: Any) -> SystemMode:
     except Exception:  # templates raise their own exception types for an unsupported role
         mode = "merged"
     with contextlib.suppress(AttributeError):
-        tokenizer._persona_space_system_mode = mode
+        tokenizer._persona_space_system_mode = (template, mode)
     return mode
 
 

@@ -155,9 +155,15 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"device {device!r} is not a torch device; expected 'auto', 'cpu', 'cuda', 'cuda:N'") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for, but this torch build sees no CUDA device; use 'cpu'")
+    mps = getattr(torch.backends, "mps", None)
+    if resolved.type == "mps" and (mps is None or not mps.is_available()):
+        raise ConfigError(f"device {device!r} was asked for, but MPS is not available here; use 'cpu'")
+    return resolved
 
 
 def cpu_has_fast_bf16() -> bool:

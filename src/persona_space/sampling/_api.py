@@ -99,7 +99,7 @@ class SampleSet:
         rows = store.read_rows()
         frame = rows if rows is not None else pd.DataFrame(columns=list(COLUMNS))
         params = manifest.get("parameters", {})
-        adapters = list(params.get("adapters", {}))
+        adapters = list(manifest.get("conditions") or params.get("adapters", {}))
         probe_ids = [str(p.get("id")) for p in params.get("probes", []) if isinstance(p, dict)]
         return cls(df=_canonical_order(frame, adapters, probe_ids), manifest=manifest, path=Path(path))
 
@@ -194,6 +194,7 @@ def sample(
         "run_id": run_id,
         "schema_version": SCHEMA_VERSION,
         "parameters": parameters,
+        "conditions": list(conditions),
         "model": model.describe(),
         "environment": provenance.environment(),
         "state": "running",

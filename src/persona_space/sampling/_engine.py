@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from persona_space.adapters import BASE_ROW
+from persona_space.sampling._heap import heap_retained
 from persona_space.sampling._stack import DecoderStack, SlotCache
 
 FinishReason = Literal["stop", "length"]
+MIN_TEMPERATURE = 1e-5  # below this, dividing logits overflows float32: treated as greedy
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -69,7 +71,7 @@ def choose_tokens(
     """
     rows = logits.shape[0]
     out = np.empty(rows, dtype=np.int64)
-    greedy = temperatures <= 0.0
+    greedy = temperatures < MIN_TEMPERATURE
     if greedy.all():
         return logits.argmax(dim=-1).cpu().numpy()  # type: ignore[no-any-return]
     if greedy.any():
@@ -217,6 +219,8 @@ def generate(
     """
     if not jobs:
         return
+    if any(job.key != i for i, job in enumerate(jobs)):
+        raise ValueError("job keys must be their positions 0..n-1 in the list")
     prefix = _shared_prefix(jobs, prefix_len)
     capacity = max(len(j.prompt_ids) for j in jobs) + max(j.max_new_tokens for j in jobs)
     slots = max(1, min(slots, len(jobs)))
@@ -235,7 +239,7 @@ def generate(
     refill_at = max(1, slots // 8)
     device = stack.device
 
-    with torch.inference_mode(), router.routing():
+    with torch.inference_mode(), router.routing(), heap_retained():
         prefix_cache = _prefill_prefix(stack, router, prefix, sorted({j.adapter or "" for j in jobs}))
         while head < len(queue) or active > 0:
             free = slots - active

@@ -141,7 +141,7 @@ def run_jobs(
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - started
-    new_rows = pd.DataFrame(writer.rows_written) if writer.rows_written else None
+    new_rows = _frame(writer.rows_written) if writer.rows_written else None
     frames = [f for f in (_only_run(done, run_id), new_rows) if f is not None and not f.empty]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     stats = {
@@ -175,10 +175,15 @@ class _ChunkWriter:
         if not self.pending:
             return
         if self.store is not None:
-            self.store.append(self.pending)
+            self.store.append(_frame(self.pending))
         self.rows_written.extend(self.pending)
         self.pending = []
         self.last = time.monotonic()
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a table with stable column types (seeds are unsigned 64-bit in every chunk)."""
+    return pd.DataFrame(rows).astype({"seed": "uint64"})
 
 
 def _finished_keys(done: pd.DataFrame | None, run_id: str) -> set[tuple[str, str, float, int]]:

