@@ -16,6 +16,7 @@ every supported architecture.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,7 @@ class SlotCache:
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     limit: int
-    block: int = 64
+    block: int = 32
 
     @property
     def slots(self) -> int:
@@ -98,6 +99,7 @@ class DecoderStack:
         self.has_qk_norm = hasattr(attn, "q_norm") and hasattr(attn, "k_norm")
         self.dtype = self.embed.weight.dtype
         self.device = self.embed.weight.device
+        self.packed = _pack_linears(self, self.layers, self.lm_head)
 
     def allocate(self, slots: int, capacity: int) -> SlotCache:
         """Empty KV buffers for ``slots`` sequences of up to ``capacity`` tokens."""
@@ -214,23 +216,75 @@ class DecoderStack:
         for index, layer in enumerate(self.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(hidden)
-            q = attn.q_proj(x).view(batch, width, -1, self.head_dim)
-            k = attn.k_proj(x).view(batch, width, -1, self.head_dim)
-            v = attn.v_proj(x).view(batch, width, -1, self.head_dim)
+            q = self.linear(attn.q_proj, x).view(batch, width, -1, self.head_dim)
+            k = self.linear(attn.k_proj, x).view(batch, width, -1, self.head_dim)
+            v = self.linear(attn.v_proj, x).view(batch, width, -1, self.head_dim)
             if self.has_qk_norm:
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            hidden = hidden + attn.o_proj(attend(index, q, k, v))
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = hidden + self.linear(attn.o_proj, attend(index, q, k, v))
+            x = layer.post_attention_layernorm(hidden)
+            mlp = layer.mlp
+            hidden = hidden + self.linear(
+                mlp.down_proj, mlp.act_fn(self.linear(mlp.gate_proj, x)) * self.linear(mlp.up_proj, x)
+            )
         out: torch.Tensor = hidden
         return out
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and vocabulary head for the needed positions only, in float32."""
-        logits: torch.Tensor = self.lm_head(self.norm(hidden)).float()
+        logits: torch.Tensor = self.linear(self.lm_head, self.norm(hidden)).float()
         return logits
+
+    def linear(self, module: Any, x: torch.Tensor) -> torch.Tensor:
+        """``module(x)``, through the prepacked weight when there is one."""
+        packed = self.packed.get(id(module))
+        if packed is None:
+            out: torch.Tensor = module(x)
+            return out
+        return torch.ops.mkldnn._linear_pointwise(x, packed[0], packed[1], "none", [], "")  # type: ignore[no-any-return]
+
+
+PACK_ENV = "PERSONA_SPACE_PACKED_LINEAR"
+
+
+def _pack_linears(stack: DecoderStack, layers: list[Any], lm_head: Any) -> dict[int, tuple[torch.Tensor, Any]]:
+    """oneDNN-prepacked copies of the plain bf16 linear weights on CPU (10-40 % faster products).
+
+    Only plain ``nn.Linear`` modules are packed; LoRA-wrapped ones keep their own
+    forward. The packed path is verified against ``F.linear`` once and dropped if it
+    disagrees or the build lacks it. ``PERSONA_SPACE_PACKED_LINEAR=0`` turns it off.
+    """
+    if (
+        stack.device.type != "cpu"
+        or stack.dtype != torch.bfloat16
+        or os.environ.get(PACK_ENV, "1") == "0"
+        or not torch.backends.mkldnn.is_available()
+    ):
+        return {}
+    modules: list[Any] = [lm_head]
+    for layer in layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        modules += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+    packed: dict[int, tuple[torch.Tensor, Any]] = {}
+    try:
+        with torch.no_grad():
+            for module in modules:
+                if type(module) is torch.nn.Linear and module.weight.dtype == torch.bfloat16:
+                    weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), 128)
+                    packed[id(module)] = (weight, None if module.bias is None else module.bias.detach())
+            if packed:
+                probe = next(m for m in modules if id(m) in packed)
+                x = torch.randn(3, probe.in_features, dtype=torch.bfloat16)
+                got = torch.ops.mkldnn._linear_pointwise(x, *packed[id(probe)], "none", [], "")
+                want = F.linear(x, probe.weight, probe.bias)
+                if not torch.allclose(got.float(), want.float(), rtol=2e-2, atol=2e-2):
+                    return {}
+    except (RuntimeError, AttributeError):
+        return {}
+    return packed
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
