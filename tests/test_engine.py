@@ -172,14 +172,19 @@ def test_greedy_engine_with_mixed_lora_adapters_matches_peft_generate(
 
 
 @pytest.mark.parametrize("tiny_model_dir", MODEL_TYPES, indirect=True)
-def test_prefill_and_decode_logits_match_the_model_forward(tiny_model: Any) -> None:
-    stack = DecoderStack(tiny_model.base_module)
-    prompts = [tuple(tiny_model.encode(p)) for p in PROMPTS[:3]]
-    width = max(len(p) for p in prompts)
-    tokens = torch.zeros((len(prompts), width), dtype=torch.long)
+def _padded_prompts(model: Any) -> tuple[list[tuple[int, ...]], torch.Tensor, torch.Tensor]:
+    """Three chat prompts, right-padded into one batch, and their lengths."""
+    prompts = [tuple(model.encode(p)) for p in PROMPTS[:3]]
+    tokens = torch.zeros((len(prompts), max(len(p) for p in prompts)), dtype=torch.long)
     for r, p in enumerate(prompts):
         tokens[r, : len(p)] = torch.tensor(p)
-    lengths = torch.tensor([len(p) for p in prompts])
+    return prompts, tokens, torch.tensor([len(p) for p in prompts])
+
+
+def test_prefill_and_decode_logits_match_the_model_forward(tiny_model: Any) -> None:
+    stack = DecoderStack(tiny_model.base_module)
+    prompts, tokens, lengths = _padded_prompts(tiny_model)
+    width = tokens.shape[1]
     cache = stack.allocate(len(prompts), width + 2)
     rows = torch.arange(len(prompts))
     with torch.inference_mode():
@@ -511,3 +516,31 @@ def test_nucleus_filter_without_and_with_full_sort() -> None:
     nz = kept > 0
     torch.testing.assert_close(kept[nz], probs.gather(1, order)[nz])
     assert bool((kept[:, :-1] >= kept[:, 1:]).all())  # sorted descending
+
+
+def test_prepacked_bf16_linears_match_the_plain_ones(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU in bf16 the engine multiplies through oneDNN-prepacked weights; results match F.linear."""
+    model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    prompts, tokens, lengths = _padded_prompts(model)
+    width = tokens.shape[1]
+    rows = torch.arange(len(prompts))
+
+    def run() -> tuple[DecoderStack, torch.Tensor, torch.Tensor]:
+        stack = DecoderStack(model.base_module)
+        cache = stack.allocate(len(prompts), width + 2)
+        with torch.inference_mode():
+            first = stack.prefill(cache, tokens, lengths, rows, rows)
+            second = stack.decode(cache, first.argmax(-1), lengths)
+        return stack, first, second
+
+    packed_stack, packed_first, packed_second = run()
+    monkeypatch.setenv("PERSONA_SPACE_PACKED_LINEAR", "0")
+    plain_stack, plain_first, plain_second = run()
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    n_linear = 1 + 7 * len(plain_stack.layers)
+    assert len(packed_stack.packed) == n_linear and plain_stack.packed == {}
+    # bf16 products differ only in rounding: the same argmax, logits within bf16 precision
+    assert torch.equal(packed_first.argmax(-1), plain_first.argmax(-1))
+    torch.testing.assert_close(packed_first, plain_first, atol=0.1, rtol=0.02)
+    torch.testing.assert_close(packed_second, plain_second, atol=0.1, rtol=0.02)
