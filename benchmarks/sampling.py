@@ -46,37 +46,14 @@ def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 8) -> float
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def naive_rate(model: ps.LoadedModel, prompts: list[list[int]]) -> float:
-    hf = model.base_module
-    tokens = 0
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for ids in prompts:
-            x = torch.tensor([ids])
-            out = hf.generate(
-                input_ids=x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=NEW_TOKENS,
-                min_new_tokens=NEW_TOKENS,
-                do_sample=True,
-                temperature=1.0,
-                top_p=1.0,
-                top_k=0,
-                pad_token_id=model.tokenizer.pad_token_id,
-            )
-            tokens += out.shape[1] - x.shape[1]
-    return tokens / (time.perf_counter() - start)
-
-
-def batched_rate(model: ps.LoadedModel, prompts: list[list[int]]) -> float:
-    hf = model.base_module
+def hf_generate(model: ps.LoadedModel, prompts: list[list[int]]) -> int:
+    """One plain ``generate`` call over left-padded ``prompts``; returns the new tokens made."""
     pad = model.tokenizer.pad_token_id
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    start = time.perf_counter()
     with torch.inference_mode():
-        out = hf.generate(
+        out = model.base_module.generate(
             input_ids=ids,
             attention_mask=mask,
             max_new_tokens=NEW_TOKENS,
@@ -87,8 +64,21 @@ def batched_rate(model: ps.LoadedModel, prompts: list[list[int]]) -> float:
             top_k=0,
             pad_token_id=pad,
         )
-    elapsed = time.perf_counter() - start
-    return (out.shape[1] - width) * len(prompts) / elapsed
+    return int(out.shape[1] - width) * len(prompts)
+
+
+def naive_rate(model: ps.LoadedModel, prompts: list[list[int]]) -> float:
+    """(a) one prompt at a time."""
+    start = time.perf_counter()
+    tokens = sum(hf_generate(model, [ids]) for ids in prompts)
+    return tokens / (time.perf_counter() - start)
+
+
+def batched_rate(model: ps.LoadedModel, prompts: list[list[int]]) -> float:
+    """(b) every prompt in one batched call."""
+    start = time.perf_counter()
+    tokens = hf_generate(model, prompts)
+    return tokens / (time.perf_counter() - start)
 
 
 def library_rate(model: ps.LoadedModel, probes: ps.probes.ProbeSet, n: int, seed: int = 0) -> tuple[float, int]:

@@ -131,10 +131,18 @@ def test_empty_completions_are_kept_and_counted(tiny_model: Any) -> None:
         "temperature",
         "samples",
         "mean_tokens",
+        "mean_tokens_low",
+        "mean_tokens_high",
         "empty_share",
+        "empty_share_low",
+        "empty_share_high",
         "truncated_share",
+        "truncated_share_low",
+        "truncated_share_high",
     ]
     row = summary.iloc[0]
+    assert row["empty_share_low"] <= row["empty_share"] <= row["empty_share_high"]
+    assert row["empty_share_low"] > 0.0 and row["empty_share_high"] < 1.0
     assert row["samples"] == 24
     assert row["empty_share"] == pytest.approx((df["text"].str.strip() == "").mean())
     assert row["empty_share"] >= len(empty) / len(df)

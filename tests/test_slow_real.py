@@ -22,20 +22,21 @@ FACTS = [
 BF16_LOGPROB_BOUND = 0.25
 
 
-@pytest.fixture(scope="module")
-def real_fp32() -> ps.LoadedModel:
+def _load(dtype: str) -> ps.LoadedModel:
     try:
-        return ps.load_model(dtype="float32")
+        return ps.load_model(dtype=dtype)  # type: ignore[arg-type]
     except ps.errors.EmbeddedModelMissingError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def real_fp32() -> ps.LoadedModel:
+    return _load("float32")
 
 
 @pytest.fixture(scope="module")
 def real_bf16() -> ps.LoadedModel:
-    try:
-        return ps.load_model(dtype="bfloat16")
-    except ps.errors.EmbeddedModelMissingError as exc:
-        pytest.skip(str(exc))
+    return _load("bfloat16")
 
 
 def test_load_records_provenance(real_fp32: ps.LoadedModel) -> None:

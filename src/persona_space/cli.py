@@ -112,7 +112,9 @@ def _sample(args: argparse.Namespace) -> int:
         store=args.out,
         batch_size=_batch_size(args.batch_size),  # type: ignore[arg-type]
     )
-    print(samples.summary().to_string(index=False))
+    from persona_space.report import format_summary
+
+    print(format_summary(samples.summary()).to_string(index=False))
     print(f"wrote {len(samples)} rows to {Path(args.out) / 'samples.parquet'}")
     return 0
 
@@ -137,7 +139,9 @@ def _demo(args: argparse.Namespace) -> int:
         store=out / "samples",
     )
     paths = write_sample_report(samples, out)
-    print(samples.summary().to_string(index=False))
+    from persona_space.report import format_summary
+
+    print(format_summary(samples.summary()).to_string(index=False))
     print(f"report: {paths['html']}")
     return 0
 

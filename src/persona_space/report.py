@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from persona_space import _io
 
 if TYPE_CHECKING:
@@ -21,7 +23,7 @@ def write_sample_report(samples: SampleSet, out: str | os.PathLike[str], *, exam
     model = manifest.get("model", {})
     timings = manifest.get("timings", {})
     env = manifest.get("environment", {})
-    summary = samples.summary()
+    summary = format_summary(samples.summary())
     df = samples.df
     lines = [
         "# persona_space: sampling report",
@@ -56,6 +58,19 @@ def write_sample_report(samples: SampleSet, out: str | os.PathLike[str], *, exam
     _io.write_text(md_path, markdown)
     _io.write_text(html_path, _to_html(markdown))
     return {"markdown": md_path, "html": html_path}
+
+
+def format_summary(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``summary()`` with each estimate and its interval in one readable column: ``0.050 [0.022, 0.112]``."""
+    shown = summary[[c for c in summary.columns if not c.endswith(("_low", "_high"))]].copy()
+    for column in shown.columns:
+        low, high = f"{column}_low", f"{column}_high"
+        if low in summary.columns and high in summary.columns:
+            shown[column] = [
+                f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+                for v, lo, hi in zip(summary[column], summary[low], summary[high], strict=True)
+            ]
+    return shown
 
 
 def _has_tabulate() -> bool:

@@ -107,19 +107,41 @@ class SampleSet:
     def complete(self) -> bool:
         return bool(self.manifest.get("state") == "complete")
 
-    def summary(self) -> pd.DataFrame:
-        """Per adapter and temperature: samples, mean tokens, share of empty answers and of truncated ones."""
-        df = self.df.assign(empty=self.df["text"].str.strip() == "", truncated=self.df["finish_reason"] == "length")
-        return (
-            df.groupby(["adapter", "temperature"], sort=False)
-            .agg(
-                samples=("text", "size"),
-                mean_tokens=("n_tokens", "mean"),
-                empty_share=("empty", "mean"),
-                truncated_share=("truncated", "mean"),
+    def summary(self, confidence: float = 0.95) -> pd.DataFrame:
+        """Per adapter and temperature: samples, mean tokens, and the shares of empty and truncated answers.
+
+        Each figure carries a ``confidence`` interval (``*_low``/``*_high``): Student-t
+        for the mean, Wilson for the shares. They treat samples as independent; the
+        basin statistics resample prompts as well.
+        """
+        from persona_space.stats import mean_interval, wilson_interval
+
+        rows: list[dict[str, Any]] = []
+        for (adapter, temperature), group in self.df.groupby(["adapter", "temperature"], sort=False):
+            n = len(group)
+            tokens = group["n_tokens"].astype(float).tolist()
+            empty = int((group["text"].str.strip() == "").sum())
+            truncated = int((group["finish_reason"] == "length").sum())
+            t_low, t_high = mean_interval(tokens, confidence)
+            e_low, e_high = wilson_interval(empty, n, confidence)
+            c_low, c_high = wilson_interval(truncated, n, confidence)
+            rows.append(
+                {
+                    "adapter": adapter,
+                    "temperature": temperature,
+                    "samples": n,
+                    "mean_tokens": sum(tokens) / n,
+                    "mean_tokens_low": t_low,
+                    "mean_tokens_high": t_high,
+                    "empty_share": empty / n,
+                    "empty_share_low": e_low,
+                    "empty_share_high": e_high,
+                    "truncated_share": truncated / n,
+                    "truncated_share_low": c_low,
+                    "truncated_share_high": c_high,
+                }
             )
-            .reset_index()
-        )
+        return pd.DataFrame(rows)
 
     def __len__(self) -> int:
         return len(self.df)

@@ -123,7 +123,9 @@ def run_jobs(
         if bar is not None:
             elapsed = max(time.perf_counter() - started, 1e-9)
             bar.update(1)
-            bar.set_postfix(samples_s=f"{counts['rows'] / elapsed:.1f}", tokens_s=f"{counts['tokens'] / elapsed:.0f}")
+            bar.set_postfix(
+                samples_s=f"{counts['rows'] / elapsed:.1f}", tokens_s=f"{counts['tokens'] / elapsed:.0f}", refresh=False
+            )
 
     stack = DecoderStack(model.base_module)
     try:
@@ -236,4 +238,4 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="sampling", unit="sample", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc="sampling", unit="sample", dynamic_ncols=True, mininterval=1.0)
