@@ -496,3 +496,18 @@ def test_custom_system_prompt_changes_rows(tiny_model: Any, make_tiny_model_dir:
         str(make_tiny_model_dir("llama")), device="cpu", dtype="float32", system_prompt="You are a pirate."
     )
     pd.testing.assert_frame_equal(run(model, temperatures=[0.0], n=1).df, pirate)
+
+
+def test_unsupported_model_writes_nothing(tiny_model: Any, tmp_path: Path) -> None:
+    """The engine check runs before the run directory is created."""
+    from dataclasses import replace as dc_replace
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from persona_space.errors import UnsupportedModelError
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2))
+    model = dc_replace(tiny_model, module=gpt2)
+    with pytest.raises(UnsupportedModelError, match="gpt2"):
+        run(model, store=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -203,6 +203,9 @@ def sample(
         raise ConfigError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    from persona_space.sampling._stack import check_supported
+
+    check_supported(model.base_module)  # before anything is attached or written
     conditions = _attach(model, adapters)
     parameters = {
         "model": {k: v for k, v in model.describe().items() if k not in ("adapters", "source", "device")},

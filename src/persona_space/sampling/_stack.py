@@ -70,18 +70,24 @@ class SlotCache:
             buf[dst] = buf[src]
 
 
+def check_supported(causal_lm: Any) -> None:
+    """Raise :class:`UnsupportedModelError` unless the engine can drive ``causal_lm``."""
+    model_type = getattr(getattr(causal_lm, "config", None), "model_type", None)
+    inner = getattr(causal_lm, "model", None)
+    if model_type not in SUPPORTED_MODEL_TYPES or inner is None or not hasattr(inner, "layers"):
+        raise UnsupportedModelError(
+            f"the sampling engine cannot drive model type {model_type!r}; supported types are "
+            f"{', '.join(sorted(SUPPORTED_MODEL_TYPES))}"
+        )
+
+
 class DecoderStack:
     """The pieces of a causal LM needed for slot-based prefill and decode."""
 
     def __init__(self, causal_lm: Any) -> None:
+        check_supported(causal_lm)
         config = causal_lm.config
-        model_type = getattr(config, "model_type", None)
-        inner = getattr(causal_lm, "model", None)
-        if model_type not in SUPPORTED_MODEL_TYPES or inner is None or not hasattr(inner, "layers"):
-            raise UnsupportedModelError(
-                f"the sampling engine cannot drive model type {model_type!r}; supported types are "
-                f"{', '.join(sorted(SUPPORTED_MODEL_TYPES))}"
-            )
+        inner = causal_lm.model
         self.embed = causal_lm.get_input_embeddings()
         self.layers = list(inner.layers)
         self.norm = inner.norm
