@@ -134,13 +134,15 @@ class RunStore:
             raise CorruptRunError(f"table {str(path)!r} cannot be read: {exc}") from exc
 
 
-def _differences(stored: Any, given: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """Keys whose values differ between two JSON-like parameter trees."""
-    stored = json.loads(json.dumps(stored, default=str))
-    given = json.loads(json.dumps(given, default=str))
+def _differences(stored: Any, given: Any) -> list[tuple[str, Any, Any]]:
+    """Keys whose values differ between two JSON-like parameter trees (compared as JSON reads them back)."""
+    return _walk(json.loads(json.dumps(stored, default=str)), json.loads(json.dumps(given, default=str)), "")
+
+
+def _walk(stored: Any, given: Any, prefix: str) -> list[tuple[str, Any, Any]]:
     if isinstance(stored, dict) and isinstance(given, dict):
         out: list[tuple[str, Any, Any]] = []
         for key in sorted(set(stored) | set(given)):
-            out += _differences(stored.get(key), given.get(key), f"{prefix}{key}.")
+            out += _walk(stored.get(key), given.get(key), f"{prefix}{key}.")
         return out
     return [] if stored == given else [(prefix.rstrip("."), stored, given)]

@@ -207,8 +207,9 @@ def sample(
 
     check_supported(model.base_module)  # before anything is attached or written
     conditions = _attach(model, adapters)
+    described = model.describe()
     parameters = {
-        "model": {k: v for k, v in model.describe().items() if k not in ("adapters", "source", "device")},
+        "model": {k: v for k, v in described.items() if k not in ("adapters", "source", "device")},
         "adapters": {name: (model.adapters[a].sha256 if a else None) for name, a in conditions.items()},
         "probes": probe_set.to_records(),
         **spec.to_dict(),
@@ -220,7 +221,7 @@ def sample(
         "schema_version": SCHEMA_VERSION,
         "parameters": parameters,
         "conditions": list(conditions),
-        "model": model.describe(),
+        "model": described,
         "environment": provenance.environment(),
         "state": "running",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

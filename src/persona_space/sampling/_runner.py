@@ -67,6 +67,7 @@ def run_jobs(
     prompts = {p.id: tuple(model.encode(p.prompt, system_prompt=spec.system_prompt)) for p in probes}
     todo: list[Job] = []
     meta: list[dict[str, Any]] = []
+    done = _only_run(done, run_id)
     finished = _finished_keys(done, run_id)
     for cond, adapter in conditions.items():
         for probe in probes:
@@ -144,7 +145,7 @@ def run_jobs(
             bar.close()
     elapsed = time.perf_counter() - started
     new_rows = _frame(writer.rows_written) if writer.rows_written else None
-    frames = [f for f in (_only_run(done, run_id), new_rows) if f is not None and not f.empty]
+    frames = [f for f in (done, new_rows) if f is not None and not f.empty]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     stats = {
         "seconds": round(elapsed, 3),
@@ -188,8 +189,8 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows).astype({"seed": "uint64"})
 
 
-def _finished_keys(done: pd.DataFrame | None, run_id: str) -> set[tuple[str, str, float, int]]:
-    rows = _only_run(done, run_id)
+def _finished_keys(rows: pd.DataFrame | None, run_id: str) -> set[tuple[str, str, float, int]]:
+    """(condition, probe, temperature, index) of every stored row of the run."""
     if rows is None or rows.empty:
         return set()
     columns = (rows["adapter"], rows["probe_id"], rows["temperature"].astype(float), rows["sample_index"].astype(int))

@@ -44,10 +44,6 @@ class SlotCache:
     block: int = 32
 
     @property
-    def slots(self) -> int:
-        return int(self.keys[0].shape[0])
-
-    @property
     def capacity(self) -> int:
         return int(self.keys[0].shape[2])
 
