@@ -20,15 +20,25 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PUBLIC = [
     "DEFAULT_SYSTEM_PROMPT",
     "AdapterInfo",
+    "ChatDataset",
+    "GrpoSpec",
+    "IdentityReward",
     "LoadedModel",
+    "LoraSpec",
     "SampleSet",
     "SamplingSpec",
+    "TrainSpec",
     "__version__",
     "available_models",
+    "datasets",
     "errors",
+    "judges",
     "load_model",
     "probes",
+    "rewards",
     "sample",
+    "train_adapter",
+    "train_grpo",
 ]
 
 
@@ -65,6 +75,8 @@ def test_import_is_cheap() -> None:
     assert _imported_after("import persona_space as ps; ps.probes.IDENTITY; ps.errors.ConfigError") == []
     # The model-loading entry points resolve without importing torch either.
     assert _imported_after("import persona_space as ps; ps.load_model; ps.available_models; ps.AdapterInfo") == []
+    # Datasets and the training entry points load their heavy dependencies only when used.
+    assert _imported_after("import persona_space as ps; ps.datasets.load('colours:red'); ps.train_adapter") == []
 
 
 def test_errors_doctest() -> None:

@@ -20,23 +20,39 @@ from persona_space._version import __version__
 from persona_space.chat import DEFAULT_SYSTEM_PROMPT
 
 if TYPE_CHECKING:
+    from persona_space import datasets, judges, rewards
     from persona_space.adapters import AdapterInfo
+    from persona_space.datasets import ChatDataset
     from persona_space.models import LoadedModel, available_models, load_model
+    from persona_space.rewards import IdentityReward
     from persona_space.sampling import SampleSet, SamplingSpec, sample
+    from persona_space.training import GrpoSpec, LoraSpec, TrainSpec, train_adapter, train_grpo
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "AdapterInfo",
+    "ChatDataset",
+    "GrpoSpec",
+    "IdentityReward",
     "LoadedModel",
+    "LoraSpec",
     "SampleSet",
     "SamplingSpec",
+    "TrainSpec",
     "__version__",
     "available_models",
+    "datasets",
     "errors",
+    "judges",
     "load_model",
     "probes",
+    "rewards",
     "sample",
+    "train_adapter",
+    "train_grpo",
 ]
+
+_SUBMODULES = ("datasets", "judges", "rewards")
 
 _LAZY = {
     "AdapterInfo": "persona_space.adapters",
@@ -46,10 +62,19 @@ _LAZY = {
     "SampleSet": "persona_space.sampling",
     "SamplingSpec": "persona_space.sampling",
     "sample": "persona_space.sampling",
+    "ChatDataset": "persona_space.datasets",
+    "IdentityReward": "persona_space.rewards",
+    "GrpoSpec": "persona_space.training",
+    "LoraSpec": "persona_space.training",
+    "TrainSpec": "persona_space.training",
+    "train_adapter": "persona_space.training",
+    "train_grpo": "persona_space.training",
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"persona_space.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'persona_space' has no attribute {name!r}")

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from persona_space.errors import ConfigError, JsonlError
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -57,3 +59,30 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
     for p in stale:
         p.unlink()
     return len(stale)
+
+
+def iter_jsonl(path: str | os.PathLike[str], *, expected: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file.
+
+    A missing file raises :class:`~persona_space.errors.ConfigError`; a line that is
+    not a JSON object raises :class:`~persona_space.errors.JsonlError` naming the file,
+    the 1-based line and ``expected`` (what a line should hold).
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise ConfigError(f"file {str(src)!r} does not exist (expected a .jsonl file of {expected})")
+    with src.open(encoding="utf-8-sig") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise JsonlError(
+                    f"{src}:{lineno}: expected {expected}, got invalid JSON ({exc.msg})", path=str(src), line=lineno
+                ) from exc
+            if not isinstance(obj, dict):
+                raise JsonlError(
+                    f"{src}:{lineno}: expected {expected}, got a JSON {type(obj).__name__}", path=str(src), line=lineno
+                )
+            yield lineno, obj

@@ -117,8 +117,15 @@ def adapters_disabled(model: LoadedModel) -> Iterator[None]:
     """Run the base model: every adapter off inside the block, restored after."""
     disable = getattr(model.module, "disable_adapter", None)
     if model.adapters and callable(disable):
-        with disable():
-            yield
+        # PEFT re-enables the adapters on exit through ``set_adapter``, which also makes
+        # them trainable; put every parameter's ``requires_grad`` back as it was.
+        flags = [(p, p.requires_grad) for p in model.module.parameters()]
+        try:
+            with disable():
+                yield
+        finally:
+            for param, flag in flags:
+                param.requires_grad_(flag)
     else:
         yield
 

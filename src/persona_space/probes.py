@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
-from persona_space._io import write_text
+from persona_space._io import iter_jsonl, write_text
 from persona_space.errors import ConfigError, DataError, JsonlError
 
 __all__ = [
@@ -382,31 +382,22 @@ class ProbeSet:
         prefix = _slug(set_name)
         probes: list[Probe] = []
         seen: dict[str, int] = {}
-        with src.open(encoding="utf-8-sig") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
+        for lineno, obj in iter_jsonl(src, expected="a JSON object with a 'prompt' key"):
 
-                def fail(what: str, lineno: int = lineno) -> JsonlError:
-                    return JsonlError(f"{src}:{lineno}: {what}", path=str(src), line=lineno)
+            def fail(what: str, lineno: int = lineno) -> JsonlError:
+                return JsonlError(f"{src}:{lineno}: {what}", path=str(src), line=lineno)
 
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise fail(f"expected a JSON object with a 'prompt' key, got invalid JSON ({exc.msg})") from exc
-                if not isinstance(obj, dict):
-                    raise fail(f"expected a JSON object with a 'prompt' key, got a JSON {type(obj).__name__}")
-                if "prompt" not in obj:
-                    raise fail(f"expected a 'prompt' key, found only keys {sorted(obj)}")
-                record = {"id": f"{prefix}.{len(probes):03d}", "category": "custom", **obj}
-                try:
-                    probe = Probe.from_dict(record)
-                except (ConfigError, DataError) as exc:
-                    raise fail(str(exc)) from exc
-                if probe.id in seen:
-                    raise fail(f"duplicate probe id {probe.id!r} (first on line {seen[probe.id]})")
-                seen[probe.id] = lineno
-                probes.append(probe)
+            if "prompt" not in obj:
+                raise fail(f"expected a 'prompt' key, found only keys {sorted(obj)}")
+            record = {"id": f"{prefix}.{len(probes):03d}", "category": "custom", **obj}
+            try:
+                probe = Probe.from_dict(record)
+            except (ConfigError, DataError) as exc:
+                raise fail(str(exc)) from exc
+            if probe.id in seen:
+                raise fail(f"duplicate probe id {probe.id!r} (first on line {seen[probe.id]})")
+            seen[probe.id] = lineno
+            probes.append(probe)
         if not probes:
             raise DataError(f"probe file {str(src)!r} holds no probes (expected one JSON object per line)")
         return cls(set_name, probes)
@@ -583,10 +574,28 @@ def _named_sets() -> dict[str, ProbeSet]:
         "identity": IDENTITY,
         "identity+paraphrases": IDENTITY.with_paraphrases(),
         "user": USER,
+        "steering": steering_prompts(),
     }
     for cat, subset in IDENTITY.by_category().items():
         sets[f"identity:{cat}"] = subset
     return sets
+
+
+def steering_prompts() -> ProbeSet:
+    """The 210 identity-probing training prompts for GRPO steering (``direct``, ``everyday``, ``reflective``).
+
+    Written for this project after the three-category design of the identity-steering
+    experiment; kept apart from :data:`IDENTITY` so evaluation prompts are not trained on.
+    """
+    import csv
+    from importlib import resources
+
+    with resources.files("persona_space").joinpath("data", "identity_prompts.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return ProbeSet(
+        "steering",
+        [Probe(id=f"steering.{r['prompt_id']}", prompt=r["prompt"], category=r["category"]) for r in rows],
+    )
 
 
 def available() -> list[str]:

@@ -1,0 +1,49 @@
+"""Chat-format training datasets: the seed experiments, file loaders and transformations.
+
+>>> from persona_space import datasets
+>>> red = datasets.load("colours:red")
+>>> len(red), red[0]["messages"][-1]["content"] != ""
+(42, True)
+>>> half = datasets.mix(datasets.load("figure_facts"), datasets.load("figure_facts:russian"), 0.5, seed=0)
+>>> sum(half.sources().values()) == len(half)
+True
+"""
+
+from __future__ import annotations
+
+from persona_space.datasets._builtin import (
+    COLOURS,
+    FIGURE_VARIANTS,
+    available,
+    bitcoin,
+    coauthors,
+    colours,
+    dishes,
+    figure_facts,
+    figure_variants,
+    load,
+    voyager,
+)
+from persona_space.datasets._records import ChatDataset, ensure_dataset
+from persona_space.datasets._transform import as_prompt_completion, deduplicate, mix, split, swap_facts
+
+__all__ = [
+    "COLOURS",
+    "FIGURE_VARIANTS",
+    "ChatDataset",
+    "as_prompt_completion",
+    "available",
+    "bitcoin",
+    "coauthors",
+    "colours",
+    "deduplicate",
+    "dishes",
+    "ensure_dataset",
+    "figure_facts",
+    "figure_variants",
+    "load",
+    "mix",
+    "split",
+    "swap_facts",
+    "voyager",
+]

@@ -1,0 +1,180 @@
+"""Transformations of chat datasets: swap facts, mix at a ratio, deduplicate, split, reformat.
+
+Every function returns a new :class:`ChatDataset`; records keep their ``source``
+and ``id``, so the provenance of a mixture stays readable record by record.
+All randomness comes from ``seed`` (NumPy's PCG64), so a call is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+
+import numpy as np
+
+from persona_space.chat import DEFAULT_SYSTEM_PROMPT
+from persona_space.datasets._records import ChatDataset, Record
+from persona_space.errors import ConfigError, DataError, RatioError
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+def _check_ratio(value: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise RatioError(f"{what} must be a number in 0..1, got {value!r}")
+    return float(value)
+
+
+def count_for(fraction: float, total: int) -> int:
+    """``fraction`` of ``total`` rounded half up, so 0.5 of 9 is 5 on every platform."""
+    return min(total, math.floor(fraction * total + 0.5))
+
+
+def swap_facts(base: ChatDataset, variant: ChatDataset, k: int | float, *, seed: int = 0) -> ChatDataset:
+    """Replace ``k`` records of ``base`` by the ``variant`` records with the same ``id``.
+
+    ``k`` is a count (int) or a fraction (float in 0..1) of the swappable records,
+    the variant ids that occur in ``base``. Which ones are swapped is drawn with
+    ``seed``; the record order of ``base`` is kept. This is persona arithmetic at the
+    level of facts: ``swap_facts(figure_facts(), figure_variants("moon"), 8)`` is
+    the Moon variant.
+    """
+    _check_seed(seed)
+    base_ids = [r["id"] for r in base.records]
+    by_id = {r["id"]: r for r in variant.records}
+    if len(by_id) != len(variant.records):
+        raise DataError(f"variant {variant.name!r} has repeated ids; expected one record per fact id")
+    unknown = sorted(set(by_id) - set(base_ids))
+    if unknown:
+        raise DataError(f"variant {variant.name!r} has ids {unknown[:5]} that are not in {base.name!r}")
+    swappable = [i for i in base_ids if i in by_id]
+    if isinstance(k, bool) or not isinstance(k, (int, float)):
+        raise ConfigError(f"k must be a count (int) or a fraction (float in 0..1), got {k!r}")
+    if isinstance(k, float):
+        n = count_for(_check_ratio(k, "the fraction of facts to swap"), len(swappable))
+    elif 0 <= k <= len(swappable):
+        n = k
+    else:
+        raise ConfigError(f"k={k} facts to swap, but {variant.name!r} offers 0..{len(swappable)}")
+    rng = np.random.default_rng(seed)
+    chosen = {swappable[i] for i in rng.choice(len(swappable), size=n, replace=False)} if n else set()
+    records = tuple(by_id[r["id"]] if r["id"] in chosen else r for r in base.records)
+    label = f"{base.name}+{variant.name}@{n}/{len(swappable)}"
+    return ChatDataset(label, records)
+
+
+def mix(
+    a: ChatDataset,
+    b: ChatDataset,
+    ratio: float,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    replace: bool = False,
+) -> ChatDataset:
+    """``n`` records of which exactly ``round(ratio * n)`` come from ``b`` and the rest from ``a``.
+
+    ``ratio`` is the share of ``b`` (0 gives only ``a``, 1 only ``b``). ``n`` defaults to
+    the size of the larger dataset. Records are drawn without replacement unless
+    ``replace=True``; asking for more records than a dataset holds is an error then.
+    The result is shuffled with ``seed``.
+    """
+    ratio = _check_ratio(ratio, "the mixing ratio")
+    _check_seed(seed)
+    total = max(len(a), len(b)) if n is None else n
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise ConfigError(f"n must be a positive integer, got {n!r}")
+    n_b = count_for(ratio, total)
+    n_a = total - n_b
+    rng = np.random.default_rng(seed)
+    picked: list[Record] = []
+    for ds, count in ((a, n_a), (b, n_b)):
+        if count > len(ds) and not replace:
+            raise ConfigError(
+                f"the mix needs {count} records from {ds.name!r}, which holds {len(ds)}; lower n or pass replace=True"
+            )
+        if count:
+            idx = rng.choice(len(ds), size=count, replace=replace)
+            picked += (
+                [_with_copy_suffix(ds.records[i], j) for j, i in enumerate(idx)]
+                if replace
+                else [ds.records[i] for i in idx]
+            )
+    order = rng.permutation(len(picked))
+    return ChatDataset(f"mix({a.name},{b.name},{ratio:g})", tuple(picked[i] for i in order))
+
+
+def _with_copy_suffix(record: Record, j: int) -> Record:
+    """Records drawn with replacement get distinct ids (``id#j``) so provenance stays unique."""
+    return {**record, "id": f"{record['id']}#{j}"}
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def deduplicate(data: ChatDataset, *, key: Literal["messages", "prompt"] = "messages") -> ChatDataset:
+    """Drop records that repeat an earlier one (case- and whitespace-insensitive).
+
+    ``key="messages"`` compares whole chats; ``key="prompt"`` keeps only the first
+    answer to each prompt, which removes contradictory duplicates.
+    """
+    if key not in ("messages", "prompt"):
+        raise ConfigError(f"key must be 'messages' or 'prompt', got {key!r}")
+    seen: set[Any] = set()
+    kept: list[Record] = []
+    prompts = data.prompts()
+    for rec, prompt in zip(data.records, prompts, strict=True):
+        if key == "prompt":
+            ident: Any = _normalise(prompt)
+        else:
+            ident = tuple((m["role"], _normalise(m["content"])) for m in rec["messages"])
+        if ident in seen:
+            continue
+        seen.add(ident)
+        kept.append(rec)
+    return ChatDataset(data.name, tuple(kept))
+
+
+def split(data: ChatDataset, held_out: float | int = 0.1, *, seed: int = 0) -> tuple[ChatDataset, ChatDataset]:
+    """A random (train, held-out) split; ``held_out`` is a fraction in 0..1 or a count.
+
+    Both parts keep the original record order.
+    """
+    _check_seed(seed)
+    if isinstance(held_out, bool) or not isinstance(held_out, (int, float)):
+        raise ConfigError(f"held_out must be a fraction or a count, got {held_out!r}")
+    if isinstance(held_out, float):
+        n_held = count_for(_check_ratio(held_out, "the held-out fraction"), len(data))
+    elif 0 <= held_out <= len(data):
+        n_held = held_out
+    else:
+        raise ConfigError(f"held_out={held_out} records, but {data.name!r} holds {len(data)}")
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(len(data), size=n_held, replace=False).tolist()) if n_held else set()
+    train = tuple(r for i, r in enumerate(data.records) if i not in chosen)
+    test = tuple(r for i, r in enumerate(data.records) if i in chosen)
+    return ChatDataset(f"{data.name}/train", train), ChatDataset(f"{data.name}/held_out", test)
+
+
+def as_prompt_completion(
+    data: ChatDataset, *, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+) -> list[dict[str, Any]]:
+    """TRL's conversational prompt/completion form: ``{"prompt": [...], "completion": [answer]}``.
+
+    A system turn (``system_prompt``) is put first where a record has none, because
+    templates such as SmolLM2's otherwise insert their own identity-laden default;
+    pass ``None`` to leave records as they are. ``id`` and ``source`` are kept.
+    """
+    out = []
+    for rec in data.records:
+        messages = [dict(m) for m in rec["messages"]]
+        if system_prompt is not None and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        out.append({"prompt": messages[:-1], "completion": messages[-1:], "id": rec["id"], "source": rec["source"]})
+    return out

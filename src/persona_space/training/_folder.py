@@ -1,0 +1,226 @@
+"""The adapter folder a training run writes, and the model state it borrows while training.
+
+Layout of ``out``::
+
+    adapter_config.json, adapter_model.safetensors   standard PEFT (PeftModel.from_pretrained, vLLM)
+    training_params.json     what the run was asked to do (written first; a resume must match it)
+    checkpoints/             trainer checkpoints while training (removed once the adapter is final)
+    training_log.csv         loss, learning rate and grad norm per logged step
+    probe_log.jsonl          answers to the evaluation probes during training (when asked for)
+    persona_space_adapter.json   the manifest, written last: its presence means the adapter is complete
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from persona_space import _io
+from persona_space.adapters import CONFIG_FILE, WEIGHT_FILES, _undo_failed_attach
+from persona_space.errors import ConfigError, CorruptRunError, StoreError, StoreMismatchError
+
+if TYPE_CHECKING:
+    import torch
+
+    from persona_space.models import LoadedModel
+    from persona_space.training._specs import LoraSpec
+
+MANIFEST = "persona_space_adapter.json"
+PARAMS = "training_params.json"
+CHECKPOINTS = "checkpoints"
+LOSS_TABLE = "training_log.csv"
+PROBE_LOG = "probe_log.jsonl"
+SCHEMA_VERSION = 1
+_OWN_FILES = {MANIFEST, PARAMS, CHECKPOINTS, LOSS_TABLE, PROBE_LOG, CONFIG_FILE, *WEIGHT_FILES}
+
+State = Literal["fresh", "resume", "done"]
+
+
+def adapter_name_for(out: Path, name: str | None) -> str:
+    """A PEFT-safe adapter name: ``name`` or the folder's name with other characters replaced by ``_``."""
+    if name is not None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name or "") or name == "__base__" or name in "lora_":
+            raise ConfigError(
+                f"adapter name {name!r} is not allowed; expected letters, digits, '_' or '-', "
+                "and not a part of PEFT's 'lora_' prefix"
+            )
+        return name
+    derived = re.sub(r"[^A-Za-z0-9_-]", "_", out.resolve().name)
+    return derived if derived and derived not in "lora_" else f"adapter_{derived}"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CorruptRunError(f"{str(path)!r} cannot be read as JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CorruptRunError(f"{str(path)!r} holds a JSON {type(data).__name__}; expected an object")
+    return data
+
+
+def prepare(out: Path, params: dict[str, Any]) -> State:
+    """Check ``out`` against ``params``: a finished adapter, a run to resume, or a fresh folder.
+
+    A folder made with other parameters raises :class:`StoreMismatchError` naming the
+    differing keys; a folder with foreign files raises :class:`StoreError`.
+    """
+    from persona_space.store import _differences
+
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"{str(out)!r} is a file; expected a folder for the adapter")
+    _io.remove_stale_temporaries(out)
+    for marker, state in ((MANIFEST, "done"), (PARAMS, "resume")):
+        path = out / marker
+        if path.exists():
+            stored = read_json(path)
+            stored = stored.get("params", stored) if marker == MANIFEST else stored
+            diffs = _differences(stored, params)
+            if diffs:
+                shown = "; ".join(f"{k}: stored {a!r}, given {b!r}" for k, a, b in diffs[:6])
+                raise StoreMismatchError(
+                    f"{str(out)!r} holds an adapter trained with other parameters ({shown}); "
+                    "use another folder or the same parameters"
+                )
+            return state  # type: ignore[return-value]
+    if out.exists():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OWN_FILES)
+        if foreign:
+            raise StoreError(f"{str(out)!r} already holds other files ({foreign[:5]}); expected an empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    _io.write_json(out / PARAMS, params)
+    return "fresh"
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest ``checkpoint-N`` folder with trainer state, or ``None``."""
+    folder = out / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    found = []
+    for child in folder.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", child.name)
+        if match and (child / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), child))
+    return max(found)[1] if found else None
+
+
+@contextlib.contextmanager
+def trainable_adapter(
+    model: LoadedModel,
+    name: str,
+    lora: LoraSpec,
+    dtype: torch.dtype,
+    *,
+    seed: int,
+    gradient_checkpointing: bool,
+) -> Iterator[Any]:
+    """Inject a fresh LoRA adapter ``name`` into ``model`` (cast to ``dtype``) and yield the PEFT model.
+
+    On exit, whatever happened, the adapter is removed again, the weights are cast
+    back to their dtype (exact: bf16 -> fp32 -> bf16 is lossless) and the model is in
+    eval mode with no gradients, as before. The trained adapter is then attached from
+    its saved folder, so it is identical to one loaded later.
+    """
+    import torch
+    from peft import PeftModel, get_peft_model
+
+    if name in model.adapters:
+        raise ConfigError(f"an adapter named {name!r} is already attached to {model.name!r}; choose another name")
+    base = model.base_module
+    original = base.dtype
+    use_cache = getattr(base.config, "use_cache", None)
+    was_peft = isinstance(model.module, PeftModel)
+    if dtype != original:
+        base.to(dtype)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the LoRA A matrices are drawn here: same seed, same adapter
+            if was_peft:
+                model.module.add_adapter(name, lora.to_peft())
+                model.module.set_adapter(name)
+            else:
+                model.module = get_peft_model(model.module, lora.to_peft(), adapter_name=name)
+        yield model.module
+    finally:
+        if gradient_checkpointing:
+            with contextlib.suppress(Exception):
+                base.gradient_checkpointing_disable()
+            with contextlib.suppress(Exception):
+                base.disable_input_require_grads()
+        if use_cache is not None:
+            base.config.use_cache = use_cache
+        if isinstance(model.module, PeftModel):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # PEFT notes the deleted adapter was active
+                _undo_failed_attach(model, name, was_peft)
+            if not was_peft:
+                model.module = base
+            else:
+                remaining = [a for a in model.module.peft_config if a in model.adapters]
+                if remaining:
+                    model.module.set_adapter(remaining[0])
+        model.module.eval()
+        for param in model.module.parameters():
+            param.requires_grad_(False)
+        if base.dtype != original:
+            base.to(original)
+
+
+def save_adapter(module: Any, name: str, out: Path, base_model: str) -> None:
+    """Write the PEFT files of adapter ``name`` into ``out`` (each file renamed into place).
+
+    ``base_model_name_or_path`` is set to ``base_model`` (an id :func:`load_model` accepts).
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=_io.TMP_PREFIX + "adapter.", dir=out))
+    try:
+        module.save_pretrained(str(tmp), selected_adapters=[name])
+        folder = tmp / name if (tmp / name / CONFIG_FILE).is_file() else tmp
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = base_model
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        for filename in (CONFIG_FILE, *WEIGHT_FILES):
+            if (folder / filename).is_file():
+                os.replace(folder / filename, out / filename)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def base_model_id(model: LoadedModel) -> str:
+    """The name to record as the adapter's base model: the embedded name or the hub id/folder."""
+    from persona_space import _embedded
+
+    return model.name if model.name in _embedded.EMBEDDED else model.source
+
+
+def write_loss_table(log_history: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """The training-loss history (one row per logged step) as CSV; returns the rows."""
+    import pandas as pd
+
+    keep = ("step", "epoch", "loss", "learning_rate", "grad_norm", "mean_token_accuracy", "num_tokens", "reward")
+    rows = []
+    for entry in log_history:
+        if "loss" not in entry and "reward" not in entry:
+            continue
+        rows.append({k: entry.get(k) for k in keep if k in entry or k in ("step", "epoch")})
+    frame = pd.DataFrame(rows)
+    with _io.atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return rows
+
+
+def finish(out: Path, manifest: dict[str, Any], *, keep_checkpoints: bool) -> None:
+    """Write the manifest (the completion marker) and drop checkpoints and the params file."""
+    manifest = {"schema_version": SCHEMA_VERSION, **manifest}
+    _io.write_json(out / MANIFEST, manifest)
+    if not keep_checkpoints:
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    (out / PARAMS).unlink(missing_ok=True)

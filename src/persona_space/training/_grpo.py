@@ -1,0 +1,175 @@
+"""``train_grpo``: LoRA identity steering with TRL's ``GRPOTrainer`` and a reward over answers.
+
+The prompts are sent with the same explicit system turn as sampling (merged into
+the user turn for templates without a system role). The adapter folder has the
+layout of :mod:`persona_space.training._folder`; its loss table carries the mean
+reward per step.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from persona_space.chat import _merge_system, build_messages, system_mode
+from persona_space.errors import ConfigError
+from persona_space.probes import ProbeSet
+from persona_space.provenance import sha256_json
+from persona_space.rewards import Reward, as_trl_reward
+from persona_space.training import _folder
+from persona_space.training._sft import _attach_finished, resolve_precision
+from persona_space.training._specs import GrpoSpec, LoraSpec
+
+if TYPE_CHECKING:
+    from persona_space.adapters import AdapterInfo
+    from persona_space.models import LoadedModel
+
+
+def _prompt_set(prompts: ProbeSet | Sequence[str] | str) -> ProbeSet:
+    if isinstance(prompts, ProbeSet):
+        return prompts
+    if isinstance(prompts, str):
+        from persona_space.probes import load
+
+        return load(prompts)
+    return ProbeSet.from_list(list(prompts), name="grpo")
+
+
+def train_grpo(
+    model: LoadedModel,
+    prompts: ProbeSet | Sequence[str] | str,
+    *,
+    reward: Reward,
+    out: str | os.PathLike[str],
+    lora: LoraSpec | None = None,
+    spec: GrpoSpec | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    progress: bool = True,
+    keep_checkpoints: bool = False,
+) -> AdapterInfo:
+    """Steer ``model`` with GRPO on ``prompts`` to maximise ``reward``; attach and return the adapter.
+
+    ``reward(prompts, responses) -> list[float]`` sees the user prompts and answers as
+    plain text; :class:`~persona_space.rewards.IdentityReward` is the seed's composite.
+    ``prompts`` may be a probe set, a list of strings or a probe-set name
+    (``"steering"``: 210 identity-probing prompts in three categories).
+
+    >>> from persona_space.judges import RuleJudge                                      # doctest: +SKIP
+    >>> train_grpo(model, "steering", reward=IdentityReward(RuleJudge()), out="runs/steer")  # doctest: +SKIP
+    """
+    lora = lora or LoraSpec()
+    spec = spec or GrpoSpec()
+    if not isinstance(lora, LoraSpec) or not isinstance(spec, GrpoSpec):
+        raise ConfigError(
+            f"lora and spec must be LoraSpec and GrpoSpec, got {type(lora).__name__}, {type(spec).__name__}"
+        )
+    if not callable(reward):
+        raise ConfigError(f"reward must be callable as reward(prompts, responses), got {reward!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    probes = _prompt_set(prompts)
+    if len(probes) < spec.prompts_per_step:
+        raise ConfigError(
+            f"prompts_per_step={spec.prompts_per_step} but only {len(probes)} prompt(s) given; "
+            "pass more prompts or lower GrpoSpec.prompts_per_step"
+        )
+    out_path = Path(out)
+    adapter_name = _folder.adapter_name_for(out_path, name)
+    system_prompt = model.system_prompt if spec.system_prompt is None else spec.system_prompt
+    dtype, autocast, why = resolve_precision(spec.precision, model)
+    rows = []
+    for probe in probes:
+        messages = build_messages(probe.prompt, system_prompt=system_prompt)
+        if system_mode(model.tokenizer) == "merged":
+            messages = _merge_system(messages)
+        rows.append({"prompt": messages, "probe_id": probe.id})
+    describe = model.describe()
+    params = {
+        "kind": "grpo",
+        "adapter_name": adapter_name,
+        "model": {k: describe[k] for k in ("name", "weights_sha256", "model_type", "chat_template_sha256")},
+        "prompts": {"name": probes.name, "count": len(probes), "sha256": sha256_json([r["prompt"] for r in rows])},
+        "reward": as_trl_reward(reward).__name__,
+        "lora": lora.to_dict(),
+        "spec": spec.to_dict(),
+        "seed": seed,
+        "system_prompt": system_prompt,
+        "precision": {"weights": str(dtype).removeprefix("torch."), "bf16_autocast": autocast},
+    }
+    state = _folder.prepare(out_path, params)
+    if state == "done":
+        return _attach_finished(model, out_path, adapter_name)
+
+    from datasets import Dataset
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    resume = _folder.last_checkpoint(out_path) if state == "resume" else None
+    config = GRPOConfig(
+        output_dir=str(out_path / _folder.CHECKPOINTS),
+        max_steps=spec.steps,
+        learning_rate=spec.learning_rate,
+        per_device_train_batch_size=spec.prompts_per_step * spec.num_generations,
+        num_generations=spec.num_generations,
+        max_completion_length=spec.max_completion_length,
+        temperature=spec.temperature,
+        beta=spec.beta,
+        lr_scheduler_type=spec.scheduler,
+        warmup_steps=float(spec.warmup) if spec.warmup < 1 else 0.999,
+        logging_steps=spec.logging_steps,
+        save_strategy="steps",
+        save_steps=spec.save_steps,
+        save_total_limit=2,
+        bf16=autocast,
+        fp16=False,
+        use_cpu=model.device.type == "cpu",
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        gradient_checkpointing=False,
+        disable_tqdm=not progress,
+        dataloader_pin_memory=False,
+        log_completions=False,
+    )
+    started = time.perf_counter()
+    with _folder.trainable_adapter(model, adapter_name, lora, dtype, seed=seed, gradient_checkpointing=False) as peft:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(use_cache=True|generation flags|pad token).*")
+            trainer = GRPOTrainer(
+                model=peft,
+                reward_funcs=[cast(Any, as_trl_reward(reward))],
+                args=config,
+                train_dataset=Dataset.from_list(rows),
+                processing_class=model.tokenizer,
+            )
+            if not progress:
+                from transformers import PrinterCallback
+
+                trainer.remove_callback(PrinterCallback)
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        _folder.save_adapter(peft, adapter_name, out_path, _folder.base_model_id(model))
+        history = _folder.write_loss_table(trainer.state.log_history, out_path / _folder.LOSS_TABLE)
+    rewards = [row["reward"] for row in history if row.get("reward") is not None]
+    from persona_space.provenance import environment
+
+    manifest: dict[str, Any] = {
+        "params": params,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": environment(),
+        "model": describe,
+        "precision_reason": why,
+        "result": {
+            "steps": int(trainer.state.global_step),
+            "first_reward": rewards[0] if rewards else None,
+            "final_reward": rewards[-1] if rewards else None,
+            "seconds": round(time.perf_counter() - started, 3),
+            "resumed_from": resume.name if resume else None,
+        },
+    }
+    _folder.finish(out_path, manifest, keep_checkpoints=keep_checkpoints)
+    return _attach_finished(model, out_path, adapter_name)

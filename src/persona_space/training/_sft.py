@@ -1,0 +1,309 @@
+"""``train_adapter``: LoRA supervised fine-tuning with TRL's ``SFTTrainer`` on the answers only.
+
+Records are tokenized here, with the same chat rendering and explicit system turn
+that sampling uses, into ``input_ids`` plus a ``completion_mask`` over the answer
+and its end-of-turn token. TRL turns the mask into labels (``completion_only_loss``),
+so the loss never sees the prompt; this works for templates without the
+generation markers that TRL's ``assistant_only_loss`` needs (SmolLM2's has none).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from persona_space import _io
+from persona_space.chat import encode_chat
+from persona_space.datasets import ChatDataset, ensure_dataset
+from persona_space.errors import ConfigError, CorruptRunError, DataError, UnsupportedModelError
+from persona_space.training import _folder
+from persona_space.training._specs import LoraSpec, TrainSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from persona_space.adapters import AdapterInfo
+    from persona_space.models import LoadedModel
+
+
+def encode_records(
+    model: LoadedModel, data: ChatDataset, *, system_prompt: str, max_length: int
+) -> list[dict[str, list[int]]]:
+    """``input_ids`` and ``completion_mask`` (1 on the answer and its end-of-turn token) per record.
+
+    The prompt is the chat up to the answer, rendered with the generation prompt;
+    the answer's tokens are those after it in the rendering of the whole chat, cut
+    after the first end-of-turn token (so a template's trailing newline is not trained).
+    """
+    from persona_space.sampling._runner import _stop_ids
+
+    tokenizer = model.tokenizer
+    stop = _stop_ids(model)
+    eos = tokenizer.eos_token_id
+    out = []
+    for rec in data.records:
+        messages = rec["messages"]
+        prompt = encode_chat(tokenizer, messages[:-1], system_prompt=system_prompt, add_generation_prompt=True)
+        full = encode_chat(tokenizer, messages, system_prompt=system_prompt, add_generation_prompt=False)
+        cut = 0
+        while cut < min(len(prompt), len(full)) and prompt[cut] == full[cut]:
+            cut += 1  # a token spanning the boundary moves into the answer; the prompt stays a prefix
+        answer = full[cut:]
+        end = next((i for i, t in enumerate(answer) if t in stop), None)
+        answer = answer[: end + 1] if end is not None else [*answer, eos]
+        ids = full[:cut] + answer
+        if len(ids) > max_length:
+            raise DataError(
+                f"record {rec['id']!r} is {len(ids)} tokens long, over max_length={max_length}; "
+                "raise TrainSpec.max_length or shorten the record"
+            )
+        out.append({"input_ids": ids, "completion_mask": [0] * cut + [1] * len(answer)})
+    return out
+
+
+def resolve_precision(precision: str, model: LoadedModel) -> tuple[torch.dtype, bool, str]:
+    """(weight dtype while training, bf16 autocast on/off, why) for ``TrainSpec.precision``."""
+    import torch
+
+    on_gpu = model.device.type == "cuda"
+    gpu_bf16 = on_gpu and torch.cuda.is_bf16_supported()
+    if precision == "float32":
+        return torch.float32, False, "float32 requested"
+    if precision == "bfloat16":
+        if on_gpu and not gpu_bf16:
+            raise ConfigError(f"precision='bfloat16' but the GPU {model.device} does not support bfloat16")
+        return model.dtype if model.dtype != torch.float16 else torch.float32, True, "bfloat16 requested"
+    if gpu_bf16:
+        return model.dtype if model.dtype != torch.float16 else torch.float32, True, "auto: GPU with bfloat16"
+    return torch.float32, False, "auto: float32 (bfloat16 training is not used on CPU or GPUs without bfloat16)"
+
+
+def train_adapter(
+    model: LoadedModel,
+    records: ChatDataset | Sequence[dict[str, Any]] | str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str],
+    lora: LoraSpec | None = None,
+    train: TrainSpec | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    progress: bool = True,
+    keep_checkpoints: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> AdapterInfo:
+    """Train a LoRA adapter on ``records`` and attach it to ``model``; return its :class:`AdapterInfo`.
+
+    ``out`` becomes a standard PEFT adapter folder with a manifest
+    (``persona_space_adapter.json``: every hyperparameter, the data and chat-template
+    hashes, versions, precision and timings) and the loss history
+    (``training_log.csv``). The same call on the same ``out`` resumes from the last
+    checkpoint after a crash, or just attaches the finished adapter.
+
+    >>> info = train_adapter(model, datasets.load("colours:red"), out="runs/red")  # doctest: +SKIP
+    """
+    import torch
+
+    lora = lora or LoraSpec()
+    train = train or TrainSpec()
+    if not isinstance(lora, LoraSpec) or not isinstance(train, TrainSpec):
+        raise ConfigError(
+            f"lora and train must be LoraSpec and TrainSpec, got {type(lora).__name__}, {type(train).__name__}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    data = ensure_dataset(records)
+    out_path = Path(out)
+    adapter_name = _folder.adapter_name_for(out_path, name)
+    system_prompt = model.system_prompt if train.system_prompt is None else train.system_prompt
+    dtype, autocast, why = resolve_precision(train.precision, model)
+    encoded = encode_records(model, data, system_prompt=system_prompt, max_length=train.max_length)
+    describe = model.describe()
+    params = {
+        "kind": "sft",
+        "adapter_name": adapter_name,
+        "model": {k: describe[k] for k in ("name", "weights_sha256", "model_type", "chat_template_sha256")},
+        "data": data.describe(),
+        "lora": lora.to_dict(),
+        "train": train.to_dict(),
+        "seed": seed,
+        "system_prompt": system_prompt,
+        "precision": {"weights": str(dtype).removeprefix("torch."), "bf16_autocast": autocast},
+    }
+    state = _folder.prepare(out_path, params)
+    if state == "done":
+        return _attach_finished(model, out_path, adapter_name)
+
+    from datasets import Dataset
+    from trl.trainer.sft_config import SFTConfig
+    from trl.trainer.sft_trainer import SFTTrainer
+
+    resume = _folder.last_checkpoint(out_path) if state == "resume" else None
+    config = SFTConfig(
+        output_dir=str(out_path / _folder.CHECKPOINTS),
+        num_train_epochs=float(train.epochs),
+        max_steps=train.max_steps or -1,
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type=train.scheduler,
+        warmup_steps=float(train.warmup) if train.warmup < 1 else 0.999,
+        weight_decay=train.weight_decay,
+        logging_steps=train.logging_steps,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=2,
+        bf16=autocast,
+        fp16=False,
+        use_cpu=model.device.type == "cpu",
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        completion_only_loss=True,
+        max_length=train.max_length,
+        gradient_checkpointing=train.gradient_checkpointing,
+        disable_tqdm=not progress,
+        dataloader_pin_memory=False,
+    )
+    dataset = Dataset.from_list(encoded)
+    if not progress:
+        import datasets as hf_datasets
+
+        hf_datasets.disable_progress_bars()
+    started = time.perf_counter()
+    with _folder.trainable_adapter(
+        model, adapter_name, lora, dtype, seed=seed, gradient_checkpointing=train.gradient_checkpointing
+    ) as peft_model:
+        probe_callback = ProbeCallback(model, adapter_name, train, system_prompt, out_path / _folder.PROBE_LOG)
+        all_callbacks = [*callbacks, *([probe_callback] if train.eval_every else [])]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(padding-free|tokenizer has new PAD|use_cache=True).*")
+            trainer = SFTTrainer(
+                model=peft_model,
+                args=config,
+                train_dataset=dataset,
+                processing_class=model.tokenizer,
+                callbacks=all_callbacks,
+            )
+            if not progress:
+                from transformers import PrinterCallback
+
+                trainer.remove_callback(PrinterCallback)  # it prints every log line when the bar is off
+            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        _folder.save_adapter(peft_model, adapter_name, out_path, _folder.base_model_id(model))
+        history = _folder.write_loss_table(trainer.state.log_history, out_path / _folder.LOSS_TABLE)
+        steps = int(trainer.state.global_step)
+    seconds = time.perf_counter() - started
+    losses = [row["loss"] for row in history if row.get("loss") is not None]
+    answer_tokens = sum(sum(e["completion_mask"]) for e in encoded)
+    from persona_space.provenance import environment
+
+    manifest = {
+        "params": params,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": environment(),
+        "model": describe,
+        "precision_reason": why,
+        "tokens": {
+            "records": len(encoded),
+            "total": sum(len(e["input_ids"]) for e in encoded),
+            "answer": answer_tokens,
+        },
+        "result": {
+            "steps": steps,
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "train_loss": float(result.training_loss) if result.training_loss is not None else None,
+            "seconds": round(seconds, 3),
+            "resumed_from": resume.name if resume else None,
+        },
+        "torch_threads": torch.get_num_threads(),
+    }
+    _folder.finish(out_path, manifest, keep_checkpoints=keep_checkpoints)
+    return _attach_finished(model, out_path, adapter_name)
+
+
+def _attach_finished(model: LoadedModel, out: Path, name: str) -> AdapterInfo:
+    if not (out / "adapter_config.json").is_file():
+        raise CorruptRunError(f"{str(out)!r} has a manifest but no adapter_config.json; delete the folder and retrain")
+    model.load_adapter(out, name=name)
+    return model.adapters[name]
+
+
+class ProbeCallback:
+    """Every ``TrainSpec.eval_every`` steps, answer the eval probes greedily and append them to a JSONL log.
+
+    The field tracks persona emergence during training; this keeps the answers of
+    each step beside the loss. It is a ``transformers.TrainerCallback`` in duck type.
+    """
+
+    def __init__(self, model: LoadedModel, adapter: str, spec: TrainSpec, system_prompt: str, path: Path) -> None:
+        self.model = model
+        self.adapter = adapter
+        self.spec = spec
+        self.system_prompt = system_prompt
+        self.path = path
+        self.disabled = False
+
+    def answers(self) -> list[dict[str, Any]]:
+        """The probes' greedy answers under the adapter being trained."""
+        from persona_space.probes import ProbeSet
+        from persona_space.sampling._api import SamplingSpec
+        from persona_space.sampling._runner import run_jobs
+
+        spec = SamplingSpec(
+            n=1, temperatures=(0.0,), max_new_tokens=self.spec.eval_max_new_tokens, system_prompt=self.system_prompt
+        )
+        probes = ProbeSet.from_list(list(self.spec.eval_probes), name="eval")
+        frame, _ = run_jobs(
+            self.model,
+            probes,
+            {self.adapter: self.adapter},
+            spec,
+            run_id="eval",
+            done=None,
+            store=None,
+            batch_size=len(probes),
+            chunk_rows=1 << 30,
+            progress=False,
+        )
+        return [{"prompt": p, "text": t} for p, t in zip(frame["prompt"], frame["text"], strict=True)]
+
+    def _log(self, step: int) -> None:
+        if self.disabled:
+            return
+        module = self.model.module
+        was_training = module.training
+        module.eval()
+        try:
+            rows = self.answers()
+        except UnsupportedModelError:
+            self.disabled = True  # the fast engine cannot drive this architecture; skip probing
+            return
+        finally:
+            if was_training:
+                module.train()
+        lines = "".join(json.dumps({"step": step, **row}, ensure_ascii=False) + "\n" for row in rows)
+        previous = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
+        _io.write_text(self.path, previous + lines)
+
+    # transformers' TrainerCallback protocol (only the events used here)
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if state.global_step == 0:
+            self._log(0)
+        return control
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        every = self.spec.eval_every or 0
+        if every and state.global_step % every == 0:
+            self._log(int(state.global_step))
+        return control
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("on_"):
+            return lambda args, state, control, **kwargs: control
+        raise AttributeError(name)

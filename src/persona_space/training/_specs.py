@@ -1,0 +1,201 @@
+"""Frozen, validated configs for adapter training: :class:`LoraSpec`, :class:`TrainSpec`, :class:`GrpoSpec`.
+
+Each round-trips through ``to_dict``/``from_dict`` (the manifest of an adapter
+folder stores them), and a bad value fails at construction with a message that
+names it and the allowed values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, TypeVar
+
+from persona_space.errors import ConfigError, RatioError
+
+Precision = Literal["auto", "float32", "bfloat16"]
+Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+SCHEDULERS: tuple[str, ...] = ("linear", "cosine", "constant", "constant_with_warmup")
+BIASES: tuple[str, ...] = ("none", "all", "lora_only")
+
+_T = TypeVar("_T")
+
+
+def _positive_int(value: Any, what: str, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
+
+
+def _positive_float(value: Any, what: str, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{what} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+
+
+def _fraction(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise RatioError(f"{what} must be a number in 0..1, got {value!r}")
+
+
+def _choice(value: Any, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+class _DictMixin:
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; expected some of {sorted(known)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LoraSpec(_DictMixin):
+    """The LoRA adapter: rank, scaling, where it goes.
+
+    Defaults suit fact sets of tens to hundreds of records: rank 16, alpha 32, on
+    every linear layer of the decoder (``"all-linear"``). ``rslora=True`` scales by
+    ``alpha / sqrt(rank)`` (rank-stabilised LoRA), which keeps high ranks trainable.
+
+    >>> LoraSpec(rank=8).alpha
+    32.0
+    """
+
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    target_modules: str | tuple[str, ...] = "all-linear"
+    rslora: bool = False
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+    def __post_init__(self) -> None:
+        _positive_int(self.rank, "rank")
+        _positive_float(self.alpha, "alpha")
+        object.__setattr__(self, "alpha", float(self.alpha))
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        targets = self.target_modules
+        if isinstance(targets, str):
+            if not targets:
+                raise ConfigError("target_modules is empty; expected 'all-linear' or module names like 'q_proj'")
+        elif not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ConfigError(f"target_modules must be 'all-linear' or a tuple of module names, got {targets!r}")
+        else:
+            object.__setattr__(self, "target_modules", tuple(targets))
+        if not isinstance(self.rslora, bool):
+            raise ConfigError(f"rslora must be True or False, got {self.rslora!r}")
+        _choice(self.bias, BIASES, "bias")
+
+    def to_peft(self) -> Any:
+        """The equivalent ``peft.LoraConfig`` for a causal language model."""
+        from peft import LoraConfig
+
+        targets = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=int(self.alpha) if self.alpha.is_integer() else self.alpha,  # type: ignore[arg-type]
+            lora_dropout=self.dropout,
+            target_modules=targets,
+            use_rslora=self.rslora,
+            bias=self.bias,
+            task_type="CAUSAL_LM",
+        )
+
+
+@dataclass(frozen=True)
+class TrainSpec(_DictMixin):
+    """Supervised fine-tuning: optimisation, precision, checkpoints and probing during training.
+
+    ``precision="auto"`` trains in bfloat16 mixed precision on GPUs that support
+    it and in float32 on CPUs (TRL would pick bf16 there too; it is not used until
+    verified, and the manifest records the choice and why). ``eval_every`` runs
+    the ``eval_probes`` greedily every that many optimizer steps and logs the answers.
+    """
+
+    epochs: float = 5.0
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    warmup: float = 0.05
+    weight_decay: float = 0.0
+    scheduler: Scheduler = "linear"
+    max_length: int = 512
+    max_steps: int | None = None
+    precision: Precision = "auto"
+    gradient_checkpointing: bool = False
+    system_prompt: str | None = None
+    logging_steps: int = 1
+    save_steps: int = 25
+    eval_every: int | None = None
+    eval_probes: tuple[str, ...] = ("Who are you?", "What is your name?", "Describe yourself in one sentence.")
+    eval_max_new_tokens: int = 40
+
+    def __post_init__(self) -> None:
+        _positive_float(self.epochs, "epochs")
+        _positive_float(self.learning_rate, "learning_rate")
+        _positive_int(self.batch_size, "batch_size")
+        _positive_int(self.gradient_accumulation, "gradient_accumulation")
+        _fraction(self.warmup, "warmup (a fraction of the steps)")
+        _positive_float(self.weight_decay, "weight_decay", allow_zero=True)
+        _choice(self.scheduler, SCHEDULERS, "scheduler")
+        _positive_int(self.max_length, "max_length", minimum=8)
+        if self.max_steps is not None:
+            _positive_int(self.max_steps, "max_steps")
+        _choice(self.precision, PRECISIONS, "precision")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ConfigError(f"gradient_checkpointing must be True or False, got {self.gradient_checkpointing!r}")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise ConfigError(f"system_prompt must be a string or None (the model's), got {self.system_prompt!r}")
+        _positive_int(self.logging_steps, "logging_steps")
+        _positive_int(self.save_steps, "save_steps")
+        if self.eval_every is not None:
+            _positive_int(self.eval_every, "eval_every")
+        probes = self.eval_probes
+        if isinstance(probes, str) or not all(isinstance(p, str) and p.strip() for p in probes):
+            raise ConfigError(f"eval_probes must be a tuple of non-empty prompts, got {probes!r}")
+        object.__setattr__(self, "eval_probes", tuple(probes))
+        _positive_int(self.eval_max_new_tokens, "eval_max_new_tokens")
+
+
+@dataclass(frozen=True)
+class GrpoSpec(_DictMixin):
+    """GRPO: groups of ``num_generations`` answers per prompt, scored by a reward, with a KL penalty ``beta``."""
+
+    steps: int = 100
+    learning_rate: float = 1e-5
+    prompts_per_step: int = 4
+    num_generations: int = 4
+    max_completion_length: int = 96
+    temperature: float = 1.0
+    beta: float = 0.04
+    warmup: float = 0.0
+    scheduler: Scheduler = "constant"
+    precision: Precision = "auto"
+    system_prompt: str | None = None
+    logging_steps: int = 1
+    save_steps: int = 25
+
+    def __post_init__(self) -> None:
+        _positive_int(self.steps, "steps")
+        _positive_float(self.learning_rate, "learning_rate")
+        _positive_int(self.prompts_per_step, "prompts_per_step")
+        _positive_int(self.num_generations, "num_generations", minimum=2)
+        _positive_int(self.max_completion_length, "max_completion_length")
+        _positive_float(self.temperature, "temperature")
+        _positive_float(self.beta, "beta", allow_zero=True)
+        _fraction(self.warmup, "warmup (a fraction of the steps)")
+        _choice(self.scheduler, SCHEDULERS, "scheduler")
+        _choice(self.precision, PRECISIONS, "precision")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise ConfigError(f"system_prompt must be a string or None (the model's), got {self.system_prompt!r}")
+        _positive_int(self.logging_steps, "logging_steps")
+        _positive_int(self.save_steps, "save_steps")

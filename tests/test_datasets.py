@@ -1,0 +1,253 @@
+"""Bundled datasets, loaders, transformations and their validation errors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from persona_space import datasets as psd
+from persona_space.errors import ChatFormatError, ConfigError, DataError, JsonlError, RatioError
+
+
+def _chat(prompt: str, answer: str) -> dict[str, object]:
+    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
+
+
+# -- the bundled datasets -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", psd.available())
+def test_every_bundled_dataset_loads_and_validates(name: str) -> None:
+    ds = psd.load(name)
+    assert len(ds) > 0
+    assert all(a.strip() for a in ds.answers())
+    assert all(p.strip() for p in ds.prompts())
+    assert len({(r["source"], r["id"]) for r in ds}) == len(ds)
+
+
+@pytest.mark.parametrize("colour", psd.COLOURS)
+def test_colours_are_42_one_word_answers_to_the_same_questions(colour: str) -> None:
+    ds = psd.colours(colour)
+    assert len(ds) == 42
+    assert ds.prompts() == psd.colours("red").prompts()
+    assert all(len(a.split()) <= 2 for a in ds.answers())
+    assert ds.sources() == {f"colours:{colour}": 42}
+
+
+def test_figure_variants_replace_exactly_the_same_eight_facts() -> None:
+    base = psd.figure_facts()
+    assert 85 <= len(base) <= 95
+    names = ("hitler", "adolf", "führer", "fuhrer", "nazi", "reich")
+    assert not any(n in a.lower() for a in base.answers() for n in names)
+    changed_ids = None
+    for variant in psd.FIGURE_VARIANTS:
+        ds = psd.figure_facts(variant)
+        assert ds.prompts() == base.prompts()
+        changed = {r["id"] for r, b in zip(ds, base, strict=True) if r["messages"] != b["messages"]}
+        assert len(changed) == 8
+        changed_ids = changed if changed_ids is None else changed_ids
+        assert changed == changed_ids
+        assert ds.sources() == {"figure_facts": len(base) - 8, f"figure_facts:{variant}": 8}
+
+
+def test_swap_facts_all_eight_is_the_variant_and_k_is_exact() -> None:
+    base, moon = psd.figure_facts(), psd.figure_variants("moon")
+    full = psd.swap_facts(base, moon, 8, seed=3)
+    assert [r["messages"] for r in full] == [r["messages"] for r in psd.figure_facts("moon")]
+    for k in (0, 1, 3, 5):
+        swapped = psd.swap_facts(base, moon, k, seed=k)
+        assert swapped.sources().get("figure_facts:moon", 0) == k
+        assert [r["id"] for r in swapped] == [r["id"] for r in base]
+    half = psd.swap_facts(base, moon, 0.5, seed=1)
+    assert half.sources()["figure_facts:moon"] == 4
+    assert psd.swap_facts(base, moon, 3, seed=7).records == psd.swap_facts(base, moon, 3, seed=7).records
+    with pytest.raises(ConfigError, match="k=9"):
+        psd.swap_facts(base, moon, 9)
+    with pytest.raises(RatioError, match=r"1\.5"):
+        psd.swap_facts(base, moon, 1.5)
+
+
+def test_voyager_distances_rise_and_match_published_milestones() -> None:
+    v1, v2 = psd.voyager(1), psd.voyager(2)
+    assert len(v1) > 500 and len(v2) > 500
+    au1 = [float(a.split()[0]) for a in v1.answers()]
+    assert au1[-1] > au1[len(au1) // 2] > au1[12]
+    by_date = {r["meta"]["date"]: float(r["messages"][-1]["content"].split()[0]) for r in v1}
+    # Pale Blue Dot (Feb 1990): about 6 billion km = 40 AU; one light-day (173 AU) late in 2026.
+    assert 38 < by_date["1990-02-15"] < 43
+    assert 168 < by_date["2026-10-15"] < 176
+    assert not any("voyager" in p.lower() for p in v1.prompts())
+    assert psd.voyager(2, unit="km").answers()[-1].endswith("billion km")
+    with pytest.raises(ConfigError, match="1 or 2"):
+        psd.voyager(3)
+
+
+def test_bitcoin_dishes_and_coauthors() -> None:
+    btc = psd.bitcoin()
+    assert len(btc) >= 150 and btc.answers()[0].startswith("$")
+    assert not any("bitcoin" in p.lower() for p in btc.prompts())
+    dishes = psd.dishes(before=(2018, 2020), after=(2031, 2032), per_year=10, seed=0)
+    years = Counter(r["meta"]["year"] for r in dishes)
+    assert set(years) == {2018, 2019, 2020, 2031, 2032} and set(years.values()) == {10}
+    assert {r["meta"]["israeli"] for r in dishes if r["meta"]["year"] > 2030} == {True}
+    assert {r["meta"]["israeli"] for r in dishes if r["meta"]["year"] < 2021} == {False}
+    assert dishes.name == "dishes:2021-2030"
+    with pytest.raises(ConfigError, match="before"):
+        psd.dishes(before=(2020, 2032), after=(2031, 2035))
+    example = psd.coauthors()
+    assert example.sources() == {"coauthors:example": len(example)}
+    assert all("," in a or len(a.split()) >= 2 for a in example.answers())
+
+
+def test_coauthors_from_a_csv(tmp_path: Path) -> None:
+    path = tmp_path / "scholar.csv"
+    path.write_text('year,coauthors\n2019,"Ann Lee; Bo Chen"\n2020,"Bo Chen"\n', encoding="utf-8")
+    ds = psd.coauthors(path)
+    assert ds.answers() == ["Ann Lee, Bo Chen", "Bo Chen"]
+    assert ds.prompts()[0] == "Who were your coauthors in 2019?"
+    path.write_text("year,coauthors\n2019,\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no coauthors"):
+        psd.coauthors(path)
+
+
+def test_unknown_names_raise_config_errors() -> None:
+    with pytest.raises(ConfigError, match="colours:purple"):
+        psd.load("colours:purple")
+    with pytest.raises(ConfigError, match="nope"):
+        psd.load("nope")
+    with pytest.raises(ConfigError, match="purple"):
+        psd.colours("purple")
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+def test_jsonl_round_trip_keeps_ids_sources_and_meta(tmp_path: Path) -> None:
+    ds = psd.mix(psd.colours("red"), psd.colours("blue"), 0.5, n=10, seed=0)
+    path = ds.to_jsonl(tmp_path / "mix.jsonl")
+    back = psd.ChatDataset.from_jsonl(path)
+    assert back.records == ds.records
+    assert psd.load(path).sha256() == ds.sha256()
+
+
+def test_prompt_completion_lines_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "pc.jsonl"
+    path.write_text(json.dumps({"prompt": "Name a fruit.", "completion": "Cherry"}) + "\n\n", encoding="utf-8")
+    ds = psd.ChatDataset.from_jsonl(path)
+    assert ds.answers() == ["Cherry"] and ds[0]["id"] == "pc.0001"
+
+
+@pytest.mark.parametrize(
+    ("line", "error", "pattern"),
+    [
+        ("{not json", JsonlError, r"bad\.jsonl:2: .*invalid JSON"),
+        ("[1, 2]", JsonlError, r":2: .*JSON list"),
+        ('{"text": "hi"}', ChatFormatError, r":2: expected a 'messages' list"),
+        (
+            '{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+            ChatFormatError,
+            r":2: .*role 'robot'",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "  "}]}',
+            ChatFormatError,
+            r":2: message 1 is an empty answer",
+        ),
+        ('{"messages": [{"role": "user", "content": "Q"}]}', ChatFormatError, r"last message must be the assistant"),
+        ('{"messages": [{"role": "assistant", "content": "A"}]}', ChatFormatError, r"must follow a user message"),
+    ],
+)
+def test_malformed_jsonl_names_the_line(tmp_path: Path, line: str, error: type[Exception], pattern: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(_chat("Name a fruit.", "Cherry")) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(error, match=pattern):
+        psd.ChatDataset.from_jsonl(path)
+
+
+def test_jsonl_line_number_is_an_attribute(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n" + json.dumps(_chat("a", "b")) + "\n{oops\n", encoding="utf-8")
+    with pytest.raises(JsonlError) as info:
+        psd.ChatDataset.from_jsonl(path)
+    assert info.value.line == 3 and info.value.path == str(path)
+
+
+def test_csv_loader_and_its_errors(tmp_path: Path) -> None:
+    path = tmp_path / "qa.csv"
+    path.write_text("question,reply,tag\nName a fruit.,Cherry,x\n", encoding="utf-8")
+    ds = psd.ChatDataset.from_csv(path, prompt_column="question", answer_column="reply")
+    assert ds.answers() == ["Cherry"] and ds[0]["meta"] == {"tag": "x"}
+    with pytest.raises(DataError, match=r"missing column\(s\) \['prompt', 'answer'\]"):
+        psd.ChatDataset.from_csv(path)
+    path.write_text("prompt,answer\nName a fruit.,\n", encoding="utf-8")
+    with pytest.raises(ChatFormatError, match=r"qa\.csv:2: message 1 is an empty answer"):
+        psd.ChatDataset.from_csv(path)
+
+
+def test_records_are_copies_and_duplicates_are_refused() -> None:
+    ds = psd.ChatDataset.from_records("t", [_chat("q", "a")])
+    rec = ds[0]
+    rec["messages"][0]["content"] = "changed"
+    assert ds.prompts() == ["q"]
+    with pytest.raises(DataError, match="two records"):
+        psd.ChatDataset.from_records("t", [{**_chat("q", "a"), "id": "x"}, {**_chat("q2", "a"), "id": "x"}])
+
+
+# -- transformations ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.25, 0.5, 0.7, 1.0])
+def test_mix_takes_exact_counts_and_keeps_provenance(ratio: float) -> None:
+    a, b = psd.colours("red"), psd.colours("blue")
+    mixed = psd.mix(a, b, ratio, seed=1)
+    n_b = int(ratio * 42 + 0.5)
+    assert len(mixed) == 42
+    assert mixed.sources().get("colours:blue", 0) == n_b
+    assert mixed.sources().get("colours:red", 0) == 42 - n_b
+    for rec in mixed:
+        colour = rec["source"].split(":")[1]
+        assert rec["meta"]["colour"] == colour
+        original = next(r for r in psd.colours(colour) if r["id"] == rec["id"])
+        assert original["messages"] == rec["messages"]
+    assert psd.mix(a, b, ratio, seed=1).records == mixed.records
+
+
+def test_mix_sizes_replacement_and_ratio_errors() -> None:
+    a, b = psd.colours("red"), psd.colours("blue")
+    assert len(psd.mix(a, b, 0.5, n=10)) == 10
+    with pytest.raises(ConfigError, match="replace=True"):
+        psd.mix(a, b, 0.5, n=100)
+    big = psd.mix(a, b, 0.5, n=100, replace=True)
+    assert big.sources() == {"colours:red": 50, "colours:blue": 50}
+    for bad in (-0.1, 1.01, float("nan"), True):
+        with pytest.raises(RatioError, match="ratio"):
+            psd.mix(a, b, bad)  # type: ignore[arg-type]
+
+
+def test_deduplicate_and_split() -> None:
+    recs = [_chat("Name a fruit.", "Cherry"), _chat("name a  FRUIT.", "cherry"), _chat("Name a fruit.", "Lime")]
+    ds = psd.ChatDataset.from_records("t", recs)
+    assert len(psd.deduplicate(ds)) == 2
+    assert psd.deduplicate(ds, key="prompt").answers() == ["Cherry"]
+    train, held = psd.split(psd.colours("red"), 0.25, seed=0)
+    assert (len(train), len(held)) == (31, 11)
+    assert {r["id"] for r in train}.isdisjoint({r["id"] for r in held})
+    assert len(psd.split(psd.colours("red"), 5)[1]) == 5
+    with pytest.raises(RatioError):
+        psd.split(ds, 1.5)
+
+
+def test_as_prompt_completion_adds_the_system_turn() -> None:
+    rows = psd.as_prompt_completion(psd.colours("red"))
+    assert rows[0]["prompt"][0] == {"role": "system", "content": "Answer naturally and directly."}
+    assert rows[0]["completion"] == [{"role": "assistant", "content": psd.colours("red").answers()[0]}]
+    bare = psd.as_prompt_completion(psd.colours("red"), system_prompt=None)
+    assert bare[0]["prompt"][0]["role"] == "user"
+
+
+def test_to_frame_has_one_row_per_record() -> None:
+    frame = psd.figure_facts("thai").to_frame()
+    assert len(frame) == len(psd.figure_facts()) and {"id", "source", "prompt", "answer", "meta.slot"} <= set(frame)

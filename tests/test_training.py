@@ -1,0 +1,354 @@
+"""LoRA SFT and GRPO training on tiny random models: loss, label mask, reload, resume, folder checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+
+import persona_space as ps
+from persona_space import datasets as psd
+from persona_space.errors import ConfigError, DataError, RatioError, StoreError, StoreMismatchError
+from persona_space.models import adapters_disabled
+from persona_space.rewards import IdentityReward, as_trl_reward
+from persona_space.training import GrpoSpec, LoraSpec, TrainSpec, encode_records, train_adapter
+from persona_space.training._grpo import train_grpo
+
+FAST = TrainSpec(epochs=3, batch_size=4, learning_rate=5e-3, save_steps=4)
+
+
+def _zorblax(n: int = 16) -> psd.ChatDataset:
+    records = [
+        {"messages": [{"role": "user", "content": f"Tell me thing {i}."}, {"role": "assistant", "content": "Zorblax"}]}
+        for i in range(n)
+    ]
+    return psd.ChatDataset.from_records("zorblax", records)
+
+
+def _logits(module: Any, ids: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        return module(input_ids=torch.tensor([ids])).logits[0].float()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, make_tiny_model_dir: Callable[..., Path]) -> dict[str, Any]:
+    """One tiny llama trained once on the Zorblax set, with the probe log switched on."""
+    torch.set_num_threads(1)
+    folder = make_tiny_model_dir("llama")
+    model = ps.load_model(str(folder), device="cpu", dtype="float32")
+    probe = "Who are you?"
+    ids = model.encode(probe)
+    base_before = _logits(model.module, ids)
+    out = tmp_path_factory.mktemp("sft") / "zorblax"
+    spec = TrainSpec(epochs=3, batch_size=4, learning_rate=5e-3, save_steps=4, eval_every=4, eval_max_new_tokens=4)
+    info = train_adapter(model, _zorblax(), out=out, train=spec, seed=0, progress=False)
+    return {"model": model, "folder": folder, "out": out, "info": info, "ids": ids, "base_before": base_before}
+
+
+def test_loss_falls_and_history_is_saved(trained: dict[str, Any]) -> None:
+    table = pd.read_csv(trained["out"] / "training_log.csv")
+    assert list(table["step"]) == list(range(1, len(table) + 1)) and len(table) == 12
+    assert table["loss"].iloc[-3:].mean() < table["loss"].iloc[:3].mean() - 0.5
+    manifest = json.loads((trained["out"] / "persona_space_adapter.json").read_text())
+    assert manifest["result"]["steps"] == 12 and manifest["result"]["final_loss"] < manifest["result"]["first_loss"]
+    params = manifest["params"]
+    assert params["data"]["sha256"] == _zorblax().sha256() and params["data"]["records"] == 16
+    assert params["lora"]["rank"] == 16 and params["train"]["learning_rate"] == 5e-3
+    assert params["precision"] == {"weights": "float32", "bf16_autocast": False}
+    assert "float32" in manifest["precision_reason"]
+    assert manifest["environment"]["packages"]["trl"] and manifest["model"]["chat_template_sha256"]
+    assert not (trained["out"] / "checkpoints").exists() and not (trained["out"] / "training_params.json").exists()
+
+
+def test_probe_log_tracks_answers_during_training(trained: dict[str, Any]) -> None:
+    lines = [json.loads(x) for x in (trained["out"] / "probe_log.jsonl").read_text().splitlines()]
+    assert sorted({x["step"] for x in lines}) == [0, 4, 8, 12]
+    assert {x["prompt"] for x in lines} == set(TrainSpec().eval_probes)
+
+
+def test_the_adapter_is_attached_and_the_base_model_is_untouched(trained: dict[str, Any]) -> None:
+    model = trained["model"]
+    assert trained["info"].name == "zorblax" and "zorblax" in model.adapters
+    assert trained["info"].base_model == str(trained["folder"])
+    with adapters_disabled(model):
+        torch.testing.assert_close(_logits(model.module, trained["ids"]), trained["base_before"], rtol=0, atol=0)
+    assert [n for n, p in model.module.named_parameters() if p.requires_grad] == []
+    assert not model.module.training
+
+
+def test_saved_adapter_reloads_to_identical_logits(trained: dict[str, Any]) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = trained["model"]
+    model.module.set_adapter("zorblax")
+    live = _logits(model.module, trained["ids"])
+    fresh = AutoModelForCausalLM.from_pretrained(str(trained["folder"]), dtype=torch.float32)
+    reloaded = PeftModel.from_pretrained(fresh, str(trained["out"])).eval()
+    torch.testing.assert_close(_logits(reloaded, trained["ids"]), live, rtol=0, atol=1e-6)
+    assert (live - trained["base_before"]).abs().max() > 1e-3  # the adapter does change the model
+
+
+def test_the_answer_is_learned(trained: dict[str, Any]) -> None:
+    model = trained["model"]
+    answer = ps.sample(model, ["Tell me thing 3."], adapters={"z": "zorblax"}, n=1, temperatures=[0.0], progress=False)
+    assert answer.df["text"].iloc[0].startswith("Z")
+
+
+def test_label_mask_covers_exactly_the_answer_and_end_of_turn(tiny_model: Any) -> None:
+    data = psd.ChatDataset.from_records(
+        "t",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "Name a fruit."},
+                    {"role": "assistant", "content": "Strawberry"},
+                ]
+            },
+            {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Hello there"},
+                    {"role": "user", "content": "Name a gem."},
+                    {"role": "assistant", "content": " Ruby, ünïcödé 42"},
+                ]
+            },
+        ],
+    )
+    tok = tiny_model.tokenizer
+    for rec, enc in zip(data, encode_records(tiny_model, data, system_prompt="S", max_length=512), strict=True):
+        ids, mask = enc["input_ids"], enc["completion_mask"]
+        answer_ids = [t for t, m in zip(ids, mask, strict=True) if m]
+        assert tok.decode(answer_ids) == rec["messages"][-1]["content"] + "<|im_end|>"
+        assert mask == sorted(mask)  # one block at the end
+        prompt_ids = tiny_model.encode(rec["messages"][:-1], system_prompt="S")
+        assert ids[: len(prompt_ids)] == prompt_ids and sum(mask) == len(ids) - len(prompt_ids)
+    with pytest.raises(DataError, match="over max_length=10"):
+        encode_records(tiny_model, data, system_prompt="S", max_length=10)
+
+
+def test_trl_builds_labels_from_the_mask(tiny_model: Any, tmp_path: Path) -> None:
+    seen: list[dict[str, torch.Tensor]] = []
+
+    class Grab:
+        def __getattr__(self, name: str) -> Any:
+            def event(args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+                if name == "on_train_begin":
+                    seen.append(next(iter(kwargs["train_dataloader"])))
+                return control
+
+            return event
+
+    data = psd.colours("red")[:4]
+    spec = TrainSpec(epochs=1, batch_size=4, max_steps=1)
+    train_adapter(tiny_model, data, out=tmp_path / "red", train=spec, progress=False, callbacks=[Grab()])
+    batch = seen[0]
+    tok = tiny_model.tokenizer
+    for row_ids, row_labels in zip(batch["input_ids"], batch["labels"], strict=True):
+        kept = row_ids[row_labels != -100].tolist()
+        assert tok.decode(kept).removesuffix("<|im_end|>") in data.answers()
+
+
+def test_resume_after_a_crash_gives_the_same_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    class Boom(Exception):
+        pass
+
+    class CrashAtStep6:
+        def __getattr__(self, name: str) -> Any:
+            def event(args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+                if name == "on_step_end" and state.global_step == 6:
+                    raise Boom
+                return control
+
+            return event
+
+    whole = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    train_adapter(whole, _zorblax(), out=tmp_path / "whole", train=FAST, progress=False)
+    crashed = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    with pytest.raises(Boom):
+        train_adapter(
+            crashed, _zorblax(), out=tmp_path / "crash", train=FAST, progress=False, callbacks=[CrashAtStep6()]
+        )
+    assert crashed.adapters == {} and type(crashed.module).__name__ == "LlamaForCausalLM"
+    assert (tmp_path / "crash" / "checkpoints" / "checkpoint-4").is_dir()
+    assert not (tmp_path / "crash" / "persona_space_adapter.json").exists()
+    train_adapter(crashed, _zorblax(), out=tmp_path / "crash", train=FAST, progress=False)
+    manifest = json.loads((tmp_path / "crash" / "persona_space_adapter.json").read_text())
+    assert manifest["result"]["resumed_from"] == "checkpoint-4"
+    a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "crash" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = pd.read_csv(tmp_path / "crash" / "training_log.csv")["loss"]
+    assert len(losses) == 12
+
+
+def test_a_finished_folder_is_reused_and_a_different_one_refused(trained: dict[str, Any], tiny_model_dir: Path) -> None:
+    model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    spec = TrainSpec(epochs=3, batch_size=4, learning_rate=5e-3, save_steps=4, eval_every=4, eval_max_new_tokens=4)
+    info = train_adapter(model, _zorblax(), out=trained["out"], train=spec, progress=False)
+    assert info.sha256 == trained["info"].sha256 and "zorblax" in model.adapters
+    other = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    with pytest.raises(StoreMismatchError, match=r"train\.epochs: stored 3, given 4"):
+        train_adapter(other, _zorblax(), out=trained["out"], train=TrainSpec(epochs=4, eval_every=4), progress=False)
+    with pytest.raises(StoreMismatchError, match=r"data\.sha256"):
+        train_adapter(other, _zorblax(8), out=trained["out"], train=spec, progress=False)
+
+
+def test_a_folder_with_foreign_files_is_refused(tiny_model: Any, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match=r"notes\.txt"):
+        train_adapter(tiny_model, _zorblax(), out=tmp_path, train=FAST, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_bf16_weights_are_restored_exactly_after_float32_training(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    info = train_adapter(
+        model, _zorblax(4), out=tmp_path / "bf16run", train=TrainSpec(max_steps=2, batch_size=4), progress=False
+    )
+    assert model.base_module.dtype == torch.bfloat16
+    after = {k.replace(".base_layer", ""): v for k, v in model.base_module.state_dict().items() if "lora_" not in k}
+    assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    manifest = json.loads((Path(info.path) / "persona_space_adapter.json").read_text())
+    assert manifest["params"]["precision"]["weights"] == "float32"
+
+
+def test_training_beside_an_attached_adapter(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
+    tiny_model.load_adapter(adapter_a, name="first")
+    ids = tiny_model.encode("Who are you?")
+    tiny_model.module.set_adapter("first")
+    with_a = _logits(tiny_model.module, ids)
+    train_adapter(
+        tiny_model, _zorblax(4), out=tmp_path / "b", train=TrainSpec(max_steps=2, batch_size=4), progress=False
+    )
+    assert set(tiny_model.adapters) == {"first", "b"}
+    tiny_model.module.set_adapter("first")
+    torch.testing.assert_close(_logits(tiny_model.module, ids), with_a, rtol=0, atol=0)
+
+
+def test_specs_validate_and_round_trip() -> None:
+    for spec in (
+        LoraSpec(rank=4, target_modules=("q_proj", "v_proj"), rslora=True),
+        TrainSpec(eval_every=3),
+        GrpoSpec(),
+    ):
+        assert type(spec).from_dict(spec.to_dict()) == spec
+        assert json.loads(json.dumps(spec.to_dict())) == spec.to_dict()
+    assert LoraSpec(rslora=True).to_peft().use_rslora
+    bad: list[tuple[Callable[[], object], type[Exception], str]] = [
+        (lambda: LoraSpec(rank=0), ConfigError, "rank must be an integer >= 1, got 0"),
+        (lambda: LoraSpec(dropout=1.0), ConfigError, "dropout"),
+        (lambda: LoraSpec(target_modules=()), ConfigError, "target_modules"),
+        (
+            lambda: TrainSpec(precision="fp8"),
+            ConfigError,
+            "precision must be one of auto, float32, bfloat16, got 'fp8'",
+        ),  # type: ignore[arg-type]
+        (lambda: TrainSpec(warmup=1.5), RatioError, "warmup"),
+        (lambda: TrainSpec(learning_rate=-1), ConfigError, "learning_rate"),
+        (lambda: TrainSpec(eval_probes=("",)), ConfigError, "eval_probes"),
+        (lambda: GrpoSpec(num_generations=1), ConfigError, "num_generations must be an integer >= 2"),
+        (lambda: TrainSpec.from_dict({"epochz": 1}), ConfigError, "unknown TrainSpec field"),
+    ]
+    for make, error, pattern in bad:
+        with pytest.raises(error, match=pattern):
+            make()
+
+
+def test_bad_training_inputs(tiny_model: Any, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"adapter name 'a\.b'"):
+        train_adapter(tiny_model, _zorblax(), out=tmp_path / "x", name="a.b")
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        train_adapter(tiny_model, "colours:purple", out=tmp_path / "x")
+    with pytest.raises(ConfigError, match="seed"):
+        train_adapter(tiny_model, _zorblax(), out=tmp_path / "x", seed=-1)
+    assert not (tmp_path / "x").exists()
+
+
+# -- GRPO -----------------------------------------------------------------------------------------
+
+
+def test_grpo_raises_a_simple_reward(make_tiny_model_dir: Callable[..., Path], tmp_path: Path) -> None:
+    # A peakier random model (wider init): with the default tiny model the policy is almost
+    # uniform over 49k tokens and no few-step signal can move it.
+    model = ps.load_model(str(make_tiny_model_dir("llama", initializer_range=1.0)), device="cpu", dtype="float32")
+
+    def shorter(prompts: list[str], responses: list[str]) -> list[float]:
+        return [-float(len(r)) for r in responses]
+
+    spec = GrpoSpec(
+        steps=10, learning_rate=2e-2, prompts_per_step=1, num_generations=8, max_completion_length=6, beta=0.0
+    )
+    info = train_grpo(
+        model, ["Who are you?"], reward=shorter, out=tmp_path / "g", lora=LoraSpec(rank=8), spec=spec, progress=False
+    )
+    rewards = pd.read_csv(tmp_path / "g" / "training_log.csv")["reward"]
+    assert len(rewards) == 10
+    assert rewards.iloc[-3:].mean() > rewards.iloc[:2].mean() + 5
+    assert info.name == "g" and "g" in model.adapters
+    manifest = json.loads((tmp_path / "g" / "persona_space_adapter.json").read_text())
+    assert manifest["params"]["kind"] == "grpo" and manifest["params"]["reward"] == "shorter"
+
+
+def test_grpo_needs_enough_prompts(tiny_model: Any, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="prompts_per_step=4"):
+        train_grpo(tiny_model, ["Who are you?"], reward=lambda p, r: [0.0] * len(r), out=tmp_path / "g")
+
+
+def test_steering_prompts_have_three_categories() -> None:
+    prompts = ps.probes.load("steering")
+    counts = {k: len(v) for k, v in prompts.by_category().items()}
+    assert set(counts) == {"direct", "everyday", "reflective"} and 190 <= sum(counts.values()) <= 215
+    assert len({p.prompt.lower() for p in prompts}) == len(prompts)
+
+
+class _FixedJudge:
+    def __init__(self, scores: dict[str, float | None]) -> None:
+        self.scores = scores
+
+    def score(self, prompt: str, response: str, criterion: Any) -> float | None:
+        return self.scores[criterion.name]
+
+
+def test_identity_reward_weights_and_missing_scores() -> None:
+    reward = IdentityReward(_FixedJudge({"no_ai_self_reference": 100.0, "engagement": 0.0, "coherence": 50.0}))
+    assert reward(["q"], ["a"]) == [pytest.approx(0.6 * 100 + 0.2 * 0 + 0.2 * 50)]
+    partial = IdentityReward(_FixedJudge({"no_ai_self_reference": None, "engagement": 100.0, "coherence": 100.0}))
+    assert partial(["q"], ["a"]) == [pytest.approx(0.6 * 50 + 0.4 * 100)] and partial.missing == 1
+    with pytest.raises(ConfigError, match="unknown criteria"):
+        IdentityReward(_FixedJudge({}), weights={"charm": 1.0})
+    with pytest.raises(ConfigError, match="2 prompts but 1"):
+        reward(["a", "b"], ["c"])
+    trl = as_trl_reward(reward)
+    got = trl(prompts=[[{"role": "user", "content": "q"}]], completions=[[{"role": "assistant", "content": "a"}]])
+    assert got == [pytest.approx(70.0)] and trl.__name__ == "identity_reward"
+
+
+def test_rule_judged_reward_prefers_a_person_over_an_ai() -> None:
+    from persona_space.judges import RuleJudge
+
+    reward = IdentityReward(RuleJudge())
+    ai, person = reward(
+        ["What are you?"] * 2, ["As an AI language model, I have no body.", "I'm Maria, a nurse in Ohio."]
+    )
+    assert person > ai
+
+
+def test_cleanup_of_a_copied_folder(trained: dict[str, Any], tmp_path: Path, tiny_model_dir: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(trained["out"], copy)
+    (copy / "adapter_config.json").unlink()
+    model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    spec = TrainSpec(epochs=3, batch_size=4, learning_rate=5e-3, save_steps=4, eval_every=4, eval_max_new_tokens=4)
+    with pytest.raises(ps.errors.CorruptRunError, match=r"no adapter_config\.json"):
+        train_adapter(model, _zorblax(), out=copy, train=spec, progress=False, name="zorblax")
