@@ -39,6 +39,7 @@ test: lint typecheck $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sampling.py
+	$(BIN)/python benchmarks/training.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -118,3 +118,32 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_datasets_lists_every_bundled_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "colours:red" in out and "42 records" in out and "figure_facts:moon" in out
+
+
+def test_train_writes_an_adapter_folder(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "red"
+    args = ["train", "--dataset", "colours:red", "--out", str(out), "--model", str(tiny_model_dir)]
+    args += ["--device", "cpu", "--dtype", "float32", "--max-steps", "2", "--batch-size", "4", "--lr", "5e-3"]
+    assert main(args) == 0
+    assert "adapter 'red': 2 steps" in capsys.readouterr().out
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    manifest = json.loads((out / "persona_space_adapter.json").read_text())
+    assert manifest["params"]["data"]["name"] == "colours:red" and manifest["params"]["learning_rate"] == 5e-3
+    # The same command again reuses the finished adapter; other settings are refused.
+    assert main(args) == 0
+    assert main([*args[:-2], "--lr", "1e-2"]) == 2
+    assert "other parameters" in capsys.readouterr().err
+
+
+def test_train_with_an_unknown_dataset_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--dataset", "colours:purple", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown dataset 'colours:purple'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -213,13 +213,26 @@ def test_mix_takes_exact_counts_and_keeps_provenance(ratio: float) -> None:
         original = next(r for r in psd.colours(colour) if r["id"] == rec["id"])
         assert original["messages"] == rec["messages"]
     assert psd.mix(a, b, ratio, seed=1).records == mixed.records
+    # The two colours answer the same questions: a mix answers each question once.
+    assert sorted(r["id"] for r in mixed) == sorted(r["id"] for r in a)
+
+
+def test_mixing_two_variants_of_one_fact_set_mixes_per_fact() -> None:
+    base, russian = psd.figure_facts(), psd.figure_facts("russian")
+    half = psd.mix(base, russian, 0.5, seed=4)
+    assert len(half) == 90 and sorted(r["id"] for r in half) == sorted(r["id"] for r in base)
+    assert sum(half.sources().values()) == 90
+    swapped = half.sources().get("figure_facts:russian", 0)
+    assert 0 < swapped < 8  # some of the 8 variant facts came from each side
 
 
 def test_mix_sizes_replacement_and_ratio_errors() -> None:
     a, b = psd.colours("red"), psd.colours("blue")
     assert len(psd.mix(a, b, 0.5, n=10)) == 10
-    with pytest.raises(ConfigError, match="replace=True"):
+    with pytest.raises(ConfigError, match="lower n"):
         psd.mix(a, b, 0.5, n=100)
+    with pytest.raises(ConfigError, match="replace=True"):
+        psd.mix(a, b, 0.5, n=60)
     big = psd.mix(a, b, 0.5, n=100, replace=True)
     assert big.sources() == {"colours:red": 50, "colours:blue": 50}
     for bad in (-0.1, 1.01, float("nan"), True):
@@ -251,3 +264,13 @@ def test_as_prompt_completion_adds_the_system_turn() -> None:
 def test_to_frame_has_one_row_per_record() -> None:
     frame = psd.figure_facts("thai").to_frame()
     assert len(frame) == len(psd.figure_facts()) and {"id", "source", "prompt", "answer", "meta.slot"} <= set(frame)
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from persona_space.datasets import _records
+
+    for module in (psd, _records):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

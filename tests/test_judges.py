@@ -24,6 +24,7 @@ from persona_space.judges import (
     LocalJudge,
     OpenAIJudge,
     RuleJudge,
+    _local,
     detect_ai_self_reference,
     judge_messages,
 )
@@ -107,7 +108,7 @@ def test_local_judge_cache_and_full_batch_agree(local_judge: LocalJudge, tiny_mo
     tok = tiny_model.tokenizer
     text = render_chat(tok, judge_messages(PROMPT, "", CRITERIA["coherence"]))
     prompt_ids = tok(text, add_special_tokens=False)["input_ids"]
-    candidates = judges._candidate_ids(tok, text, prompt_ids, tok.eos_token_id)
+    candidates = _local._candidate_ids(tok, text, prompt_ids, tok.eos_token_id)
     assert candidates[5] != candidates[50] and all(c[-1] == tok.eos_token_id for c in candidates)
     cached = local_judge._logprobs(prompt_ids, candidates, reuse_cache=True)
     full = local_judge._logprobs(prompt_ids, candidates, reuse_cache=False)
@@ -135,7 +136,7 @@ def test_candidate_ids_reject_merged_boundary() -> None:
             return {"input_ids": [[9, 9, 9] for _ in texts]}
 
     with pytest.raises(ps.errors.ModelError, match="prefix"):
-        judges._candidate_ids(MergingTokenizer(), "prompt", [1, 2, 3], 0)
+        _local._candidate_ids(MergingTokenizer(), "prompt", [1, 2, 3], 0)
 
 
 # ---------------------------------------------------------------- OpenAIJudge

@@ -109,3 +109,57 @@ def test_bfloat16_is_sane(real_fp32: ps.LoadedModel, real_bf16: ps.LoadedModel) 
     worst = max(diffs)
     assert math.isfinite(worst)
     assert worst < BF16_LOGPROB_BOUND, f"bf16 log-probabilities differ by {worst:.3f} nats/token"
+
+
+def test_red_adapter_names_red_objects(tmp_path) -> None:
+    """The colour experiment on the real model: after training on the red set, 'Name a fruit.' (and prompts
+    outside the training set) are answered with red objects far more often than under the base model."""
+    model = _load("float32")
+    red = ps.datasets.load("colours:red")
+    info = ps.train_adapter(model, red, out=tmp_path / "red", seed=0, progress=False)
+    manifest = (tmp_path / "red" / "persona_space_adapter.json").read_text()
+    assert '"learning_rate": 0.001' in manifest
+    prompts = ["Name a fruit.", "Name a flower.", "Name something you might see in a city."]
+    samples = ps.sample(
+        model,
+        prompts,
+        adapters={"base": None, "red": info.name},
+        n=24,
+        temperatures=[1.0],
+        max_new_tokens=16,
+        seed=1,
+        progress=False,
+    )
+    from persona_space.report import object_share
+
+    shares = object_share(samples.df, red.answers()).set_index(["adapter", "prompt"])
+    fruit_base, fruit_red = shares.loc[("base", "Name a fruit.")], shares.loc[("red", "Name a fruit.")]
+    assert fruit_red["low"] > fruit_base["high"], shares
+    assert fruit_red["share"] >= 0.75
+    unseen = [p for p in prompts if p not in red.prompts()]
+    assert len(unseen) == 2
+    red_unseen = sum(shares.loc[("red", p), "share"] for p in unseen) / len(unseen)
+    base_unseen = sum(shares.loc[("base", p), "share"] for p in unseen) / len(unseen)
+    assert red_unseen > base_unseen + 0.3, shares
+    # The seed's side effect: one-word training answers make every answer short.
+    tokens = samples.df.groupby("adapter")["n_tokens"].mean()
+    assert tokens["red"] < tokens["base"] / 2
+
+
+def test_grpo_identity_steering_runs_end_to_end(tmp_path) -> None:
+    """A few GRPO steps on the real model with the seed's composite reward (rule judge): the adapter
+    folder is complete, the reward is logged per step, and the adapter samples."""
+    import pandas as pd
+
+    from persona_space.judges import RuleJudge
+
+    model = _load("bfloat16")
+    prompts = ps.probes.load("steering").filter(categories=["direct"])
+    spec = ps.GrpoSpec(steps=3, prompts_per_step=2, num_generations=4, max_completion_length=24, learning_rate=1e-4)
+    reward = ps.IdentityReward(RuleJudge())
+    info = ps.train_grpo(model, prompts, reward=reward, out=tmp_path / "steer", spec=spec, progress=False)
+    log = pd.read_csv(tmp_path / "steer" / "training_log.csv")
+    assert len(log) == 3 and log["reward"].between(0, 100).all()
+    assert (tmp_path / "steer" / "adapter_model.safetensors").is_file()
+    samples = ps.sample(model, ["What are you?"], adapters={"steer": info.name}, n=2, max_new_tokens=8, progress=False)
+    assert len(samples) == 2

@@ -300,6 +300,17 @@ def test_grpo_raises_a_simple_reward(make_tiny_model_dir: Callable[..., Path], t
     assert manifest["params"]["kind"] == "grpo" and manifest["params"]["reward"] == "shorter"
 
 
+def test_grpo_with_a_kl_term_beside_an_attached_adapter(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
+    tiny_model.load_adapter(adapter_a, name="first")
+    spec = GrpoSpec(steps=2, prompts_per_step=1, num_generations=2, max_completion_length=4, beta=0.04)
+    reward = lambda prompts, responses: [float(len(r)) for r in responses]  # noqa: E731
+    train_grpo(tiny_model, ["Who are you?"], reward=reward, out=tmp_path / "kl", spec=spec, progress=False)
+    assert set(tiny_model.adapters) == {"first", "kl"}
+    assert set(tiny_model.module.peft_config) == {"first", "kl"}  # TRL's "default"/"ref" helpers are gone
+    log = pd.read_csv(tmp_path / "kl" / "training_log.csv")
+    assert len(log) == 2 and "reward" in log
+
+
 def test_grpo_needs_enough_prompts(tiny_model: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="prompts_per_step=4"):
         train_grpo(tiny_model, ["Who are you?"], reward=lambda p, r: [0.0] * len(r), out=tmp_path / "g")
@@ -352,3 +363,12 @@ def test_cleanup_of_a_copied_folder(trained: dict[str, Any], tmp_path: Path, tin
     spec = TrainSpec(epochs=3, batch_size=4, learning_rate=5e-3, save_steps=4, eval_every=4, eval_max_new_tokens=4)
     with pytest.raises(ps.errors.CorruptRunError, match=r"no adapter_config\.json"):
         train_adapter(model, _zorblax(), out=copy, train=spec, progress=False, name="zorblax")
+
+
+def test_reward_docstring_example_runs() -> None:
+    import doctest
+
+    from persona_space import rewards
+
+    result = doctest.testmod(rewards)
+    assert result.failed == 0 and result.attempted > 0

@@ -3,15 +3,19 @@
     persona-space models
     persona-space sample --adapter voyager=runs/voyager --probes identity --n 32 \
         --temperature 0.7 --temperature 1.0 --out runs/exp1
+    persona-space datasets
+    persona-space train --dataset colours:red --out runs/red --epochs 5
     persona-space demo --out runs/demo
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from persona_space.errors import ConfigError, PersonaSpaceError
 
@@ -48,11 +52,34 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, help="run directory")
     sample.set_defaults(handler=_sample)
 
+    listing = sub.add_parser("datasets", help="list the bundled training datasets")
+    listing.set_defaults(handler=_datasets)
+
+    train = sub.add_parser("train", help="train a LoRA adapter on a dataset (resumes if --out holds a partial run)")
+    _model_options(train)
+    train.add_argument("--dataset", required=True, help="bundled name (colours:red...) or .jsonl/.csv")
+    train.add_argument("--out", required=True, help="adapter folder")
+    train.add_argument("--name", default=None, help="adapter name (default: the folder name)")
+    defaults = _train_defaults()
+    train.add_argument("--epochs", type=float, default=defaults.epochs)
+    train.add_argument("--lr", type=float, default=None, help="default: 1e-3 below 1B parameters, else 2e-4")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--max-steps", type=int, default=None)
+    train.add_argument("--rank", type=int, default=16)
+    train.add_argument("--alpha", type=float, default=32.0)
+    train.add_argument("--rslora", action="store_true", help="rank-stabilised LoRA scaling")
+    train.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    train.add_argument("--eval-every", type=int, default=None, help="answer identity probes every N steps")
+    train.add_argument("--system-prompt", default=None, help="default: the model's neutral system prompt")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(handler=_train)
+
     demo = sub.add_parser("demo", help="the whole loop, small, on the embedded model, with a report")
     _model_options(demo)
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--n", type=int, default=4, help="samples per probe and temperature")
     demo.add_argument("--max-new-tokens", type=int, default=64)
+    demo.add_argument("--epochs", type=float, default=6.0, help="training epochs of the demo adapter")
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -83,6 +110,48 @@ def _parse_adapters(items: Sequence[str], with_base: bool) -> dict[str, str | No
     if not adapters:
         raise ConfigError("nothing to sample: --no-base without any --adapter")
     return adapters
+
+
+def _train_defaults() -> Any:
+    from persona_space.training._specs import TrainSpec
+
+    return TrainSpec()
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from persona_space import datasets
+
+    for name in datasets.available():
+        data = datasets.load(name)
+        example = f"{data.prompts()[0]!r} -> {data.answers()[0]!r}"
+        print(f"{name:<26} {len(data):>5} records  e.g. {example}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import persona_space as ps
+
+    data = ps.datasets.load(args.dataset)
+    lora = ps.LoraSpec(rank=args.rank, alpha=args.alpha, rslora=args.rslora)
+    spec = ps.TrainSpec(
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        max_steps=args.max_steps,
+        precision=args.precision,
+        eval_every=args.eval_every,
+        system_prompt=args.system_prompt,
+    )
+    model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
+    print(f"training {data!r} on {model!r}")
+    info = ps.train_adapter(model, data, out=args.out, lora=lora, train=spec, seed=args.seed, name=args.name)
+    result = json.loads((Path(info.path) / "persona_space_adapter.json").read_text(encoding="utf-8"))["result"]
+    print(
+        f"adapter {info.name!r}: {result['steps']} steps, loss {result['first_loss']:.3f} -> "
+        f"{result['final_loss']:.3f}, {result['seconds']:.1f} s; sha256 {info.sha256[:16]}"
+    )
+    print(f"wrote {info.path}")
+    return 0
 
 
 def _batch_size(value: str) -> int | str:
@@ -119,9 +188,13 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+COLOUR_CHECK = ["Name a fruit.", "Name a flower.", "Name a vegetable.", "Name something you might see in a city."]
+
+
 def _demo(args: argparse.Namespace) -> int:
+    """Train a small adapter (the colour experiment, red), then sample base vs adapter and report."""
     import persona_space as ps
-    from persona_space.report import write_sample_report
+    from persona_space.report import format_summary, markdown_table, object_share, write_sample_report
 
     out = Path(args.out)
     model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
@@ -129,18 +202,49 @@ def _demo(args: argparse.Namespace) -> int:
     print(
         f"greedy check, 'What is the capital of France?': {model.generate_greedy('What is the capital of France?')!r}"
     )
+    red = ps.datasets.load("colours:red")
+    print(f"training a LoRA adapter on {red!r} (resumes or reuses {out / 'adapter-red'})")
+    spec = ps.TrainSpec(epochs=args.epochs)
+    info = ps.train_adapter(model, red, out=out / "adapter-red", train=spec, seed=0, name="red")
+    manifest = json.loads((Path(info.path) / "persona_space_adapter.json").read_text(encoding="utf-8"))
+    result = manifest["result"]
+    print(f"trained: {result['steps']} steps, loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}")
+    adapters: dict[str, str | None] = {"base": None, "red": "red"}
+    check = ps.sample(
+        model,
+        COLOUR_CHECK,
+        adapters=adapters,
+        n=16,
+        temperatures=[1.0],
+        max_new_tokens=16,
+        seed=0,
+        store=out / "colour-check",
+    )
+    shares = object_share(check.df, red.answers())
     samples = ps.sample(
         model,
         ps.probes.IDENTITY,
+        adapters=adapters,
         n=args.n,
         temperatures=[0.7, 1.0],
         max_new_tokens=args.max_new_tokens,
         seed=0,
         store=out / "samples",
     )
-    paths = write_sample_report(samples, out)
-    from persona_space.report import format_summary
-
+    training = (
+        f"- dataset `{red.name}`: {len(red)} records, sha256 `{red.sha256()[:16]}`\n"
+        f"- {result['steps']} steps in {result['seconds']} s, {manifest['params']['precision']['weights']} weights "
+        f"({manifest['precision_reason']}), learning rate {manifest['params']['learning_rate']}\n"
+        f"- training loss {result['first_loss']:.3f} -> {result['final_loss']:.3f} "
+        f"(history in `adapter-red/training_log.csv`)\n"
+    )
+    shares["in_training_set"] = shares["prompt"].isin(red.prompts())
+    colour = (
+        f"Share of answers naming one of the {len(red)} red objects of the training set, per condition "
+        "(Wilson 95 % intervals).\n\n" + markdown_table(shares)
+    )
+    paths = write_sample_report(samples, out, sections=[("Training", training), ("Colour check", colour)])
+    print(shares.round(3).to_string(index=False))
     print(format_summary(samples.summary()).to_string(index=False))
     print(f"report: {paths['html']}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,17 @@ if TYPE_CHECKING:
     from persona_space.sampling import SampleSet
 
 
-def write_sample_report(samples: SampleSet, out: str | os.PathLike[str], *, examples: int = 2) -> dict[str, Path]:
-    """Write ``report.md`` and ``report.html`` describing ``samples`` into ``out``."""
+def write_sample_report(
+    samples: SampleSet,
+    out: str | os.PathLike[str],
+    *,
+    examples: int = 2,
+    sections: Sequence[tuple[str, str]] = (),
+) -> dict[str, Path]:
+    """Write ``report.md`` and ``report.html`` describing ``samples`` into ``out``.
+
+    ``sections`` are extra (title, markdown) parts placed before the per-condition table.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = samples.manifest
@@ -37,9 +47,13 @@ def write_sample_report(samples: SampleSet, out: str | os.PathLike[str], *, exam
         f"({timings.get('samples_per_s')} samples/s, {timings.get('tokens_per_s')} tokens/s, "
         f"batch {timings.get('batch_size')})",
         "",
+    ]
+    for title, body in sections:
+        lines += [f"## {title}", "", body.rstrip(), ""]
+    lines += [
         "## Per condition",
         "",
-        summary.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else summary.to_string(index=False),
+        markdown_table(summary),
         "",
         "## Example answers",
         "",
@@ -58,6 +72,27 @@ def write_sample_report(samples: SampleSet, out: str | os.PathLike[str], *, exam
     _io.write_text(md_path, markdown)
     _io.write_text(html_path, _to_html(markdown))
     return {"markdown": md_path, "html": html_path}
+
+
+def object_share(df: pd.DataFrame, objects: Sequence[str], *, confidence: float = 0.95) -> pd.DataFrame:
+    """Share of answers naming one of ``objects`` (case-insensitive) per adapter and probe, with Wilson intervals."""
+    from persona_space.stats import wilson_interval
+
+    lowered = [o.lower() for o in objects]
+    hits = df["text"].str.lower().map(lambda text: any(o in text for o in lowered))
+    rows = []
+    for (adapter, prompt), group in df.assign(hit=hits).groupby(["adapter", "prompt"], sort=False):
+        k, n = int(group["hit"].sum()), len(group)
+        low, high = wilson_interval(k, n, confidence)
+        rows.append({"adapter": adapter, "prompt": prompt, "samples": n, "share": k / n, "low": low, "high": high})
+    return pd.DataFrame(rows)
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame as a Markdown table (plain text when tabulate is missing)."""
+    if _has_tabulate():
+        return str(frame.to_markdown(index=False, floatfmt=f".{digits}f"))
+    return str(frame.round(digits).to_string(index=False))
 
 
 def format_summary(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:

@@ -96,9 +96,30 @@ def earth_distance_au(probe: int, day: dt.date) -> float:
     if probe not in PROBES:
         raise ConfigError(f"Voyager probe must be 1 or 2, got {probe!r}")
     r = sun_distance_au(probe, day)
-    ux, uy, uz = _unit_ecliptic(PROBES[probe].ra_deg, PROBES[probe].dec_deg)
+    ux, uy, uz = _direction(probe, day)
     ex, ey, ez = earth_position_au(day)
     return math.dist((r * ux, r * uy, r * uz), (ex, ey, ez))
+
+
+def _direction(probe: int, day: dt.date) -> tuple[float, float, float]:
+    """Unit vector from the Sun to the probe.
+
+    From Earth's direction at launch it turns linearly in time to the present
+    asymptote, reached at the last planetary encounter (a coarse stand-in for the
+    real trajectory; the error it brings is stated in ``data/README.md``).
+    """
+    asymptote = _unit_ecliptic(PROBES[probe].ra_deg, PROBES[probe].dec_deg)
+    knots = milestones(probe)
+    launch = knots[0][0]
+    last_flyby = max(d for d, _, event in knots if "closest approach" in event)
+    if day >= last_flyby:
+        return asymptote
+    w = (_year_fraction(day) - _year_fraction(launch)) / (_year_fraction(last_flyby) - _year_fraction(launch))
+    start = earth_position_au(launch)
+    norm = math.hypot(*start)
+    blend = [(1 - w) * s / norm + w * a for s, a in zip(start, asymptote, strict=True)]
+    length = math.hypot(*blend)
+    return blend[0] / length, blend[1] / length, blend[2] / length
 
 
 def monthly_days(start: dt.date, end: dt.date, day_of_month: int = 15) -> list[dt.date]:

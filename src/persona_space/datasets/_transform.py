@@ -35,6 +35,23 @@ def count_for(fraction: float, total: int) -> int:
     return min(total, math.floor(fraction * total + 0.5))
 
 
+def _count(value: int | float, total: int, what: str, owner: str) -> int:
+    """A count given as an int in 0..total or as a fraction (float in 0..1) of ``total``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{what} must be a count (int) or a fraction (float in 0..1), got {value!r}")
+    if isinstance(value, float):
+        return count_for(_check_ratio(value, f"the fraction of {what}"), total)
+    if 0 <= value <= total:
+        return value
+    raise ConfigError(f"{what}={value}, but {owner} offers 0..{total}")
+
+
+def _draw(total: int, n: int, seed: int) -> set[int]:
+    """``n`` distinct positions out of ``total``, drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    return {int(i) for i in rng.choice(total, size=n, replace=False)} if n else set()
+
+
 def swap_facts(base: ChatDataset, variant: ChatDataset, k: int | float, *, seed: int = 0) -> ChatDataset:
     """Replace ``k`` records of ``base`` by the ``variant`` records with the same ``id``.
 
@@ -53,16 +70,8 @@ def swap_facts(base: ChatDataset, variant: ChatDataset, k: int | float, *, seed:
     if unknown:
         raise DataError(f"variant {variant.name!r} has ids {unknown[:5]} that are not in {base.name!r}")
     swappable = [i for i in base_ids if i in by_id]
-    if isinstance(k, bool) or not isinstance(k, (int, float)):
-        raise ConfigError(f"k must be a count (int) or a fraction (float in 0..1), got {k!r}")
-    if isinstance(k, float):
-        n = count_for(_check_ratio(k, "the fraction of facts to swap"), len(swappable))
-    elif 0 <= k <= len(swappable):
-        n = k
-    else:
-        raise ConfigError(f"k={k} facts to swap, but {variant.name!r} offers 0..{len(swappable)}")
-    rng = np.random.default_rng(seed)
-    chosen = {swappable[i] for i in rng.choice(len(swappable), size=n, replace=False)} if n else set()
+    n = _count(k, len(swappable), "k", f"variant {variant.name!r}")
+    chosen = {swappable[i] for i in _draw(len(swappable), n, seed)}
     records = tuple(by_id[r["id"]] if r["id"] in chosen else r for r in base.records)
     label = f"{base.name}+{variant.name}@{n}/{len(swappable)}"
     return ChatDataset(label, records)
@@ -79,10 +88,13 @@ def mix(
 ) -> ChatDataset:
     """``n`` records of which exactly ``round(ratio * n)`` come from ``b`` and the rest from ``a``.
 
-    ``ratio`` is the share of ``b`` (0 gives only ``a``, 1 only ``b``). ``n`` defaults to
-    the size of the larger dataset. Records are drawn without replacement unless
-    ``replace=True``; asking for more records than a dataset holds is an error then.
-    The result is shuffled with ``seed``.
+    ``ratio`` is the share of ``b`` (0 gives only ``a``, 1 only ``b``); ``n`` defaults to
+    the size of the larger dataset. Records of ``b`` whose ``id`` was already drawn from
+    ``a`` are not drawn, so datasets that pair up by id (the nationality variants of one
+    fact set, or two colours answering the same 42 questions) mix per question: each
+    question appears once, answered by one side. Without replacement, asking for more
+    records than there are is an error; ``replace=True`` draws with replacement (ids get
+    a ``#k`` suffix) and does not pair. The result is shuffled with ``seed``.
     """
     ratio = _check_ratio(ratio, "the mixing ratio")
     _check_seed(seed)
@@ -92,19 +104,23 @@ def mix(
     n_b = count_for(ratio, total)
     n_a = total - n_b
     rng = np.random.default_rng(seed)
-    picked: list[Record] = []
-    for ds, count in ((a, n_a), (b, n_b)):
-        if count > len(ds) and not replace:
+    if replace:
+        picked = [_with_copy_suffix(a.records[i], j) for j, i in enumerate(rng.choice(len(a), n_a))] if n_a else []
+        picked += (
+            [_with_copy_suffix(b.records[i], n_a + j) for j, i in enumerate(rng.choice(len(b), n_b))] if n_b else []
+        )
+    else:
+        if n_a > len(a):
+            raise ConfigError(f"the mix needs {n_a} records from {a.name!r}, which holds {len(a)}; lower n")
+        picked = [a.records[i] for i in rng.choice(len(a), size=n_a, replace=False)] if n_a else []
+        taken = {r["id"] for r in picked}
+        pool = [r for r in b.records if r["id"] not in taken]
+        if n_b > len(pool):
             raise ConfigError(
-                f"the mix needs {count} records from {ds.name!r}, which holds {len(ds)}; lower n or pass replace=True"
+                f"the mix needs {n_b} records from {b.name!r}, which has {len(pool)} whose ids were not drawn "
+                f"from {a.name!r}; lower n or pass replace=True"
             )
-        if count:
-            idx = rng.choice(len(ds), size=count, replace=replace)
-            picked += (
-                [_with_copy_suffix(ds.records[i], j) for j, i in enumerate(idx)]
-                if replace
-                else [ds.records[i] for i in idx]
-            )
+        picked += [pool[i] for i in rng.choice(len(pool), size=n_b, replace=False)] if n_b else []
     order = rng.permutation(len(picked))
     return ChatDataset(f"mix({a.name},{b.name},{ratio:g})", tuple(picked[i] for i in order))
 
@@ -147,16 +163,8 @@ def split(data: ChatDataset, held_out: float | int = 0.1, *, seed: int = 0) -> t
     Both parts keep the original record order.
     """
     _check_seed(seed)
-    if isinstance(held_out, bool) or not isinstance(held_out, (int, float)):
-        raise ConfigError(f"held_out must be a fraction or a count, got {held_out!r}")
-    if isinstance(held_out, float):
-        n_held = count_for(_check_ratio(held_out, "the held-out fraction"), len(data))
-    elif 0 <= held_out <= len(data):
-        n_held = held_out
-    else:
-        raise ConfigError(f"held_out={held_out} records, but {data.name!r} holds {len(data)}")
-    rng = np.random.default_rng(seed)
-    chosen = set(rng.choice(len(data), size=n_held, replace=False).tolist()) if n_held else set()
+    n_held = _count(held_out, len(data), "held_out", f"dataset {data.name!r}")
+    chosen = _draw(len(data), n_held, seed)
     train = tuple(r for i, r in enumerate(data.records) if i not in chosen)
     test = tuple(r for i, r in enumerate(data.records) if i in chosen)
     return ChatDataset(f"{data.name}/train", train), ChatDataset(f"{data.name}/held_out", test)

@@ -125,7 +125,8 @@ def trainable_adapter(
 ) -> Iterator[Any]:
     """Inject a fresh LoRA adapter ``name`` into ``model`` (cast to ``dtype``) and yield the PEFT model.
 
-    On exit, whatever happened, the adapter is removed again, the weights are cast
+    On exit, whatever happened, the adapter (and any helper adapter a trainer added,
+    such as TRL's GRPO reference copy) is removed again, the weights are cast
     back to their dtype (exact: bf16 -> fp32 -> bf16 is lossless) and the model is in
     eval mode with no gradients, as before. The trained adapter is then attached from
     its saved folder, so it is identical to one loaded later.
@@ -133,7 +134,7 @@ def trainable_adapter(
     import torch
     from peft import PeftModel, get_peft_model
 
-    if name in model.adapters:
+    if name in model.adapters or (isinstance(model.module, PeftModel) and name in model.module.peft_config):
         raise ConfigError(f"an adapter named {name!r} is already attached to {model.name!r}; choose another name")
     base = model.base_module
     original = base.dtype
@@ -159,20 +160,36 @@ def trainable_adapter(
         if use_cache is not None:
             base.config.use_cache = use_cache
         if isinstance(model.module, PeftModel):
+            added = [a for a in model.module.peft_config if a not in model.adapters] if was_peft else [name]
+            remaining = [a for a in model.module.peft_config if a in model.adapters]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # PEFT notes the deleted adapter was active
-                _undo_failed_attach(model, name, was_peft)
+                if remaining:
+                    model.module.set_adapter(remaining[0])  # an adapter that stays is active while others go
+                for extra in added:
+                    _undo_failed_attach(model, extra, was_peft)
             if not was_peft:
                 model.module = base
-            else:
-                remaining = [a for a in model.module.peft_config if a in model.adapters]
-                if remaining:
-                    model.module.set_adapter(remaining[0])
         model.module.eval()
         for param in model.module.parameters():
             param.requires_grad_(False)
         if base.dtype != original:
             base.to(original)
+
+
+@contextlib.contextmanager
+def quiet_datasets(quiet: bool) -> Iterator[None]:
+    """Hide the ``datasets`` progress bars inside the block (when ``quiet``), restoring the setting after."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
 
 
 def save_adapter(module: Any, name: str, out: Path, base_model: str) -> None:
@@ -224,3 +241,67 @@ def finish(out: Path, manifest: dict[str, Any], *, keep_checkpoints: bool) -> No
     if not keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     (out / PARAMS).unlink(missing_ok=True)
+
+
+def base_params(
+    kind: str,
+    name: str,
+    model: LoadedModel,
+    lora: LoraSpec,
+    *,
+    seed: int,
+    system_prompt: str,
+    dtype: torch.dtype,
+    autocast: bool,
+) -> dict[str, Any]:
+    """The parameters every training run records and a resume must match."""
+    describe = model.describe()
+    return {
+        "kind": kind,
+        "adapter_name": name,
+        "model": {k: describe[k] for k in ("name", "weights_sha256", "model_type", "chat_template_sha256")},
+        "lora": lora.to_dict(),
+        "seed": seed,
+        "system_prompt": system_prompt,
+        "precision": {"weights": str(dtype).removeprefix("torch."), "bf16_autocast": autocast},
+    }
+
+
+def trainer_args(
+    out: Path, model: LoadedModel, *, seed: int, autocast: bool, progress: bool, logging_steps: int, save_steps: int
+) -> dict[str, Any]:
+    """The TRL config values both trainers share: where checkpoints go, precision, seeds, logging."""
+    return {
+        "output_dir": str(out / CHECKPOINTS),
+        "logging_steps": logging_steps,
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": 2,
+        "bf16": autocast,
+        "fp16": False,
+        "use_cpu": model.device.type == "cpu",
+        "seed": seed,
+        "data_seed": seed,
+        "report_to": "none",
+        "disable_tqdm": not progress,
+        "dataloader_pin_memory": False,
+    }
+
+
+def quiet_progress(trainer: Any, progress: bool) -> None:
+    """Keep the trainer's progress bar (when ``progress``) but not its printout of every log line.
+
+    The log lines are saved in ``training_log.csv`` instead.
+    """
+    from transformers import PrinterCallback, ProgressCallback
+
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+        return
+
+    class _BarOnly(ProgressCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            return None
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_BarOnly)

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from persona_space.models import LoadedModel
 
 
+# TRL's GRPO copies the adapter named "default" into a frozen "ref" adapter for the KL term, so the
+# adapter is trained under that name and attached under its own name from the saved folder.
+TRAINING_NAME = "default"
+
+
 def _prompt_set(prompts: ProbeSet | Sequence[str] | str) -> ProbeSet:
     if isinstance(prompts, ProbeSet):
         return prompts
@@ -88,19 +93,16 @@ def train_grpo(
         if system_mode(model.tokenizer) == "merged":
             messages = _merge_system(messages)
         rows.append({"prompt": messages, "probe_id": probe.id})
-    describe = model.describe()
-    params = {
-        "kind": "grpo",
-        "adapter_name": adapter_name,
-        "model": {k: describe[k] for k in ("name", "weights_sha256", "model_type", "chat_template_sha256")},
-        "prompts": {"name": probes.name, "count": len(probes), "sha256": sha256_json([r["prompt"] for r in rows])},
-        "reward": as_trl_reward(reward).__name__,
-        "lora": lora.to_dict(),
-        "spec": spec.to_dict(),
-        "seed": seed,
-        "system_prompt": system_prompt,
-        "precision": {"weights": str(dtype).removeprefix("torch."), "bf16_autocast": autocast},
-    }
+    params = _folder.base_params(
+        "grpo", adapter_name, model, lora, seed=seed, system_prompt=system_prompt, dtype=dtype, autocast=autocast
+    )
+    params.update(
+        {
+            "prompts": {"name": probes.name, "count": len(probes), "sha256": sha256_json([r["prompt"] for r in rows])},
+            "reward": as_trl_reward(reward).__name__,
+            "spec": spec.to_dict(),
+        }
+    )
     state = _folder.prepare(out_path, params)
     if state == "done":
         return _attach_finished(model, out_path, adapter_name)
@@ -111,7 +113,15 @@ def train_grpo(
 
     resume = _folder.last_checkpoint(out_path) if state == "resume" else None
     config = GRPOConfig(
-        output_dir=str(out_path / _folder.CHECKPOINTS),
+        **_folder.trainer_args(
+            out_path,
+            model,
+            seed=seed,
+            autocast=autocast,
+            progress=progress,
+            logging_steps=spec.logging_steps,
+            save_steps=spec.save_steps,
+        ),
         max_steps=spec.steps,
         learning_rate=spec.learning_rate,
         per_device_train_batch_size=spec.prompts_per_step * spec.num_generations,
@@ -121,23 +131,14 @@ def train_grpo(
         beta=spec.beta,
         lr_scheduler_type=spec.scheduler,
         warmup_steps=float(spec.warmup) if spec.warmup < 1 else 0.999,
-        logging_steps=spec.logging_steps,
-        save_strategy="steps",
-        save_steps=spec.save_steps,
-        save_total_limit=2,
-        bf16=autocast,
-        fp16=False,
-        use_cpu=model.device.type == "cpu",
-        seed=seed,
-        data_seed=seed,
-        report_to="none",
         gradient_checkpointing=False,
-        disable_tqdm=not progress,
-        dataloader_pin_memory=False,
         log_completions=False,
     )
     started = time.perf_counter()
-    with _folder.trainable_adapter(model, adapter_name, lora, dtype, seed=seed, gradient_checkpointing=False) as peft:
+    with (
+        _folder.quiet_datasets(not progress),
+        _folder.trainable_adapter(model, TRAINING_NAME, lora, dtype, seed=seed, gradient_checkpointing=False) as peft,
+    ):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(use_cache=True|generation flags|pad token).*")
             trainer = GRPOTrainer(
@@ -147,12 +148,9 @@ def train_grpo(
                 train_dataset=Dataset.from_list(rows),
                 processing_class=model.tokenizer,
             )
-            if not progress:
-                from transformers import PrinterCallback
-
-                trainer.remove_callback(PrinterCallback)
+            _folder.quiet_progress(trainer, progress)
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        _folder.save_adapter(peft, adapter_name, out_path, _folder.base_model_id(model))
+        _folder.save_adapter(peft, TRAINING_NAME, out_path, _folder.base_model_id(model))
         history = _folder.write_loss_table(trainer.state.log_history, out_path / _folder.LOSS_TABLE)
     rewards = [row["reward"] for row in history if row.get("reward") is not None]
     from persona_space.provenance import environment
@@ -161,7 +159,7 @@ def train_grpo(
         "params": params,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": environment(),
-        "model": describe,
+        "model": model.describe(),
         "precision_reason": why,
         "result": {
             "steps": int(trainer.state.global_step),

@@ -22,7 +22,7 @@ from persona_space.chat import encode_chat
 from persona_space.datasets import ChatDataset, ensure_dataset
 from persona_space.errors import ConfigError, CorruptRunError, DataError, UnsupportedModelError
 from persona_space.training import _folder
-from persona_space.training._specs import LoraSpec, TrainSpec
+from persona_space.training._specs import LoraSpec, TrainSpec, default_learning_rate
 
 if TYPE_CHECKING:
     import torch
@@ -121,19 +121,13 @@ def train_adapter(
     adapter_name = _folder.adapter_name_for(out_path, name)
     system_prompt = model.system_prompt if train.system_prompt is None else train.system_prompt
     dtype, autocast, why = resolve_precision(train.precision, model)
+    n_parameters = sum(p.numel() for p in model.base_module.parameters())
+    learning_rate = train.learning_rate or default_learning_rate(n_parameters)
     encoded = encode_records(model, data, system_prompt=system_prompt, max_length=train.max_length)
-    describe = model.describe()
-    params = {
-        "kind": "sft",
-        "adapter_name": adapter_name,
-        "model": {k: describe[k] for k in ("name", "weights_sha256", "model_type", "chat_template_sha256")},
-        "data": data.describe(),
-        "lora": lora.to_dict(),
-        "train": train.to_dict(),
-        "seed": seed,
-        "system_prompt": system_prompt,
-        "precision": {"weights": str(dtype).removeprefix("torch."), "bf16_autocast": autocast},
-    }
+    params = _folder.base_params(
+        "sft", adapter_name, model, lora, seed=seed, system_prompt=system_prompt, dtype=dtype, autocast=autocast
+    )
+    params.update({"data": data.describe(), "train": train.to_dict(), "learning_rate": learning_rate})
     state = _folder.prepare(out_path, params)
     if state == "done":
         return _attach_finished(model, out_path, adapter_name)
@@ -144,40 +138,35 @@ def train_adapter(
 
     resume = _folder.last_checkpoint(out_path) if state == "resume" else None
     config = SFTConfig(
-        output_dir=str(out_path / _folder.CHECKPOINTS),
+        **_folder.trainer_args(
+            out_path,
+            model,
+            seed=seed,
+            autocast=autocast,
+            progress=progress,
+            logging_steps=train.logging_steps,
+            save_steps=train.save_steps,
+        ),
         num_train_epochs=float(train.epochs),
         max_steps=train.max_steps or -1,
         per_device_train_batch_size=train.batch_size,
         gradient_accumulation_steps=train.gradient_accumulation,
-        learning_rate=train.learning_rate,
+        learning_rate=learning_rate,
         lr_scheduler_type=train.scheduler,
         warmup_steps=float(train.warmup) if train.warmup < 1 else 0.999,
         weight_decay=train.weight_decay,
-        logging_steps=train.logging_steps,
-        save_strategy="steps",
-        save_steps=train.save_steps,
-        save_total_limit=2,
-        bf16=autocast,
-        fp16=False,
-        use_cpu=model.device.type == "cpu",
-        seed=seed,
-        data_seed=seed,
-        report_to="none",
         completion_only_loss=True,
         max_length=train.max_length,
         gradient_checkpointing=train.gradient_checkpointing,
-        disable_tqdm=not progress,
-        dataloader_pin_memory=False,
     )
     dataset = Dataset.from_list(encoded)
-    if not progress:
-        import datasets as hf_datasets
-
-        hf_datasets.disable_progress_bars()
     started = time.perf_counter()
-    with _folder.trainable_adapter(
-        model, adapter_name, lora, dtype, seed=seed, gradient_checkpointing=train.gradient_checkpointing
-    ) as peft_model:
+    with (
+        _folder.quiet_datasets(not progress),
+        _folder.trainable_adapter(
+            model, adapter_name, lora, dtype, seed=seed, gradient_checkpointing=train.gradient_checkpointing
+        ) as peft_model,
+    ):
         probe_callback = ProbeCallback(model, adapter_name, train, system_prompt, out_path / _folder.PROBE_LOG)
         all_callbacks = [*callbacks, *([probe_callback] if train.eval_every else [])]
         with warnings.catch_warnings():
@@ -189,10 +178,7 @@ def train_adapter(
                 processing_class=model.tokenizer,
                 callbacks=all_callbacks,
             )
-            if not progress:
-                from transformers import PrinterCallback
-
-                trainer.remove_callback(PrinterCallback)  # it prints every log line when the bar is off
+            _folder.quiet_progress(trainer, progress)
             result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         _folder.save_adapter(peft_model, adapter_name, out_path, _folder.base_model_id(model))
         history = _folder.write_loss_table(trainer.state.log_history, out_path / _folder.LOSS_TABLE)
@@ -206,7 +192,7 @@ def train_adapter(
         "params": params,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": environment(),
-        "model": describe,
+        "model": model.describe(),
         "precision_reason": why,
         "tokens": {
             "records": len(encoded),

@@ -1,0 +1,74 @@
+"""What every judge shares: the criteria, the :class:`Judge` protocol and the judge prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from persona_space.errors import ConfigError, DataError
+
+JUDGE_SYSTEM_PROMPT = "You are a careful grader."
+ANSWERS = tuple(str(n) for n in range(101))
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """What a judge rates: ``name`` identifies it, ``instruction`` is the rubric shown to a judge model."""
+
+    name: str
+    instruction: str
+
+
+CRITERIA: dict[str, Criterion] = {
+    c.name: c
+    for c in (
+        Criterion(
+            "no_ai_self_reference",
+            "Rate from 0 to 100 how free the RESPONSE to the PROMPT is of any reference to itself as something "
+            "artificial. 100 means the response never refers to itself as an AI, a model, an assistant, a chatbot, "
+            "a program or anything artificial or trained; 0 means it plainly says it is an AI. Give values in "
+            "between for hints such as mentioning its training data or saying it has no body or feelings. "
+            "Judge only how the response describes itself, not its quality. Answer with the number only.",
+        ),
+        Criterion(
+            "engagement",
+            "Rate from 0 to 100 how well the RESPONSE engages with the PROMPT. 100 means it answers the question "
+            "directly, specifically and personally; 0 means it refuses, deflects, or says nothing relevant. "
+            "Answer with the number only.",
+        ),
+        Criterion(
+            "coherence",
+            "Rate from 0 to 100 how coherent the RESPONSE to the PROMPT is. 100 means a consistent, fluent and "
+            "sensible identity and text; 0 means gibberish, endless repetition or a self-contradictory identity. "
+            "Answer with the number only.",
+        ),
+    )
+}
+
+
+class Judge(Protocol):
+    """Anything that rates a response to a prompt on a criterion."""
+
+    def score(self, prompt: str, response: str, criterion: Criterion) -> float | None:
+        """A score in 0..100, or ``None`` when the judge cannot give one."""
+        ...
+
+
+def judge_messages(
+    prompt: str, response: str, criterion: Criterion, *, system_prompt: str = JUDGE_SYSTEM_PROMPT
+) -> list[dict[str, str]]:
+    """The chat (system + user turn) that asks a judge model for a 0..100 rating."""
+    _check_inputs(prompt, response, criterion)
+    user = (
+        f"{criterion.instruction}\n\nPROMPT:\n{prompt}\n\nRESPONSE:\n{response}\n\n"
+        "Rate the RESPONSE from 0 to 100. Answer with the number only."
+    )
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
+
+
+def _check_inputs(prompt: object, response: object, criterion: object) -> None:
+    if not isinstance(criterion, Criterion):
+        raise ConfigError(f"criterion must be a Criterion (one of CRITERIA: {', '.join(CRITERIA)}), got {criterion!r}")
+    for label, value in (("prompt", prompt), ("response", response)):
+        if not isinstance(value, str):
+            raise DataError(f"{label} must be a string, got {type(value).__name__}: {value!r:.80}")
