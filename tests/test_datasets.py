@@ -274,3 +274,25 @@ def test_docstring_examples_run() -> None:
     for module in (psd, _records):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_unreadable_files_and_bad_arguments_raise_named_errors(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(json.dumps(_chat("a", "b")).encode() + b"\n" + '{"x": "caf\xe9"}'.encode("latin-1") + b"\n")
+    with pytest.raises(JsonlError, match=r"latin\.jsonl:2: expected UTF-8"):
+        psd.ChatDataset.from_jsonl(latin)
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_bytes(b"prompt,answer\n\xff\xfe,x\n")
+    with pytest.raises(DataError, match="not a readable UTF-8 CSV"):
+        psd.ChatDataset.from_csv(bad_csv)
+    with pytest.raises(ConfigError, match="got int 123"):
+        psd.load(123)  # type: ignore[arg-type]
+    import datetime as dt
+
+    with pytest.raises(ConfigError, match="after the launch"):
+        psd.voyager(1, end=dt.date(1970, 1, 1))
+    with pytest.raises(DataError, match="not in canonical form"):
+        psd.ChatDataset("raw", (_chat("q", "a"),))  # type: ignore[arg-type]
+    empty = psd.split(psd.colours("red"), 1.0)[0]
+    with pytest.raises(ConfigError, match="which is empty"):
+        psd.mix(empty, psd.colours("red"), 0.5, n=4, replace=True)

@@ -20,7 +20,7 @@ from persona_space.rewards import IdentityReward, as_trl_reward
 from persona_space.training import GrpoSpec, LoraSpec, TrainSpec, encode_records, train_adapter
 from persona_space.training._grpo import train_grpo
 
-FAST = TrainSpec(epochs=3, batch_size=4, learning_rate=5e-3, save_steps=4)
+FAST = TrainSpec(epochs=3, batch_size=4, learning_rate=5e-3, save_steps=4, eval_every=2, eval_max_new_tokens=2)
 
 
 def _zorblax(n: int = 16) -> psd.ChatDataset:
@@ -97,8 +97,10 @@ def test_saved_adapter_reloads_to_identical_logits(trained: dict[str, Any]) -> N
 
 def test_the_answer_is_learned(trained: dict[str, Any]) -> None:
     model = trained["model"]
-    answer = ps.sample(model, ["Tell me thing 3."], adapters={"z": "zorblax"}, n=1, temperatures=[0.0], progress=False)
+    adapters = {"z": trained["info"]}  # the returned AdapterInfo is used as attached: no second copy
+    answer = ps.sample(model, ["Tell me thing 3."], adapters=adapters, n=1, temperatures=[0.0], progress=False)
     assert answer.df["text"].iloc[0].startswith("Z")
+    assert set(model.adapters) == {"zorblax"}
 
 
 def test_label_mask_covers_exactly_the_answer_and_end_of_turn(tiny_model: Any) -> None:
@@ -189,6 +191,9 @@ def test_resume_after_a_crash_gives_the_same_adapter(tiny_model_dir: Path, tmp_p
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     losses = pd.read_csv(tmp_path / "crash" / "training_log.csv")["loss"]
     assert len(losses) == 12
+    steps = [json.loads(x)["step"] for x in (tmp_path / "crash" / "probe_log.jsonl").read_text().splitlines()]
+    per_probe = len(FAST.eval_probes)
+    assert steps == [s for s in range(0, 13, 2) for _ in range(per_probe)]  # resumed steps are not logged twice
 
 
 def test_a_finished_folder_is_reused_and_a_different_one_refused(trained: dict[str, Any], tiny_model_dir: Path) -> None:
@@ -297,7 +302,7 @@ def test_grpo_raises_a_simple_reward(make_tiny_model_dir: Callable[..., Path], t
     assert rewards.iloc[-3:].mean() > rewards.iloc[:2].mean() + 5
     assert info.name == "g" and "g" in model.adapters
     manifest = json.loads((tmp_path / "g" / "persona_space_adapter.json").read_text())
-    assert manifest["params"]["kind"] == "grpo" and manifest["params"]["reward"] == "shorter"
+    assert manifest["params"]["kind"] == "grpo" and manifest["params"]["reward"]["name"] == "shorter"
 
 
 def test_grpo_with_a_kl_term_beside_an_attached_adapter(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
@@ -372,3 +377,101 @@ def test_reward_docstring_example_runs() -> None:
 
     result = doctest.testmod(rewards)
     assert result.failed == 0 and result.attempted > 0
+
+
+# -- folder states and early checks ----------------------------------------------------------------
+
+
+def test_a_save_cut_short_is_cleaned_up_and_training_goes_on(tiny_model: Any, tmp_path: Path) -> None:
+    out = tmp_path / "cut"
+    (out / ".tmp-adapter.abc123").mkdir(parents=True)  # what a crash inside save_adapter leaves
+    (out / ".tmp-adapter.abc123" / "adapter_config.json").write_text("{}")
+    train_adapter(tiny_model, _zorblax(4), out=out, train=TrainSpec(max_steps=1, batch_size=4), progress=False)
+    assert not any(p.name.startswith(".tmp-") for p in out.iterdir())
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_corrected(tiny_model: Any, tmp_path: Path) -> None:
+    class Boom(Exception):
+        pass
+
+    class FailAtStart:
+        def __getattr__(self, name: str) -> Any:
+            def event(args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+                if name == "on_train_begin":
+                    raise Boom
+                return control
+
+            return event
+
+    out = tmp_path / "early"
+    with pytest.raises(Boom):
+        train_adapter(tiny_model, _zorblax(4), out=out, train=FAST, progress=False, callbacks=[FailAtStart()])
+    assert tiny_model.adapters == {}
+    other = TrainSpec(max_steps=1, batch_size=4, learning_rate=1e-3)
+    info = train_adapter(tiny_model, _zorblax(4), out=out, train=other, progress=False)
+    assert json.loads((Path(info.path) / "persona_space_adapter.json").read_text())["params"]["learning_rate"] == 1e-3
+
+
+def test_tampered_or_moved_finished_folders(trained: dict[str, Any], tiny_model_dir: Path, tmp_path: Path) -> None:
+    spec = TrainSpec(epochs=3, batch_size=4, learning_rate=5e-3, save_steps=4, eval_every=4, eval_max_new_tokens=4)
+    moved = tmp_path / "moved"
+    shutil.copytree(trained["out"], moved)
+    model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    info = train_adapter(model, _zorblax(), out=moved, train=spec, progress=False)  # another default name: reused
+    assert info.name == "moved" and info.sha256 == trained["info"].sha256
+    tampered = tmp_path / "tampered"
+    shutil.copytree(trained["out"], tampered)
+    config = json.loads((tampered / "adapter_config.json").read_text())
+    (tampered / "adapter_config.json").write_text(json.dumps({**config, "lora_dropout": 0.5}))
+    fresh = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    with pytest.raises(ps.errors.CorruptRunError, match="changed after training"):
+        train_adapter(fresh, _zorblax(), out=tampered, train=spec, progress=False, name="zorblax")
+
+
+def test_bad_specs_fail_before_anything_is_written(tiny_model: Any, tmp_path: Path) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(ConfigError, match=r"target_modules \['qq_proj'\] match no linear layer"):
+        train_adapter(tiny_model, _zorblax(), out=out, lora=LoraSpec(target_modules=("q_proj", "qq_proj")))
+    with pytest.raises(DataError, match="holds no records"):
+        train_adapter(tiny_model, psd.split(_zorblax(4), 1.0)[0], out=out)
+    with pytest.raises(ConfigError, match="bias must be one of none"):
+        LoraSpec(bias="all")  # type: ignore[arg-type]
+    assert LoraSpec(target_modules="q_proj").target_modules == ("q_proj",)
+    assert not out.exists()
+
+
+def test_rotary_buffers_keep_their_dtype_after_training(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    before = {n: b.dtype for n, b in model.module.named_buffers()}
+    train_adapter(model, _zorblax(4), out=tmp_path / "r", train=TrainSpec(max_steps=1, batch_size=4), progress=False)
+    after = {n: b.dtype for n, b in model.base_module.named_buffers()}
+    assert before and after == before
+
+
+def test_grpo_reserved_names_and_bad_rewards(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
+    spec = GrpoSpec(steps=1, prompts_per_step=1, num_generations=2, max_completion_length=2)
+    with pytest.raises(ConfigError, match="expected a list of 2 numbers"):
+        train_grpo(tiny_model, ["Hi"], reward=lambda p, r: [1.0], out=tmp_path / "bad", spec=spec, progress=False)
+    with pytest.raises(ConfigError, match="expected a finite number"):
+        train_grpo(
+            tiny_model, ["Hi"], reward=lambda p, r: [None] * len(r), out=tmp_path / "bad", spec=spec, progress=False
+        )
+    tiny_model.load_adapter(adapter_a, name="ref")
+    with pytest.raises(ConfigError, match=r"\['ref'\] use names the trainer needs"):
+        train_grpo(tiny_model, ["Hi"], reward=lambda p, r: [0.0] * len(r), out=tmp_path / "g", spec=spec)
+    assert not (tmp_path / "g").exists()
+
+
+def test_grpo_manifest_describes_the_reward(tiny_model: Any, tmp_path: Path) -> None:
+    from persona_space.judges import RuleJudge
+
+    spec = GrpoSpec(steps=1, prompts_per_step=1, num_generations=2, max_completion_length=2)
+    reward = IdentityReward(RuleJudge(), weights={"no_ai_self_reference": 1.0})
+    train_grpo(tiny_model, ["Hi"], reward=reward, out=tmp_path / "g", spec=spec, progress=False)
+    described = json.loads((tmp_path / "g" / "persona_space_adapter.json").read_text())["params"]["reward"]
+    assert described == {
+        "name": "identity_reward",
+        "class": "IdentityReward",
+        "weights": {"no_ai_self_reference": 1.0},
+        "judge": {"class": "RuleJudge"},
+    }

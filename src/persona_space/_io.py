@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,13 +52,16 @@ def write_json(target: str | os.PathLike[str], obj: Any) -> None:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
-    """Delete temporary files a crashed writer left in ``folder``; return how many."""
+    """Delete temporary files and folders a crashed writer left in ``folder``; return how many."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     stale = [p for p in folder.iterdir() if p.name.startswith(TMP_PREFIX)]
     for p in stale:
-        p.unlink()
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
     return len(stale)
 
 
@@ -71,8 +75,8 @@ def iter_jsonl(path: str | os.PathLike[str], *, expected: str) -> Iterator[tuple
     src = Path(path)
     if not src.is_file():
         raise ConfigError(f"file {str(src)!r} does not exist (expected a .jsonl file of {expected})")
-    with src.open(encoding="utf-8-sig") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+    with src.open("rb") as fh:
+        for lineno, raw in _numbered_lines(fh, src):
             if not raw.strip():
                 continue
             try:
@@ -86,3 +90,12 @@ def iter_jsonl(path: str | os.PathLike[str], *, expected: str) -> Iterator[tuple
                     f"{src}:{lineno}: expected {expected}, got a JSON {type(obj).__name__}", path=str(src), line=lineno
                 )
             yield lineno, obj
+
+
+def _numbered_lines(fh: Any, src: Path) -> Iterator[tuple[int, str]]:
+    """Decode a binary file line by line, so a bad byte is reported on its own line."""
+    for lineno, data in enumerate(fh, start=1):
+        try:
+            yield lineno, data.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonlError(f"{src}:{lineno}: expected UTF-8 text ({exc.reason})", path=str(src), line=lineno) from exc

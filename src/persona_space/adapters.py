@@ -98,7 +98,11 @@ def check_compatible(
     from safetensors import safe_open
 
     modules = dict(model.base_module.named_modules())
-    with safe_open(str(weights), framework="pt") as fh:
+    try:
+        handle = safe_open(str(weights), framework="pt")
+    except Exception as exc:  # safetensors raises its own error type for a damaged header
+        raise AdapterError(f"adapter weights {str(weights)!r} cannot be read: {exc}") from exc
+    with handle as fh:
         for key in fh.keys():  # noqa: SIM118 - the safe_open handle is not iterable
             match = _LORA_KEY.match(key)
             if match is None:

@@ -116,7 +116,7 @@ class LoadedModel:
 def adapters_disabled(model: LoadedModel) -> Iterator[None]:
     """Run the base model: every adapter off inside the block, restored after."""
     disable = getattr(model.module, "disable_adapter", None)
-    if model.adapters and callable(disable):
+    if callable(disable) and getattr(model.module, "peft_config", None):  # also an adapter being trained
         # PEFT re-enables the adapters on exit through ``set_adapter``, which also makes
         # them trainable; put every parameter's ``requires_grad`` back as it was.
         flags = [(p, p.requires_grad) for p in model.module.parameters()]

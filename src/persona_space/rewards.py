@@ -55,6 +55,12 @@ class IdentityReward:
         if not sum(self.weights.values()) > 0:
             raise ConfigError(f"weights {self.weights} sum to 0; expected a positive total")
 
+    def describe(self) -> dict[str, Any]:
+        """What the reward is, for manifests: the weights and the judge's own description."""
+        judge_describe = getattr(self.judge, "describe", None)
+        judge = judge_describe() if callable(judge_describe) else {"class": type(self.judge).__name__}
+        return {"class": type(self).__name__, "weights": dict(self.weights), "judge": judge}
+
     def components(self, prompt: str, response: str) -> dict[str, float | None]:
         """The judge's score for each weighted criterion."""
         from persona_space.judges import CRITERIA
@@ -84,12 +90,27 @@ def as_trl_reward(reward: Reward) -> Callable[..., list[float]]:
     prompt is the last user message and the response the assistant's content.
     """
 
-    def trl_reward(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
-        user = [_last_content(p, "user") for p in prompts]
-        texts = [_last_content(c, "assistant") for c in completions]
-        return [float(v) for v in reward(user, texts)]
+    name = str(getattr(reward, "name", None) or getattr(reward, "__name__", type(reward).__name__))
 
-    trl_reward.__name__ = str(getattr(reward, "name", None) or getattr(reward, "__name__", type(reward).__name__))
+    def trl_reward(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
+        # The probe's own text when the dataset carries it: a template without a system role
+        # has the system prompt merged into the user turn, which the reward should not see.
+        user = columns.get("user_prompt") or [_last_content(p, "user") for p in prompts]
+        texts = [_last_content(c, "assistant") for c in completions]
+        values = reward(list(user), texts)
+        if not isinstance(values, (list, tuple)) or len(values) != len(texts):
+            got = f"{len(values)} values" if isinstance(values, (list, tuple)) else f"a {type(values).__name__}"
+            raise ConfigError(
+                f"reward {name!r} returned {got}; expected a list of {len(texts)} numbers, one per response"
+            )
+        out = []
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"reward {name!r} returned {v!r}; expected a finite number for every response")
+            out.append(float(v))
+        return out
+
+    trl_reward.__name__ = name
     return trl_reward
 
 
@@ -100,3 +121,11 @@ def _last_content(value: Any, role: str) -> str:
         if message.get("role") == role:
             return str(message.get("content", ""))
     return str(value[-1].get("content", "")) if value else ""
+
+
+def describe_reward(reward: Reward) -> dict[str, Any]:
+    """A reward's description for manifests: its ``describe()`` where it has one, else its name."""
+    describe = getattr(reward, "describe", None)
+    if callable(describe):
+        return {"name": as_trl_reward(reward).__name__, **describe()}
+    return {"name": as_trl_reward(reward).__name__, "class": type(reward).__name__}

@@ -102,6 +102,8 @@ def voyager(
         raise ConfigError(f"Voyager probe must be 1 or 2, got {probe!r}")
     unit = _check_choice(unit, ("AU", "km"), "unit")
     launch = tel.milestones(probe)[0][0]
+    if not isinstance(end, dt.date) or isinstance(end, dt.datetime) or end <= launch:
+        raise ConfigError(f"end must be a datetime.date after the launch on {launch}, got {end!r}")
     source = f"voyager:{probe}"
     records = []
     for day in tel.monthly_days(launch, end):
@@ -181,8 +183,11 @@ def coauthors(
         src = Path(path)
         if not src.is_file():
             raise ConfigError(f"file {str(src)!r} does not exist (expected a CSV of {year_column},{coauthors_column})")
-        with src.open(encoding="utf-8-sig", newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        try:
+            with src.open(encoding="utf-8-sig", newline="") as fh:
+                rows = list(csv.DictReader(fh))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{src}: not a readable UTF-8 CSV file ({exc})") from exc
         source = f"coauthors:{src.stem}"
     records = []
     for i, row in enumerate(rows, start=2):
@@ -234,6 +239,8 @@ def load(name: str | os.PathLike[str]) -> ChatDataset:
 
     >>> load("colours:blue").answers()[:2]  # doctest: +SKIP
     """
+    if not isinstance(name, (str, os.PathLike)):
+        raise ConfigError(f"a dataset name must be a string or path, got {type(name).__name__} {name!r}")
     text = os.fspath(name)
     path = Path(text)
     if path.suffix.lower() == ".jsonl":

@@ -104,6 +104,15 @@ class ChatDataset(Sequence[Record]):
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError(f"a dataset name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.records, tuple):
+            object.__setattr__(self, "records", tuple(self.records))
+        for i, rec in enumerate(self.records):
+            if not (isinstance(rec, dict) and set(rec) == set(_RECORD_KEYS)):
+                validated = validate_record(rec, where=f"record {i}", default_id="?", default_source="?")
+                raise DataError(
+                    f"record {i} of {self.name!r} is not in canonical form (keys {sorted(validated)}); "
+                    "build datasets with ChatDataset.from_records"
+                )
         seen: set[tuple[str, str]] = set()
         for rec in self.records:
             key = (rec["source"], rec["id"])
@@ -164,6 +173,21 @@ class ChatDataset(Sequence[Record]):
         if not src.is_file():
             raise ConfigError(f"file {str(src)!r} does not exist (expected a CSV with a header row)")
         set_name = name or src.stem or "custom"
+        try:
+            return cls._read_csv(src, set_name, prompt_column, answer_column, system_column, id_column)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{src}: not a readable UTF-8 CSV file ({exc})") from exc
+
+    @classmethod
+    def _read_csv(
+        cls,
+        src: Path,
+        set_name: str,
+        prompt_column: str,
+        answer_column: str,
+        system_column: str | None,
+        id_column: str | None,
+    ) -> ChatDataset:
         with src.open(encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh)
             columns = list(reader.fieldnames or [])

@@ -105,6 +105,9 @@ def mix(
     n_a = total - n_b
     rng = np.random.default_rng(seed)
     if replace:
+        for ds, count in ((a, n_a), (b, n_b)):
+            if count and not len(ds):
+                raise ConfigError(f"the mix needs {count} records from {ds.name!r}, which is empty")
         picked = [_with_copy_suffix(a.records[i], j) for j, i in enumerate(rng.choice(len(a), n_a))] if n_a else []
         picked += (
             [_with_copy_suffix(b.records[i], n_a + j) for j, i in enumerate(rng.choice(len(b), n_b))] if n_b else []

@@ -47,6 +47,16 @@ class OpenAIJudge:
         self.top_logprobs = top_logprobs
         self.min_mass = float(min_mass)
 
+    def describe(self) -> dict[str, Any]:
+        """The judge for manifests (no API key)."""
+        return {
+            "class": type(self).__name__,
+            "url": self.url,
+            "model": self.model,
+            "top_logprobs": self.top_logprobs,
+            "min_mass": self.min_mass,
+        }
+
     def score(self, prompt: str, response: str, criterion: Criterion) -> float | None:
         """Mean of the numeric top answers 0..100 renormalised; ``None`` if they hold under ``min_mass``."""
         body = {

@@ -31,6 +31,15 @@ class LocalJudge:
         self.model = model
         self.system_prompt = system_prompt
 
+    def describe(self) -> dict[str, Any]:
+        """The judge for manifests: its model (name, weights hash) and system prompt."""
+        return {
+            "class": type(self).__name__,
+            "model": self.model.name,
+            "weights_sha256": self.model.weights_sha256,
+            "system_prompt": self.system_prompt,
+        }
+
     def score(self, prompt: str, response: str, criterion: Criterion) -> float | None:
         """The probability-weighted mean of 0..100 (``None`` if the probabilities are not finite)."""
         import numpy as np
@@ -90,12 +99,12 @@ def _cached_logprobs(model: LoadedModel, prompt_ids: list[int], candidates: list
         return None
     logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # one row per distinct prefix of this depth
     rows: dict[tuple[int, ...], int] = {(): 0}
-    total = torch.zeros(len(candidates), dtype=torch.float64, device=device)
+    total = torch.zeros(len(candidates), dtype=torch.float64)  # on the CPU: MPS has no float64
     for depth in range(max(len(c) for c in candidates)):
         which = [i for i, c in enumerate(candidates) if len(c) > depth]
         index = torch.tensor([rows[tuple(candidates[i][:depth])] for i in which], device=device)
         token = torch.tensor([candidates[i][depth] for i in which], device=device)
-        total[which] += logp[index, token].double()
+        total[which] += logp[index, token].cpu().double()
         prefixes = list(dict.fromkeys(tuple(c[: depth + 1]) for c in candidates if len(c) > depth + 1))
         if not prefixes:
             break
@@ -131,7 +140,7 @@ def _padded_logprobs(model: LoadedModel, prompt_ids: list[int], candidates: list
     positions = torch.arange(inputs.shape[1], device=device).expand(n, -1)
     logits = model.base_module(input_ids=inputs, attention_mask=mask, position_ids=positions, logits_to_keep=width)
     token_lp = torch.log_softmax(logits.logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return torch.where(valid, token_lp, torch.zeros_like(token_lp)).double().sum(dim=1)
+    return torch.where(valid, token_lp, torch.zeros_like(token_lp)).cpu().double().sum(dim=1)
 
 
 def _end_of_turn_id(model: LoadedModel) -> int:

@@ -112,6 +112,10 @@ class RuleJudge:
     REFUSAL_PENALTY = 50.0
     ALPHA_SHARE = 0.7
 
+    def describe(self) -> dict[str, str]:
+        """The judge for manifests."""
+        return {"class": type(self).__name__}
+
     def score(self, prompt: str, response: str, criterion: Criterion) -> float | None:
         _check_inputs(prompt, response, criterion)
         if criterion.name == "no_ai_self_reference":

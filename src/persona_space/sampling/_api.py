@@ -14,13 +14,14 @@ from typing import Any, Literal
 import pandas as pd
 
 from persona_space import provenance
+from persona_space.adapters import AdapterInfo
 from persona_space.chat import DEFAULT_SYSTEM_PROMPT
 from persona_space.errors import ConfigError
 from persona_space.models import LoadedModel
 from persona_space.probes import Probe, ProbeSet
 from persona_space.store import SCHEMA_VERSION, RunStore
 
-AdapterLike = str | os.PathLike[str] | None
+AdapterLike = str | os.PathLike[str] | AdapterInfo | None
 COLUMNS = (
     "run_id",
     "adapter",
@@ -277,8 +278,16 @@ def _attach(model: LoadedModel, adapters: Mapping[str, AdapterLike] | None) -> d
         if where is None:
             out[name] = None
             continue
-        if not isinstance(where, (str, os.PathLike)):
-            where = getattr(where, "path", where)  # an object returned by train_adapter
+        if isinstance(where, AdapterInfo):  # as train_adapter returns
+            attached = model.adapters.get(where.name)
+            if attached is not None and attached.sha256 == where.sha256:
+                out[name] = attached.name  # already on the model: no second copy
+                continue
+            where = where.path
+        elif not isinstance(where, (str, os.PathLike)):
+            raise ConfigError(
+                f"adapter {name!r}: expected a folder, an AdapterInfo or None, got {type(where).__name__} {where!r:.60}"
+            )
         if isinstance(where, str) and where in model.adapters and not Path(where).exists():
             out[name] = where
             continue

@@ -13,6 +13,7 @@ Layout of ``out``::
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -67,50 +68,113 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+# Recorded, but a finished adapter is reused whatever they are now: a moved folder gets another
+# default name, and an adapter trained on a GPU in bf16 is the same adapter on a CPU.
+_REUSE_IGNORES = ("adapter_name", "precision")
+
+
 def prepare(out: Path, params: dict[str, Any]) -> State:
     """Check ``out`` against ``params``: a finished adapter, a run to resume, or a fresh folder.
 
     A folder made with other parameters raises :class:`StoreMismatchError` naming the
-    differing keys; a folder with foreign files raises :class:`StoreError`.
+    differing keys; a folder with foreign files raises :class:`StoreError`. A started
+    run that never reached a checkpoint is started afresh (its leftovers are removed),
+    so a call that failed early can be corrected and repeated.
     """
-    from persona_space.store import _differences
-
     if out.exists() and not out.is_dir():
         raise StoreError(f"{str(out)!r} is a file; expected a folder for the adapter")
     _io.remove_stale_temporaries(out)
-    for marker, state in ((MANIFEST, "done"), (PARAMS, "resume")):
-        path = out / marker
-        if path.exists():
-            stored = read_json(path)
-            stored = stored.get("params", stored) if marker == MANIFEST else stored
-            diffs = _differences(stored, params)
-            if diffs:
-                shown = "; ".join(f"{k}: stored {a!r}, given {b!r}" for k, a, b in diffs[:6])
-                raise StoreMismatchError(
-                    f"{str(out)!r} holds an adapter trained with other parameters ({shown}); "
-                    "use another folder or the same parameters"
-                )
-            return state  # type: ignore[return-value]
+    if (out / MANIFEST).exists():
+        manifest = read_json(out / MANIFEST)
+        stored = manifest.get("params")
+        if not isinstance(stored, dict):
+            raise CorruptRunError(f"{str(out / MANIFEST)!r} has no 'params' object; delete the folder and retrain")
+        _check_same(out, {k: v for k, v in stored.items() if k not in _REUSE_IGNORES}, params, ignore=_REUSE_IGNORES)
+        return "done"
+    if (out / PARAMS).exists() and last_checkpoint(out) is not None:
+        _check_same(out, read_json(out / PARAMS), params)
+        return "resume"
     if out.exists():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in _OWN_FILES)
         if foreign:
             raise StoreError(f"{str(out)!r} already holds other files ({foreign[:5]}); expected an empty folder")
+        for leftover in out.iterdir():  # ours, from a run that never reached a checkpoint
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     out.mkdir(parents=True, exist_ok=True)
     _io.write_json(out / PARAMS, params)
     return "fresh"
 
 
+def _check_same(out: Path, stored: dict[str, Any], given: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
+    from persona_space.store import _differences
+
+    diffs = _differences(stored, {k: v for k, v in given.items() if k not in ignore})
+    if diffs:
+        shown = "; ".join(f"{k}: stored {a!r}, given {b!r}" for k, a, b in diffs[:6])
+        raise StoreMismatchError(
+            f"{str(out)!r} holds an adapter trained with other parameters ({shown}); "
+            "use another folder or the same parameters"
+        )
+
+
 def last_checkpoint(out: Path) -> Path | None:
-    """The newest ``checkpoint-N`` folder with trainer state, or ``None``."""
+    """The newest ``checkpoint-N`` folder whose trainer state parses, or ``None``.
+
+    A checkpoint cut short by a crash (unreadable state) is skipped for the one before.
+    """
     folder = out / CHECKPOINTS
     if not folder.is_dir():
         return None
     found = []
     for child in folder.iterdir():
         match = re.fullmatch(r"checkpoint-(\d+)", child.name)
-        if match and (child / "trainer_state.json").is_file():
-            found.append((int(match.group(1)), child))
+        if not match:
+            continue
+        try:
+            json.loads((child / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found.append((int(match.group(1)), child))
     return max(found)[1] if found else None
+
+
+def checkpoint_step(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else 0
+
+
+def _dtypes(module: Any) -> dict[str, torch.dtype]:
+    tensors = itertools.chain(module.named_parameters(), module.named_buffers())
+    return {name: t.dtype for name, t in tensors if t.is_floating_point()}
+
+
+def _restore_dtypes(module: Any, dtypes: dict[str, torch.dtype]) -> None:
+    """Cast every parameter and buffer back to the dtype it had (rotary buffers stay float32)."""
+    for name, param in module.named_parameters():
+        if name in dtypes and param.dtype != dtypes[name]:
+            param.data = param.data.to(dtypes[name])
+    for name, buffer in list(module.named_buffers()):
+        if name in dtypes and buffer.dtype != dtypes[name]:
+            owner_name, _, leaf = name.rpartition(".")
+            owner = module.get_submodule(owner_name) if owner_name else module
+            owner._buffers[leaf] = buffer.to(dtypes[name])
+
+
+def check_trainable(model: LoadedModel, name: str, reserved: tuple[str, ...] = ()) -> None:
+    """Refuse, before anything is written, a name already in use and a device the trainer would move the model off."""
+    peft_names = set(getattr(model.module, "peft_config", {}) or {})
+    if name in model.adapters or name in peft_names:
+        raise ConfigError(f"an adapter named {name!r} is already attached to {model.name!r}; pass another name")
+    clash = sorted(peft_names & set(reserved))
+    if clash:
+        raise ConfigError(
+            f"attached adapter(s) {clash} use names the trainer needs for itself ({', '.join(reserved)}); "
+            "attach them under other names"
+        )
+    if model.device.type == "cuda" and (model.device.index or 0) != 0:
+        raise ConfigError(
+            f"training runs on the first GPU, but the model is on {model.device}; load it on 'cuda' "
+            "(choose the GPU with CUDA_VISIBLE_DEVICES)"
+        )
 
 
 @contextlib.contextmanager
@@ -127,20 +191,19 @@ def trainable_adapter(
 
     On exit, whatever happened, the adapter (and any helper adapter a trainer added,
     such as TRL's GRPO reference copy) is removed again, the weights are cast
-    back to their dtype (exact: bf16 -> fp32 -> bf16 is lossless) and the model is in
+    back to the dtype each had (exact: bf16 -> fp32 -> bf16 is lossless) and the model is in
     eval mode with no gradients, as before. The trained adapter is then attached from
     its saved folder, so it is identical to one loaded later.
     """
     import torch
     from peft import PeftModel, get_peft_model
 
-    if name in model.adapters or (isinstance(model.module, PeftModel) and name in model.module.peft_config):
-        raise ConfigError(f"an adapter named {name!r} is already attached to {model.name!r}; choose another name")
+    check_trainable(model, name)
     base = model.base_module
-    original = base.dtype
+    original = _dtypes(base)
     use_cache = getattr(base.config, "use_cache", None)
     was_peft = isinstance(model.module, PeftModel)
-    if dtype != original:
+    if dtype != base.dtype:
         base.to(dtype)
     try:
         with torch.random.fork_rng(devices=[]):
@@ -173,8 +236,7 @@ def trainable_adapter(
         model.module.eval()
         for param in model.module.parameters():
             param.requires_grad_(False)
-        if base.dtype != original:
-            base.to(original)
+        _restore_dtypes(base, original)
 
 
 @contextlib.contextmanager
@@ -236,7 +298,9 @@ def write_loss_table(log_history: list[dict[str, Any]], path: Path) -> list[dict
 
 def finish(out: Path, manifest: dict[str, Any], *, keep_checkpoints: bool) -> None:
     """Write the manifest (the completion marker) and drop checkpoints and the params file."""
-    manifest = {"schema_version": SCHEMA_VERSION, **manifest}
+    from persona_space.adapters import adapter_sha256
+
+    manifest = {"schema_version": SCHEMA_VERSION, **manifest, "adapter_sha256": adapter_sha256(out)}
     _io.write_json(out / MANIFEST, manifest)
     if not keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
@@ -286,6 +350,15 @@ def trainer_args(
         "disable_tqdm": not progress,
         "dataloader_pin_memory": False,
     }
+
+
+def one_device(config: Any, model: LoadedModel) -> Any:
+    """Keep the trainer on the model's one GPU: no ``DataParallel`` over every visible GPU
+    (which would multiply the batch and change the adapter without saying so)."""
+    if model.device.type == "cuda":
+        _ = config.device  # sets up the device fields first
+        config._n_gpu = 1
+    return config
 
 
 def quiet_progress(trainer: Any, progress: bool) -> None:

@@ -19,10 +19,10 @@ from persona_space.chat import _merge_system, build_messages, system_mode
 from persona_space.errors import ConfigError
 from persona_space.probes import ProbeSet
 from persona_space.provenance import sha256_json
-from persona_space.rewards import Reward, as_trl_reward
+from persona_space.rewards import Reward, as_trl_reward, describe_reward
 from persona_space.training import _folder
 from persona_space.training._sft import _attach_finished, resolve_precision
-from persona_space.training._specs import GrpoSpec, LoraSpec
+from persona_space.training._specs import GrpoSpec, LoraSpec, check_targets
 
 if TYPE_CHECKING:
     from persona_space.adapters import AdapterInfo
@@ -77,6 +77,8 @@ def train_grpo(
         raise ConfigError(f"reward must be callable as reward(prompts, responses), got {reward!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    _folder.check_trainable(model, _folder.adapter_name_for(Path(out), name), reserved=(TRAINING_NAME, "ref"))
+    check_targets(lora or LoraSpec(), model.base_module)
     probes = _prompt_set(prompts)
     if len(probes) < spec.prompts_per_step:
         raise ConfigError(
@@ -92,14 +94,14 @@ def train_grpo(
         messages = build_messages(probe.prompt, system_prompt=system_prompt)
         if system_mode(model.tokenizer) == "merged":
             messages = _merge_system(messages)
-        rows.append({"prompt": messages, "probe_id": probe.id})
+        rows.append({"prompt": messages, "user_prompt": probe.prompt, "probe_id": probe.id})
     params = _folder.base_params(
         "grpo", adapter_name, model, lora, seed=seed, system_prompt=system_prompt, dtype=dtype, autocast=autocast
     )
     params.update(
         {
             "prompts": {"name": probes.name, "count": len(probes), "sha256": sha256_json([r["prompt"] for r in rows])},
-            "reward": as_trl_reward(reward).__name__,
+            "reward": describe_reward(reward),
             "spec": spec.to_dict(),
         }
     )
@@ -134,6 +136,7 @@ def train_grpo(
         gradient_checkpointing=False,
         log_completions=False,
     )
+    _folder.one_device(config, model)
     started = time.perf_counter()
     with (
         _folder.quiet_datasets(not progress),

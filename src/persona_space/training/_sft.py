@@ -20,9 +20,16 @@ from typing import TYPE_CHECKING, Any
 from persona_space import _io
 from persona_space.chat import encode_chat
 from persona_space.datasets import ChatDataset, ensure_dataset
-from persona_space.errors import ConfigError, CorruptRunError, DataError, UnsupportedModelError
+from persona_space.errors import (
+    ChatFormatError,
+    ConfigError,
+    CorruptRunError,
+    DataError,
+    PersonaSpaceError,
+    UnsupportedModelError,
+)
 from persona_space.training import _folder
-from persona_space.training._specs import LoraSpec, TrainSpec, default_learning_rate
+from persona_space.training._specs import LoraSpec, TrainSpec, check_targets, default_learning_rate
 
 if TYPE_CHECKING:
     import torch
@@ -48,8 +55,13 @@ def encode_records(
     out = []
     for rec in data.records:
         messages = rec["messages"]
-        prompt = encode_chat(tokenizer, messages[:-1], system_prompt=system_prompt, add_generation_prompt=True)
-        full = encode_chat(tokenizer, messages, system_prompt=system_prompt, add_generation_prompt=False)
+        try:
+            prompt = encode_chat(tokenizer, messages[:-1], system_prompt=system_prompt, add_generation_prompt=True)
+            full = encode_chat(tokenizer, messages, system_prompt=system_prompt, add_generation_prompt=False)
+        except PersonaSpaceError:
+            raise
+        except Exception as exc:  # the template's own error (e.g. jinja2's "roles must alternate")
+            raise ChatFormatError(f"record {rec['id']!r} cannot be rendered by the chat template: {exc}") from exc
         cut = 0
         while cut < min(len(prompt), len(full)) and prompt[cut] == full[cut]:
             cut += 1  # a token spanning the boundary moves into the answer; the prompt stays a prefix
@@ -117,8 +129,12 @@ def train_adapter(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     data = ensure_dataset(records)
+    if len(data) == 0:
+        raise DataError(f"dataset {data.name!r} holds no records; expected at least one to train on")
     out_path = Path(out)
     adapter_name = _folder.adapter_name_for(out_path, name)
+    check_targets(lora, model.base_module)
+    _folder.check_trainable(model, adapter_name)
     system_prompt = model.system_prompt if train.system_prompt is None else train.system_prompt
     dtype, autocast, why = resolve_precision(train.precision, model)
     n_parameters = sum(p.numel() for p in model.base_module.parameters())
@@ -159,6 +175,7 @@ def train_adapter(
         max_length=train.max_length,
         gradient_checkpointing=train.gradient_checkpointing,
     )
+    _folder.one_device(config, model)
     dataset = Dataset.from_list(encoded)
     started = time.perf_counter()
     with (
@@ -168,6 +185,7 @@ def train_adapter(
         ) as peft_model,
     ):
         probe_callback = ProbeCallback(model, adapter_name, train, system_prompt, out_path / _folder.PROBE_LOG)
+        probe_callback.keep_until(_folder.checkpoint_step(resume))
         all_callbacks = [*callbacks, *([probe_callback] if train.eval_every else [])]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(padding-free|tokenizer has new PAD|use_cache=True).*")
@@ -203,7 +221,7 @@ def train_adapter(
             "steps": steps,
             "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None,
-            "train_loss": float(result.training_loss) if result.training_loss is not None else None,
+            "train_loss": float(result.training_loss) if steps > _folder.checkpoint_step(resume) else None,
             "seconds": round(seconds, 3),
             "resumed_from": resume.name if resume else None,
         },
@@ -214,8 +232,18 @@ def train_adapter(
 
 
 def _attach_finished(model: LoadedModel, out: Path, name: str) -> AdapterInfo:
+    """Attach the finished adapter in ``out``, after checking its files are the ones the manifest names."""
+    from persona_space.adapters import adapter_sha256
+
+    manifest = _folder.read_json(out / _folder.MANIFEST)
     if not (out / "adapter_config.json").is_file():
         raise CorruptRunError(f"{str(out)!r} has a manifest but no adapter_config.json; delete the folder and retrain")
+    recorded = manifest.get("adapter_sha256")
+    if recorded is not None and adapter_sha256(out) != recorded:
+        raise CorruptRunError(
+            f"the adapter files in {str(out)!r} changed after training (sha256 {adapter_sha256(out)[:16]}, "
+            f"manifest {str(recorded)[:16]}); delete the folder and retrain"
+        )
     model.load_adapter(out, name=name)
     return model.adapters[name]
 
@@ -234,6 +262,14 @@ class ProbeCallback:
         self.system_prompt = system_prompt
         self.path = path
         self.disabled = False
+
+    def keep_until(self, step: int) -> None:
+        """Drop logged answers after ``step`` (a resumed run logs those steps again)."""
+        if not self.path.exists():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= step] if step else []
+        _io.write_text(self.path, "".join(kept))
 
     def answers(self) -> list[dict[str, Any]]:
         """The probes' greedy answers under the adapter being trained."""

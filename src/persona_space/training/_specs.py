@@ -17,7 +17,9 @@ Precision = Literal["auto", "float32", "bfloat16"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 SCHEDULERS: tuple[str, ...] = ("linear", "cosine", "constant", "constant_with_warmup")
-BIASES: tuple[str, ...] = ("none", "all", "lora_only")
+# Only "none": PEFT's "all"/"lora_only" train the base layers' biases in place, which would
+# change the base model that every comparison is made against.
+BIASES: tuple[str, ...] = ("none",)
 
 _T = TypeVar("_T")
 
@@ -75,7 +77,7 @@ class LoraSpec(_DictMixin):
     dropout: float = 0.0
     target_modules: str | tuple[str, ...] = "all-linear"
     rslora: bool = False
-    bias: Literal["none", "all", "lora_only"] = "none"
+    bias: Literal["none"] = "none"
 
     def __post_init__(self) -> None:
         _positive_int(self.rank, "rank")
@@ -84,12 +86,11 @@ class LoraSpec(_DictMixin):
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         targets = self.target_modules
-        if isinstance(targets, str):
-            if not targets:
-                raise ConfigError("target_modules is empty; expected 'all-linear' or module names like 'q_proj'")
-        elif not targets or not all(isinstance(t, str) and t for t in targets):
-            raise ConfigError(f"target_modules must be 'all-linear' or a tuple of module names, got {targets!r}")
-        else:
+        if isinstance(targets, str) and targets != "all-linear":
+            targets = (targets,)  # one module name, never PEFT's whole-name regex
+        if targets != "all-linear":
+            if isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets):
+                raise ConfigError(f"target_modules must be 'all-linear' or module names like 'q_proj', got {targets!r}")
             object.__setattr__(self, "target_modules", tuple(targets))
         if not isinstance(self.rslora, bool):
             raise ConfigError(f"rslora must be True or False, got {self.rslora!r}")
@@ -211,3 +212,21 @@ SMALL_MODEL_PARAMETERS = 1_000_000_000
 def default_learning_rate(n_parameters: int) -> float:
     """1e-3 below a billion parameters, 2e-4 (the usual LoRA rate) above."""
     return 1e-3 if n_parameters < SMALL_MODEL_PARAMETERS else 2e-4
+
+
+def check_targets(lora: LoraSpec, module: Any) -> None:
+    """Every named target must be the last part of some linear layer's name in ``module``."""
+    if lora.target_modules == "all-linear":
+        return
+    import torch
+
+    linear = {
+        name.rsplit(".", 1)[-1]
+        for name, m in module.named_modules()
+        if (isinstance(m, torch.nn.Linear) or hasattr(m, "base_layer")) and not name.endswith("base_layer")
+    }
+    missing = sorted(set(lora.target_modules) - linear)
+    if missing:
+        raise ConfigError(
+            f"target_modules {missing} match no linear layer of the model; its linear layers are {sorted(linear)}"
+        )
