@@ -21,6 +21,7 @@ PUBLIC = [
     "DEFAULT_SYSTEM_PROMPT",
     "AdapterInfo",
     "ChatDataset",
+    "Embedder",
     "GrpoSpec",
     "IdentityReward",
     "LoadedModel",
@@ -31,6 +32,7 @@ PUBLIC = [
     "__version__",
     "available_models",
     "datasets",
+    "embed",
     "errors",
     "judges",
     "load_model",
@@ -76,7 +78,8 @@ def test_import_is_cheap() -> None:
     # The model-loading entry points resolve without importing torch either.
     assert _imported_after("import persona_space as ps; ps.load_model; ps.available_models; ps.AdapterInfo") == []
     # Datasets and the training entry points load their heavy dependencies only when used.
-    assert _imported_after("import persona_space as ps; ps.datasets.load('colours:red'); ps.train_adapter") == []
+    code = "import persona_space as ps; ps.datasets.load('colours:red'); ps.train_adapter; ps.embed"
+    assert _imported_after(code) == []
 
 
 def test_errors_doctest() -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from persona_space import datasets, judges, rewards
     from persona_space.adapters import AdapterInfo
     from persona_space.datasets import ChatDataset
+    from persona_space.embedding import Embedder, embed
     from persona_space.models import LoadedModel, available_models, load_model
     from persona_space.rewards import IdentityReward
     from persona_space.sampling import SampleSet, SamplingSpec, sample
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "AdapterInfo",
     "ChatDataset",
+    "Embedder",
     "GrpoSpec",
     "IdentityReward",
     "LoadedModel",
@@ -42,6 +44,7 @@ __all__ = [
     "__version__",
     "available_models",
     "datasets",
+    "embed",
     "errors",
     "judges",
     "load_model",
@@ -63,6 +66,8 @@ _LAZY = {
     "SamplingSpec": "persona_space.sampling",
     "sample": "persona_space.sampling",
     "ChatDataset": "persona_space.datasets",
+    "Embedder": "persona_space.embedding",
+    "embed": "persona_space.embedding",
     "IdentityReward": "persona_space.rewards",
     "GrpoSpec": "persona_space.training",
     "LoraSpec": "persona_space.training",
