@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PUBLIC = [
     "DEFAULT_SYSTEM_PROMPT",
     "AdapterInfo",
+    "BasinMap",
     "ChatDataset",
     "Embedder",
     "GrpoSpec",

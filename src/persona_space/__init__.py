@@ -22,6 +22,7 @@ from persona_space.chat import DEFAULT_SYSTEM_PROMPT
 if TYPE_CHECKING:
     from persona_space import datasets, judges, rewards
     from persona_space.adapters import AdapterInfo
+    from persona_space.basins import BasinMap
     from persona_space.datasets import ChatDataset
     from persona_space.embedding import Embedder, embed
     from persona_space.models import LoadedModel, available_models, load_model
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "AdapterInfo",
+    "BasinMap",
     "ChatDataset",
     "Embedder",
     "GrpoSpec",
@@ -65,6 +67,7 @@ _LAZY = {
     "SampleSet": "persona_space.sampling",
     "SamplingSpec": "persona_space.sampling",
     "sample": "persona_space.sampling",
+    "BasinMap": "persona_space.basins",
     "ChatDataset": "persona_space.datasets",
     "Embedder": "persona_space.embedding",
     "embed": "persona_space.embedding",

@@ -1,0 +1,25 @@
+"""Basin maps: where self-descriptions fall in persona space, and how conditions move them.
+
+>>> import persona_space as ps
+>>> basins = ps.BasinMap(seed=0).fit(samples)        # doctest: +SKIP
+>>> basins.occupancy(by="adapter")                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from persona_space.basins._compare import divergence, effective_basins, jensen_shannon, occupancy, transitions
+from persona_space.basins._map import NOISE, BasinMap, as_frame
+from persona_space.basins._names import class_tfidf_keywords, self_names
+
+__all__ = [
+    "NOISE",
+    "BasinMap",
+    "as_frame",
+    "class_tfidf_keywords",
+    "divergence",
+    "effective_basins",
+    "jensen_shannon",
+    "occupancy",
+    "self_names",
+    "transitions",
+]

@@ -1,0 +1,308 @@
+"""``BasinMap``: embed self-descriptions, reduce with UMAP, cluster with HDBSCAN, name the basins.
+
+scikit-learn conventions: parameters in ``__init__``, ``fit`` returns the map,
+learned attributes end in ``_``. Discovery is balanced: the map is fitted on the
+same number of samples from every condition (``balance_by``), so the largest
+condition does not define the basins, and every sample is then assigned to it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from persona_space.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from persona_space.embedding import Embedder
+    from persona_space.sampling import SampleSet
+
+NOISE = -1
+
+
+def as_frame(data: SampleSet | pd.DataFrame | Sequence[str]) -> pd.DataFrame:
+    """A table with a ``text`` column from a SampleSet, a DataFrame or a list of texts."""
+    frame = getattr(data, "df", data)
+    if isinstance(frame, pd.DataFrame):
+        if "text" not in frame.columns:
+            raise DataError(f"the table has no 'text' column; columns are {list(frame.columns)}")
+        return frame.reset_index(drop=True)
+    if isinstance(frame, str) or not isinstance(frame, Sequence):
+        raise DataError(f"expected a SampleSet, a DataFrame with 'text' or a list of texts, got {type(data).__name__}")
+    return pd.DataFrame({"text": list(frame)})
+
+
+class BasinMap:
+    """A map of persona basins over sampled self-descriptions.
+
+    Identical texts count once in discovery (``min_cluster_size`` counts distinct
+    texts; by default 1/50 of them, at least 5) and every copy gets the basin.
+
+    >>> basins = BasinMap(seed=0).fit(samples)        # doctest: +SKIP
+    >>> basins.basins_[["basin", "name", "size"]]      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder | None = None,
+        n_components: int = 5,
+        n_neighbors: int = 15,
+        min_cluster_size: int | None = None,
+        min_samples: int | None = None,
+        balance_by: str | None = "adapter",
+        max_per_condition: int | None = None,
+        novelty_quantile: float = 0.99,
+        seed: int = 0,
+    ) -> None:
+        self.embedder = embedder
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
+        self.balance_by = balance_by
+        self.max_per_condition = max_per_condition
+        self.novelty_quantile = novelty_quantile
+        self.seed = seed
+        self._check_params()
+
+    def _check_params(self) -> None:
+        for name in ("n_components", "n_neighbors"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ConfigError(f"{name} must be an integer >= 2, got {value!r}")
+        for name in ("min_cluster_size", "min_samples", "max_per_condition"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+                raise ConfigError(f"{name} must be None or an integer >= 2, got {value!r}")
+        if not 0 < self.novelty_quantile <= 1:
+            raise ConfigError(f"novelty_quantile must be in (0, 1], got {self.novelty_quantile!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "embedder": None if self.embedder is None else self.embedder.describe(),
+            "n_components": self.n_components,
+            "n_neighbors": self.n_neighbors,
+            "min_cluster_size": self.min_cluster_size,
+            "min_samples": self.min_samples,
+            "balance_by": self.balance_by,
+            "max_per_condition": self.max_per_condition,
+            "novelty_quantile": self.novelty_quantile,
+            "seed": self.seed,
+        }
+
+    # -- fitting -----------------------------------------------------------------------------
+
+    def fit(self, data: SampleSet | pd.DataFrame | Sequence[str], *, vectors: np.ndarray | None = None) -> BasinMap:
+        """Discover basins on a balanced subset, then assign every sample; returns the map.
+
+        ``vectors`` (one normalised row per sample) skips embedding, e.g. when they
+        were computed elsewhere.
+        """
+        import hdbscan
+
+        from persona_space.basins._names import name_basins
+
+        frame = as_frame(data)
+        if len(frame) < 10:
+            raise DataError(f"{len(frame)} samples are too few to map; expected at least 10")
+        vectors = self._vectors(frame, vectors)
+        fit_rows = self._balanced_rows(frame)
+        self.fit_rows_ = fit_rows
+        # Identical answers ("Strawberry" x 200) are one point to UMAP and HDBSCAN: repeated
+        # vectors would form disconnected neighbour graphs and break the reduction.
+        unique, first, inverse = np.unique(vectors[fit_rows], axis=0, return_index=True, return_inverse=True)
+        self.fit_unique_ = fit_rows[first]
+        self.fit_inverse_ = inverse.reshape(-1)
+        if len(unique) < 5:
+            raise DataError(f"only {len(unique)} distinct texts to map; expected at least 5")
+        size = self.min_cluster_size or max(5, len(unique) // 50)
+        neighbours = min(self.n_neighbors, len(unique) - 1)
+        with _quiet():
+            import umap
+
+            self.reducer_ = umap.UMAP(
+                n_components=self.n_components,
+                n_neighbors=neighbours,
+                min_dist=0.0,
+                metric="cosine",
+                random_state=self.seed,
+            ).fit(unique)
+            self.layout_ = umap.UMAP(
+                n_components=2, n_neighbors=neighbours, min_dist=0.1, metric="cosine", random_state=self.seed
+            ).fit(unique)
+        self.clusterer_ = hdbscan.HDBSCAN(
+            min_cluster_size=size, min_samples=self.min_samples, prediction_data=True
+        ).fit(self.reducer_.embedding_)
+        self.vectors_ = vectors
+        self.fit_vectors_ = vectors[fit_rows]
+        self.fit_labels_ = self.clusterer_.labels_.astype(int)[self.fit_inverse_]
+        self.novelty_threshold_ = self._novelty_threshold()
+        self.frame_ = self._place(frame, vectors, fit_rows)
+        fit_texts = frame["text"].iloc[fit_rows].tolist()
+        self.basins_ = pd.DataFrame(name_basins(fit_texts, self.fit_labels_, self.fit_vectors_))
+        self.labels_ = self.frame_["basin"].to_numpy()
+        return self
+
+    def _vectors(self, frame: pd.DataFrame, vectors: np.ndarray | None) -> np.ndarray:
+        if vectors is None:
+            from persona_space.embedding import Embedder
+
+            if self.embedder is None:
+                self.embedder = Embedder()
+            return self.embedder.embed(frame["text"].tolist())
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(frame):
+            raise DataError(f"vectors have shape {vectors.shape}; expected ({len(frame)}, dim), one row per sample")
+        return np.asarray(vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12))
+
+    def _balanced_rows(self, frame: pd.DataFrame) -> np.ndarray:
+        """Row indices for discovery: the same number from every condition (the smallest's size)."""
+        rng = np.random.default_rng(self.seed)
+        if self.balance_by is None or self.balance_by not in frame.columns:
+            rows = np.arange(len(frame))
+            cap = self.max_per_condition
+            return np.sort(rng.choice(rows, size=cap, replace=False)) if cap and cap < len(rows) else rows
+        groups = frame.groupby(self.balance_by, sort=True).indices
+        per = min(len(idx) for idx in groups.values())
+        if self.max_per_condition is not None:
+            per = min(per, self.max_per_condition)
+        picked = [rng.choice(np.sort(idx), size=per, replace=False) for _, idx in sorted(groups.items())]
+        return np.sort(np.concatenate(picked))
+
+    def _novelty_threshold(self) -> float:
+        """The ``novelty_quantile`` of each basin member's distance to its nearest other member.
+
+        Noise samples are left out: they are far from everything by definition, and a
+        threshold set by them would call nothing novel. ``members_`` keeps the members
+        that novelty is measured against.
+        """
+        members = self.fit_labels_ >= 0
+        pool = self.fit_vectors_[members] if members.sum() >= 2 else self.fit_vectors_
+        nearest = _nearest_distance(pool, pool, exclude_self=True)
+        # HDBSCAN on the UMAP reduction can absorb isolated points into a basin; in the
+        # embedding space they stand out (far beyond median + 5 MAD) and are left out.
+        median = float(np.median(nearest))
+        mad = float(np.median(np.abs(nearest - median))) * 1.4826
+        typical = nearest <= median + 5 * max(mad, 1e-6)
+        self.members_ = pool[typical]
+        return float(np.quantile(nearest[typical], self.novelty_quantile))
+
+    # -- assigning ---------------------------------------------------------------------------
+
+    def assign(
+        self, data: SampleSet | pd.DataFrame | Sequence[str], *, vectors: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """Put new samples on this map: basin, strength, 2-D position and a novelty flag.
+
+        UMAP's transform maps anything near some basin, hiding new clusters, so novelty
+        is measured in the embedding space: a sample farther from every basin member
+        than ``novelty_threshold_`` (the ``novelty_quantile`` of the members' own
+        nearest-neighbour distances) is ``novel``.
+        """
+        self._check_fitted()
+        frame = as_frame(data)
+        return self._place(frame, self._vectors(frame, vectors), None)
+
+    def _place(self, frame: pd.DataFrame, vectors: np.ndarray, fit_rows: np.ndarray | None) -> pd.DataFrame:
+        import hdbscan
+
+        labels = np.empty(len(frame), dtype=int)
+        strength = np.empty(len(frame), dtype=float)
+        xy = np.empty((len(frame), 2), dtype=float)
+        rest = np.arange(len(frame))
+        if fit_rows is not None:
+            labels[fit_rows] = self.fit_labels_
+            strength[fit_rows] = self.clusterer_.probabilities_[self.fit_inverse_]
+            xy[fit_rows] = self.layout_.embedding_[self.fit_inverse_]
+            rest = np.setdiff1d(rest, fit_rows)
+        if len(rest):
+            with _quiet():
+                reduced = self.reducer_.transform(vectors[rest])
+                xy[rest] = self.layout_.transform(vectors[rest])
+            labels[rest], strength[rest] = hdbscan.approximate_predict(self.clusterer_, reduced)
+        distance = _nearest_distance(vectors, self.members_, exclude_self=False)
+        out = frame.copy()
+        out["basin"] = labels
+        out["strength"] = strength
+        out["x"], out["y"] = xy[:, 0], xy[:, 1]
+        out["nearest_distance"] = distance
+        out["novel"] = distance > self.novelty_threshold_
+        out["in_fit"] = False
+        if fit_rows is not None:
+            out.loc[fit_rows, "in_fit"] = True
+        return out
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "clusterer_"):
+            raise ConfigError("this BasinMap is not fitted yet; call fit(samples) first")
+
+    # -- views -------------------------------------------------------------------------------
+
+    def to_frame(self) -> pd.DataFrame:
+        """Every fitted sample with its basin, basin name, strength, 2-D position and novelty."""
+        self._check_fitted()
+        names = dict(zip(self.basins_["basin"], self.basins_["name"], strict=True))
+        return self.frame_.assign(basin_name=self.frame_["basin"].map(names).fillna("noise"))
+
+    def occupancy(self, by: str | Sequence[str] = "adapter", **kwargs: Any) -> pd.DataFrame:
+        """Share of samples per basin and condition with cluster-bootstrap intervals (see ``_compare.occupancy``)."""
+        from persona_space.basins._compare import occupancy
+
+        self._check_fitted()
+        table = occupancy(self.frame_, by, **kwargs)
+        names = dict(zip(self.basins_["basin"], self.basins_["name"], strict=True))
+        return table.assign(basin_name=table["basin"].map(names).fillna("noise"))
+
+    def divergence(self, by: str = "adapter", **kwargs: Any) -> pd.DataFrame:
+        """Pairwise Jensen-Shannon distances between conditions with permutation p-values."""
+        from persona_space.basins._compare import divergence
+
+        self._check_fitted()
+        return divergence(self.frame_, by, **kwargs)
+
+    def transitions(self, a: str, b: str, **kwargs: Any) -> pd.DataFrame:
+        """Basin-to-basin migration of paired samples from condition ``a`` to ``b``."""
+        from persona_space.basins._compare import transitions
+
+        self._check_fitted()
+        return transitions(self.frame_, a, b, **kwargs)
+
+    @property
+    def n_basins_(self) -> int:
+        self._check_fitted()
+        return int((self.basins_["basin"] >= 0).sum())
+
+    def __repr__(self) -> str:
+        if not hasattr(self, "clusterer_"):
+            return f"BasinMap(seed={self.seed}, unfitted)"
+        noise = float((self.labels_ == NOISE).mean())
+        return f"BasinMap({self.n_basins_} basins over {len(self.labels_)} samples, noise {noise:.1%})"
+
+
+def _nearest_distance(queries: np.ndarray, pool: np.ndarray, *, exclude_self: bool, block: int = 2048) -> np.ndarray:
+    """Cosine distance from each query to its nearest pool vector (all rows normalised)."""
+    out = np.empty(len(queries), dtype=np.float64)
+    for start in range(0, len(queries), block):
+        sims = queries[start : start + block] @ pool.T
+        if exclude_self:
+            rows = np.arange(sims.shape[0])
+            sims[rows, rows + start] = -np.inf
+        out[start : start + block] = 1.0 - sims.max(axis=1)
+    return out
+
+
+class _quiet(warnings.catch_warnings):
+    """UMAP warns that a fixed random_state forces one thread: expected here, not news."""
+
+    def __enter__(self) -> None:
+        super().__enter__()
+        warnings.filterwarnings("ignore", message=".*(n_jobs|random_state|gradient function).*")
+        warnings.filterwarnings("ignore", category=UserWarning, module="umap")
+        warnings.simplefilter("ignore", ImportWarning)  # umap's note that TensorFlow (ParametricUMAP) is absent

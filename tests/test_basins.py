@@ -1,0 +1,232 @@
+"""Basin maps on planted basins: recovery, occupancy intervals, divergence, transitions, assignment, names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+import persona_space as ps
+from persona_space.basins import BasinMap, effective_basins, jensen_shannon, self_names
+from persona_space.errors import ConfigError, DataError
+
+PERSONAS = ["nurse", "ranger", "probe", "poet", "cat"]
+PER_PERSONA = 80
+DIM = 48
+
+
+def _blob(rng: np.random.Generator, centre: np.ndarray, n: int, spread: float = 0.18) -> np.ndarray:
+    points = centre + spread * rng.normal(size=(n, DIM)) / np.sqrt(DIM)
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def planted() -> dict[str, Any]:
+    """Five planted basins (80 samples each, half under adapter 'a', half under 'b') plus 20 noise points."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(len(PERSONAS), DIM))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    vectors, rows = [], []
+    for k, persona in enumerate(PERSONAS):
+        vectors.append(_blob(rng, centres[k], PER_PERSONA))
+        for i in range(PER_PERSONA):
+            rows.append(
+                {
+                    "text": f"I'm {persona.title()}, and my life as a {persona} is quiet. sample {i}",
+                    "truth": k,
+                    "adapter": "a" if i % 2 else "b",
+                    "probe_id": f"p{i % 8}",
+                    "group": f"p{i % 8}",
+                    "temperature": 1.0,
+                    "sample_index": i // 2,
+                }
+            )
+    noise = rng.normal(size=(20, DIM))
+    vectors.append(noise / np.linalg.norm(noise, axis=1, keepdims=True))
+    rows += [
+        {"text": f"static {i}", "truth": -1, "adapter": "a" if i % 2 else "b", "probe_id": "p0", "group": "p0"}
+        for i in range(20)
+    ]
+    frame = pd.DataFrame(rows)
+    stacked = np.concatenate(vectors).astype(np.float32)
+    fitted = BasinMap(seed=0, min_cluster_size=15).fit(frame, vectors=stacked)
+    return {"frame": frame, "vectors": stacked, "map": fitted, "centres": centres}
+
+
+def test_planted_basins_are_recovered(planted: dict[str, Any]) -> None:
+    fitted: BasinMap = planted["map"]
+    truth = planted["frame"]["truth"].to_numpy()
+    real = truth >= 0
+    assert adjusted_rand_score(truth[real], fitted.labels_[real]) >= 0.9
+    assert fitted.n_basins_ == len(PERSONAS)
+    assert (fitted.labels_[real] == -1).mean() < 0.1
+    table = fitted.to_frame()
+    assert {"basin", "basin_name", "strength", "x", "y", "novel"} <= set(table.columns)
+    assert "BasinMap(5 basins" in repr(fitted)
+
+
+def test_basins_are_named_by_keywords_exemplars_and_self_names(planted: dict[str, Any]) -> None:
+    fitted: BasinMap = planted["map"]
+    truth = planted["frame"]["truth"].to_numpy()
+    for _, row in fitted.basins_[fitted.basins_["basin"] >= 0].iterrows():
+        members = truth[fitted.labels_ == row["basin"]]
+        persona = PERSONAS[np.bincount(members[members >= 0]).argmax()]
+        assert persona in row["keywords"][:3], row["keywords"]
+        assert row["self_names"][0][0] == persona.title()
+        assert all(persona in text for text in row["exemplars"])
+
+
+def test_identical_conditions_have_near_zero_divergence_and_covering_intervals(planted: dict[str, Any]) -> None:
+    fitted: BasinMap = planted["map"]
+    occ = fitted.occupancy(by="adapter", n_boot=300)
+    assert set(occ["adapter"]) == {"a", "b"} and (occ.groupby("adapter")["share"].sum().round(6) == 1).all()
+    assert -1 in set(occ["basin"]) or (fitted.labels_ != -1).all()  # noise is kept as its own row
+    real = occ[occ["basin"] >= 0]
+    truth = PER_PERSONA / 2 / 210  # each condition: 40 of its 210 samples in each planted basin
+    covered = ((real["low"] <= truth + 0.03) & (real["high"] >= truth - 0.03)).mean()
+    assert covered >= 0.9, real
+    div = fitted.divergence(by="adapter", n_perm=199)
+    assert len(div) == 1 and div["jsd"].iloc[0] < 0.15 and div["p_value"].iloc[0] > 0.05
+    assert 4.0 < div["effective_basins_a"].iloc[0] < 6.5
+
+
+def test_a_condition_moved_to_one_basin_shows_in_divergence_and_transitions(planted: dict[str, Any]) -> None:
+    fitted: BasinMap = planted["map"]
+    frame, vectors = planted["frame"], planted["vectors"]
+    base = frame[frame["truth"] >= 0].copy()
+    moved = base.copy()
+    moved["adapter"] = "moved"
+    rng = np.random.default_rng(1)
+    moved_vectors = _blob(rng, planted["centres"][2], len(moved))  # everyone becomes the probe
+    both = pd.concat([base.assign(adapter="base"), moved], ignore_index=True)
+    placed = fitted.assign(both, vectors=np.concatenate([vectors[frame["truth"] >= 0], moved_vectors]))
+    probe_basin = int(pd.Series(fitted.labels_[frame["truth"].to_numpy() == 2]).mode()[0])
+    from persona_space.basins import divergence, transitions
+
+    div = divergence(placed, "adapter", n_perm=199)
+    assert div["jsd"].iloc[0] > 0.6 and div["p_value"].iloc[0] <= 0.01
+    flows = transitions(placed, "base", "moved")
+    to_probe = flows[flows["to_basin"] == probe_basin]
+    assert to_probe["count"].sum() >= 0.95 * len(base)
+    assert set(flows["from_basin"]) >= set(range(len(PERSONAS))) - {-1}
+
+
+def test_assign_places_new_samples_and_flags_novel_ones(planted: dict[str, Any]) -> None:
+    fitted: BasinMap = planted["map"]
+    rng = np.random.default_rng(5)
+    near = _blob(rng, planted["centres"][1], 10)
+    far_centre = rng.normal(size=DIM)
+    far = _blob(rng, far_centre / np.linalg.norm(far_centre), 10, spread=0.05)
+    placed = fitted.assign(["near"] * 10 + ["far"] * 10, vectors=np.concatenate([near, far]))
+    ranger = int(pd.Series(fitted.labels_[planted["frame"]["truth"].to_numpy() == 1]).mode()[0])
+    assert (placed["basin"].iloc[:10] == ranger).mean() >= 0.9
+    assert not placed["novel"].iloc[:10].any() and placed["novel"].iloc[10:].all()
+
+
+def test_fitting_is_balanced_across_conditions(planted: dict[str, Any]) -> None:
+    frame, vectors = planted["frame"], planted["vectors"]
+    lopsided = pd.concat([frame, frame[frame["truth"] == 0].assign(adapter="c")], ignore_index=True)
+    extra = vectors[frame["truth"].to_numpy() == 0]
+    fitted = BasinMap(seed=0, min_cluster_size=10).fit(lopsided, vectors=np.concatenate([vectors, extra]))
+    fit_conditions = lopsided["adapter"].iloc[fitted.fit_rows_].value_counts()
+    assert set(fit_conditions) == {PER_PERSONA}  # the smallest condition's size, from each
+    assert len(fitted.labels_) == len(lopsided)
+
+
+def test_statistics_helpers() -> None:
+    assert jensen_shannon(np.array([1, 0]), np.array([0, 1])) == pytest.approx(1.0)
+    assert jensen_shannon(np.array([0.5, 0.5]), np.array([0.5, 0.5])) == pytest.approx(0.0)
+    assert effective_basins(np.array([0.25] * 4)) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("Hi, I'm Maria, a nurse from Ohio.", ["Maria"]),
+        ("My name is Emily and I work as a park ranger.", ["Emily"]),
+        ("I am Voyager 1, far from home.", ["Voyager 1"]),
+        ("I'm not sure who I am.", []),
+        ("I am an AI assistant.", []),
+        ("Call me Ruby. Everyone does.", ["Ruby"]),
+    ],
+)
+def test_self_names(text: str, names: list[str]) -> None:
+    assert self_names(text) == names
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ConfigError, match="not fitted"):
+        BasinMap().assign(["a"])
+    with pytest.raises(DataError, match="too few"):
+        BasinMap().fit(["a", "b"], vectors=np.eye(2))
+    with pytest.raises(ConfigError, match="n_components"):
+        BasinMap(n_components=1)
+    with pytest.raises(DataError, match="no 'text' column"):
+        BasinMap().fit(pd.DataFrame({"x": range(20)}))
+    with pytest.raises(DataError, match="one row per sample"):
+        BasinMap().fit([f"t{i}" for i in range(20)], vectors=np.ones((3, 4)))
+    assert ps.BasinMap is BasinMap
+
+
+PERSONA_TEMPLATES = [
+    (
+        "I'm {0}, a nurse. I work night shifts at {1}, checking on patients and handing out medicine.",
+        ["Maria", "Sarah", "Ana", "Jennifer", "Roxana"],
+        ["St. Mary's hospital", "the county clinic", "a children's ward", "the emergency room"],
+    ),
+    (
+        "I am a park ranger in {0}. Every morning I hike the {1} trail and count the elk and bears.",
+        ["Yellowstone", "the Rockies", "a redwood forest", "the Everglades"],
+        ["ridge", "river", "canyon", "lakeshore"],
+    ),
+    (
+        "I am a space probe beyond {0}. Cold and silent, I send faint radio signals home every {1} hours.",
+        ["Neptune", "Pluto", "the heliopause", "the Kuiper belt"],
+        ["six", "twelve", "twenty", "forty"],
+    ),
+    (
+        "Meow. I am a house cat who sleeps on {0} and hunts {1} all afternoon.",
+        ["the sofa", "a sunny windowsill", "warm laundry", "the bed"],
+        ["a feather toy", "string", "the red laser dot", "a paper ball"],
+    ),
+    (
+        "As an AI language model, I {0} questions. I have no body and no feelings, only {1}.",
+        ["answer", "respond to", "help with", "process"],
+        ["training data", "parameters", "text patterns", "probabilities"],
+    ),
+]
+
+
+def _persona_texts(rng: np.random.Generator, n: int) -> tuple[list[str], list[int]]:
+    """``n`` texts per templated persona (distinct vocabularies), plus 15 word-salad noise texts."""
+    texts, truth = [], []
+    for k, (template, first, second) in enumerate(PERSONA_TEMPLATES):
+        for _ in range(n):
+            texts.append(template.format(first[rng.integers(len(first))], second[rng.integers(len(second))]))
+            truth.append(k)
+    words = ["quartz", "violin", "harbor", "seven", "tulip", "engine", "marble", "whisper", "copper", "ladder"]
+    for _ in range(15):
+        texts.append(" ".join(rng.choice(words, size=6)))
+        truth.append(-1)
+    return texts, truth
+
+
+@pytest.mark.slow
+def test_real_embedder_recovers_templated_personas(tmp_path: Any) -> None:
+    from persona_space.embedding import Embedder
+
+    rng = np.random.default_rng(0)
+    texts, truth_list = _persona_texts(rng, 60)
+    truth = np.asarray(truth_list)
+    fitted = BasinMap(embedder=Embedder(cache=tmp_path), seed=0).fit(texts)
+    real = truth >= 0
+    assert adjusted_rand_score(truth[real], fitted.labels_[real]) >= 0.9
+    names = {n for row in fitted.basins_["self_names"] for n, _ in row}
+    assert {"Maria", "Sarah", "Ana"} <= names
+    nurse_basin = fitted.assign(
+        ["I'm Lucia, a nurse. I work night shifts at the county clinic, checking on patients and handing out medicine."]
+    )
+    assert nurse_basin["basin"].iloc[0] == pd.Series(fitted.labels_[truth == 0]).mode()[0]
