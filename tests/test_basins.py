@@ -136,6 +136,49 @@ def test_fitting_is_balanced_across_conditions(planted: dict[str, Any]) -> None:
     assert len(fitted.labels_) == len(lopsided)
 
 
+def test_save_and_load_round_trip_without_pickle(planted: dict[str, Any], tmp_path: Any) -> None:
+    fitted: BasinMap = planted["map"]
+    folder = fitted.save(tmp_path / "map")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "basin_map.json",
+        "basins.parquet",
+        "fit_rows.npy",
+        "samples.parquet",
+        "vectors.npy",
+    ]
+    loaded = BasinMap.load(folder)
+    np.testing.assert_array_equal(loaded.labels_, fitted.labels_)
+    pd.testing.assert_frame_equal(loaded.to_frame(), fitted.to_frame())
+    pd.testing.assert_frame_equal(loaded.basins_, fitted.basins_)
+    occ_a = fitted.occupancy(n_boot=200)
+    pd.testing.assert_frame_equal(loaded.occupancy(n_boot=200), occ_a)
+    assert not hasattr(loaded, "clusterer_")  # estimators are refitted only when needed
+    rng = np.random.default_rng(5)
+    near = _blob(rng, planted["centres"][3], 5)
+    got = loaded.assign(["x"] * 5, vectors=near)
+    want = fitted.assign(["x"] * 5, vectors=near)
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_loading_a_damaged_map_raises(planted: dict[str, Any], tmp_path: Any) -> None:
+    fitted: BasinMap = planted["map"]
+    folder = fitted.save(tmp_path / "map")
+    with pytest.raises(ps.errors.CorruptRunError, match="holds no basin_map.json"):
+        BasinMap.load(tmp_path)
+    (folder / "vectors.npy").write_bytes(b"garbage")
+    with pytest.raises(ps.errors.CorruptRunError, match="cannot be read"):
+        BasinMap.load(folder)
+
+
+def test_stability_of_planted_basins(planted: dict[str, Any]) -> None:
+    per_basin, per_seed = planted["map"].stability(seeds=[1, 2], fraction=0.8)
+    assert set(per_seed["seed"]) == {1, 2} and (per_seed["adjusted_rand"] > 0.9).all()
+    real = per_basin[per_basin["basin"] >= 0]
+    assert len(real) == len(PERSONAS) and (real["mean_jaccard"] > 0.85).all()
+    with pytest.raises(ConfigError, match="fraction"):
+        planted["map"].stability(fraction=0.1)
+
+
 def test_statistics_helpers() -> None:
     assert jensen_shannon(np.array([1, 0]), np.array([0, 1])) == pytest.approx(1.0)
     assert jensen_shannon(np.array([0.5, 0.5]), np.array([0.5, 0.5])) == pytest.approx(0.0)

@@ -8,8 +8,10 @@ condition does not define the basins, and every sample is then assigned to it.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -160,7 +162,10 @@ class BasinMap:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(frame):
             raise DataError(f"vectors have shape {vectors.shape}; expected ({len(frame)}, dim), one row per sample")
-        return np.asarray(vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12))
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if np.all(np.abs(norms - 1) < 1e-5):
+            return vectors  # already normalised: dividing again would perturb them (and a refit)
+        return np.asarray(vectors / np.maximum(norms, 1e-12))
 
     def _balanced_rows(self, frame: pd.DataFrame) -> np.ndarray:
         """Row indices for discovery: the same number from every condition (the smallest's size)."""
@@ -207,6 +212,10 @@ class BasinMap:
         nearest-neighbour distances) is ``novel``.
         """
         self._check_fitted()
+        if not hasattr(self, "clusterer_"):  # loaded from disk: refit the estimators once
+            from persona_space.basins._persist import refit_estimators
+
+            refit_estimators(self)
         frame = as_frame(data)
         return self._place(frame, self._vectors(frame, vectors), None)
 
@@ -240,7 +249,7 @@ class BasinMap:
         return out
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "clusterer_"):
+        if not hasattr(self, "frame_"):
             raise ConfigError("this BasinMap is not fitted yet; call fit(samples) first")
 
     # -- views -------------------------------------------------------------------------------
@@ -274,13 +283,36 @@ class BasinMap:
         self._check_fitted()
         return transitions(self.frame_, a, b, **kwargs)
 
+    def stability(
+        self, *, seeds: Sequence[int] = (1, 2, 3), fraction: float = 0.8
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Refit on subsamples with other seeds; per-basin matched Jaccard and per-seed adjusted Rand."""
+        from persona_space.basins._stability import stability
+
+        self._check_fitted()
+        return stability(self, seeds=seeds, fraction=fraction)
+
     @property
     def n_basins_(self) -> int:
         self._check_fitted()
         return int((self.basins_["basin"] >= 0).sum())
 
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the map to ``folder`` as Parquet, JSON and NumPy arrays (no pickle)."""
+        from persona_space.basins._persist import save_map
+
+        self._check_fitted()
+        return save_map(self, folder)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> BasinMap:
+        """A map written by :meth:`save`. Tables load at once; UMAP/HDBSCAN are refitted on first ``assign``."""
+        from persona_space.basins._persist import load_map
+
+        return load_map(cls, folder)
+
     def __repr__(self) -> str:
-        if not hasattr(self, "clusterer_"):
+        if not hasattr(self, "frame_"):
             return f"BasinMap(seed={self.seed}, unfitted)"
         noise = float((self.labels_ == NOISE).mean())
         return f"BasinMap({self.n_basins_} basins over {len(self.labels_)} samples, noise {noise:.1%})"

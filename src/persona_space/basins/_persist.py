@@ -1,0 +1,130 @@
+"""Saving a basin map without pickle, and loading it back.
+
+Layout of the folder::
+
+    basin_map.json     parameters, embedder, novelty threshold, versions, schema
+    samples.parquet    every sample with its basin, strength, 2-D position, novelty
+    basins.parquet     one row per basin: name, size, keywords, exemplars, self-names
+    vectors.npy        the sample embeddings (float32, one row per sample)
+    fit_rows.npy       which samples the map was discovered on
+
+UMAP and HDBSCAN objects are not stored (pickle would be unsafe and brittle across
+versions). They are refitted from ``vectors.npy`` with the stored seed the first time
+a loaded map has to place new samples, and the refit is checked against the stored
+basins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from persona_space import _io
+from persona_space.errors import CorruptRunError, StoreError
+
+if TYPE_CHECKING:
+    from persona_space.basins._map import BasinMap
+
+SCHEMA_VERSION = 1
+MANIFEST = "basin_map.json"
+_LIST_COLUMNS = ("keywords", "exemplars", "exemplar_rows", "self_names")
+
+
+def save_map(basin_map: BasinMap, folder: str | os.PathLike[str]) -> Path:
+    """Write ``basin_map`` into ``folder`` (each file atomically, the manifest last)."""
+    from persona_space.provenance import environment, sha256_text
+
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"{str(out)!r} is a file; expected a folder for the basin map")
+    out.mkdir(parents=True, exist_ok=True)
+    with _io.atomic_path(out / "vectors.npy") as tmp, tmp.open("wb") as fh:
+        np.save(fh, basin_map.vectors_.astype(np.float32))
+    with _io.atomic_path(out / "fit_rows.npy") as tmp, tmp.open("wb") as fh:
+        np.save(fh, basin_map.fit_rows_.astype(np.int64))
+    with _io.atomic_path(out / "samples.parquet") as tmp:
+        basin_map.frame_.assign(schema_version=SCHEMA_VERSION).to_parquet(tmp, index=False)
+    basins = basin_map.basins_.copy()
+    for column in _LIST_COLUMNS:
+        basins[column] = basins[column].map(json.dumps)
+    with _io.atomic_path(out / "basins.parquet") as tmp:
+        basins.assign(schema_version=SCHEMA_VERSION).to_parquet(tmp, index=False)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "params": basin_map.get_params(),
+        "novelty_threshold": basin_map.novelty_threshold_,
+        "n_basins": basin_map.n_basins_,
+        "samples": len(basin_map.frame_),
+        "labels_sha256": sha256_text(",".join(map(str, basin_map.labels_.tolist()))),
+        "environment": environment(),
+    }
+    _io.write_json(out / MANIFEST, manifest)
+    return out
+
+
+def load_map(cls: type[BasinMap], folder: str | os.PathLike[str]) -> BasinMap:
+    """A map saved by :func:`save_map`; its estimators are refitted only when :meth:`assign` needs them."""
+    from persona_space.embedding import EMBEDDED_EMBEDDER, Embedder
+
+    src = Path(folder)
+    path = src / MANIFEST
+    if not path.is_file():
+        raise CorruptRunError(f"{str(src)!r} holds no {MANIFEST}; expected a folder written by BasinMap.save")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        params = dict(manifest["params"])
+        vectors = np.load(src / "vectors.npy", allow_pickle=False)
+        fit_rows = np.load(src / "fit_rows.npy", allow_pickle=False)
+        frame = pd.read_parquet(src / "samples.parquet").drop(columns="schema_version")
+        basins = pd.read_parquet(src / "basins.parquet").drop(columns="schema_version")
+        for column in _LIST_COLUMNS:
+            basins[column] = basins[column].map(json.loads)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptRunError(f"the basin map in {str(src)!r} cannot be read: {exc}") from exc
+    if manifest.get("schema_version") != SCHEMA_VERSION or len(vectors) != len(frame):
+        raise CorruptRunError(
+            f"the basin map in {str(src)!r} is inconsistent: schema {manifest.get('schema_version')!r} "
+            f"(expected {SCHEMA_VERSION}), {len(vectors)} vectors for {len(frame)} samples"
+        )
+    described = params.pop("embedder") or {}
+    model = described.get("model")
+    embedder = Embedder(
+        None if model in (None, EMBEDDED_EMBEDDER) else model, long_texts=described.get("long_texts", "chunk")
+    )
+    loaded = cls(embedder=embedder, **params)
+    loaded.vectors_ = vectors
+    loaded.fit_rows_ = fit_rows
+    loaded.frame_ = frame
+    loaded.basins_ = basins
+    loaded.labels_ = frame["basin"].to_numpy()
+    loaded.fit_vectors_ = vectors[fit_rows]
+    loaded.fit_labels_ = frame["basin"].to_numpy()[fit_rows]
+    loaded.novelty_threshold_ = float(manifest["novelty_threshold"])
+    return loaded
+
+
+def refit_estimators(basin_map: BasinMap) -> None:
+    """Refit UMAP and HDBSCAN from the stored vectors and seed; warn if the basins come out differently."""
+    from persona_space.basins._map import BasinMap as _Map
+
+    params = {**basin_map.get_params(), "embedder": basin_map.embedder, "balance_by": None, "max_per_condition": None}
+    fresh = _Map(**params)
+    fresh.fit(
+        basin_map.frame_[["text"]].iloc[basin_map.fit_rows_].reset_index(drop=True), vectors=basin_map.fit_vectors_
+    )
+    differ = float((fresh.fit_labels_ != basin_map.fit_labels_).mean())
+    if differ > 0:
+        warnings.warn(
+            f"refitting the stored basin map gave other basins for {differ:.1%} of its samples "
+            "(different library versions or hardware); new samples are placed with the refitted map",
+            UserWarning,
+            stacklevel=3,
+        )
+    for name in ("reducer_", "layout_", "clusterer_", "members_", "fit_unique_", "fit_inverse_"):
+        setattr(basin_map, name, getattr(fresh, name))
