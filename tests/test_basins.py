@@ -163,7 +163,7 @@ def test_save_and_load_round_trip_without_pickle(planted: dict[str, Any], tmp_pa
 def test_loading_a_damaged_map_raises(planted: dict[str, Any], tmp_path: Any) -> None:
     fitted: BasinMap = planted["map"]
     folder = fitted.save(tmp_path / "map")
-    with pytest.raises(ps.errors.CorruptRunError, match="holds no basin_map.json"):
+    with pytest.raises(ps.errors.CorruptRunError, match=r"holds no basin_map\.json"):
         BasinMap.load(tmp_path)
     (folder / "vectors.npy").write_bytes(b"garbage")
     with pytest.raises(ps.errors.CorruptRunError, match="cannot be read"):
