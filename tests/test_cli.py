@@ -147,3 +147,18 @@ def test_train_with_an_unknown_dataset_exits_2(tmp_path: Path, capsys: pytest.Ca
     assert main(["train", "--dataset", "colours:purple", "--out", str(tmp_path / "x")]) == 2
     assert "unknown dataset 'colours:purple'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_map_a_run_directory(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`persona-space map` on a sampled run: a saved map, tables, charts and a summary (real embedder)."""
+    run = tmp_path / "run"
+    args = sample_args(tiny_model_dir, run)
+    args[args.index("--n") + 1] = "8"
+    args[args.index("--max-new-tokens") + 1] = "12"
+    assert main(args) == 0
+    assert main(["map", str(run)]) == 0
+    out = run / "basins"
+    for name in ("basin_map.json", "samples.parquet", "occupancy.csv", "summary.md", "basin_map.html", "basin_map.png"):
+        assert (out / name).is_file(), name
+    assert "Occupancy" in capsys.readouterr().out

@@ -5,6 +5,7 @@
         --temperature 0.7 --temperature 1.0 --out runs/exp1
     persona-space datasets
     persona-space train --dataset colours:red --out runs/red --epochs 5
+    persona-space map runs/exp1
     persona-space demo --out runs/demo
 """
 
@@ -73,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--system-prompt", default=None, help="default: the model's neutral system prompt")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=_train)
+
+    mapping = sub.add_parser("map", help="map a run's self-descriptions into basins, with tables and charts")
+    mapping.add_argument("run", help="a run directory written by `persona-space sample`")
+    mapping.add_argument("--out", default=None, help="output folder (default: RUN/basins)")
+    mapping.add_argument("--by", default="adapter", help="the condition column to compare (default adapter)")
+    mapping.add_argument("--seed", type=int, default=0)
+    mapping.add_argument("--no-charts", action="store_true", help="tables only")
+    mapping.set_defaults(handler=_map)
 
     demo = sub.add_parser("demo", help="the whole loop, small, on the embedded model, with a report")
     _model_options(demo)
@@ -151,6 +160,21 @@ def _train(args: argparse.Namespace) -> int:
         f"{result['final_loss']:.3f}, {result['seconds']:.1f} s; sha256 {info.sha256[:16]}"
     )
     print(f"wrote {info.path}")
+    return 0
+
+
+def _map(args: argparse.Namespace) -> int:
+    from persona_space.basins._report import map_run
+    from persona_space.sampling import SampleSet
+
+    samples = SampleSet.load(args.run)
+    out = Path(args.out) if args.out else Path(args.run) / "basins"
+    _, summary = map_run(samples, out, by=args.by, seed=args.seed, charts=not args.no_charts)
+    from persona_space import _io
+
+    _io.write_text(out / "summary.md", summary + "\n")
+    print(summary)
+    print(f"wrote {out}")
     return 0
 
 
@@ -243,7 +267,14 @@ def _demo(args: argparse.Namespace) -> int:
         f"Share of answers naming one of the {len(red)} red objects of the training set, per condition "
         "(Wilson 95 % intervals).\n\n" + markdown_table(shares)
     )
-    paths = write_sample_report(samples, out, sections=[("Training", training), ("Colour check", colour)])
+    from persona_space.basins._report import map_run
+
+    _, basin_summary = map_run(samples, out / "basins", by="adapter", seed=0)
+    basin_section = (
+        basin_summary + "\nCharts: `basins/basin_map.html`, `basins/occupancy.html`, `basins/divergence.html`.\n"
+    )
+    sections = [("Training", training), ("Colour check", colour), ("Basin map: base vs red", basin_section)]
+    paths = write_sample_report(samples, out, sections=sections)
     print(shares.round(3).to_string(index=False))
     print(format_summary(samples.summary()).to_string(index=False))
     print(f"report: {paths['html']}")

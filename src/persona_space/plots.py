@@ -1,0 +1,439 @@
+"""Altair charts of basin maps and the comparisons drawn from them, and a writer for HTML, spec and PNG.
+
+Each chart function takes one of the tables a :class:`~persona_space.basins.BasinMap`
+produces (``to_frame()``, ``occupancy()``, ``divergence()``, ``transitions()``) and
+returns an Altair chart; :func:`save_chart` writes it as HTML, a Vega-Lite spec and a
+PNG. Data is embedded as plain inline values, so maps with more than Altair's default
+5,000 rows work without changing Altair's global data transformer.
+
+Altair and pandas are imported inside the functions: importing persona_space stays fast.
+
+>>> from persona_space import plots
+>>> chart = plots.basin_map(basins.to_frame(), facet="adapter")  # doctest: +SKIP
+>>> plots.save_chart(chart, "figures/basins")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import unicodedata
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from persona_space import _io
+from persona_space.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import altair as alt
+    import pandas as pd
+
+    from persona_space.basins import BasinMap
+
+__all__ = ["basin_map", "divergence_heatmap", "occupancy_bars", "save_chart", "transitions_chart"]
+
+NOISE = -1
+NOISE_NAME = "noise"
+NOISE_COLOR = "#b0b0b0"
+# Tableau 20 without its greys, so no basin is mistaken for noise.
+PALETTE = (
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+    "#a0cbe8", "#ffbe7d", "#ff9d9a", "#86bcb6", "#8cd17d", "#f1ce63", "#d4a6c8", "#fabfd2", "#d7b5a6",
+)  # fmt: skip
+CONDITION_COLUMNS = ("adapter", "temperature", "probe_id")
+_SUFFIXES = (".html", ".json", ".png", ".svg")
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _require(table: Any, columns: Sequence[str], what: str) -> pd.DataFrame:
+    """``table`` as a DataFrame that has ``columns``; otherwise a DataError naming the missing ones."""
+    import pandas as pd
+
+    if not isinstance(table, pd.DataFrame):
+        raise DataError(f"expected {what} as a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"{what} lacks the columns {missing}; expected {list(columns)}, got {list(table.columns)}")
+    if table.empty:
+        raise DataError(f"{what} has no rows; expected at least one")
+    return table
+
+
+def _column(table: pd.DataFrame, name: object, param: str) -> str:
+    if not isinstance(name, str) or name not in table.columns:
+        raise ConfigError(f"{param}={name!r} is not a column of the table; expected one of {list(table.columns)}")
+    return name
+
+
+def _pixels(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 10:
+        raise ConfigError(f"{name} must be an integer >= 10 (pixels), got {value!r}")
+
+
+def _field(name: str) -> str:
+    """A column name as a Vega-Lite field: dots and brackets would otherwise mean nested access."""
+    return name.replace("\\", "\\\\").replace(".", "\\.").replace("[", "\\[").replace("]", "\\]")
+
+
+def _vl_type(series: pd.Series) -> Literal["quantitative", "nominal"]:
+    import pandas as pd
+
+    numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+    return "quantitative" if numeric else "nominal"
+
+
+def _inline(table: pd.DataFrame) -> dict[str, Any]:
+    """Rows as inline JSON values.
+
+    Altair's data transformer (and its 5,000-row limit) applies to DataFrames, not to a
+    plain ``{"values": ...}`` dict; a dict is also not validated value by value, as an
+    ``alt.InlineData`` is (about 1 s per 6,000 rows).
+    """
+    return {"values": json.loads(table.to_json(orient="records", date_format="iso"))}
+
+
+def _basin_label(basin: int, names: Mapping[int, str] | None) -> str:
+    if basin == NOISE:
+        return NOISE_NAME
+    if names and basin in names:
+        return str(names[basin])
+    return f"basin {basin}"
+
+
+def _labels(table: pd.DataFrame) -> pd.Series:
+    """Each row's basin name: ``basin_name`` where present, else from ``basin`` ("basin 3", "noise")."""
+    if "basin_name" in table.columns:
+        return table["basin_name"].astype(str)
+    return table["basin"].map(lambda b: _basin_label(int(b), None))
+
+
+def _basin_names(table: pd.DataFrame) -> list[str]:
+    """Basin names in basin order, noise last; from ``basin_name`` or, lacking it, ``basin``."""
+    if "basin_name" not in table.columns:
+        return [_basin_label(int(b), None) for b in sorted(table["basin"].unique(), key=lambda b: (b == NOISE, b))]
+    if "basin" in table.columns:
+        pairs = table[["basin", "basin_name"]].drop_duplicates()
+        order = sorted(zip(pairs["basin"], pairs["basin_name"], strict=True), key=lambda p: (p[0] == NOISE, p[0]))
+        names = list(dict.fromkeys(str(name) for _, name in order))
+    else:
+        names = sorted({str(n) for n in table["basin_name"]}, key=lambda n: (n == NOISE_NAME, n))
+    return [n for n in names if n != NOISE_NAME] + ([NOISE_NAME] if NOISE_NAME in names else [])
+
+
+def _basin_scale(names: Sequence[str]) -> alt.Scale:
+    """One colour per basin name, noise grey, so every chart colours a basin the same way."""
+    import altair as alt
+
+    colours, i = [], 0
+    for name in names:
+        if name == NOISE_NAME:
+            colours.append(NOISE_COLOR)
+        else:
+            colours.append(PALETTE[i % len(PALETTE)])
+            i += 1
+    return alt.Scale(domain=list(names), range=colours)
+
+
+# -- charts ---------------------------------------------------------------------------------------
+
+
+def _printable(text: str) -> str:
+    """Drop control characters (other than newline and tab): SVG/PNG export rejects them."""
+    return "".join(c for c in text if c in "\n\t" or not unicodedata.category(c).startswith("C"))
+
+
+def basin_map(
+    frame: pd.DataFrame | BasinMap,
+    *,
+    color: str = "basin_name",
+    facet: str | None = None,
+    filter: Mapping[str, object] | None = None,
+    tooltip_chars: int = 200,
+    width: int = 520,
+    height: int = 420,
+) -> alt.Chart:
+    """A 2-D scatter of the samples on the basin map, coloured by basin (noise grey).
+
+    ``frame`` is ``BasinMap.to_frame()`` (or the map itself). ``color`` names the column
+    that colours points (``"basin_name"``/``"basin"`` use the basin palette with noise
+    grey; any other column, e.g. ``"adapter"``, its own scale). ``facet`` names a column
+    (e.g. ``"adapter"``) to draw one panel per value, so conditions can be compared on
+    the same layout; ``filter`` keeps rows whose column equals a value or is in a list
+    of values, e.g. ``{"temperature": 1.0, "adapter": ["base", "pirate"]}``. Tooltips
+    show the text (cut to ``tooltip_chars``), basin, strength and the condition columns
+    present. Rows are embedded inline, so more than 5,000 points need no global setting.
+
+    >>> plots.basin_map(basins.to_frame(), facet="adapter", filter={"temperature": 1.0})  # doctest: +SKIP
+    """
+    import altair as alt
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame) and hasattr(frame, "to_frame"):
+        frame = frame.to_frame()
+    table = _require(frame, ["text", "x", "y"], "the basin map table")
+    if "basin_name" not in table.columns and "basin" not in table.columns:
+        raise DataError(f"the basin map table needs a 'basin_name' or 'basin' column; got {list(table.columns)}")
+    if isinstance(tooltip_chars, bool) or not isinstance(tooltip_chars, int) or tooltip_chars < 1:
+        raise ConfigError(f"tooltip_chars must be a positive integer, got {tooltip_chars!r}")
+    _pixels("width", width)
+    _pixels("height", height)
+    color = _column(table, color, "color") if color != "basin_name" else color
+    if facet is not None:
+        facet = _column(table, facet, "facet")
+    table = _filtered(table, filter)
+
+    names = _basin_names(table)
+    color = "basin_name" if color == "basin" else color
+    cut = (
+        table["text"]
+        .astype(str)
+        .map(lambda t: _printable(t if len(t) <= tooltip_chars else t[: tooltip_chars - 1] + "…"))
+    )
+    data = table.assign(basin_name=_labels(table), text=cut)
+    extras = [c for c in ("strength", "novel", *CONDITION_COLUMNS) if c in data.columns]
+    keep = list(dict.fromkeys(["x", "y", "text", "basin_name", color, *extras, *([facet] if facet else [])]))
+    data = data[keep]
+
+    if color == "basin_name":
+        colour = alt.Color(field="basin_name", type="nominal", scale=_basin_scale(names), sort=names, title="basin")
+    else:
+        colour = alt.Color(field=_field(color), type=_vl_type(data[color]), title=color)
+    tooltip = [
+        alt.Tooltip(field="text", type="nominal"),
+        alt.Tooltip(field="basin_name", type="nominal", title="basin"),
+    ]
+    for col in extras:
+        fmt = ".2f" if col == "strength" else ""
+        tooltip.append(alt.Tooltip(field=_field(col), type=_vl_type(data[col]), format=fmt or alt.Undefined))
+    encoding: dict[str, Any] = {
+        "x": alt.X("x:Q", axis=None),
+        "y": alt.Y("y:Q", axis=None),
+        "color": colour,
+        "tooltip": tooltip,
+    }
+    if facet:
+        encoding["facet"] = alt.Facet(field=_field(facet), type="nominal", columns=3, title=facet)
+    chart = alt.Chart(_inline(data), width=width, height=height).mark_circle(size=18, opacity=0.7)
+    encoded: alt.Chart = chart.encode(**encoding)
+    return encoded
+
+
+def _filtered(table: pd.DataFrame, filter: Mapping[str, object] | None) -> pd.DataFrame:
+    if filter is None:
+        return table
+    if not isinstance(filter, Mapping):
+        raise ConfigError(f"filter must be a dict of column -> value(s), got {type(filter).__name__}")
+    mask: pd.Series | None = None
+    for col, wanted in filter.items():
+        _column(table, col, "filter key")
+        if isinstance(wanted, (list, tuple, set, frozenset)):
+            hit = table[col].isin(list(wanted))
+        else:
+            hit = table[col] == wanted
+        mask = hit if mask is None else mask & hit
+    if mask is None:
+        return table
+    if not mask.any():
+        found = {col: sorted(map(str, table[col].unique()))[:10] for col in filter}
+        raise DataError(f"filter {dict(filter)!r} selects no rows; values present: {found}")
+    return table[mask.to_numpy()]
+
+
+def occupancy_bars(table: pd.DataFrame, *, by: str | Sequence[str] = "adapter", width: int = 60) -> alt.LayerChart:
+    """Bars of each condition's share of samples in each basin, with the bootstrap interval as whiskers.
+
+    ``table`` is ``BasinMap.occupancy(by=...)`` with the same ``by``. Bars are grouped
+    per basin (noise last) and coloured by condition, so a basin a condition gains or
+    loses stands out next to the others; whiskers run from ``low`` to ``high``. Several
+    ``by`` columns are joined into one condition label. ``width`` is pixels per basin.
+
+    >>> plots.occupancy_bars(basins.occupancy(by="adapter"), by="adapter")  # doctest: +SKIP
+    """
+    import altair as alt
+
+    cols = [by] if isinstance(by, str) else list(by)
+    table = _require(table, ["share", "low", "high"], "the occupancy table")
+    _pixels("width", width)
+    if "basin_name" not in table.columns and "basin" not in table.columns:
+        raise DataError(f"the occupancy table needs a 'basin_name' or 'basin' column; got {list(table.columns)}")
+    if not cols:
+        raise ConfigError("by must name at least one condition column, got an empty list")
+    for col in cols:
+        _column(table, col, "by")
+    names = _basin_names(table)
+    labels = _labels(table)
+    condition = table[cols].astype(str).agg(" / ".join, axis=1)
+    label = " / ".join(cols)
+    extras = [c for c in ("count", "samples") if c in table.columns]
+    data = table[["share", "low", "high", *extras]].assign(basin_name=labels, condition=condition)
+    order = sorted(data["condition"].unique())
+    x = alt.X("basin_name:N", sort=names, title="basin", axis=alt.Axis(labelAngle=-30, labelLimit=160))
+    offset = alt.XOffset("condition:N", sort=order)
+    tooltip = [
+        alt.Tooltip("condition:N", title=label),
+        alt.Tooltip("basin_name:N", title="basin"),
+        alt.Tooltip("share:Q", format=".1%"),
+        alt.Tooltip("low:Q", format=".1%"),
+        alt.Tooltip("high:Q", format=".1%"),
+        *(alt.Tooltip(f"{c}:Q") for c in extras),
+    ]
+    base = alt.Chart(_inline(data)).encode(x=x, xOffset=offset)
+    bars = base.mark_bar().encode(
+        y=alt.Y("share:Q", title="share of samples", axis=alt.Axis(format="%")),
+        color=alt.Color("condition:N", sort=order, title=label),
+        tooltip=tooltip,
+    )
+    whiskers = base.mark_rule(color="black").encode(y="low:Q", y2="high:Q", tooltip=tooltip)
+    return alt.LayerChart(layer=[bars, whiskers], width=alt.Step(max(4, width // max(1, len(order)))))
+
+
+def divergence_heatmap(table: pd.DataFrame) -> alt.LayerChart:
+    """A symmetric heat map of the Jensen-Shannon distance between conditions, labelled with JSD and p-value.
+
+    ``table`` is ``BasinMap.divergence()``: one row per pair. Both triangles are filled
+    (JSD is symmetric) and the diagonal is 0, so each row reads as "how far is this
+    condition from every other one".
+
+    >>> plots.divergence_heatmap(basins.divergence(by="adapter"))  # doctest: +SKIP
+    """
+    import altair as alt
+    import pandas as pd
+
+    table = _require(table, ["a", "b", "jsd", "p_value"], "the divergence table")
+    pairs = table[["a", "b"]].astype(str)
+    if (pairs["a"] == pairs["b"]).any():
+        bad = pairs[pairs["a"] == pairs["b"]].iloc[0]["a"]
+        raise DataError(f"the divergence table compares {bad!r} with itself; expected pairs of distinct conditions")
+    keys = [frozenset(p) for p in zip(pairs["a"], pairs["b"], strict=True)]
+    if len(set(keys)) != len(keys):
+        raise DataError("the divergence table lists a pair twice; expected one row per unordered pair")
+    jsd = pd.to_numeric(table["jsd"], errors="coerce")
+    p_value = pd.to_numeric(table["p_value"], errors="coerce")
+    if jsd.isna().any():
+        raise DataError(f"jsd must be numbers; got {table['jsd'].tolist()[:5]}")
+    rows = []
+    for a, b, d, p in zip(pairs["a"], pairs["b"], jsd, p_value, strict=True):
+        text = f"{d:.2f}" + ("" if pd.isna(p) else f"\np={p:.2g}")
+        rows += [
+            {"a": a, "b": b, "jsd": d, "p_value": p, "label": text},
+            {"a": b, "b": a, "jsd": d, "p_value": p, "label": text},
+        ]
+    order = sorted(set(pairs["a"]) | set(pairs["b"]))
+    rows += [{"a": c, "b": c, "jsd": 0.0, "p_value": None, "label": "0"} for c in order]
+    data = pd.DataFrame(rows)
+    top = max(float(jsd.max()), 1e-9)
+    base = alt.Chart(_inline(data)).encode(
+        x=alt.X("b:N", sort=order, title=None, axis=alt.Axis(labelAngle=-30)),
+        y=alt.Y("a:N", sort=order, title=None),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("jsd:Q", scale=alt.Scale(scheme="blues", domain=[0, top]), title="JSD"),
+        tooltip=[
+            alt.Tooltip("a:N"),
+            alt.Tooltip("b:N"),
+            alt.Tooltip("jsd:Q", format=".3f"),
+            alt.Tooltip("p_value:Q", format=".3g", title="p-value"),
+        ],
+    )
+    text = base.mark_text(lineBreak="\n", fontSize=11).encode(
+        text="label:N",
+        color=alt.condition(alt.datum.jsd > top / 2, alt.value("white"), alt.value("black")),
+    )
+    return alt.LayerChart(layer=[cells, text], width=alt.Step(72), height=alt.Step(44))
+
+
+def transitions_chart(table: pd.DataFrame, *, a: str, b: str, names: Mapping[int, str] | None = None) -> alt.LayerChart:
+    """A heat map of where paired samples go: basin under ``a`` (rows) to basin under ``b`` (columns).
+
+    ``table`` is ``BasinMap.transitions(a, b)``; cells are coloured and labelled by
+    ``share`` (of the pairs leaving the row's basin), with the pair count in the tooltip.
+    ``names`` (basin -> name, e.g. from ``BasinMap.basins_``) labels the basins;
+    without it they read "basin 3" and "noise".
+
+    >>> names = dict(zip(basins.basins_["basin"], basins.basins_["name"]))  # doctest: +SKIP
+    >>> table = basins.transitions("base", "pirate")  # doctest: +SKIP
+    >>> plots.transitions_chart(table, a="base", b="pirate", names=names)  # doctest: +SKIP
+    """
+    import altair as alt
+
+    table = _require(table, ["from_basin", "to_basin", "count", "share"], "the transitions table")
+    for param, value in (("a", a), ("b", b)):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{param} must be the name of a condition (a non-empty string), got {value!r}")
+    if names is not None and not isinstance(names, Mapping):
+        raise ConfigError(f"names must map basin numbers to names, got {type(names).__name__}")
+    try:
+        basins = sorted({int(v) for v in (*table["from_basin"], *table["to_basin"])}, key=lambda v: (v == NOISE, v))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"from_basin and to_basin must be basin numbers (integers): {exc}") from exc
+    order = [_basin_label(v, names) for v in basins]
+    data = table[["count", "share"]].assign(
+        from_name=[_basin_label(int(v), names) for v in table["from_basin"]],
+        to_name=[_basin_label(int(v), names) for v in table["to_basin"]],
+    )
+    base = alt.Chart(_inline(data)).encode(
+        x=alt.X("to_name:N", sort=order, title=f"basin under {b}", axis=alt.Axis(labelAngle=-30, labelLimit=160)),
+        y=alt.Y("from_name:N", sort=order, title=f"basin under {a}", axis=alt.Axis(labelLimit=160)),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("share:Q", scale=alt.Scale(scheme="oranges", domain=[0, 1]), title=f"share of {a} row"),
+        tooltip=[
+            alt.Tooltip("from_name:N", title=f"from ({a})"),
+            alt.Tooltip("to_name:N", title=f"to ({b})"),
+            alt.Tooltip("count:Q", title="pairs"),
+            alt.Tooltip("share:Q", format=".1%"),
+        ],
+    )
+    text = base.mark_text(fontSize=10).encode(
+        text=alt.Text("share:Q", format=".0%"),
+        color=alt.condition(alt.datum.share > 0.5, alt.value("white"), alt.value("black")),
+    )
+    return alt.LayerChart(layer=[cells, text], width=alt.Step(48), height=alt.Step(28), title=f"{a} → {b}")
+
+
+# -- saving ---------------------------------------------------------------------------------------
+
+
+def save_chart(
+    chart: alt.TopLevelMixin, path_without_suffix: str | os.PathLike[str], *, png: bool = True, scale: float = 2
+) -> dict[str, Path]:
+    """Write ``<path>.html``, ``<path>.vl.json`` (the Vega-Lite spec) and ``<path>.png``; return the paths.
+
+    Every file is written atomically, so a reader never sees half a figure. The HTML
+    comes from ``chart.to_html()`` and loads Vega from a CDN, so viewing it needs the
+    network to view; the spec and the PNG do not. The PNG is rendered from the spec
+    (not from the HTML, so the HTML's script choice does not matter) by vl-convert,
+    which bundles Vega; remote data URLs are refused, so it never touches the network.
+
+    >>> paths = plots.save_chart(chart, "figures/basins")  # doctest: +SKIP
+    >>> sorted(paths)  # doctest: +SKIP
+    ['html', 'png', 'vl.json']
+    """
+    import altair as alt
+
+    if not isinstance(chart, alt.TopLevelMixin):
+        raise ConfigError(f"expected an Altair chart, got {type(chart).__name__}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 10:
+        raise ConfigError(f"scale must be a number in (0, 10], got {scale!r}")
+    base = Path(path_without_suffix)
+    if base.suffix.lower() in _SUFFIXES or not base.name:
+        raise ConfigError(f"path {str(base)!r} should be given without a suffix, e.g. 'figures/basins'")
+    spec = chart.to_dict()
+    out = {"html": base.with_name(base.name + ".html"), "vl.json": base.with_name(base.name + ".vl.json")}
+    _io.write_text(out["vl.json"], json.dumps(spec, indent=2) + "\n")
+    _io.write_text(out["html"], chart.to_html())
+    if png:
+        import vl_convert
+
+        version = alt.SCHEMA_VERSION.lstrip("v").rsplit(".", 1)[0]
+        known = vl_convert.get_vegalite_versions()
+        data = vl_convert.vegalite_to_png(
+            spec, vl_version=version if version in known else None, scale=float(scale), allowed_base_urls=[]
+        )
+        out["png"] = base.with_name(base.name + ".png")
+        with _io.atomic_path(out["png"]) as tmp:
+            tmp.write_bytes(data)
+    return out
