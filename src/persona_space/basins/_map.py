@@ -139,12 +139,14 @@ class BasinMap:
             self.layout_ = umap.UMAP(
                 n_components=2, n_neighbors=neighbours, min_dist=0.1, metric="cosine", random_state=self.seed
             ).fit(unique)
-        self.clusterer_ = hdbscan.HDBSCAN(
-            min_cluster_size=size, min_samples=self.min_samples, prediction_data=True
-        ).fit(self.reducer_.embedding_)
+        self.clusterer_ = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=self.min_samples).fit(
+            self.reducer_.embedding_
+        )
         self.vectors_ = vectors
         self.fit_vectors_ = vectors[fit_rows]
         self.fit_labels_ = self.clusterer_.labels_.astype(int)[self.fit_inverse_]
+        self.fit_strength_ = self.clusterer_.probabilities_[self.fit_inverse_]
+        self.fit_xy_ = self.layout_.embedding_[self.fit_inverse_]
         self.novelty_threshold_ = self._novelty_threshold()
         self.frame_ = self._place(frame, vectors, fit_rows)
         fit_texts = frame["text"].iloc[fit_rows].tolist()
@@ -206,36 +208,29 @@ class BasinMap:
     ) -> pd.DataFrame:
         """Put new samples on this map: basin, strength, 2-D position and a novelty flag.
 
-        UMAP's transform maps anything near some basin, hiding new clusters, so novelty
+        Each new sample takes the similarity-weighted vote of its 15 nearest fitted
+        samples in the embedding space (see ``_neighbours_vote``). UMAP's transform
+        would map anything near some basin, hiding new clusters, so novelty
         is measured in the embedding space: a sample farther from every basin member
         than ``novelty_threshold_`` (the ``novelty_quantile`` of the members' own
         nearest-neighbour distances) is ``novel``.
         """
         self._check_fitted()
-        if not hasattr(self, "clusterer_"):  # loaded from disk: refit the estimators once
-            from persona_space.basins._persist import refit_estimators
-
-            refit_estimators(self)
         frame = as_frame(data)
         return self._place(frame, self._vectors(frame, vectors), None)
 
     def _place(self, frame: pd.DataFrame, vectors: np.ndarray, fit_rows: np.ndarray | None) -> pd.DataFrame:
-        import hdbscan
-
         labels = np.empty(len(frame), dtype=int)
         strength = np.empty(len(frame), dtype=float)
         xy = np.empty((len(frame), 2), dtype=float)
         rest = np.arange(len(frame))
         if fit_rows is not None:
             labels[fit_rows] = self.fit_labels_
-            strength[fit_rows] = self.clusterer_.probabilities_[self.fit_inverse_]
-            xy[fit_rows] = self.layout_.embedding_[self.fit_inverse_]
+            strength[fit_rows] = self.fit_strength_
+            xy[fit_rows] = self.fit_xy_
             rest = np.setdiff1d(rest, fit_rows)
         if len(rest):
-            with _quiet():
-                reduced = self.reducer_.transform(vectors[rest])
-                xy[rest] = self.layout_.transform(vectors[rest])
-            labels[rest], strength[rest] = hdbscan.approximate_predict(self.clusterer_, reduced)
+            labels[rest], strength[rest], xy[rest] = self._neighbours_vote(vectors[rest])
         distance = _nearest_distance(vectors, self.members_, exclude_self=False)
         out = frame.copy()
         out["basin"] = labels
@@ -247,6 +242,32 @@ class BasinMap:
         if fit_rows is not None:
             out.loc[fit_rows, "in_fit"] = True
         return out
+
+    def _neighbours_vote(self, queries: np.ndarray, k: int = 15, block: int = 2048) -> tuple[Any, Any, Any]:
+        """Basin, strength and 2-D position of new samples from their ``k`` nearest fitted samples.
+
+        Labels are a similarity-weighted vote of the neighbours (noise is a candidate too),
+        strength is the winning share of the vote, and the position is the weighted mean
+        of the neighbours' positions. All in the embedding space: no UMAP transform, so
+        placing thousands of samples takes a fraction of a second and a loaded map needs
+        no refit.
+        """
+        k = min(k, len(self.fit_vectors_))
+        basins = np.unique(self.fit_labels_)
+        labels = np.empty(len(queries), dtype=int)
+        strength = np.empty(len(queries))
+        xy = np.empty((len(queries), 2))
+        for start in range(0, len(queries), block):
+            sims = queries[start : start + block] @ self.fit_vectors_.T
+            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            weights = np.maximum(np.take_along_axis(sims, idx, axis=1), 0.0) + 1e-6
+            neighbour_labels = self.fit_labels_[idx]
+            votes = np.stack([(weights * (neighbour_labels == b)).sum(axis=1) for b in basins], axis=1)
+            stop = start + len(idx)
+            labels[start:stop] = basins[votes.argmax(axis=1)]
+            strength[start:stop] = votes.max(axis=1) / weights.sum(axis=1)
+            xy[start:stop] = (weights[:, :, None] * self.fit_xy_[idx]).sum(axis=1) / weights.sum(axis=1, keepdims=True)
+        return labels, strength, xy
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "frame_"):
@@ -306,7 +327,7 @@ class BasinMap:
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> BasinMap:
-        """A map written by :meth:`save`. Tables load at once; UMAP/HDBSCAN are refitted on first ``assign``."""
+        """A map written by :meth:`save`, ready for tables, charts and :meth:`assign` (no refit needed)."""
         from persona_space.basins._persist import load_map
 
         return load_map(cls, folder)

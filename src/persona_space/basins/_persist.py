@@ -9,16 +9,14 @@ Layout of the folder::
     fit_rows.npy       which samples the map was discovered on
 
 UMAP and HDBSCAN objects are not stored (pickle would be unsafe and brittle across
-versions). They are refitted from ``vectors.npy`` with the stored seed the first time
-a loaded map has to place new samples, and the refit is checked against the stored
-basins.
+versions) and are not needed again: new samples are placed by their nearest fitted
+neighbours in the embedding space, which ``vectors.npy`` and the sample table hold.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,26 +103,10 @@ def load_map(cls: type[BasinMap], folder: str | os.PathLike[str]) -> BasinMap:
     loaded.labels_ = frame["basin"].to_numpy()
     loaded.fit_vectors_ = vectors[fit_rows]
     loaded.fit_labels_ = frame["basin"].to_numpy()[fit_rows]
-    loaded.novelty_threshold_ = float(manifest["novelty_threshold"])
+    loaded.fit_strength_ = frame["strength"].to_numpy()[fit_rows]
+    loaded.fit_xy_ = frame[["x", "y"]].to_numpy()[fit_rows]
+    threshold = loaded._novelty_threshold()  # also rebuilds the members novelty is measured against
+    if not np.isclose(threshold, float(manifest["novelty_threshold"]), rtol=1e-6, atol=1e-9):
+        raise CorruptRunError(f"the basin map in {str(src)!r} does not match its stored novelty threshold")
+    loaded.novelty_threshold_ = threshold
     return loaded
-
-
-def refit_estimators(basin_map: BasinMap) -> None:
-    """Refit UMAP and HDBSCAN from the stored vectors and seed; warn if the basins come out differently."""
-    from persona_space.basins._map import BasinMap as _Map
-
-    params = {**basin_map.get_params(), "embedder": basin_map.embedder, "balance_by": None, "max_per_condition": None}
-    fresh = _Map(**params)
-    fresh.fit(
-        basin_map.frame_[["text"]].iloc[basin_map.fit_rows_].reset_index(drop=True), vectors=basin_map.fit_vectors_
-    )
-    differ = float((fresh.fit_labels_ != basin_map.fit_labels_).mean())
-    if differ > 0:
-        warnings.warn(
-            f"refitting the stored basin map gave other basins for {differ:.1%} of its samples "
-            "(different library versions or hardware); new samples are placed with the refitted map",
-            UserWarning,
-            stacklevel=3,
-        )
-    for name in ("reducer_", "layout_", "clusterer_", "members_", "fit_unique_", "fit_inverse_"):
-        setattr(basin_map, name, getattr(fresh, name))
