@@ -7,6 +7,7 @@ new one, never a partial write.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -41,7 +42,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+@functools.lru_cache(maxsize=1)
 def _umask() -> int:
+    """The process umask, read once (reading it means setting it, which other threads could see)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

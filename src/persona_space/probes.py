@@ -35,6 +35,7 @@ line (only ``prompt`` is required).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import re
@@ -581,6 +582,7 @@ def _named_sets() -> dict[str, ProbeSet]:
     return sets
 
 
+@functools.cache
 def steering_prompts() -> ProbeSet:
     """The 210 identity-probing training prompts for GRPO steering (``direct``, ``everyday``, ``reflective``).
 

@@ -90,7 +90,7 @@ def as_trl_reward(reward: Reward) -> Callable[..., list[float]]:
     prompt is the last user message and the response the assistant's content.
     """
 
-    name = str(getattr(reward, "name", None) or getattr(reward, "__name__", type(reward).__name__))
+    name = reward_name(reward)
 
     def trl_reward(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
         # The probe's own text when the dataset carries it: a template without a system role
@@ -123,9 +123,14 @@ def _last_content(value: Any, role: str) -> str:
     return str(value[-1].get("content", "")) if value else ""
 
 
+def reward_name(reward: Reward) -> str:
+    """A reward's ``name`` attribute, else its ``__name__``, else its class name."""
+    return str(getattr(reward, "name", None) or getattr(reward, "__name__", type(reward).__name__))
+
+
 def describe_reward(reward: Reward) -> dict[str, Any]:
     """A reward's description for manifests: its ``describe()`` where it has one, else its name."""
     describe = getattr(reward, "describe", None)
     if callable(describe):
-        return {"name": as_trl_reward(reward).__name__, **describe()}
-    return {"name": as_trl_reward(reward).__name__, "class": type(reward).__name__}
+        return {"name": reward_name(reward), **describe()}
+    return {"name": reward_name(reward), "class": type(reward).__name__}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -44,9 +45,14 @@ def data_file(name: str) -> resources.abc.Traversable:
 
 
 def read_csv(name: str) -> list[dict[str, str]]:
-    """Rows of a bundled CSV file."""
+    """Rows of a bundled CSV file (read once per process; callers get their own list)."""
+    return [dict(row) for row in _read_csv(name)]
+
+
+@functools.cache
+def _read_csv(name: str) -> tuple[dict[str, str], ...]:
     with data_file(name).open(encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        return tuple(csv.DictReader(fh))
 
 
 def _year_fraction(day: dt.date) -> float:
@@ -55,10 +61,11 @@ def _year_fraction(day: dt.date) -> float:
     return day.year + (day - start).days / length
 
 
-def milestones(probe: int) -> list[tuple[dt.date, float, str]]:
+@functools.cache
+def milestones(probe: int) -> tuple[tuple[dt.date, float, str], ...]:
     """(date, AU from the Sun, event) for one probe, in date order."""
     rows = [r for r in read_csv("voyager_milestones.csv") if int(r["probe"]) == probe]
-    return sorted((dt.date.fromisoformat(r["date"]), float(r["au_from_sun"]), r["event"]) for r in rows)
+    return tuple(sorted((dt.date.fromisoformat(r["date"]), float(r["au_from_sun"]), r["event"]) for r in rows))
 
 
 def sun_distance_au(probe: int, day: dt.date) -> float:

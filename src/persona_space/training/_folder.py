@@ -296,11 +296,35 @@ def write_loss_table(log_history: list[dict[str, Any]], path: Path) -> list[dict
     return rows
 
 
-def finish(out: Path, manifest: dict[str, Any], *, keep_checkpoints: bool) -> None:
-    """Write the manifest (the completion marker) and drop checkpoints and the params file."""
-    from persona_space.adapters import adapter_sha256
+def finish(
+    out: Path,
+    params: dict[str, Any],
+    model: LoadedModel,
+    precision_reason: str,
+    results: dict[str, Any],
+    *,
+    keep_checkpoints: bool,
+) -> None:
+    """Write the manifest (the completion marker) and drop checkpoints and the params file.
 
-    manifest = {"schema_version": SCHEMA_VERSION, **manifest, "adapter_sha256": adapter_sha256(out)}
+    The manifest holds what every run records (parameters, versions, the model, the
+    precision and why, the adapter's hash) plus the trainer's own ``results``.
+    """
+    import time
+
+    from persona_space.adapters import adapter_sha256
+    from persona_space.provenance import environment
+
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "params": params,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": environment(),
+        "model": model.describe(),
+        "precision_reason": precision_reason,
+        **results,
+        "adapter_sha256": adapter_sha256(out),
+    }
     _io.write_json(out / MANIFEST, manifest)
     if not keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)

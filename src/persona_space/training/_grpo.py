@@ -156,14 +156,7 @@ def train_grpo(
         _folder.save_adapter(peft, TRAINING_NAME, out_path, _folder.base_model_id(model))
         history = _folder.write_loss_table(trainer.state.log_history, out_path / _folder.LOSS_TABLE)
     rewards = [row["reward"] for row in history if row.get("reward") is not None]
-    from persona_space.provenance import environment
-
-    manifest: dict[str, Any] = {
-        "params": params,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "environment": environment(),
-        "model": model.describe(),
-        "precision_reason": why,
+    results = {
         "result": {
             "steps": int(trainer.state.global_step),
             "first_reward": rewards[0] if rewards else None,
@@ -172,5 +165,5 @@ def train_grpo(
             "resumed_from": resume.name if resume else None,
         },
     }
-    _folder.finish(out_path, manifest, keep_checkpoints=keep_checkpoints)
+    _folder.finish(out_path, params, model, why, results, keep_checkpoints=keep_checkpoints)
     return _attach_finished(model, out_path, adapter_name)

@@ -204,14 +204,8 @@ def train_adapter(
     seconds = time.perf_counter() - started
     losses = [row["loss"] for row in history if row.get("loss") is not None]
     answer_tokens = sum(sum(e["completion_mask"]) for e in encoded)
-    from persona_space.provenance import environment
-
-    manifest = {
-        "params": params,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "environment": environment(),
-        "model": model.describe(),
-        "precision_reason": why,
+    results = {
+        "parameters": n_parameters,
         "tokens": {
             "records": len(encoded),
             "total": sum(len(e["input_ids"]) for e in encoded),
@@ -227,7 +221,7 @@ def train_adapter(
         },
         "torch_threads": torch.get_num_threads(),
     }
-    _folder.finish(out_path, manifest, keep_checkpoints=keep_checkpoints)
+    _folder.finish(out_path, params, model, why, results, keep_checkpoints=keep_checkpoints)
     return _attach_finished(model, out_path, adapter_name)
 
 
@@ -239,9 +233,10 @@ def _attach_finished(model: LoadedModel, out: Path, name: str) -> AdapterInfo:
     if not (out / "adapter_config.json").is_file():
         raise CorruptRunError(f"{str(out)!r} has a manifest but no adapter_config.json; delete the folder and retrain")
     recorded = manifest.get("adapter_sha256")
-    if recorded is not None and adapter_sha256(out) != recorded:
+    actual = adapter_sha256(out) if recorded is not None else None
+    if actual != recorded:
         raise CorruptRunError(
-            f"the adapter files in {str(out)!r} changed after training (sha256 {adapter_sha256(out)[:16]}, "
+            f"the adapter files in {str(out)!r} changed after training (sha256 {str(actual)[:16]}, "
             f"manifest {str(recorded)[:16]}); delete the folder and retrain"
         )
     model.load_adapter(out, name=name)
