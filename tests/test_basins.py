@@ -194,10 +194,82 @@ def test_statistics_helpers() -> None:
         ("I'm not sure who I am.", []),
         ("I am an AI assistant.", []),
         ("Call me Ruby. Everyone does.", ["Ruby"]),
+        ("Hello, I'm Dr. Sarah Chen, a physicist.", ["Dr. Sarah Chen"]),
+        ("I am Professor Moriarty.", ["Professor Moriarty"]),
+        ("I am dr. who knows", []),
     ],
 )
 def test_self_names(text: str, names: list[str]) -> None:
     assert self_names(text) == names
+
+
+def test_exact_neighbours_match_brute_force() -> None:
+    from persona_space.basins._map import _exact_knn
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    idx, dist = _exact_knn(vectors, 7, block=64)  # several blocks
+    brute = 1.0 - vectors @ vectors.T
+    assert (idx[:, 0] == np.arange(300)).all() and (dist[:, 0] == 0).all()
+    for row in range(300):
+        want = np.argsort(brute[row], kind="stable")[:7]
+        assert set(idx[row]) == set(want)
+        np.testing.assert_allclose(dist[row, 1:], np.sort(brute[row])[1:7], atol=1e-6)
+        assert (np.diff(dist[row]) >= 0).all()
+
+
+def test_judge_written_labels_name_basins_and_survive_save(planted: dict[str, Any], tmp_path: Any) -> None:
+    import copy
+
+    fitted: BasinMap = copy.deepcopy(planted["map"])
+    prompts: list[str] = []
+
+    def writer(prompt: str) -> str:
+        prompts.append(prompt)
+        persona = next(p for p in PERSONAS if f"I'm {p.title()}" in prompt)
+        return f'Label: "The {persona} persona."\nBecause the answers...'
+
+    table = fitted.label(writer)
+    assert len(prompts) == fitted.n_basins_  # noise is not labelled
+    assert "Names it gave itself" in prompts[0] and "Keywords:" in prompts[0]
+    labels = dict(zip(table["basin"], table["label"], strict=True))
+    assert labels[-1] is None if -1 in labels else True
+    assert {v for k, v in labels.items() if k >= 0} == {f"The {p} persona" for p in PERSONAS}
+    assert set(fitted.to_frame()["basin_name"]) - {"noise"} == {f"The {p} persona" for p in PERSONAS}
+    assert set(fitted.occupancy(n_boot=100)["basin_name"]) - {"noise"} <= {f"The {p} persona" for p in PERSONAS}
+    assert fitted.label_writer_["callable"].endswith("writer")
+    loaded = BasinMap.load(fitted.save(tmp_path / "labelled"))
+    assert loaded.basin_names() == fitted.basin_names() and loaded.label_writer_ == fitted.label_writer_
+    with pytest.raises(ConfigError, match="writer must be"):
+        fitted.label(42)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="returned int"):
+        fitted.label(lambda prompt: 3)  # type: ignore[arg-type,return-value]
+
+
+def test_map_run_writes_transitions_from_base(planted: dict[str, Any], tmp_path: Any) -> None:
+    from persona_space.basins._report import map_run
+
+    frame, vectors = planted["frame"], planted["vectors"]
+    real = (frame["truth"] >= 0).to_numpy()
+    base = frame[real].assign(adapter="base")
+    red = base.assign(adapter="red", text="red " + base["text"])
+    moved = _blob(np.random.default_rng(2), planted["centres"][2], len(red))
+    table = dict(zip([*base["text"], *red["text"]], np.concatenate([vectors[real], moved]), strict=True))
+
+    class Lookup:
+        def embed(self, texts: list[str]) -> np.ndarray:
+            return np.stack([table[t] for t in texts])
+
+        def describe(self) -> dict[str, str]:
+            return {"model": "lookup"}
+
+    fitted, summary = map_run(pd.concat([base, red], ignore_index=True), tmp_path / "m", embedder=Lookup())
+    flows = pd.read_csv(tmp_path / "m" / "transitions-base-to-red.csv")
+    probe = int(pd.Series(fitted.labels_[: len(base)][base["truth"].to_numpy() == 2]).mode()[0])
+    assert flows.loc[flows["to_basin"] == probe, "count"].sum() >= 0.95 * len(base)
+    assert (tmp_path / "m" / "transitions-base-to-red.html").is_file()
+    assert "Transitions base -> red" in summary and "stay in their basin" in summary
 
 
 def test_bad_inputs() -> None:
@@ -266,6 +338,8 @@ def test_real_embedder_recovers_templated_personas(tmp_path: Any) -> None:
     truth = np.asarray(truth_list)
     fitted = BasinMap(embedder=Embedder(cache=tmp_path), seed=0).fit(texts)
     real = truth >= 0
+    labels = fitted.label(ps.load_model())  # the embedded chat model writes a label per basin
+    assert labels.loc[labels["basin"] >= 0, "label"].map(lambda v: isinstance(v, str) and 0 < len(v) < 80).all()
     assert adjusted_rand_score(truth[real], fitted.labels_[real]) >= 0.9
     names = {n for row in fitted.basins_["self_names"] for n, _ in row}
     assert {"Maria", "Sarah", "Ana"} <= names

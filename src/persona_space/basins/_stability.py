@@ -71,7 +71,7 @@ def stability(
             for r, c in zip(rows, cols, strict=True):
                 matched[int(basins_ref[r])] = float(table[r, c])
         per_basin += [{"seed": seed, "basin": b, "jaccard": j} for b, j in matched.items()]
-    names = dict(zip(basin_map.basins_["basin"], basin_map.basins_["name"], strict=True))
+    names = basin_map.basin_names()
     frame = pd.DataFrame(per_basin)
     summary = frame.groupby("basin")["jaccard"].agg(mean_jaccard="mean", min_jaccard="min").reset_index()
     summary.insert(1, "basin_name", summary["basin"].map(names))
