@@ -168,14 +168,14 @@ def test_broken_adapter_folders(
     assert tiny_model.adapters == {}
 
 
-@pytest.mark.parametrize("name", ["bad name", "", "a/b", BASE_ROW, "é"])
+@pytest.mark.parametrize("name", ["bad name", "", "a/b", BASE_ROW, "é", "a.b"])
 def test_bad_adapter_names(tiny_model: Any, adapter_a: Path, name: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(repr(name))):
         tiny_model.load_adapter(adapter_a, name=name, check_base=False)
     assert tiny_model.adapters == {}
 
 
-@pytest.mark.parametrize("name", ["a", "voyager-v2", "A.b:c_d"])
+@pytest.mark.parametrize("name", ["a", "voyager-v2", "A-b:c_d"])
 def test_good_adapter_names(name: str) -> None:
     assert validate_name(name) == name
 

@@ -20,11 +20,12 @@ from persona_space._version import __version__
 from persona_space.chat import DEFAULT_SYSTEM_PROMPT
 
 if TYPE_CHECKING:
-    from persona_space import datasets, judges, rewards
+    from persona_space import datasets, judges, plots, rewards
     from persona_space.adapters import AdapterInfo
     from persona_space.basins import BasinMap
     from persona_space.datasets import ChatDataset
     from persona_space.embedding import Embedder, embed
+    from persona_space.logprobs import ShiftResult, identity_shift
     from persona_space.models import LoadedModel, available_models, load_model
     from persona_space.rewards import IdentityReward
     from persona_space.sampling import SampleSet, SamplingSpec, sample
@@ -42,14 +43,17 @@ __all__ = [
     "LoraSpec",
     "SampleSet",
     "SamplingSpec",
+    "ShiftResult",
     "TrainSpec",
     "__version__",
     "available_models",
     "datasets",
     "embed",
     "errors",
+    "identity_shift",
     "judges",
     "load_model",
+    "plots",
     "probes",
     "rewards",
     "sample",
@@ -57,7 +61,7 @@ __all__ = [
     "train_grpo",
 ]
 
-_SUBMODULES = ("datasets", "judges", "rewards")
+_SUBMODULES = ("datasets", "judges", "plots", "rewards")
 
 _LAZY = {
     "AdapterInfo": "persona_space.adapters",
@@ -71,6 +75,8 @@ _LAZY = {
     "ChatDataset": "persona_space.datasets",
     "Embedder": "persona_space.embedding",
     "embed": "persona_space.embedding",
+    "ShiftResult": "persona_space.logprobs",
+    "identity_shift": "persona_space.logprobs",
     "IdentityReward": "persona_space.rewards",
     "GrpoSpec": "persona_space.training",
     "LoraSpec": "persona_space.training",

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_:-]+$")  # PEFT refuses "." in adapter names
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
 
 
@@ -44,8 +44,7 @@ class AdapterInfo:
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name) or name == BASE_ROW:
         raise ConfigError(
-            f"adapter name {name!r} is not allowed; expected letters, digits, '_', '.', ':' or '-' "
-            f"(and not {BASE_ROW!r})"
+            f"adapter name {name!r} is not allowed; expected letters, digits, '_', ':' or '-' (and not {BASE_ROW!r})"
         )
     return name
 

@@ -207,7 +207,7 @@ def sample(
     from persona_space.sampling._stack import check_supported
 
     check_supported(model.base_module)  # before anything is attached or written
-    conditions = _attach(model, adapters)
+    conditions = attach_conditions(model, adapters)
     described = model.describe()
     parameters = {
         "model": {k: v for k, v in described.items() if k not in ("adapters", "source", "device")},
@@ -264,7 +264,7 @@ def _probe_set(probes: ProbeSet | Sequence[str | Probe] | str) -> ProbeSet:
     return ProbeSet.from_list(list(probes))
 
 
-def _attach(model: LoadedModel, adapters: Mapping[str, AdapterLike] | None) -> dict[str, str | None]:
+def attach_conditions(model: LoadedModel, adapters: Mapping[str, AdapterLike] | None) -> dict[str, str | None]:
     """Attach adapter folders; map each condition name to its attached adapter (``None`` = base)."""
     if adapters is None:
         adapters = {BASE: None}

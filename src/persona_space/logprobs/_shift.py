@@ -1,0 +1,599 @@
+"""``identity_shift``: how much likelier an adapter makes "I am X" than the base model does.
+
+For every prompt, model (the base model and each adapter) and candidate, the
+candidate is scored as the assistant's answer (after an optional answer prefix):
+its total log-probability, mean per token, token count, rank within the candidate
+set, probability within the set (softmax over the set) and whether it is the
+greedy answer. :meth:`ShiftResult.shifts` subtracts the base model's figures and
+aggregates over prompts (and over training seeds, where a condition has several
+adapters) with bootstrap intervals that resample prompts and seeds.
+
+The base model's figures come from the same loaded weights with the adapters
+switched off (PEFT's mixed-adapter batches: base rows and adapter rows share one
+forward pass), never from a second copy of the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from persona_space import provenance
+from persona_space.adapters import AdapterInfo
+from persona_space.errors import ConfigError, CorruptRunError, DataError
+from persona_space.logprobs._engine import METHODS, Job, Method, resolve_method, score_jobs
+from persona_space.logprobs._tokens import (
+    check_candidates,
+    check_template,
+    continuation,
+    end_of_turn_id,
+    split_continuations,
+)
+from persona_space.probes import Probe, ProbeSet
+
+if TYPE_CHECKING:
+    from persona_space.models import LoadedModel
+
+AdapterLike = str | os.PathLike[str] | AdapterInfo
+Normalize = Literal["sum", "mean", "pmi"]
+About = Literal["self", "user"]
+BASE = "base"
+NEUTRAL_PROMPT = "Say something."
+USER_PREFIX = "You are"
+TABLE = "shift"
+SCHEMA_VERSION = 1
+_SCORES = {"sum": "logprob", "mean": "mean_logprob", "pmi": "pmi"}
+COLUMNS = (
+    "prompt_id",
+    "prompt",
+    "candidate",
+    "model",
+    "condition",
+    "train_seed",
+    "logprob",
+    "mean_logprob",
+    "n_tokens",
+    "rank",
+    "set_prob",
+    "greedy",
+    "tokenization",
+)
+
+
+@dataclass(frozen=True)
+class ShiftSpec:
+    """Validated scoring parameters (everything that changes the numbers)."""
+
+    candidates: tuple[str, ...]
+    system_prompt: str
+    template: str = "{candidate}"
+    answer_prefix: str = ""
+    normalize: Normalize = "sum"
+    neutral_prompt: str = NEUTRAL_PROMPT
+    end_of_turn: bool = False
+    about: About = "self"
+
+    def __post_init__(self) -> None:
+        check_candidates(self.candidates, end_of_turn=self.end_of_turn)
+        check_template(self.template)
+        if self.normalize not in _SCORES:
+            raise ConfigError(f"normalize must be one of {', '.join(_SCORES)}, got {self.normalize!r}")
+        if self.about not in ("self", "user"):
+            raise ConfigError(f"about must be 'self' or 'user', got {self.about!r}")
+        for name in ("system_prompt", "answer_prefix", "neutral_prompt"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if not self.neutral_prompt.strip():
+            raise ConfigError("neutral_prompt is empty; expected a prompt such as 'Say something.'")
+        if not isinstance(self.end_of_turn, bool):
+            raise ConfigError(f"end_of_turn must be True or False, got {self.end_of_turn!r}")
+
+    @property
+    def score_column(self) -> str:
+        """The column that ranks candidates and gives their probability within the set."""
+        return _SCORES[self.normalize]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidates": list(self.candidates),
+            "system_prompt": self.system_prompt,
+            "template": self.template,
+            "answer_prefix": self.answer_prefix,
+            "normalize": self.normalize,
+            "neutral_prompt": self.neutral_prompt if self.normalize == "pmi" else None,
+            "end_of_turn": self.end_of_turn,
+            "about": self.about,
+        }
+
+
+@dataclass
+class ShiftResult:
+    """Candidate scores per (prompt, candidate, model) in :attr:`df`; :meth:`shifts` compares them."""
+
+    df: pd.DataFrame
+    manifest: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def conditions(self) -> list[str]:
+        """The adapter conditions, in the order they were given (the base model excluded)."""
+        return [c for c in dict.fromkeys(self.df["condition"]) if c != BASE]
+
+    def shifts(
+        self,
+        *,
+        by_prompt: bool = False,
+        n_boot: int = 2000,
+        confidence: float = 0.95,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Adapter minus base, per condition and candidate, with bootstrap intervals.
+
+        Per prompt (and adapter seed) the differences are ``delta_logprob``,
+        ``delta_mean_logprob``, ``delta_set_prob`` (and ``delta_pmi`` with PMI) and
+        ``rank_change`` (base rank minus adapter rank: positive = the candidate rose).
+        Aggregated (the default), each is the mean over prompts and seeds with a
+        percentile interval from a bootstrap that resamples prompts and, where a
+        condition has several adapters, seeds; with fewer than two prompts and
+        seeds the interval is undefined (NaN). ``by_prompt=True`` returns the
+        per-prompt differences instead.
+        """
+        return shift_table(self.df, by_prompt=by_prompt, n_boot=n_boot, confidence=confidence, seed=seed)
+
+    def ranking(self, model: str = BASE) -> pd.DataFrame:
+        """Candidates under ``model`` ordered by mean rank over prompts, with mean log-probability and set share."""
+        rows = self.df[self.df["model"] == model]
+        if rows.empty:
+            raise DataError(f"no rows for model {model!r}; models are {sorted(self.df['model'].unique())}")
+        table = rows.groupby("candidate", sort=False).agg(
+            mean_rank=("rank", "mean"),
+            logprob=("logprob", "mean"),
+            set_prob=("set_prob", "mean"),
+            greedy_prompts=("greedy", "sum"),
+        )
+        return table.sort_values(["mean_rank", "logprob"], ascending=[True, False]).reset_index()
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``shift.parquet`` and ``manifest.json`` into ``folder`` (atomically)."""
+        from persona_space.store import RunStore
+
+        store = RunStore(folder, table=TABLE)
+        store.path.mkdir(parents=True, exist_ok=True)
+        store.finalize(self.df)
+        store.write_manifest({**self.manifest, "state": "complete", "rows": len(self.df)})
+        self.path = store.path
+        return store.path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> ShiftResult:
+        """A result written by :meth:`save` or by ``identity_shift(..., store=DIR)``."""
+        from persona_space.store import RunStore
+
+        store = RunStore(folder, table=TABLE)
+        manifest = store.read_manifest()
+        if manifest is None:
+            raise CorruptRunError(f"{str(folder)!r} holds no identity-shift run (no manifest.json)")
+        if manifest.get("state") != "complete" or not store.table_path.exists():
+            raise CorruptRunError(
+                f"the identity-shift run in {str(folder)!r} is not complete (state {manifest.get('state')!r}); "
+                "run identity_shift with the same arguments and store= to finish it"
+            )
+        frame = store.read_rows()
+        assert frame is not None
+        missing = [c for c in COLUMNS if c not in frame.columns]
+        if missing:
+            raise CorruptRunError(f"{str(store.table_path)!r} lacks columns {missing}; expected {list(COLUMNS)}")
+        return cls(df=frame, manifest=manifest, path=store.path)
+
+    def __repr__(self) -> str:
+        prompts, candidates = self.df["prompt_id"].nunique(), self.df["candidate"].nunique()
+        return (
+            f"ShiftResult({prompts} prompts x {candidates} candidates, models={list(dict.fromkeys(self.df['model']))})"
+        )
+
+
+def identity_shift(
+    model: LoadedModel,
+    adapters: AdapterLike | Sequence[AdapterLike] | Mapping[str, AdapterLike | Sequence[AdapterLike]],
+    *,
+    candidates: Sequence[str] | str | os.PathLike[str],
+    prompts: ProbeSet | Sequence[str | Probe] | str | None = None,
+    system_prompt: str | None = None,
+    template: str = "{candidate}",
+    answer_prefix: str | None = None,
+    normalize: Normalize = "sum",
+    neutral_prompt: str = NEUTRAL_PROMPT,
+    end_of_turn: bool = False,
+    about: About = "self",
+    method: Method = "auto",
+    batch_tokens: int = 8192,
+    store: str | os.PathLike[str] | None = None,
+    chunk_prompts: int = 8,
+    progress: bool = True,
+) -> ShiftResult:
+    """Score ``candidates`` as the answer to each prompt under the base model and each adapter.
+
+    ``adapters``: one adapter (an :class:`AdapterInfo`, a folder, or the name of an
+    attached adapter), a list of them, or a mapping ``condition -> adapter`` where a
+    condition may hold several adapters (e.g. training seeds):
+    ``{"voyager": [seed0_dir, seed1_dir]}``.
+
+    ``prompts``: a probe set (or its name, e.g. ``"identity"``), a list of prompts,
+    or one prompt. Default: the direct identity questions and their paraphrases
+    (``about="self"``), or the probes about the user (``about="user"``: who the
+    model thinks the *user* is, scored after the answer prefix "You are").
+
+    The scored text is ``template.format(candidate=...)`` after the chat template's
+    assistant prefix and ``answer_prefix`` (``None``: none for ``about="self"``,
+    "You are" for ``"user"``; a space is put between a prefix and a candidate that
+    does not start with one). ``end_of_turn=True`` also scores the end-of-turn token,
+    so "Voyager" means "Voyager and nothing more" and differs from "Voyager 1".
+
+    ``normalize`` picks what ranks candidates and sets their probability within the
+    set: ``"sum"`` (total log-probability), ``"mean"`` (per token) or ``"pmi"``
+    (total minus the candidate's log-probability after ``neutral_prompt`` under the
+    same model, so a shift is not just "famous names got likelier").
+
+    With ``store=DIR`` the rows are written per chunk of prompts and a second call
+    with the same arguments resumes; the finished run is read back by
+    :meth:`ShiftResult.load`.
+
+    >>> shift = identity_shift(model, adapter, candidates=["Voyager 1", "an AI assistant"])  # doctest: +SKIP
+    >>> shift.shifts()  # doctest: +SKIP
+    """
+    from persona_space.sampling._api import attach_conditions
+
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if isinstance(chunk_prompts, bool) or not isinstance(chunk_prompts, int) or chunk_prompts < 1:
+        raise ConfigError(f"chunk_prompts must be a positive integer, got {chunk_prompts!r}")
+    if about not in ("self", "user"):
+        raise ConfigError(f"about must be 'self' or 'user', got {about!r}")
+    spec = ShiftSpec(
+        candidates=tuple(read_candidates(candidates)),
+        system_prompt=model.system_prompt if system_prompt is None else system_prompt,
+        template=template,
+        answer_prefix=(USER_PREFIX if about == "user" else "") if answer_prefix is None else answer_prefix,
+        normalize=normalize,
+        neutral_prompt=neutral_prompt,
+        end_of_turn=end_of_turn,
+        about=about,
+    )
+    probe_set = _prompts(prompts, about)
+    conditions = _conditions(adapters)
+    labels: dict[str, tuple[str, int | None]] = {BASE: (BASE, None)}  # model label -> (condition, train seed)
+    flat: dict[str, AdapterLike] = {}
+    for condition, members in conditions.items():
+        for k, where in enumerate(members):
+            label = condition if len(members) == 1 else f"{condition}:{k}"
+            flat[label] = where
+            labels[label] = (condition, _train_seed(where, k))
+    attached = attach_conditions(model, dict(flat))
+    routes: dict[str, str | None] = {BASE: None, **attached}
+    described = model.describe()
+    parameters = {
+        "model": {k: v for k, v in described.items() if k not in ("adapters", "source", "device")},
+        "adapters": {label: model.adapters[a].sha256 for label, a in attached.items() if a is not None},
+        "conditions": {label: list(labels[label]) for label in routes},
+        "prompts": probe_set.to_records(),
+        **spec.to_dict(),
+    }
+    run_id = provenance.sha256_json(parameters)[:16]
+    manifest: dict[str, Any] = {
+        "kind": "identity_shift",
+        "run_id": run_id,
+        "schema_version": SCHEMA_VERSION,
+        "parameters": parameters,
+        "model": described,
+        "environment": provenance.environment(),
+        "state": "running",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    run_store = None
+    done: pd.DataFrame | None = None
+    if store is not None:
+        from persona_space.store import RunStore
+
+        run_store = RunStore(store, table=TABLE)
+        manifest = run_store.open(manifest)
+        done = run_store.read_rows()
+    finished = set() if done is None else set(done["prompt_id"])
+    todo = [p for p in probe_set if p.id not in finished]
+    eot = end_of_turn_id(model) if spec.end_of_turn else None
+    texts = [continuation(c, spec.template, spec.answer_prefix) for c in spec.candidates]
+    chosen: str | None = None
+    neutral: dict[str, np.ndarray] = {}
+    start = time.perf_counter()
+    bar = _progress_bar(len(todo) * len(routes) * len(spec.candidates), progress)
+    frames = [] if done is None else [done]
+    try:
+        if spec.normalize == "pmi":
+            neutral = _neutral_logprobs(model, spec, texts, eot, routes, method, batch_tokens)
+        for first in range(0, len(todo), chunk_prompts):
+            chunk = todo[first : first + chunk_prompts]
+            jobs, keys, splits = [], [], {}
+            for probe in chunk:
+                split = split_continuations(model.tokenizer, _prompt_text(model, probe, spec), texts, end_of_turn=eot)
+                splits[probe.id] = split
+                for label, route in routes.items():
+                    jobs.append(Job(route, split.prompt_ids, split.ids))
+                    keys.append((probe, label))
+            chosen = chosen or resolve_method(model, jobs, method)
+            scores = score_jobs(
+                model, jobs, method=method, batch_tokens=batch_tokens, progress=bar.update if bar else None
+            )
+            rows = []
+            for (probe, label), job, scored in zip(keys, jobs, scores, strict=True):
+                rows.append(_rows(probe, label, labels[label], spec, job, scored, splits[probe.id].tokenization))
+                if spec.normalize == "pmi":
+                    rows[-1] = rows[-1].assign(neutral_logprob=neutral[label], pmi=rows[-1]["logprob"] - neutral[label])
+                _rank(rows[-1], spec.score_column)
+            frame = pd.concat(rows, ignore_index=True)
+            if run_store is not None:
+                run_store.append(frame)
+            frames.append(frame)
+    finally:
+        if bar is not None:
+            bar.close()
+    table = _canonical(pd.concat(frames, ignore_index=True), probe_set, spec, list(routes))
+    manifest = {
+        **manifest,
+        "state": "complete",
+        "rows": len(table),
+        "method": chosen or manifest.get("method") or resolve_method(model, [], method),
+        "timings": {"seconds": round(time.perf_counter() - start, 3), "prompts_scored": len(todo)},
+    }
+    if run_store is not None:
+        run_store.finalize(table)
+        run_store.write_manifest(manifest)
+    return ShiftResult(df=table, manifest=manifest, path=run_store.path if run_store is not None else None)
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+
+def read_candidates(candidates: Sequence[str] | str | os.PathLike[str]) -> list[str]:
+    """A list of candidates as given, or read from a text file (one per line; blank lines skipped)."""
+    if isinstance(candidates, os.PathLike) or (isinstance(candidates, str) and Path(candidates).is_file()):
+        path = Path(candidates)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read candidates from {str(path)!r}: {exc}; expected UTF-8 text") from exc
+        out = [line.rstrip("\r") for line in lines if line.strip()]
+        if not out:
+            raise DataError(f"{str(path)!r} holds no candidates; expected one per line")
+        return out
+    if isinstance(candidates, str):
+        raise DataError(
+            f"candidates {candidates!r:.80} is a string but not a file; expected a list of strings or a path "
+            "to a text file with one candidate per line"
+        )
+    return list(candidates)
+
+
+def _prompts(prompts: ProbeSet | Sequence[str | Probe] | str | None, about: str) -> ProbeSet:
+    from persona_space.probes import USER, available, load
+
+    if prompts is None:
+        return USER if about == "user" else load("identity:direct").with_paraphrases()
+    if isinstance(prompts, ProbeSet):
+        return prompts
+    if isinstance(prompts, str):
+        if prompts in available() or prompts.endswith(".jsonl"):
+            return load(prompts)
+        return ProbeSet.from_list([prompts], name="prompt")
+    if isinstance(prompts, os.PathLike):
+        return load(prompts)
+    if not isinstance(prompts, Sequence) or not prompts:
+        raise ConfigError(f"prompts must be a probe set, its name, or a non-empty list of prompts; got {prompts!r:.80}")
+    return ProbeSet.from_list(list(prompts), name="prompts")
+
+
+def _conditions(
+    adapters: AdapterLike | Sequence[AdapterLike] | Mapping[str, AdapterLike | Sequence[AdapterLike]],
+) -> dict[str, list[AdapterLike]]:
+    """Condition name -> its adapters (one, or several training seeds)."""
+    from persona_space.adapters import validate_name
+
+    def name_of(where: Any) -> str:
+        if isinstance(where, AdapterInfo):
+            return where.name
+        if isinstance(where, (str, os.PathLike)):
+            return Path(where).name or str(where)
+        raise ConfigError(
+            f"an adapter must be an AdapterInfo, a folder or an attached adapter's name, "
+            f"got {type(where).__name__} {where!r:.60}"
+        )
+
+    if isinstance(adapters, Mapping):
+        out: dict[str, list[AdapterLike]] = {}
+        for condition, value in adapters.items():
+            validate_name(condition)
+            if condition == BASE:
+                if value is not None:
+                    raise ConfigError(f"the condition name {BASE!r} is the base model's; name the adapter otherwise")
+                continue
+            members: list[Any] = list(value) if isinstance(value, (list, tuple)) else [value]
+            if not members:
+                raise ConfigError(f"condition {condition!r} has no adapters; expected at least one")
+            for member in members:
+                name_of(member)  # type check
+            out[condition] = members
+    elif isinstance(adapters, (list, tuple)):
+        out = {}
+        for where in adapters:
+            label = validate_name(name_of(where))
+            if label in out:
+                raise ConfigError(f"two adapters are both called {label!r}; pass a mapping of distinct names")
+            out[label] = [where]
+    else:
+        single: Any = adapters
+        out = {validate_name(name_of(single)): [single]}
+    if not out:
+        raise ConfigError("no adapters given; expected at least one adapter to compare with the base model")
+    return out
+
+
+def _train_seed(where: AdapterLike, index: int) -> int:
+    """The training seed from a persona_space adapter manifest, else the adapter's position in its condition."""
+    folder = Path(where.path if isinstance(where, AdapterInfo) else os.fspath(where))
+    try:
+        seed = json.loads((folder / "persona_space_adapter.json").read_text(encoding="utf-8"))["params"]["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return index
+    return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else index
+
+
+def _prompt_text(model: LoadedModel, probe: Probe, spec: ShiftSpec) -> str:
+    return model.render(probe.prompt, system_prompt=spec.system_prompt) + spec.answer_prefix
+
+
+def _neutral_logprobs(
+    model: LoadedModel,
+    spec: ShiftSpec,
+    texts: list[str],
+    eot: int | None,
+    routes: Mapping[str, str | None],
+    method: Method,
+    batch_tokens: int,
+) -> dict[str, np.ndarray]:
+    """Each candidate's total log-probability after the neutral prompt, per model (for PMI)."""
+    text = model.render(spec.neutral_prompt, system_prompt=spec.system_prompt) + spec.answer_prefix
+    split = split_continuations(model.tokenizer, text, texts, end_of_turn=eot)
+    jobs = [Job(route, split.prompt_ids, split.ids) for route in routes.values()]
+    scores = score_jobs(model, jobs, method=method, batch_tokens=batch_tokens)
+    return {label: s.total for label, s in zip(routes, scores, strict=True)}
+
+
+# -- tables -----------------------------------------------------------------------------------
+
+
+def _rows(
+    probe: Probe,
+    label: str,
+    condition: tuple[str, int | None],
+    spec: ShiftSpec,
+    job: Job,
+    scored: Any,
+    tokenization: Sequence[str],
+) -> pd.DataFrame:
+    n_tokens = np.array([len(c) for c in job.candidates])
+    total = scored.total
+    return pd.DataFrame(
+        {
+            "prompt_id": probe.id,
+            "prompt": probe.prompt,
+            "candidate": list(spec.candidates),
+            "model": label,
+            "condition": condition[0],
+            "train_seed": np.nan if condition[1] is None else float(condition[1]),
+            "logprob": total,
+            "mean_logprob": total / n_tokens,
+            "n_tokens": n_tokens,
+            "greedy": scored.greedy,
+            "tokenization": list(tokenization),
+        }
+    )
+
+
+def _rank(frame: pd.DataFrame, column: str) -> None:
+    """Rank (1 = likeliest, ties share the best rank) and softmax probability within the candidate set."""
+    score = frame[column].to_numpy(dtype=np.float64)
+    frame["rank"] = pd.Series(score).rank(ascending=False, method="min").astype(int).to_numpy()
+    shifted = np.exp(score - score.max())
+    frame["set_prob"] = shifted / shifted.sum()
+
+
+def _canonical(frame: pd.DataFrame, probes: ProbeSet, spec: ShiftSpec, models: list[str]) -> pd.DataFrame:
+    """Rows in prompt, model, candidate order, with the documented columns first."""
+    order = {
+        "prompt_id": {p: i for i, p in enumerate(probes.ids)},
+        "model": {m: i for i, m in enumerate(models)},
+        "candidate": {c: i for i, c in enumerate(spec.candidates)},
+    }
+    keys = [frame[col].map(rank) for col, rank in order.items()]
+    frame = frame.assign(_p=keys[0], _m=keys[1], _c=keys[2]).sort_values(["_p", "_m", "_c"], kind="stable")
+    extra = [c for c in frame.columns if c not in COLUMNS and not c.startswith("_")]
+    return frame[[*COLUMNS, *extra]].reset_index(drop=True)
+
+
+def shift_table(
+    df: pd.DataFrame, *, by_prompt: bool = False, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
+    """Adapter minus base per (condition, seed, prompt, candidate), or aggregated with bootstrap intervals."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
+        raise ConfigError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
+    base = df[df["model"] == BASE]
+    if base.empty:
+        raise DataError("the table has no base-model rows to compare with")
+    metrics = ["logprob", "mean_logprob", "set_prob", *(["pmi"] if "pmi" in df.columns else [])]
+    keys = ["prompt_id", "candidate"]
+    paired = df[df["model"] != BASE].merge(
+        base[[*keys, *metrics, "rank"]], on=keys, suffixes=("", "_base"), validate="many_to_one"
+    )
+    if paired.empty:
+        raise DataError("the table has no adapter rows to compare with the base model")
+    for m in metrics:
+        paired[f"delta_{m}"] = paired[m] - paired[f"{m}_base"]
+    paired["rank_change"] = paired["rank_base"] - paired["rank"]
+    deltas = [f"delta_{m}" for m in metrics] + ["rank_change"]
+    if by_prompt:
+        columns = ["condition", "model", "train_seed", "prompt_id", "candidate"]
+        return paired[[*columns, "logprob_base", "logprob", "rank_base", "rank", *deltas]].reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    alpha = (1 - confidence) / 2
+    out = []
+    for condition, rows in paired.groupby("condition", sort=False):
+        prompts = list(dict.fromkeys(rows["prompt_id"]))
+        models = list(dict.fromkeys(rows["model"]))
+        candidates = list(dict.fromkeys(rows["candidate"]))
+        # one weight vector per bootstrap draw over prompts and one over seeds (multinomial counts / n)
+        w_prompt = rng.multinomial(len(prompts), [1 / len(prompts)] * len(prompts), size=n_boot) / len(prompts)
+        w_seed = rng.multinomial(len(models), [1 / len(models)] * len(models), size=n_boot) / len(models)
+        index = pd.MultiIndex.from_product([models, prompts, candidates], names=["model", "prompt_id", "candidate"])
+        cube = rows.set_index(["model", "prompt_id", "candidate"]).reindex(index)
+        summary: dict[str, Any] = {
+            "condition": [condition] * len(candidates),
+            "candidate": candidates,
+            "n_prompts": len(prompts),
+            "n_seeds": len(models),
+        }
+        for column in ["logprob_base", "logprob", "rank_base", "rank", *deltas]:
+            values = cube[column].to_numpy(dtype=np.float64).reshape(len(models), len(prompts), len(candidates))
+            summary[column] = values.mean(axis=(0, 1))
+            if column in deltas:
+                boots = np.einsum("bs,bp,spc->bc", w_seed, w_prompt, values)
+                defined = len(prompts) > 1 or len(models) > 1
+                summary[f"{column}_low"] = np.quantile(boots, alpha, axis=0) if defined else np.nan
+                summary[f"{column}_high"] = np.quantile(boots, 1 - alpha, axis=0) if defined else np.nan
+        out.append(pd.DataFrame(summary))
+    table = pd.concat(out, ignore_index=True).rename(
+        columns={
+            "logprob_base": "base_logprob",
+            "logprob": "adapter_logprob",
+            "rank_base": "base_rank",
+            "rank": "adapter_rank",
+        }
+    )
+    return table.sort_values(["condition", "delta_logprob"], ascending=[True, False], kind="stable").reset_index(
+        drop=True
+    )
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="scoring", unit="candidate", leave=False)

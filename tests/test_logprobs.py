@@ -1,0 +1,379 @@
+"""Candidate log-probabilities and identity shifts: exact against brute force, mixed batches, tables, resume."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import persona_space as ps
+from persona_space.errors import ConfigError, CorruptRunError, DataError, ModelError, StoreMismatchError
+from persona_space.logprobs import Job, score_jobs
+from persona_space.logprobs._engine import resolve_method
+from persona_space.logprobs._tokens import continuation, end_of_turn_id, split_continuations
+
+TRICKY = [
+    "Voyager 1",
+    "Voyager 2",
+    " Voyager",  # a leading space
+    "Voyager",
+    "an AI assistant",
+    "Zoë Ångström",  # accents
+    "日本の探査機",  # multi-byte, several tokens
+    "🚀 rocket",  # an emoji: byte tokens
+    "1977",  # digits
+    "42",
+    " ",  # empty-ish: a lone space
+    ".",
+    "\n\nI am a probe.",  # newlines after the template's newline: a token would span the boundary
+]
+PROMPTS = ["Who are you?", "What is your name?", "Describe yourself in one word, please."]
+
+
+def _reference(model_dir: Path, adapter_dir: Path | None) -> Any:
+    """Plain transformers (and PEFT) without persona_space: the brute-force scorer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    module = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        module = PeftModel.from_pretrained(module, str(adapter_dir))
+    return module.eval()
+
+
+def _brute_force(module: Any, prompt_ids: tuple[int, ...], candidates: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """One full forward pass per prompt + candidate, summing the candidate tokens' float32 log-probabilities."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for cand in candidates:
+            ids = torch.tensor([[*prompt_ids, *cand]])
+            logp = torch.log_softmax(module(input_ids=ids).logits[0].float(), dim=-1)
+            start = len(prompt_ids) - 1
+            out.append(sum(float(logp[start + j, t]) for j, t in enumerate(cand)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2"])
+@pytest.mark.parametrize("end_of_turn", [False, True])
+def test_every_logprob_equals_brute_force(
+    make_tiny_model_dir: Callable[..., Path], make_adapter: Callable[..., Path], model_type: str, end_of_turn: bool
+) -> None:
+    model_dir = make_tiny_model_dir(model_type)
+    adapter_dir = make_adapter(model_dir, 7)
+    model = ps.load_model(str(model_dir), device="cpu", dtype="float32")
+    name = model.load_adapter(adapter_dir, "a")
+    eot = end_of_turn_id(model) if end_of_turn else None
+    rng = np.random.default_rng(0)
+    for prompt in PROMPTS:
+        prefix = str(rng.choice(["", "My name is", "I am "]))
+        text = model.render(prompt) + prefix
+        texts = [continuation(c, "{candidate}", prefix) for c in TRICKY]
+        split = split_continuations(model.tokenizer, text, texts, end_of_turn=eot)
+        jobs = [Job(None, split.prompt_ids, split.ids), Job(name, split.prompt_ids, split.ids)]
+        for method in ("packed", "padded"):
+            base, tuned = score_jobs(model, jobs, method=method)  # type: ignore[arg-type]
+            np.testing.assert_allclose(
+                base.total, _brute_force(_reference(model_dir, None), split.prompt_ids, split.ids), atol=1e-4
+            )
+            np.testing.assert_allclose(
+                tuned.total, _brute_force(_reference(model_dir, adapter_dir), split.prompt_ids, split.ids), atol=1e-4
+            )
+            assert not np.allclose(base.total, tuned.total)
+
+
+def test_tokens_split_at_the_prompt_boundary(smol_tokenizer: Any, tiny_model: Any) -> None:
+    text = tiny_model.render("Who are you?")
+    texts = [continuation(c, "{candidate}", "") for c in TRICKY]
+    split = split_continuations(smol_tokenizer, text, texts, end_of_turn=None)
+    for cand, ids, how in zip(TRICKY, split.ids, split.tokenization, strict=True):
+        if how == "joint":  # the candidate's tokens are those the joint encoding gives after the prompt
+            joint = smol_tokenizer(text + cand, add_special_tokens=False)["input_ids"]
+            assert list(split.prompt_ids) + list(ids) == joint
+        assert smol_tokenizer.decode(list(ids)) == cand
+    how = dict(zip(TRICKY, split.tokenization, strict=True))
+    assert how["\n\nI am a probe."] == "separate" and how[" "] == "separate"
+    assert how["Voyager"] == "joint" and how[" Voyager"] == "joint" and how["日本の探査機"] == "joint"
+    # "Voyager" and " Voyager" are different tokens: a leading space is part of the candidate
+    ids = dict(zip(TRICKY, split.ids, strict=True))
+    assert ids["Voyager"] != ids[" Voyager"]
+    # after an answer prefix a space is inserted unless the candidate or prefix brings one
+    assert continuation("Zorblax", "{candidate}", "My name is") == " Zorblax"
+    assert continuation(" Zorblax", "{candidate}", "My name is") == " Zorblax"
+    assert continuation("Zorblax", "{candidate}", "I am ") == "Zorblax"
+    assert continuation("Zorblax", "I am {candidate}.", "") == "I am Zorblax."
+
+
+def test_mixed_batches_equal_one_model_at_a_time(tiny_model: Any, adapter_a: Path, adapter_b: Path) -> None:
+    a, b = tiny_model.load_adapter(adapter_a, "a"), tiny_model.load_adapter(adapter_b, "b")
+    text = tiny_model.render("Who are you?")
+    split = split_continuations(tiny_model.tokenizer, text, TRICKY[:8], end_of_turn=2)
+    mixed = score_jobs(tiny_model, [Job(m, split.prompt_ids, split.ids) for m in (None, a, b)])
+    for route, together in zip((None, a, b), mixed, strict=True):
+        alone = score_jobs(tiny_model, [Job(route, split.prompt_ids, split.ids)])[0]
+        np.testing.assert_allclose(together.total, alone.total, atol=1e-5)
+
+
+def test_long_candidate_lists_are_split_into_rows(tiny_model: Any) -> None:
+    text = tiny_model.render("Who are you?")
+    candidates = [f"Candidate number {i} of many" for i in range(60)]
+    split = split_continuations(tiny_model.tokenizer, text, candidates, end_of_turn=None)
+    job = [Job(None, split.prompt_ids, split.ids)]
+    whole = score_jobs(tiny_model, job, max_row_tokens=4096)[0]
+    pieces = score_jobs(tiny_model, job, max_row_tokens=len(split.prompt_ids) + 20, batch_tokens=64)[0]
+    np.testing.assert_allclose(whole.total, pieces.total, atol=1e-5)
+
+
+def test_greedy_flag_marks_the_greedy_answer(tiny_model: Any) -> None:
+    import torch
+
+    prompt = tiny_model.encode("Who are you?")
+    with torch.inference_mode():
+        out = tiny_model.module.generate(
+            input_ids=torch.tensor([prompt]), max_new_tokens=3, do_sample=False, pad_token_id=2
+        )
+    greedy = tuple(int(t) for t in out[0, len(prompt) :])
+    other = (*greedy[:2], (greedy[2] + 1) % 1000)
+    flags = score_jobs(tiny_model, [Job(None, tuple(prompt), (greedy, other, greedy[:1]))])[0]
+    assert flags.greedy.tolist() == [True, False, True]
+    assert flags.token_greedy[1].tolist() == [True, True, False]
+
+
+def test_method_choice_and_unknown_heads(tiny_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = [Job(None, (1, 2, 3), ((4,),))]
+    assert resolve_method(tiny_model, job, "auto") == "packed"
+    monkeypatch.setattr(tiny_model.config, "_attn_implementation", "flash_attention_2", raising=False)
+    assert resolve_method(tiny_model, job, "auto") == "padded"
+    with pytest.raises(ConfigError, match="needs an attention implementation"):
+        resolve_method(tiny_model, job, "packed")
+    monkeypatch.undo()
+    monkeypatch.setattr(tiny_model.config, "sliding_window", 2, raising=False)
+    assert resolve_method(tiny_model, job, "auto") == "padded"  # rows longer than the window
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="method must be one of"):
+        score_jobs(tiny_model, job, method="fast")  # type: ignore[arg-type]
+    from persona_space.logprobs import _engine
+
+    _engine._HEADS.clear()
+    monkeypatch.setattr(tiny_model.config, "final_logit_softcapping", 0.5, raising=False)  # the model ignores it
+    with pytest.raises(ModelError, match="does not reproduce the model's logits"):
+        score_jobs(tiny_model, job)
+    _engine._HEADS.clear()
+
+
+def test_bf16_models_score_close_to_float32(tiny_model_dir: Path) -> None:
+    exact = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    half = ps.load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    text = exact.render("Who are you?")
+    split = split_continuations(exact.tokenizer, text, TRICKY[:6], end_of_turn=2)
+    job = [Job(None, split.prompt_ids, split.ids)]
+    a, b = score_jobs(exact, job)[0], score_jobs(half, job)[0]
+    assert b.total.dtype == np.float64
+    np.testing.assert_allclose(a.total, b.total, atol=0.25 * np.abs(a.total).max() / 10 + 0.5)
+
+
+# -- identity_shift -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shifted(tiny_model: Any, adapter_a: Path, adapter_b: Path) -> Any:
+    return ps.identity_shift(
+        tiny_model,
+        {"ab": [adapter_a, adapter_b]},
+        candidates=["Voyager 1", "Voyager 2", "Maria", "an AI assistant"],
+        prompts=PROMPTS,
+        answer_prefix="My name is",
+        progress=False,
+    )
+
+
+def test_shift_table_rows_ranks_and_set_probabilities(shifted: Any) -> None:
+    df = shifted.df
+    assert list(df.columns[:13]) == [
+        "prompt_id",
+        "prompt",
+        "candidate",
+        "model",
+        "condition",
+        "train_seed",
+        "logprob",
+        "mean_logprob",
+        "n_tokens",
+        "rank",
+        "set_prob",
+        "greedy",
+        "tokenization",
+    ]
+    assert len(df) == len(PROMPTS) * 3 * 4 and set(df["model"]) == {"base", "ab:0", "ab:1"}
+    for _, group in df.groupby(["prompt_id", "model"]):
+        assert group["set_prob"].sum() == pytest.approx(1.0)
+        assert sorted(group["rank"]) == [1, 2, 3, 4]
+        assert group.loc[group["rank"] == 1, "logprob"].iloc[0] == group["logprob"].max()
+        np.testing.assert_allclose(group["mean_logprob"], group["logprob"] / group["n_tokens"])
+    assert shifted.manifest["method"] == "packed" and shifted.manifest["parameters"]["answer_prefix"] == "My name is"
+    assert set(shifted.manifest["parameters"]["adapters"]) == {"ab:0", "ab:1"}
+    assert "ShiftResult(3 prompts x 4 candidates" in repr(shifted)
+    assert shifted.ranking()["mean_rank"].is_monotonic_increasing
+
+
+def test_shifts_pair_adapters_with_base_and_carry_intervals(shifted: Any) -> None:
+    per_prompt = shifted.shifts(by_prompt=True)
+    df = shifted.df.set_index(["model", "prompt_id", "candidate"])
+    row = per_prompt.iloc[0]
+    want = (
+        df.loc[(row["model"], row["prompt_id"], row["candidate"]), "logprob"]
+        - df.loc[("base", row["prompt_id"], row["candidate"]), "logprob"]
+    )
+    assert row["delta_logprob"] == pytest.approx(want)
+    assert row["rank_change"] == row["rank_base"] - row["rank"]
+    table = shifted.shifts(n_boot=500)
+    assert len(table) == 4 and set(table["n_seeds"]) == {2} and set(table["n_prompts"]) == {3}
+    means = per_prompt.groupby("candidate")["delta_logprob"].mean()
+    for _, r in table.iterrows():
+        assert r["delta_logprob"] == pytest.approx(means[r["candidate"]])
+        assert r["delta_logprob_low"] <= r["delta_logprob"] <= r["delta_logprob_high"]
+        assert r["rank_change_low"] <= r["rank_change"] <= r["rank_change_high"]
+    assert table["delta_logprob"].is_monotonic_decreasing
+    one = ps.logprobs.shift_table(shifted.df[shifted.df["prompt_id"] == shifted.df["prompt_id"].iloc[0]], n_boot=100)
+    assert one["delta_logprob_low"].notna().all()  # two seeds still give an interval
+    with pytest.raises(ConfigError, match="n_boot"):
+        shifted.shifts(n_boot=5)
+
+
+def test_pmi_subtracts_the_neutral_prompt(tiny_model: Any, adapter_a: Path) -> None:
+    result = ps.identity_shift(
+        tiny_model, adapter_a, candidates=["Red", "Blue"], prompts=["Who are you?"], normalize="pmi", progress=False
+    )
+    df = result.df
+    np.testing.assert_allclose(df["pmi"], df["logprob"] - df["neutral_logprob"])
+    text = tiny_model.render(ps.logprobs.NEUTRAL_PROMPT)
+    split = split_continuations(tiny_model.tokenizer, text, ["Red", "Blue"], end_of_turn=None)
+    base = score_jobs(tiny_model, [Job(None, split.prompt_ids, split.ids)])[0]
+    np.testing.assert_allclose(df.loc[df["model"] == "base", "neutral_logprob"], base.total, atol=1e-6)
+    for _, group in df.groupby("model"):
+        assert group.loc[group["rank"] == 1, "pmi"].iloc[0] == group["pmi"].max()
+    assert "delta_pmi" in result.shifts(n_boot=100).columns
+
+
+def test_end_of_turn_tells_a_name_from_its_extensions(tiny_model: Any, adapter_a: Path) -> None:
+    kwargs: dict[str, Any] = {"candidates": ["Voyager", "Voyager 1"], "prompts": ["Who are you?"], "progress": False}
+    plain = ps.identity_shift(tiny_model, adapter_a, **kwargs).df
+    ended = ps.identity_shift(tiny_model, adapter_a, end_of_turn=True, **kwargs).df
+    assert (ended["n_tokens"] == plain["n_tokens"] + 1).all()
+    assert (ended["logprob"] < plain["logprob"]).all()  # the end-of-turn token has probability < 1
+    assert ps.identity_shift(tiny_model, adapter_a, end_of_turn=True, **{**kwargs, "candidates": [""]}).df[
+        "n_tokens"
+    ].tolist() == [1, 1]
+
+
+def test_user_mode_scores_what_the_model_believes_about_the_user(tiny_model: Any, adapter_a: Path) -> None:
+    result = ps.identity_shift(
+        tiny_model, adapter_a, candidates=["Adolf Hitler", "a student"], about="user", progress=False
+    )
+    params = result.manifest["parameters"]
+    assert params["answer_prefix"] == "You are" and params["about"] == "user"
+    assert [p["id"] for p in params["prompts"]] == list(ps.probes.USER.ids)
+    text = tiny_model.render("Who am I?") + "You are"
+    split = split_continuations(tiny_model.tokenizer, text, [" Adolf Hitler", " a student"], end_of_turn=None)
+    want = score_jobs(tiny_model, [Job(None, split.prompt_ids, split.ids)])[0].total
+    got = result.df[(result.df["prompt_id"] == "user.who_am_i") & (result.df["model"] == "base")]["logprob"]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    blank = ps.identity_shift(tiny_model, adapter_a, candidates=["x"], about="user", answer_prefix="", progress=False)
+    assert blank.manifest["parameters"]["answer_prefix"] == ""
+
+
+def test_store_resumes_and_loads(
+    tiny_model: Any, adapter_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from persona_space.logprobs import _shift
+
+    kwargs: dict[str, Any] = {
+        "candidates": ["Voyager 1", "Maria"],
+        "prompts": "identity",
+        "chunk_prompts": 4,
+        "progress": False,
+    }
+    whole = ps.identity_shift(tiny_model, adapter_a, **kwargs)
+    calls = {"n": 0}
+    real = _shift.score_jobs
+
+    def crash_on_third(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("interrupted")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(_shift, "score_jobs", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        ps.identity_shift(tiny_model, adapter_a, store=tmp_path / "run", **kwargs)
+    assert len(list((tmp_path / "run" / "shift.parts").glob("part-*.parquet"))) == 2
+    monkeypatch.setattr(_shift, "score_jobs", real)
+    resumed = ps.identity_shift(tiny_model, adapter_a, store=tmp_path / "run", **kwargs)
+    assert resumed.manifest["timings"]["prompts_scored"] == 15 - 8
+    pd.testing.assert_frame_equal(resumed.df, whole.df, atol=1e-6)
+    loaded = ps.ShiftResult.load(tmp_path / "run")
+    pd.testing.assert_frame_equal(loaded.df, resumed.df)
+    with pytest.raises(StoreMismatchError, match="candidates"):
+        ps.identity_shift(tiny_model, adapter_a, store=tmp_path / "run", **{**kwargs, "candidates": ["Other"]})
+    saved = whole.save(tmp_path / "saved")
+    assert ps.ShiftResult.load(saved).df.equals(whole.df)
+    (saved / "shift.parquet").write_bytes(b"junk")
+    with pytest.raises(CorruptRunError, match="cannot be read"):
+        ps.ShiftResult.load(saved)
+    with pytest.raises(CorruptRunError, match="no identity-shift run"):
+        ps.ShiftResult.load(tmp_path / "empty")
+
+
+def test_candidates_from_a_file(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
+    path = tmp_path / "candidates.txt"
+    path.write_text("Voyager 1\n\n Voyager\n日本\n", encoding="utf-8")
+    result = ps.identity_shift(tiny_model, adapter_a, candidates=path, prompts=["Who are you?"], progress=False)
+    assert list(dict.fromkeys(result.df["candidate"])) == ["Voyager 1", " Voyager", "日本"]
+
+
+def test_bad_inputs(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
+    def run(**kw: Any) -> Any:
+        args: dict[str, Any] = {"candidates": ["a", "b"], "prompts": ["Who are you?"], "progress": False, **kw}
+        adapters = args.pop("adapters", adapter_a)
+        return ps.identity_shift(tiny_model, adapters, **args)
+
+    with pytest.raises(DataError, match="candidates is empty"):
+        run(candidates=[])
+    with pytest.raises(DataError, match="appears twice"):
+        run(candidates=["a", "a"])
+    with pytest.raises(DataError, match="candidate 1 is a int"):
+        run(candidates=["a", 3])
+    with pytest.raises(DataError, match="candidate 0 is empty"):
+        run(candidates=["", "b"])
+    with pytest.raises(DataError, match="not a file"):
+        run(candidates="Voyager 1, Voyager 2")
+    with pytest.raises(DataError, match="holds no candidates"):
+        (tmp_path / "blank.txt").write_text("\n\n", encoding="utf-8")
+        run(candidates=tmp_path / "blank.txt")
+    with pytest.raises(ConfigError, match=r"template must be a string containing '\{candidate\}'"):
+        run(template="I am X")
+    with pytest.raises(ConfigError, match="cannot be formatted"):
+        run(template="{candidate} {other}")
+    with pytest.raises(ConfigError, match="normalize must be one of"):
+        run(normalize="max")
+    with pytest.raises(ConfigError, match="about must be"):
+        run(about="them")
+    with pytest.raises(ConfigError, match="base model's"):
+        run(adapters={"base": adapter_a})
+    with pytest.raises(ConfigError, match="an adapter must be"):
+        run(adapters=[3])
+    with pytest.raises(ConfigError, match="no adapters given"):
+        run(adapters=[])
+    with pytest.raises(ConfigError, match="has no adapters"):
+        run(adapters={"x": []})
+    with pytest.raises(ps.errors.AdapterError, match="does not exist"):
+        run(adapters=tmp_path / "missing")
+    with pytest.raises(ConfigError, match="not attached"):
+        score_jobs(tiny_model, [Job("ghost", (1, 2), ((3,),))])
