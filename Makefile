@@ -40,6 +40,8 @@ test: lint typecheck $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sampling.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/basins.py
+	$(BIN)/python benchmarks/logprobs.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

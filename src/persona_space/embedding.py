@@ -184,8 +184,8 @@ class Embedder:
         owners: list[int] = []
         weights: list[int] = []
         long_count = 0
-        for i, text in enumerate(texts):
-            ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+        for i, (text, ids) in enumerate(zip(texts, encoded, strict=True)):
             if len(ids) <= limit or self.long_texts == "truncate":
                 long_count += len(ids) > limit
                 pieces.append(text)
