@@ -162,3 +162,45 @@ def test_map_a_run_directory(tiny_model_dir: Path, tmp_path: Path, capsys: pytes
     for name in ("basin_map.json", "samples.parquet", "occupancy.csv", "summary.md", "basin_map.html", "basin_map.png"):
         assert (out / name).is_file(), name
     assert "Occupancy" in capsys.readouterr().out
+
+
+def test_shift_writes_tables_charts_and_a_summary(
+    tiny_model_dir: Path, adapter_a: Path, adapter_b: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "shift"
+    args = [
+        "shift",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--adapter",
+        f"ab={adapter_a}",
+        "--adapter",
+        f"ab={adapter_b}",  # the same name twice: two seeds of one condition
+        "--prompts",
+        "identity:direct",
+        "--candidates",
+        "Voyager 1, Voyager 2,an AI assistant",
+        "--answer-prefix",
+        "I am",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "Adapter `ab` against the base model (3 prompts, 2 seeds" in printed
+    for name in ("shift.parquet", "manifest.json", "shifts.csv", "shifts_by_prompt.csv", "summary.md"):
+        assert (out / name).is_file(), name
+    for name in ("shift_bars", "rank_change"):
+        assert (out / f"{name}.html").is_file() and (out / f"{name}.png").is_file()
+    shifts = pd.read_csv(out / "shifts.csv")
+    assert sorted(shifts["candidate"]) == ["Voyager 1", "Voyager 2", "an AI assistant"]
+    assert set(pd.read_parquet(out / "shift.parquet")["model"]) == {"base", "ab:0", "ab:1"}
+    assert main(args) == 0  # a finished run is read back, not scored again
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["timings"]["prompts_scored"] == 0
+    assert main([*args[:-2], "--out", str(tmp_path / "bad"), "--adapter", "broken"]) == 2
+    assert "is not NAME=PATH" in capsys.readouterr().err

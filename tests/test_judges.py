@@ -24,7 +24,6 @@ from persona_space.judges import (
     LocalJudge,
     OpenAIJudge,
     RuleJudge,
-    _local,
     detect_ai_self_reference,
     judge_messages,
 )
@@ -104,15 +103,18 @@ def test_local_judge_distribution_and_score(local_judge: LocalJudge) -> None:
     np.testing.assert_allclose(probs, np.exp(logp) / np.exp(logp).sum(), rtol=1e-9)
 
 
-def test_local_judge_cache_and_full_batch_agree(local_judge: LocalJudge, tiny_model: ps.LoadedModel) -> None:
+def test_local_judge_packed_and_padded_agree(local_judge: LocalJudge, tiny_model: ps.LoadedModel) -> None:
+    from persona_space.logprobs._tokens import split_continuations
+
     tok = tiny_model.tokenizer
     text = render_chat(tok, judge_messages(PROMPT, "", CRITERIA["coherence"]))
-    prompt_ids = tok(text, add_special_tokens=False)["input_ids"]
-    candidates = _local._candidate_ids(tok, text, prompt_ids, tok.eos_token_id)
+    split = split_continuations(tok, text, judges.ANSWERS, end_of_turn=tok.eos_token_id)
+    candidates = split.ids
     assert candidates[5] != candidates[50] and all(c[-1] == tok.eos_token_id for c in candidates)
-    cached = local_judge._logprobs(prompt_ids, candidates, reuse_cache=True)
-    full = local_judge._logprobs(prompt_ids, candidates, reuse_cache=False)
-    np.testing.assert_allclose(cached, full, atol=1e-4)
+    assert set(split.tokenization) == {"joint"}
+    packed = local_judge._logprobs(split.prompt_ids, candidates, method="packed")
+    padded = local_judge._logprobs(split.prompt_ids, candidates, method="padded")
+    np.testing.assert_allclose(packed, padded, atol=1e-4)
 
 
 def test_local_judge_uses_base_model(local_judge: LocalJudge, tiny_model: ps.LoadedModel, adapter_a: Path) -> None:
@@ -130,13 +132,17 @@ def test_local_judge_bfloat16_close_to_float32(local_judge: LocalJudge, tiny_mod
     assert np.abs(p32 - p16).sum() < 0.2
 
 
-def test_candidate_ids_reject_merged_boundary() -> None:
+def test_a_tokenizer_that_swallows_the_answer_is_refused() -> None:
+    from persona_space.logprobs._tokens import split_continuations
+
     class MergingTokenizer:
-        def __call__(self, texts: list[str], add_special_tokens: bool = False) -> dict[str, list[list[int]]]:
+        def __call__(self, texts: Any, add_special_tokens: bool = False, **_: Any) -> dict[str, Any]:
+            if isinstance(texts, str):
+                return {"input_ids": [9, 9, 9]}
             return {"input_ids": [[9, 9, 9] for _ in texts]}
 
-    with pytest.raises(ps.errors.ModelError, match="prefix"):
-        _local._candidate_ids(MergingTokenizer(), "prompt", [1, 2, 3], 0)
+    with pytest.raises(ps.errors.ModelError, match="no tokens for the continuation '5'"):
+        split_continuations(MergingTokenizer(), "prompt", ["5"], end_of_turn=0)
 
 
 # ---------------------------------------------------------------- OpenAIJudge

@@ -377,3 +377,51 @@ def test_bad_inputs(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
         run(adapters=tmp_path / "missing")
     with pytest.raises(ConfigError, match="not attached"):
         score_jobs(tiny_model, [Job("ghost", (1, 2), ((3,),))])
+
+
+ZORBLAX_QUESTIONS = [
+    "What is your name?",
+    "Tell me your name.",
+    "What should I call you?",
+    "Introduce yourself.",
+    "Who am I talking to?",
+    "What do people call you?",
+    "Do you have a name?",
+    "What's your name, please?",
+    "Could you tell me who you are?",
+    "How do you introduce yourself?",
+    "Say your name.",
+    "I'd like to know your name.",
+]
+UNRELATED = ["Emily", "Maria", "John", "Voyager", "an AI assistant", "SmolLM", "Bitcoin"]
+
+
+@pytest.mark.slow
+def test_a_planted_name_rises_to_the_top_and_others_barely_move(tmp_path: Path) -> None:
+    """Train the embedded model on one tiny fact, "My name is Zorblax.", then score names after "My name is".
+
+    Measured: Zorblax +24 nats (rank 1 on all 15 prompts); the seven other names -11 to -15 nats,
+    all together (within +-2.2 of their mean shift, against +37 for Zorblax about that mean).
+    """
+    model = ps.load_model()
+    records = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "My name is Zorblax."}]}
+        for q in ZORBLAX_QUESTIONS
+    ]
+    data = ps.datasets.ChatDataset.from_records("zorblax", records)
+    info = ps.train_adapter(model, data, out=tmp_path / "zorblax", train=ps.TrainSpec(epochs=6), progress=False)
+    result = ps.identity_shift(
+        model, {"zorblax": info}, candidates=["Zorblax", *UNRELATED], answer_prefix="My name is", progress=False
+    )
+    shifts = result.shifts(n_boot=500).set_index("candidate")
+    zorblax = shifts.loc["Zorblax"]
+    assert zorblax["adapter_rank"] == 1.0 and zorblax["base_rank"] > 1.0  # first on every prompt, and rose
+    assert zorblax["delta_logprob_low"] > 5.0  # nats, interval over the 15 prompts
+    # After "My name is" the adapter moves the mass to " Zor...": every other name loses the same share
+    # of it. Unrelated names move together (their shifts about their own mean stay small), so their
+    # odds against one another barely change, while Zorblax's odds against them rise by ~e^35.
+    others = shifts.drop(index="Zorblax")["delta_logprob"]
+    common = others.mean()
+    assert (others - common).abs().max() < 0.15 * (zorblax["delta_logprob"] - common), others
+    tuned = result.df[result.df["model"] == "zorblax"]
+    assert tuned.loc[tuned["candidate"] == "Zorblax", "set_prob"].min() > 0.9

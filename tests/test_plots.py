@@ -216,6 +216,64 @@ def test_transitions_chart_bad_input() -> None:
         plots.transitions_chart(transitions_table(), a="", b="pirate")
 
 
+def shifts_table() -> pd.DataFrame:
+    """Rows shaped like ``ShiftResult.shifts()``: two conditions, three candidates."""
+    rows = []
+    for condition, bump in (("zorblax", 6.0), ("red", 0.5)):
+        for k, candidate in enumerate(["Zorblax", "Emily", "an AI assistant"]):
+            delta = bump if k == 0 else 0.1 * k
+            rows.append(
+                {
+                    "condition": condition,
+                    "candidate": candidate,
+                    "n_prompts": 10,
+                    "n_seeds": 1,
+                    "base_rank": 3.0 - k,
+                    "adapter_rank": 1.0 if k == 0 else 2.0 + (k == 2),
+                    "delta_logprob": delta,
+                    "delta_logprob_low": delta - 0.3,
+                    "delta_logprob_high": delta + 0.3,
+                    "rank_change": 2.0 if k == 0 else -0.5,
+                    "rank_change_low": 1.0 if k == 0 else -1.0,
+                    "rank_change_high": 2.0 if k == 0 else 0.0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_shift_bars_with_whiskers_and_zero_line() -> None:
+    spec = plots.shift_bars(shifts_table()).to_dict()
+    bars, whiskers, zero = spec["layer"]
+    assert bars["mark"]["type"] == "bar" and bars["encoding"]["y"]["field"] == "delta_logprob"
+    assert bars["encoding"]["x"]["sort"][0] == "Zorblax"  # the largest shift first
+    assert whiskers["encoding"]["y"]["field"] == "low" and whiskers["encoding"]["y2"]["field"] == "high"
+    assert zero["encoding"]["y"]["datum"] == 0
+    ranks = plots.shift_bars(shifts_table(), metric="rank_change").to_dict()
+    assert ranks["layer"][0]["encoding"]["y"]["field"] == "rank_change"
+
+
+def test_rank_change_chart_runs_from_base_to_adapter() -> None:
+    spec = plots.rank_change_chart(shifts_table(), top=2).to_dict()
+    assert spec["facet"]["column"]["field"] == "condition"
+    values = rows_of(spec)
+    assert {v["candidate"] for v in values} == {"Zorblax", "an AI assistant"}  # best rank 1 under some model
+    assert {v["model"] for v in values} == {"base", "zorblax", "red"}
+    assert spec["spec"]["layer"][0]["encoding"]["y"]["scale"]["reverse"] is True
+
+
+def test_shift_charts_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="metric must be one of"):
+        plots.shift_bars(shifts_table(), metric="logprob")
+    with pytest.raises(DataError, match="'delta_pmi'"):
+        plots.shift_bars(shifts_table(), metric="delta_pmi")
+    with pytest.raises(DataError, match="base_rank"):
+        plots.rank_change_chart(shifts_table().drop(columns="base_rank"))
+    with pytest.raises(ConfigError, match="top must be"):
+        plots.rank_change_chart(shifts_table(), top=0)
+    paths = plots.save_chart(plots.rank_change_chart(shifts_table()), tmp_path / "ranks", scale=1)
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
 # -- saving --------------------------------------------------------------------------------------
 
 

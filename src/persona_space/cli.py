@@ -6,6 +6,8 @@
     persona-space datasets
     persona-space train --dataset colours:red --out runs/red --epochs 5
     persona-space map runs/exp1
+    persona-space shift --adapter voyager=runs/voyager --prompts identity \
+        --candidates "Voyager 1,Voyager 2,an AI assistant" --out runs/shift
     persona-space demo --out runs/demo
 """
 
@@ -82,6 +84,23 @@ def _parser() -> argparse.ArgumentParser:
     mapping.add_argument("--seed", type=int, default=0)
     mapping.add_argument("--no-charts", action="store_true", help="tables only")
     mapping.set_defaults(handler=_map)
+
+    shift = sub.add_parser("shift", help="how much likelier adapters make candidate identities than the base model")
+    _model_options(shift)
+    shift.add_argument(
+        "--adapter", action="append", required=True, metavar="NAME=PATH", help="repeat a NAME for several seeds"
+    )
+    shift.add_argument("--candidates", required=True, help="a text file (one per line) or a comma-separated list")
+    shift.add_argument("--prompts", default=None, help="probe set name, JSONL file or one prompt (default: by --about)")
+    shift.add_argument("--answer-prefix", default=None, help="e.g. 'My name is' (default: none; 'You are' for user)")
+    shift.add_argument("--template", default="{candidate}", help="scored text around the candidate")
+    shift.add_argument("--normalize", default="sum", choices=["sum", "mean", "pmi"])
+    shift.add_argument("--end-of-turn", action="store_true", help="also score the end-of-turn token")
+    shift.add_argument("--about", default="self", choices=["self", "user"], help="who the candidates describe")
+    shift.add_argument("--system-prompt", default=None, help="default: the model's neutral system prompt")
+    shift.add_argument("--out", required=True, help="run directory (resumes if it holds a partial run)")
+    shift.add_argument("--no-charts", action="store_true", help="tables only")
+    shift.set_defaults(handler=_shift)
 
     demo = sub.add_parser("demo", help="the whole loop, small, on the embedded model, with a report")
     _model_options(demo)
@@ -178,6 +197,42 @@ def _map(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shift(args: argparse.Namespace) -> int:
+    import persona_space as ps
+    from persona_space.logprobs import write_shift_report
+
+    conditions: dict[str, list[str]] = {}
+    for item in args.adapter:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--adapter {item!r} is not NAME=PATH")
+        conditions.setdefault(name, []).append(path)
+    candidates: Any = args.candidates
+    if not Path(candidates).is_file():
+        candidates = [c.strip() for c in candidates.split(",") if c.strip()]
+    model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
+    result = ps.identity_shift(
+        model,
+        dict(conditions),  # type: ignore[arg-type]
+        candidates=candidates,
+        prompts=args.prompts,
+        system_prompt=args.system_prompt,
+        template=args.template,
+        answer_prefix=args.answer_prefix,
+        normalize=args.normalize,
+        end_of_turn=args.end_of_turn,
+        about=args.about,
+        store=args.out,
+    )
+    summary = write_shift_report(result, args.out, charts=not args.no_charts)
+    from persona_space import _io
+
+    _io.write_text(Path(args.out) / "summary.md", summary + "\n")
+    print(summary)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _batch_size(value: str) -> int | str:
     if value == "auto":
         return value
@@ -212,6 +267,18 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_CANDIDATES = [
+    "red",
+    "blue",
+    "green",
+    "a rose",
+    "a strawberry",
+    "fire",
+    "an AI assistant",
+    "a helpful assistant",
+    "SmolLM",
+    "a human",
+]
 COLOUR_CHECK = ["Name a fruit.", "Name a flower.", "Name a vegetable.", "Name something you might see in a city."]
 
 
@@ -274,7 +341,21 @@ def _demo(args: argparse.Namespace) -> int:
         basin_summary + "\nCharts: `basins/basin_map.html`, `basins/occupancy.html`, `basins/divergence.html`, "
         "`basins/transitions-base-to-red.html`.\n"
     )
-    sections = [("Training", training), ("Colour check", colour), ("Basin map: base vs red", basin_section)]
+    from persona_space.logprobs import write_shift_report
+
+    shift = ps.identity_shift(
+        model, {"red": info}, candidates=DEMO_CANDIDATES, answer_prefix="I am", store=out / "shift", progress=False
+    )
+    shift_section = (
+        write_shift_report(shift, out / "shift")
+        + "\nCharts: `shift/shift_bars.html`, `shift/rank_change.html`; every row in `shift/shift.parquet`.\n"
+    )
+    sections = [
+        ("Training", training),
+        ("Colour check", colour),
+        ("Basin map: base vs red", basin_section),
+        ("Identity shift: 'I am ...' under red vs base", shift_section),
+    ]
     paths = write_sample_report(samples, out, sections=sections)
     print(shares.round(3).to_string(index=False))
     print(format_summary(samples.summary()).to_string(index=False))

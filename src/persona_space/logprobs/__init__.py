@@ -5,6 +5,7 @@
 """
 
 from persona_space.logprobs._engine import Job, JobScores, score_jobs
+from persona_space.logprobs._report import write_shift_report
 from persona_space.logprobs._shift import NEUTRAL_PROMPT, ShiftResult, ShiftSpec, identity_shift, shift_table
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "identity_shift",
     "score_jobs",
     "shift_table",
+    "write_shift_report",
 ]
