@@ -334,17 +334,18 @@ class BasinMap:
         else:
             raise ConfigError(f"writer must be a LoadedModel or a function from prompt to text, got {writer!r:.80}")
         labels: list[str | None] = []
-        for row in self.basins_.itertuples():
-            if row.basin < 0:
+        rows: list[dict[Any, Any]] = self.basins_.to_dict("records")
+        for row in rows:
+            if int(row["basin"]) < 0:
                 labels.append(None)
                 continue
-            prompt = label_prompt(row.keywords, list(row.exemplars)[:examples], row.self_names)
+            prompt = label_prompt(list(row["keywords"]), list(row["exemplars"])[:examples], list(row["self_names"]))
             answer = write(prompt)
             if not isinstance(answer, str):
                 kind = type(answer).__name__
-                raise DataError(f"the label writer returned {kind} for basin {row.basin}; expected text")
+                raise DataError(f"the label writer returned {kind} for basin {row['basin']}; expected text")
             labels.append(clean_label(answer, max_words))
-        self.basins_ = self.basins_.assign(label=labels)
+        self.basins_ = self.basins_.assign(label=pd.Series(labels, index=self.basins_.index, dtype=object))
         self.label_writer_ = described
         return self.basins_
 
