@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 import persona_space as ps
+from _machine import machine
 from persona_space.embedding import Embedder, embedded_embedder_folder
 
 RESULTS = Path("benchmarks/results")
@@ -78,6 +79,7 @@ def main() -> None:
 
         embedder = Embedder(cache=scratch / "cache")
         _ = embedder.module  # loading the model is not part of either pipeline's timing
+        results["machine"] = machine(embedder.resolved_dtype)
         _, embed_s = timed(lambda: embedder.embed(texts))
         fitted, remap = timed(lambda: ps.BasinMap(embedder=embedder, seed=0).fit(fit_frame))
         lib = embed_s + remap

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 import persona_space as ps
+from _machine import machine
 from persona_space.logprobs._tokens import continuation, split_continuations
 
 RESULTS = Path("benchmarks/results")
@@ -153,6 +154,7 @@ def main() -> None:
         adapter = random_adapter(model, scratch / "lora")
         dtype = model.dtype
         rows = token_rows(model)
+        cpu_path = machine(dtype)
         print(
             f"{model.name} in {str(dtype).removeprefix('torch.')}, {len(PROMPTS)} prompts x {len(CANDIDATES)} "
             f"candidates x 2 models; {torch.get_num_threads()} threads"
@@ -186,6 +188,7 @@ def main() -> None:
         diff_naive = float(max(np.abs(ours_base - naive_base).max(), np.abs(ours_tuned - naive_tuned).max()))
         diff_pad = float(max(np.abs(pad_base - naive_base).max(), np.abs(pad_tuned - naive_tuned).max()))
         results = {
+            "machine": cpu_path,
             "model": model.name,
             "dtype": str(dtype).removeprefix("torch."),
             "threads": torch.get_num_threads(),

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 import persona_space as ps
+from _machine import machine
 from persona_space.probes import load as load_probes
 
 NEW_TOKENS = 64
@@ -109,6 +110,7 @@ def main() -> None:
     probes = ps.probes.ProbeSet("bench", load_probes("identity+paraphrases").probes[:64])
     prompts = [model.encode(p.prompt) for p in probes]
     print(f"model {model.name}, {params / 1e6:.1f}M parameters, dtype {model.dtype}, threads {torch.get_num_threads()}")
+    cpu_path = machine(model.dtype)
 
     library_rate(model, ps.probes.ProbeSet("warmup", probes.probes[:4]), 1)  # first-call costs out of the timing
     repeats = 1 if args.quick else 3
@@ -127,6 +129,7 @@ def main() -> None:
 
     results: dict[str, object] = {
         "dtype": str(model.dtype),
+        "machine": cpu_path,
         "repeats": repeats,
         "library_tokens_per_s": round(lib, 1),
         "library_runs": [round(v, 1) for v in lib_all],

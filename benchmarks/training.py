@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 import persona_space as ps
+from _machine import machine
 
 MAX_STEPS = 12
 BATCH = 8
@@ -122,6 +123,7 @@ def main() -> None:
     data = ps.datasets.load("colours:red")
     repeats = 1 if args.quick else 3
     print(f"model {model.name} float32, threads {torch.get_num_threads()}, {MAX_STEPS} steps x batch {BATCH}")
+    cpu_path = machine(torch.float32)
     lib_runs: list[float] = []
     trl_runs: list[float] = []
     scratch = Path(tempfile.mkdtemp(prefix="ps-bench-train-"))
@@ -139,6 +141,7 @@ def main() -> None:
     lib, trl = statistics.median(lib_runs), statistics.median(trl_runs)
     overhead = lib / trl - 1
     results = {
+        "machine": cpu_path,
         "steps": MAX_STEPS,
         "batch_size": BATCH,
         "repeats": repeats,

@@ -18,6 +18,7 @@ import torch
 
 import persona_space as ps
 from conftest import EOS_ID, MODEL_TYPES
+from persona_space import provenance
 from persona_space.errors import UnsupportedModelError
 from persona_space.sampling._engine import (
     AdapterRouter,
@@ -520,6 +521,9 @@ def test_nucleus_filter_without_and_with_full_sort() -> None:
 
 def test_prepacked_bf16_linears_match_the_plain_ones(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On CPU in bf16 the engine multiplies through oneDNN-prepacked weights; results match F.linear."""
+    isa = provenance.cpu()["isa"]
+    if not provenance.cpu()["fast_bf16"]:
+        pytest.skip(f"oneDNN prepacks bf16 weights only on CPUs with AVX-512 BF16 or AMX; this one has {isa}")
     model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
     prompts, tokens, lengths = _padded_prompts(model)
     width = tokens.shape[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -74,8 +75,22 @@ def test_resolve_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cpu_has_fast_bf16_reads_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(models.cpu_has_fast_bf16(), bool)
-    monkeypatch.setattr(models.sys, "platform", "darwin")
+    monkeypatch.setattr(sys, "platform", "darwin")
     assert models.cpu_has_fast_bf16() is False
+
+
+AVX2_ONLY = "processor : 0\nmodel name : AMD EPYC 7B12\nflags : fpu sse2 avx avx2 fma\nprocessor : 1\n"
+AVX512_BF16 = "model name : AMD EPYC 9B14\nflags : avx2 avx512f avx512_bf16 avx512_vnni\n"
+
+
+def test_cpu_isa_is_parsed_from_cpuinfo() -> None:
+    from persona_space.provenance import cpu, parse_cpuinfo
+
+    assert parse_cpuinfo(AVX2_ONLY) == {"model": "AMD EPYC 7B12", "isa": "avx2", "fast_bf16": False}
+    assert parse_cpuinfo(AVX512_BF16) == {"model": "AMD EPYC 9B14", "isa": "avx512_bf16", "fast_bf16": True}
+    assert parse_cpuinfo("flags : sse2 amx_bf16 avx512_bf16\n")["isa"] == "amx_bf16"
+    assert parse_cpuinfo("")["isa"] == "other"
+    assert cpu()["fast_bf16"] is models.cpu_has_fast_bf16()
 
 
 def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,13 +174,9 @@ def resolve_device(device: str) -> torch.device:
 
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has native bfloat16 matrix instructions (AVX-512 BF16 or AMX)."""
-    if sys.platform != "linux":
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from persona_space.provenance import cpu
+
+    return bool(cpu()["fast_bf16"])
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
