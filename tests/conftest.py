@@ -123,8 +123,12 @@ def tiny_model(tiny_model_dir: Path) -> Any:
     return ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
 
 
-def make_lora(base_dir: Path, out_dir: Path, *, seed: int, r: int = 4) -> Path:
-    """Save a random LoRA adapter (non-zero B, so it changes outputs) for the model in ``base_dir``."""
+def make_lora(base_dir: Path, out_dir: Path, *, seed: int, r: int = 4, scale: float = 1.0) -> Path:
+    """Save a random LoRA adapter (non-zero B, so it changes outputs) for the model in ``base_dir``.
+
+    ``scale`` multiplies the B matrices: 0 gives an adapter that changes nothing (as
+    a freshly initialised LoRA), a small value one that changes the output a little.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -133,6 +137,10 @@ def make_lora(base_dir: Path, out_dir: Path, *, seed: int, r: int = 4) -> Path:
     torch.manual_seed(seed)
     config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(LORA_TARGETS), init_lora_weights=False)
     peft_model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(scale)
     peft_model.save_pretrained(str(out_dir))
     return out_dir
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +67,8 @@ def test_rows_columns_and_seeds(tiny_model: Any) -> None:
     expected = [("base", p, t, i) for p in PROBES.ids for t in (0.7, 1.0) for i in range(3)]
     assert keys == expected  # every sample once, in canonical order
     for row in df.itertuples():
-        assert row.seed == row_seed(0, row.adapter, row.probe_id, row.temperature, row.sample_index)
+        assert row.seed == row_seed(0, row.probe_id, row.temperature, row.sample_index)
+        assert row.condition == row.adapter == "base" and math.isnan(row.train_seed)
         assert row.prompt == PROBES[row.probe_id].prompt
         assert row.group == row.probe_id and row.category == "custom"
         assert 1 <= row.n_tokens <= 5
@@ -80,8 +82,9 @@ def test_rows_columns_and_seeds(tiny_model: Any) -> None:
 def test_row_count_is_conditions_probes_temperatures_n(tiny_model: Any, adapter_a: Path) -> None:
     conditions = attach(tiny_model, a=adapter_a)
     samples = run(tiny_model, adapters=conditions, n=2, temperatures=[0.0, 0.5, 1.5], max_new_tokens=2)
-    assert len(samples) == 2 * 2 * 3 * 2
-    assert samples.df.groupby(["adapter", "probe_id", "temperature"]).size().eq(2).all()
+    assert len(samples) == 2 * 2 * (1 + 2 + 2)  # one greedy row per probe and condition
+    sizes = samples.df.groupby(["adapter", "probe_id", "temperature"]).size()
+    assert sizes.eq(sizes.index.get_level_values("temperature").map({0.0: 1, 0.5: 2, 1.5: 2})).all()
 
 
 def test_batch_size_does_not_change_the_table(tiny_model: Any) -> None:
@@ -102,11 +105,12 @@ def test_same_call_is_repeatable_and_seed_changes_texts(tiny_model: Any) -> None
 
 def test_temperature_zero_is_greedy_and_tiny_top_p_is_greedy(tiny_model: Any) -> None:
     greedy = run(tiny_model, temperatures=[0.0], n=3, max_new_tokens=6).df
-    assert greedy.groupby("probe_id")["text"].nunique().eq(1).all()
+    assert len(greedy) == len(PROBES)  # one greedy answer per probe
     expected = [tiny_model.generate_greedy(p.prompt, max_new_tokens=6) for p in PROBES]
     assert greedy.groupby("probe_id", sort=False)["text"].first().str.strip().tolist() == expected
     nucleus = run(tiny_model, temperatures=[1.0], top_p=1e-6, n=3, max_new_tokens=6).df
-    assert nucleus["text"].tolist() == greedy["text"].tolist()
+    assert nucleus.groupby("probe_id")["text"].nunique().eq(1).all()
+    assert nucleus.groupby("probe_id", sort=False)["text"].first().tolist() == greedy["text"].tolist()
 
 
 def test_max_new_tokens_reached_gives_length(tiny_model: Any) -> None:
@@ -127,23 +131,24 @@ def test_empty_completions_are_kept_and_counted(tiny_model: Any) -> None:
     assert (stopped["n_tokens"] < 4).all()
     summary = samples.summary()
     assert list(summary.columns) == [
-        "adapter",
+        "condition",
         "temperature",
         "samples",
-        "mean_tokens",
-        "mean_tokens_low",
-        "mean_tokens_high",
-        "empty_share",
-        "empty_share_low",
-        "empty_share_high",
-        "truncated_share",
-        "truncated_share_low",
-        "truncated_share_high",
+        "groups",
+        "seeds",
+        *[
+            f"{m}{s}"
+            for m in ("mean_tokens", "mean_chars", "empty_share", "truncated_share")
+            for s in ("", "_low", "_high")
+        ],
+        "interval",
     ]
     row = summary.iloc[0]
     assert row["empty_share_low"] <= row["empty_share"] <= row["empty_share_high"]
-    assert row["empty_share_low"] > 0.0 and row["empty_share_high"] < 1.0
-    assert row["samples"] == 24
+    assert row["empty_share_high"] < 1.0
+    assert row["samples"] == 24 and row["groups"] == 2 and row["seeds"] == 1
+    assert row["interval"] == "95% bootstrap over 2 question groups, 2000 resamples"
+    assert row["mean_chars"] == pytest.approx(df["text"].str.len().mean())
     assert row["empty_share"] == pytest.approx((df["text"].str.strip() == "").mean())
     assert row["empty_share"] >= len(empty) / len(df)
     assert row["truncated_share"] == pytest.approx((df["finish_reason"] == "length").mean())
@@ -449,6 +454,7 @@ def test_sampling_spec_defaults_and_to_dict() -> None:
         "system_prompt": ps.DEFAULT_SYSTEM_PROMPT,
         "seed": 0,
         "ignore_eos": False,
+        "pairing": "paired",
     }
     assert SamplingSpec(temperatures=(0.0,)).temperatures == (0.0,)
 
@@ -469,17 +475,18 @@ def test_auto_batch_size_fits_the_memory_budget(tiny_model: Any, monkeypatch: py
 
 
 def test_row_seed_is_stable_and_distinguishes_every_field() -> None:
-    base = row_seed(0, "base", "p", 1.0, 0)
-    assert base == row_seed(0, "base", "p", 1, 0)  # an int temperature is the same as its float
+    base = row_seed(0, "p", 1.0, 0)
+    assert base == row_seed(0, "p", 1, 0)  # an int temperature is the same as its float
     assert 0 <= base < 2**64
     variants = {
-        row_seed(1, "base", "p", 1.0, 0),
-        row_seed(0, "a", "p", 1.0, 0),
-        row_seed(0, "base", "q", 1.0, 0),
-        row_seed(0, "base", "p", 0.7, 0),
-        row_seed(0, "base", "p", 1.0, 1),
+        row_seed(1, "p", 1.0, 0),
+        row_seed(0, "p", 1.0, 0, "a"),  # an independent stream per condition
+        row_seed(0, "p", 1.0, 0, "b"),
+        row_seed(0, "q", 1.0, 0),
+        row_seed(0, "p", 0.7, 0),
+        row_seed(0, "p", 1.0, 1),
     }
-    assert base not in variants and len(variants) == 5
+    assert base not in variants and len(variants) == 6
 
 
 def test_sample_set_repr_and_probe_set_by_name(tiny_model: Any) -> None:
@@ -511,3 +518,108 @@ def test_unsupported_model_writes_nothing(tiny_model: Any, tmp_path: Path) -> No
     with pytest.raises(UnsupportedModelError, match="gpt2"):
         run(model, store=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+# -- paired random streams --------------------------------------------------------------------
+
+
+def test_an_adapter_that_changes_nothing_gives_the_base_texts(tiny_model: Any, tmp_path: Path) -> None:
+    """Paired streams: a zero-B LoRA (as freshly initialised) answers exactly as the base model does."""
+    from conftest import make_lora
+
+    zero = make_lora(Path(tiny_model.source), tmp_path / "zero", seed=3, scale=0.0)
+    df = run(tiny_model, adapters={"base": None, "zero": zero}, n=8, max_new_tokens=6).df
+    base, adapter = df[df["condition"] == "base"], df[df["condition"] == "zero"]
+    assert len(base) == len(adapter) == 2 * 2 * 8
+    assert base["text"].tolist() == adapter["text"].tolist()
+    assert base["seed"].tolist() == adapter["seed"].tolist()
+    # independent streams: the same adapter gives other texts
+    df = run(tiny_model, adapters={"base": None, "zero": zero}, n=8, max_new_tokens=6, pairing="independent").df
+    base, adapter = df[df["condition"] == "base"], df[df["condition"] == "zero"]
+    assert (base["text"].to_numpy() != adapter["text"].to_numpy()).mean() > 0.5
+
+
+def test_a_small_adapter_changes_few_tokens_when_paired(
+    make_tiny_model_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Most paired answers of a slightly perturbed model are the base model's own; independent ones are not.
+
+    The tiny model has wide random weights so that its next-token distributions are
+    peaked, as a trained model's are (a flat distribution over 49k tokens moves its
+    inverse-CDF pick with the slightest change).
+    """
+    from conftest import make_lora
+
+    folder = make_tiny_model_dir("llama", initializer_range=1.0)
+    model = ps.load_model(str(folder), device="cpu", dtype="float32")
+    small = make_lora(folder, tmp_path / "small", seed=3, scale=0.01)
+    same = {}
+    for pairing in ("paired", "independent"):
+        df = run(
+            model, adapters={"base": None, "small": small}, n=16, temperatures=[1.0], max_new_tokens=6, pairing=pairing
+        ).df
+        base, adapter = df[df["condition"] == "base"], df[df["condition"] == "small"]
+        assert base["text"].nunique() > 20  # sampled, not collapsed onto a few answers
+        same[pairing] = float((base["text"].to_numpy() == adapter["text"].to_numpy()).mean())
+    assert same["paired"] > 0.5 and same["independent"] < 0.2, same
+
+
+def test_several_seeds_per_condition_and_the_pairing_in_the_manifest(
+    tiny_model: Any, adapter_a: Path, adapter_b: Path, tmp_path: Path
+) -> None:
+    samples = run(tiny_model, adapters={"base": None, "lora": [adapter_a, adapter_b]}, n=2, store=tmp_path / "r")
+    df = samples.df
+    assert list(dict.fromkeys(df["adapter"])) == ["base", "lora:0", "lora:1"]
+    assert list(dict.fromkeys(df["condition"])) == ["base", "lora"]
+    assert df.loc[df["adapter"] == "lora:1", "train_seed"].unique().tolist() == [1.0]
+    assert df.loc[df["condition"] == "base", "train_seed"].isna().all()
+    assert samples.manifest["parameters"]["pairing"] == "paired"
+    assert samples.manifest["parameters"]["conditions"]["lora:0"] == {"condition": "lora", "train_seed": 0}
+    summary = samples.summary()
+    assert summary.loc[summary["condition"] == "lora", "seeds"].unique().tolist() == [2]
+    assert "x 2 training seeds" in summary.loc[summary["condition"] == "lora", "interval"].iloc[0]
+    loaded = SampleSet.load(tmp_path / "r")
+    pd.testing.assert_frame_equal(loaded.df, df)
+
+
+def test_greedy_sampling_keeps_one_row_per_probe(tiny_model: Any) -> None:
+    df = run(tiny_model, n=4, temperatures=[0.0, 1.0]).df
+    assert (df["temperature"] == 0.0).sum() == len(PROBES)  # n identical greedy rows would count as n
+    assert (df["temperature"] == 1.0).sum() == 4 * len(PROBES)
+
+
+def test_compare_gives_paired_differences_with_adjusted_p_values(tiny_model: Any, tmp_path: Path) -> None:
+    from conftest import make_lora
+
+    zero = make_lora(Path(tiny_model.source), tmp_path / "zero", seed=3, scale=0.0)
+    loud = make_lora(Path(tiny_model.source), tmp_path / "loud", seed=4, scale=3.0)
+    probes = ProbeSet.from_list([f"Question {i}?" for i in range(6)], name="six")
+    samples = run(tiny_model, probes, adapters={"base": None, "zero": zero, "loud": loud}, n=6, temperatures=[1.0])
+    table = samples.compare()
+    assert set(table["condition"]) == {"zero", "loud"} and set(table["metric"]) == {
+        "n_tokens",
+        "n_chars",
+        "empty",
+        "truncated",
+    }
+    zero_rows = table[table["condition"] == "zero"]
+    assert (zero_rows["difference"] == 0).all() and (zero_rows["low"] == 0).all() and (zero_rows["high"] == 0).all()
+    assert (zero_rows["p_value"] == 1.0).all()
+    assert (table["p_adjusted"] >= table["p_value"]).all()
+    assert set(table["adjustment"]) == {"Holm over 8 tests"} and set(table["pairing"]) == {"paired"}
+    assert table["interval"].iloc[0] == "95% bootstrap over 6 question groups, 2000 resamples, paired with base"
+    bh = samples.compare(adjust="bh")
+    assert set(bh["adjustment"]) == {"Benjamini-Hochberg over 8 tests"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pairing": "matched"}, "pairing must be one of paired, independent, got 'matched'"),
+        ({"adapters": {"a": []}}, "condition 'a' has no adapters"),
+        ({"adapters": {"a": 3}}, "expected a folder, an AdapterInfo or None, got int 3"),
+    ],
+)
+def test_bad_pairing_and_conditions_are_refused(tiny_model: Any, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run(tiny_model, **kwargs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,3 +195,98 @@ def _weights_file(folder: Path) -> Path | None:
         if (folder / candidate).is_file():
             return folder / candidate
     return None
+
+
+# -- conditions: named groups of adapters (several training seeds, or the base model) ----------------
+
+AdapterLike = str | os.PathLike[str] | AdapterInfo
+ConditionsLike = Mapping[str, AdapterLike | Sequence[AdapterLike] | None]
+MANIFEST_FILE = "persona_space_adapter.json"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of a condition: the base model (``where is None``) or one adapter.
+
+    ``label`` names it in tables (the ``adapter`` column) and on the loaded model;
+    a condition with several adapters (training seeds) labels them
+    ``condition:0``, ``condition:1``, ...
+    """
+
+    label: str
+    condition: str
+    where: AdapterLike | None
+    train_seed: int | None
+
+
+def train_seed(where: AdapterLike) -> int | None:
+    """The training seed recorded in a persona_space adapter folder's manifest, or ``None``."""
+    folder = Path(where.path if isinstance(where, AdapterInfo) else os.fspath(where))
+    try:
+        seed = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))["params"]["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def expand_conditions(conditions: ConditionsLike) -> list[Member]:
+    """Every model of every condition, with its label and training seed.
+
+    A condition maps to ``None`` (the base model), one adapter, or a list of
+    adapters (e.g. one per training seed). A member's seed comes from its adapter's
+    manifest; where that is missing, members of a multi-seed condition take their
+    position in the list, so that seeds stay distinct.
+
+    >>> [m.label for m in expand_conditions({"base": None, "red": ["runs/red-s0", "runs/red-s1"]})]
+    ['base', 'red:0', 'red:1']
+    """
+    if not isinstance(conditions, Mapping) or not conditions:
+        raise ConfigError(
+            f"adapters must be a non-empty mapping of condition -> folder, list of folders or None, "
+            f"got {conditions!r:.80}"
+        )
+    out: list[Member] = []
+    for name, value in conditions.items():
+        validate_name(name)
+        if value is None:
+            out.append(Member(name, name, None, None))
+            continue
+        many = isinstance(value, (list, tuple))
+        members: list[Any] = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not members:
+            raise ConfigError(f"condition {name!r} has no adapters; expected at least one folder")
+        for k, where in enumerate(members):
+            if not isinstance(where, (str, os.PathLike, AdapterInfo)):
+                raise ConfigError(
+                    f"adapter {name!r}: expected a folder, an AdapterInfo or None, "
+                    f"got {type(where).__name__} {where!r:.60}"
+                )
+            label = validate_name(f"{name}:{k}") if many and len(members) > 1 else name
+            seed = train_seed(where)
+            out.append(Member(label, name, where, seed if seed is not None or len(members) == 1 else k))
+    labels = [m.label for m in out]
+    clash = sorted({label for label in labels if labels.count(label) > 1})
+    if clash:
+        raise ConfigError(f"model labels {clash} occur twice; rename the conditions")
+    return out
+
+
+def attach_conditions(model: LoadedModel, members: Sequence[Member]) -> dict[str, str | None]:
+    """Attach each member's adapter (once); map each label to its attached adapter (``None`` = base)."""
+    out: dict[str, str | None] = {}
+    for member in members:
+        where = member.where
+        if where is None:
+            out[member.label] = None
+            continue
+        if isinstance(where, AdapterInfo):  # as train_adapter returns
+            attached = model.adapters.get(where.name)
+            if attached is not None and attached.sha256 == where.sha256:
+                out[member.label] = attached.name  # already on the model: no second copy
+                continue
+            where = where.path
+        if isinstance(where, str) and where in model.adapters and not Path(where).exists():
+            out[member.label] = where
+            continue
+        out[member.label] = model.load_adapter(where, name=member.label)
+    return out

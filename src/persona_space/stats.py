@@ -28,11 +28,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from persona_space.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Adjustment = Literal["holm", "bh", "none"]
 ADJUSTMENTS: tuple[str, ...] = ("holm", "bh", "none")
@@ -156,6 +159,38 @@ def cells(seed_index: np.ndarray, group_index: np.ndarray, values: np.ndarray, n
     np.add.at(sums, (seed_index, group_index), values)
     np.add.at(counts, (seed_index, group_index), 1.0)
     return Cells(sums, counts)
+
+
+def group_column(frame: pd.DataFrame) -> str | None:
+    """The column naming each row's question group: ``group``, else ``probe_id``, else none."""
+    return next((c for c in ("group", "probe_id") if c in frame.columns), None)
+
+
+def frame_cells(frame: pd.DataFrame, values: np.ndarray, groups: Sequence[Any]) -> Cells:
+    """Rows of ``frame`` summed into (training seed, question group) cells over the common ``groups`` axis.
+
+    Seeds are the distinct ``train_seed`` values (a missing seed, as for the base
+    model, is one seed of its own, not dropped); without the column every row has
+    the same seed. Rows are placed by :func:`group_column`; without one, each row is
+    its own group (``groups`` must then be ``range(len(frame))``).
+    """
+    import pandas as pd
+
+    if "train_seed" in frame.columns:
+        seed_index, uniques = pd.factorize(frame["train_seed"], use_na_sentinel=False, sort=True)
+        n_seeds = len(uniques)
+    else:
+        seed_index, n_seeds = np.zeros(len(frame), dtype=np.int64), 1
+    column = group_column(frame)
+    if column is None:
+        group_index = np.arange(len(frame))
+    else:
+        position = {g: i for i, g in enumerate(groups)}
+        missing = set(frame[column]) - set(position)
+        if missing:
+            raise ConfigError(f"groups {sorted(map(str, missing))[:5]} are not on the group axis")
+        group_index = frame[column].map(position).to_numpy(dtype=np.int64)
+    return cells(np.asarray(seed_index), group_index, values, max(n_seeds, 1), len(groups))
 
 
 def resample_weights(n_units: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:

@@ -15,7 +15,6 @@ forward pass), never from a second copy of the model.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -249,7 +248,7 @@ def identity_shift(
     >>> shift = identity_shift(model, adapter, candidates=["Voyager 1", "an AI assistant"])  # doctest: +SKIP
     >>> shift.shifts()  # doctest: +SKIP
     """
-    from persona_space.sampling._api import attach_conditions
+    from persona_space.adapters import attach_conditions, expand_conditions
 
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -268,15 +267,10 @@ def identity_shift(
         about=about,
     )
     probe_set = _prompts(prompts, about)
-    conditions = _conditions(adapters)
+    members = expand_conditions(_conditions(adapters))
     labels: dict[str, tuple[str, int | None]] = {BASE: (BASE, None)}  # model label -> (condition, train seed)
-    flat: dict[str, AdapterLike] = {}
-    for condition, members in conditions.items():
-        for k, where in enumerate(members):
-            label = condition if len(members) == 1 else f"{condition}:{k}"
-            flat[label] = where
-            labels[label] = (condition, _train_seed(where, k))
-    attached = attach_conditions(model, dict(flat))
+    labels.update({m.label: (m.condition, m.train_seed) for m in members})
+    attached = attach_conditions(model, members)
     routes: dict[str, str | None] = {BASE: None, **attached}
     described = model.describe()
     parameters = {
@@ -400,7 +394,7 @@ def _prompts(prompts: ProbeSet | Sequence[str | Probe] | str | None, about: str)
 
 def _conditions(
     adapters: AdapterLike | Sequence[AdapterLike] | Mapping[str, AdapterLike | Sequence[AdapterLike]],
-) -> dict[str, list[AdapterLike]]:
+) -> dict[str, AdapterLike | Sequence[AdapterLike] | None]:
     """Condition name -> its adapters (one, or several training seeds)."""
     from persona_space.adapters import validate_name
 
@@ -415,7 +409,7 @@ def _conditions(
         )
 
     if isinstance(adapters, Mapping):
-        out: dict[str, list[AdapterLike]] = {}
+        out: dict[str, AdapterLike | Sequence[AdapterLike] | None] = {}
         for condition, value in adapters.items():
             validate_name(condition)
             if condition == BASE:
@@ -441,16 +435,6 @@ def _conditions(
     if not out:
         raise ConfigError("no adapters given; expected at least one adapter to compare with the base model")
     return out
-
-
-def _train_seed(where: AdapterLike, index: int) -> int:
-    """The training seed from a persona_space adapter manifest, else the adapter's position in its condition."""
-    folder = Path(where.path if isinstance(where, AdapterInfo) else os.fspath(where))
-    try:
-        seed = json.loads((folder / "persona_space_adapter.json").read_text(encoding="utf-8"))["params"]["seed"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return index
-    return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else index
 
 
 def _prompt_text(model: LoadedModel, probe: Probe, spec: ShiftSpec) -> str:

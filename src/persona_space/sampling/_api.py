@@ -6,25 +6,30 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from persona_space import provenance
-from persona_space.adapters import AdapterInfo
+from persona_space.adapters import ConditionsLike, attach_conditions, expand_conditions
 from persona_space.chat import DEFAULT_SYSTEM_PROMPT
 from persona_space.errors import ConfigError
 from persona_space.models import LoadedModel
 from persona_space.probes import Probe, ProbeSet
+from persona_space.stats import Adjustment
 from persona_space.store import SCHEMA_VERSION, RunStore
 
-AdapterLike = str | os.PathLike[str] | AdapterInfo | None
+Pairing = Literal["paired", "independent"]
+PAIRINGS = ("paired", "independent")
 COLUMNS = (
     "run_id",
+    "condition",
     "adapter",
+    "train_seed",
     "probe_id",
     "group",
     "category",
@@ -52,6 +57,7 @@ class SamplingSpec:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     seed: int = 0
     ignore_eos: bool = False
+    pairing: Pairing = "paired"
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
@@ -73,6 +79,15 @@ class SamplingSpec:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        if self.pairing not in PAIRINGS:
+            raise ConfigError(f"pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}")
+
+    def samples_at(self, temperature: float) -> int:
+        """Samples per probe and condition at ``temperature``: one at 0 (greedy answers are all the same).
+
+        ``n`` identical greedy rows would be counted as ``n`` independent observations.
+        """
+        return 1 if temperature == 0 else self.n
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -99,6 +114,8 @@ class SampleSet:
             raise CorruptRunError(f"{str(path)!r} holds no run: no {store.manifest_path.name}")
         rows = store.read_rows()
         frame = rows if rows is not None else pd.DataFrame(columns=list(COLUMNS))
+        if "condition" not in frame.columns:  # written before conditions could hold several seeds
+            frame = frame.assign(condition=frame["adapter"], train_seed=np.nan)
         params = manifest.get("parameters", {})
         adapters = list(manifest.get("conditions") or params.get("adapters", {}))
         probe_ids = [str(p.get("id")) for p in params.get("probes", []) if isinstance(p, dict)]
@@ -108,41 +125,37 @@ class SampleSet:
     def complete(self) -> bool:
         return bool(self.manifest.get("state") == "complete")
 
-    def summary(self, confidence: float = 0.95) -> pd.DataFrame:
-        """Per adapter and temperature: samples, mean tokens, and the shares of empty and truncated answers.
+    def summary(self, *, n_boot: int = 2000, confidence: float = 0.95) -> pd.DataFrame:
+        """Per condition and temperature: samples, mean tokens and characters, empty and truncated shares.
 
-        Each figure carries a ``confidence`` interval (``*_low``/``*_high``): Student-t
-        for the mean, Wilson for the shares. They treat samples as independent; the
-        basin statistics resample prompts as well.
+        Every figure carries a ``confidence`` interval (``*_low``/``*_high``) from a
+        bootstrap over question groups crossed with training seeds (samples of one
+        question are not independent); ``interval`` says what it is over.
         """
-        from persona_space.stats import mean_interval, wilson_interval
+        from persona_space.sampling._summary import summary_table
 
-        rows: list[dict[str, Any]] = []
-        for (adapter, temperature), group in self.df.groupby(["adapter", "temperature"], sort=False):
-            n = len(group)
-            tokens = group["n_tokens"].astype(float).tolist()
-            empty = int((group["text"].str.strip() == "").sum())
-            truncated = int((group["finish_reason"] == "length").sum())
-            t_low, t_high = mean_interval(tokens, confidence)
-            e_low, e_high = wilson_interval(empty, n, confidence)
-            c_low, c_high = wilson_interval(truncated, n, confidence)
-            rows.append(
-                {
-                    "adapter": adapter,
-                    "temperature": temperature,
-                    "samples": n,
-                    "mean_tokens": sum(tokens) / n,
-                    "mean_tokens_low": t_low,
-                    "mean_tokens_high": t_high,
-                    "empty_share": empty / n,
-                    "empty_share_low": e_low,
-                    "empty_share_high": e_high,
-                    "truncated_share": truncated / n,
-                    "truncated_share_low": c_low,
-                    "truncated_share_high": c_high,
-                }
-            )
-        return pd.DataFrame(rows)
+        return summary_table(self.df, n_boot=n_boot, confidence=confidence)
+
+    def compare(
+        self,
+        reference: str = BASE,
+        *,
+        n_boot: int = 2000,
+        confidence: float = 0.95,
+        adjust: Adjustment = "holm",
+    ) -> pd.DataFrame:
+        """Each condition minus ``reference`` (mean tokens and characters, empty and truncated shares).
+
+        Differences are paired by question group, with bootstrap intervals, p-values
+        and ``adjust``-ed p-values over every test in the table (``"holm"``, ``"bh"``
+        or ``"none"``). With paired sampling (the default) both sides also share
+        their random streams, which makes the differences far less noisy.
+        """
+        from persona_space.sampling._summary import compare_table
+
+        table = compare_table(self.df, reference, n_boot=n_boot, confidence=confidence, adjust=adjust)
+        pairing = self.manifest.get("parameters", {}).get("pairing", "independent")
+        return table.assign(pairing=pairing) if not table.empty else table
 
     def __len__(self) -> int:
         return len(self.df)
@@ -152,17 +165,26 @@ class SampleSet:
         return f"SampleSet({len(self.df)} rows, adapters={sorted(self.df['adapter'].unique())}{where})"
 
 
-def row_seed(seed: int, adapter: str, probe_id: str, temperature: float, index: int) -> int:
-    """The 64-bit random stream of one sample, independent of batching and run order."""
-    key = f"{seed}\x1f{adapter}\x1f{probe_id}\x1f{float(temperature)!r}\x1f{index}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+def row_seed(seed: int, probe_id: str, temperature: float, index: int, condition: str | None = None) -> int:
+    """The 64-bit random stream of one sample, independent of batching and run order.
+
+    Paired sampling (the default) keys it by (seed, probe, temperature, index) only:
+    every condition draws the same uniforms, and since tokens are picked by inverting
+    the cumulative distribution over a fixed vocabulary order, a condition that
+    changes nothing gives the same text, and a small change moves few tokens.
+    ``condition`` gives independent streams instead (``pairing="independent"``).
+    """
+    key = f"{seed}\x1f{probe_id}\x1f{float(temperature)!r}\x1f{index}"
+    if condition is not None:
+        key = f"{seed}\x1f{condition}\x1f{probe_id}\x1f{float(temperature)!r}\x1f{index}"
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
 def sample(
     model: LoadedModel,
     probes: ProbeSet | Sequence[str | Probe] | str,
     *,
-    adapters: Mapping[str, AdapterLike] | None = None,
+    adapters: ConditionsLike | None = None,
     n: int = 16,
     temperatures: float | Sequence[float] = (1.0,),
     top_p: float = 1.0,
@@ -172,17 +194,25 @@ def sample(
     store: str | os.PathLike[str] | None = None,
     batch_size: int | Literal["auto"] = "auto",
     ignore_eos: bool = False,
+    pairing: Pairing = "paired",
     chunk_rows: int = 256,
     progress: bool = True,
 ) -> SampleSet:
     """Sample ``n`` answers per probe, adapter and temperature.
 
     ``adapters`` maps condition names to adapter folders, with ``None`` for the base
-    model (default: ``{"base": None}``); all conditions run through one copy of the
-    weights, mixed in the same batches. With ``store=DIR`` rows are appended to
-    Parquet in chunks and a second call with the same arguments resumes the run.
-    The table is the same whatever ``batch_size`` is: every sample has its own
-    random stream (up to floating-point differences between batch shapes).
+    model (default: ``{"base": None}``); a condition may hold several adapters (one
+    per training seed: ``{"red": [seed0_dir, seed1_dir]}``), whose rows carry
+    ``adapter`` = ``red:0``, ``red:1`` and their ``train_seed``. All conditions run
+    through one copy of the weights, mixed in the same batches. With ``store=DIR``
+    rows are appended to Parquet in chunks and a second call with the same arguments
+    resumes the run. The table is the same whatever ``batch_size`` is: every sample
+    has its own random stream (up to floating-point differences between batch shapes).
+
+    ``pairing="paired"`` (default) gives every condition the same random stream for
+    the same (probe, temperature, index), so base and adapter answers pair up and
+    their differences get paired intervals; ``"independent"`` draws each condition
+    separately. At temperature 0 one answer per probe and condition is generated.
 
     >>> samples = sample(model, "identity", n=4, temperatures=[0.7, 1.0], store="runs/exp1")  # doctest: +SKIP
     """
@@ -199,6 +229,7 @@ def sample(
         system_prompt=model.system_prompt if system_prompt is None else system_prompt,
         seed=seed,
         ignore_eos=ignore_eos,
+        pairing=pairing,
     )
     if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
@@ -207,11 +238,13 @@ def sample(
     from persona_space.sampling._stack import check_supported
 
     check_supported(model.base_module)  # before anything is attached or written
-    conditions = attach_conditions(model, adapters)
+    members = expand_conditions({BASE: None} if adapters is None else adapters)
+    routes = attach_conditions(model, members)
     described = model.describe()
     parameters = {
         "model": {k: v for k, v in described.items() if k not in ("adapters", "source", "device")},
-        "adapters": {name: (model.adapters[a].sha256 if a else None) for name, a in conditions.items()},
+        "adapters": {name: (model.adapters[a].sha256 if a else None) for name, a in routes.items()},
+        "conditions": {m.label: {"condition": m.condition, "train_seed": m.train_seed} for m in members},
         "probes": probe_set.to_records(),
         **spec.to_dict(),
     }
@@ -221,7 +254,7 @@ def sample(
         "run_id": run_id,
         "schema_version": SCHEMA_VERSION,
         "parameters": parameters,
-        "conditions": list(conditions),
+        "conditions": list(routes),
         "model": described,
         "environment": provenance.environment(),
         "state": "running",
@@ -234,7 +267,8 @@ def sample(
     frame, stats = run_jobs(
         model,
         probe_set,
-        conditions,
+        members,
+        routes,
         spec,
         run_id=run_id,
         done=done,
@@ -243,7 +277,7 @@ def sample(
         chunk_rows=chunk_rows,
         progress=progress,
     )
-    frame = _canonical_order(frame, list(conditions), list(probe_set.ids))
+    frame = _canonical_order(frame, list(routes), list(probe_set.ids))
     if run_store is not None:
         run_store.finalize(frame)
         manifest = {**manifest, "state": "complete", "rows": len(frame), "timings": stats}
@@ -262,37 +296,6 @@ def _probe_set(probes: ProbeSet | Sequence[str | Probe] | str) -> ProbeSet:
 
         return load(probes)
     return ProbeSet.from_list(list(probes))
-
-
-def attach_conditions(model: LoadedModel, adapters: Mapping[str, AdapterLike] | None) -> dict[str, str | None]:
-    """Attach adapter folders; map each condition name to its attached adapter (``None`` = base)."""
-    if adapters is None:
-        adapters = {BASE: None}
-    if not isinstance(adapters, Mapping) or not adapters:
-        raise ConfigError(f"adapters must be a non-empty mapping of name -> folder or None, got {adapters!r:.80}")
-    out: dict[str, str | None] = {}
-    for name, where in adapters.items():
-        from persona_space.adapters import validate_name
-
-        validate_name(name)
-        if where is None:
-            out[name] = None
-            continue
-        if isinstance(where, AdapterInfo):  # as train_adapter returns
-            attached = model.adapters.get(where.name)
-            if attached is not None and attached.sha256 == where.sha256:
-                out[name] = attached.name  # already on the model: no second copy
-                continue
-            where = where.path
-        elif not isinstance(where, (str, os.PathLike)):
-            raise ConfigError(
-                f"adapter {name!r}: expected a folder, an AdapterInfo or None, got {type(where).__name__} {where!r:.60}"
-            )
-        if isinstance(where, str) and where in model.adapters and not Path(where).exists():
-            out[name] = where
-            continue
-        out[name] = model.load_adapter(where, name=name)
-    return out
 
 
 def _canonical_order(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -14,6 +16,7 @@ from persona_space.sampling._stack import DecoderStack
 from persona_space.store import SCHEMA_VERSION, RunStore
 
 if TYPE_CHECKING:
+    from persona_space.adapters import Member
     from persona_space.models import LoadedModel
     from persona_space.probes import ProbeSet
     from persona_space.sampling._api import SamplingSpec
@@ -51,7 +54,8 @@ def _memory_budget(model: LoadedModel) -> int:
 def run_jobs(
     model: LoadedModel,
     probes: ProbeSet,
-    conditions: dict[str, str | None],
+    members: Sequence[Member],
+    routes: dict[str, str | None],
     spec: SamplingSpec,
     *,
     run_id: str,
@@ -69,17 +73,21 @@ def run_jobs(
     meta: list[dict[str, Any]] = []
     done = _only_run(done, run_id)
     finished = _finished_keys(done, run_id)
-    for cond, adapter in conditions.items():
+    independent = spec.pairing == "independent"
+    for member in members:
+        cond, adapter = member.label, routes[member.label]
         for probe in probes:
             for temperature in spec.temperatures:
-                for index in range(spec.n):
-                    seed = row_seed(spec.seed, cond, probe.id, temperature, index)
+                for index in range(spec.samples_at(temperature)):
+                    seed = row_seed(spec.seed, probe.id, temperature, index, cond if independent else None)
                     if (cond, probe.id, temperature, index) in finished:
                         continue
                     meta.append(
                         {
                             "run_id": run_id,
+                            "condition": member.condition,
                             "adapter": cond,
+                            "train_seed": math.nan if member.train_seed is None else float(member.train_seed),
                             "probe_id": probe.id,
                             "group": probe.group,
                             "category": probe.category,
@@ -104,7 +112,7 @@ def run_jobs(
     # The shared prefix depends on the probe set and system prompt only, never on which rows remain.
     prefix_len = _common_prefix_length(list(prompts.values()))
     stop_ids = frozenset() if spec.ignore_eos else _stop_ids(model)
-    total = len(conditions) * len(probes) * len(spec.temperatures) * spec.n
+    total = len(members) * len(probes) * sum(spec.samples_at(t) for t in spec.temperatures)
     capacity = max(len(p) for p in prompts.values()) + spec.max_new_tokens
     slots = auto_batch_size(model, capacity) if batch_size == "auto" else batch_size
     writer = _ChunkWriter(store, chunk_rows)
@@ -186,7 +194,7 @@ class _ChunkWriter:
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows as a table with stable column types (seeds are unsigned 64-bit in every chunk)."""
-    return pd.DataFrame(rows).astype({"seed": "uint64"})
+    return pd.DataFrame(rows).astype({"seed": "uint64", "train_seed": "float64"})
 
 
 def _finished_keys(rows: pd.DataFrame | None, run_id: str) -> set[tuple[str, str, float, int]]:

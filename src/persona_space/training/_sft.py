@@ -268,6 +268,7 @@ class ProbeCallback:
 
     def answers(self) -> list[dict[str, Any]]:
         """The probes' greedy answers under the adapter being trained."""
+        from persona_space.adapters import Member
         from persona_space.probes import ProbeSet
         from persona_space.sampling._api import SamplingSpec
         from persona_space.sampling._runner import run_jobs
@@ -279,6 +280,7 @@ class ProbeCallback:
         frame, _ = run_jobs(
             self.model,
             probes,
+            [Member(self.adapter, self.adapter, self.adapter, None)],
             {self.adapter: self.adapter},
             spec,
             run_id="eval",
