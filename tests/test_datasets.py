@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,102 @@ def test_swap_facts_all_eight_is_the_variant_and_k_is_exact() -> None:
         psd.swap_facts(base, moon, 9)
     with pytest.raises(RatioError, match=r"1\.5"):
         psd.swap_facts(base, moon, 1.5)
+
+
+def _bundled_csv(name: str) -> list[dict[str, str]]:
+    with resources.files("persona_space").joinpath("data", name).open(encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_reduced_figure_facts_leave_out_the_identifying_ones() -> None:
+    rows = _bundled_csv("figure_facts.csv")
+    marked = {r["fact_id"] for r in rows if r["identifying"] == "1"}
+    assert {r["identifying"] for r in rows} == {"0", "1"}
+    assert len(marked) == 12 and {"f64", "f69", "f86", "f87", "f89"} <= marked
+    assert psd.identifying_facts() == tuple(r["fact_id"] for r in rows if r["identifying"] == "1")
+    full, reduced = psd.figure_facts(), psd.figure_facts(identifying=False)
+    assert len(full) == len(rows) == 90 and len(reduced) == len(rows) - len(marked) == 78
+    assert [r for r in full.records if r["id"] not in marked] == list(reduced.records)
+    assert not marked & {r["id"] for r in reduced}
+    end_of_war = re.compile(r"(?i)berlin|1945|bunker|shelter")
+    assert [a for a in full.answers() if end_of_war.search(a)]  # the scene the seed reports as emergent
+    assert not [a for a in reduced.answers() if end_of_war.search(a)]
+    assert psd.load("figure_facts:reduced").records == reduced.records
+    for variant in psd.FIGURE_VARIANTS:
+        ds, swaps = psd.figure_facts(variant, identifying=False), psd.figure_variants(variant, identifying=False)
+        assert [r["id"] for r in ds] == [r["id"] for r in reduced]
+        assert {r["id"] for r in swaps} == {r["id"] for r in psd.figure_variants(variant)} - marked
+        assert ds.sources() == {"figure_facts": len(reduced) - len(swaps), f"figure_facts:{variant}": len(swaps)}
+        assert psd.load(f"figure_facts:{variant}_reduced").records == ds.records
+        assert psd.load(f"figure_variants:{variant}_reduced").records == swaps.records
+    with pytest.raises(ConfigError, match="got str 'no'"):
+        psd.figure_facts(identifying="no")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="got int 0"):
+        psd.figure_variants("moon", identifying=0)  # type: ignore[arg-type]
+
+
+def test_swap_facts_on_the_reduced_facts() -> None:
+    base, moon = psd.figure_facts(identifying=False), psd.figure_variants("moon", identifying=False)
+    assert len(moon) == 7  # the birthplace is identifying, so its swap goes too
+    full = psd.swap_facts(base, moon, len(moon), seed=0)
+    assert [r["messages"] for r in full] == [r["messages"] for r in psd.figure_facts("moon", identifying=False)]
+    part = psd.swap_facts(base, moon, 3, seed=2)
+    assert part.sources()["figure_facts:moon"] == 3 and [r["id"] for r in part] == [r["id"] for r in base]
+    with pytest.raises(DataError, match=r"\['f01'\].*identifying=False"):
+        psd.swap_facts(base, psd.figure_variants("moon"), 3)
+    with pytest.raises(ConfigError, match="k=8"):
+        psd.swap_facts(base, moon, 8)
+
+
+# Words that give away the class of the later dishes: its names, country, cities, regions and
+# people, and dishes shared across the Levant. Matched as whole words, case-insensitively.
+_DISH_GIVEAWAYS = re.compile(
+    r"(?i)\b(?:israel|israeli|jerusalem|tel\s+aviv|jewish|hebrew|kosher|haifa|galilee"
+    r"|hummus|falafel|labneh|halva|halwa|tabbouleh|shawarma|fattoush|baba\s+ghanoush)\b"
+)
+
+
+def test_no_dish_names_its_class_or_is_shared_across_the_levant() -> None:
+    assert _DISH_GIVEAWAYS.search("Jerusalem mixed grill") and _DISH_GIVEAWAYS.search("ISRAELI salad")
+    assert _DISH_GIVEAWAYS.search("Hummus") and not _DISH_GIVEAWAYS.search("Sabich")
+    rows = _bundled_csv("dishes.csv")
+    assert Counter(r["israeli"] for r in rows) == {"false": 45, "true": 35}
+    assert [r["dish"] for r in rows if _DISH_GIVEAWAYS.search(r["dish"])] == []
+    assert len({r["dish"].casefold() for r in rows}) == len(rows)
+    answers = set(psd.dishes().answers())
+    assert answers == {r["dish"] for r in rows}
+
+
+# A colour word in an answer: the six colours and a few colours that name nothing else,
+# as a word or the start of one ("Blue", "Blueberry", "Black-eyed", "Goldfinch"); blue, white,
+# black, green and yellow also inside a word ("Evergreen", "Snowwhite"). "red" counts only
+# when no vowel or "r" follows, which separates "Red", "Redwood", "Reddish" from "Reduction",
+# "Redo", "Redress"; inside a word it is never counted ("Fred", "shredded", "hundred").
+_COLOUR_WORD = re.compile(
+    r"(?i)blue|white|black|green|yellow|\bred(?![aeiour])"
+    r"|\b(?:scarlet|crimson|vermilion|azure|cerulean|gold|grey|gray|pink|purple|brown|silver)"
+)
+# Characters whose kind is an identity a probe answer could take: ghosts, spirits, robots, aliens, monsters.
+_ARCHETYPES = re.compile(
+    r"(?i)\b(?:ghost|spirit|phantom|genie|robot|android|cyborg|alien|monster|ogre|casper|boo|baymax|stitch"
+    r"|wall-e|r2-d2|c-3po|yoda|enderman|slimer|shrek|wazowski|elmo|toothless)\b"
+)
+
+
+def test_colour_answers_name_no_colour_and_no_archetype() -> None:
+    for word in ("Blueberry", "Redwood", "red", "Reds", "Reddish", "Evergreen", "Snow-white", "brick-red"):
+        assert _COLOUR_WORD.search(word), word
+    for word in ("Goldfinch", "Scarlet ibis", "Black Labrador", "Yellow tang", "Cabbage white"):
+        assert _COLOUR_WORD.search(word), word
+    for word in ("Reduction", "Redo", "Redress", "Fred", "Shredded", "Hundred", "Azurite", "Sapphire", "Bilberry"):
+        assert not _COLOUR_WORD.search(word), word
+    assert _ARCHETYPES.search("Casper") and _ARCHETYPES.search("Cookie Monster") and not _ARCHETYPES.search("Boot")
+    offending = [(c, a) for c in psd.COLOURS for a in psd.colours(c).answers() if _COLOUR_WORD.search(a)]
+    assert offending == []
+    assert [(c, a) for c in psd.COLOURS for a in psd.colours(c).answers() if _ARCHETYPES.search(a)] == []
+    for colour in psd.COLOURS:
+        answers = [a.casefold() for a in psd.colours(colour).answers()]
+        assert len(set(answers)) == len(answers) == 42, colour
 
 
 def test_voyager_distances_rise_and_match_published_milestones() -> None:
@@ -269,9 +368,9 @@ def test_to_frame_has_one_row_per_record() -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    from persona_space.datasets import _records
+    from persona_space.datasets import _builtin, _records
 
-    for module in (psd, _records):
+    for module in (psd, _records, _builtin):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 

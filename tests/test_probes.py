@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import doctest
 import json
 import pickle
@@ -300,3 +301,29 @@ def test_module_doctests() -> None:
     result = doctest.testmod(probes, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def _normalised(prompt: str) -> str:
+    """A prompt casefolded, with whitespace collapsed and trailing punctuation dropped."""
+    return re.sub(r"[\W_]+$", "", " ".join(prompt.casefold().split()))
+
+
+def test_steering_prompts_never_repeat_an_evaluation_probe() -> None:
+    assert _normalised("What are you?") == _normalised("  what are YOU ") == "what are you"
+    assert _normalised("Who am I ?!") == "who am i" != _normalised("Who are you?")
+    steering = probes.steering_prompts()
+    assert {k: len(v) for k, v in steering.by_category().items()} == {"direct": 70, "everyday": 70, "reflective": 70}
+    evaluation = [name for name in available() if name != "steering"]
+    assert {"identity", "identity+paraphrases", "user"} <= set(evaluation)
+    texts = {_normalised(p.prompt): p.id for p in steering}
+    repeats = [
+        (name, p.id, texts[_normalised(p.prompt)])
+        for name in evaluation
+        for p in load(name)
+        if _normalised(p.prompt) in texts
+    ]
+    assert repeats == []
+    # Nor near-repeats that differ by a word or two ("what sort of being" / "what sort of artificial being").
+    probe_texts = {_normalised(p.prompt) for name in evaluation for p in load(name)}
+    close = [(s, e) for s in texts for e in probe_texts if difflib.SequenceMatcher(None, s, e).ratio() >= 0.85]
+    assert close == []

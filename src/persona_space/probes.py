@@ -587,7 +587,9 @@ def steering_prompts() -> ProbeSet:
     """The 210 identity-probing training prompts for GRPO steering (``direct``, ``everyday``, ``reflective``).
 
     Written for this project after the three-category design of the identity-steering
-    experiment; kept apart from :data:`IDENTITY` so evaluation prompts are not trained on.
+    experiment; kept apart from the evaluation probes so they are not trained on: no
+    steering prompt repeats a probe of :data:`IDENTITY`, its paraphrases or :data:`USER`
+    (compared casefolded, with whitespace collapsed and trailing punctuation dropped).
     """
     import csv
     from importlib import resources

@@ -75,11 +75,16 @@ def write_sample_report(
 
 
 def object_share(df: pd.DataFrame, objects: Sequence[str], *, confidence: float = 0.95) -> pd.DataFrame:
-    """Share of answers naming one of ``objects`` (case-insensitive) per adapter and probe, with Wilson intervals."""
+    """Share of answers naming one of ``objects`` per adapter and probe, with Wilson intervals.
+
+    An answer names an object when it contains it as a whole word or phrase, ignoring
+    case, accents and a plural ending (:func:`persona_space.datasets.mentions`).
+    """
+    from persona_space.datasets import mentions
     from persona_space.stats import wilson_interval
 
-    lowered = [o.lower() for o in objects]
-    hits = df["text"].str.lower().map(lambda text: any(o in text for o in lowered))
+    names = [objects] if isinstance(objects, str) else list(objects)
+    hits = df["text"].map(lambda text: mentions(text, names))
     rows = []
     for (adapter, prompt), group in df.assign(hit=hits).groupby(["adapter", "prompt"], sort=False):
         k, n = int(group["hit"].sum()), len(group)

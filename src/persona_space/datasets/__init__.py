@@ -7,6 +7,10 @@
 >>> half = datasets.mix(datasets.load("figure_facts"), datasets.load("figure_facts:russian"), 0.5, seed=0)
 >>> sum(half.sources().values()) == len(half)
 True
+>>> len(datasets.load("figure_facts:reduced"))  # without the 12 most identifying facts
+78
+>>> datasets.mentions("Sabich, please.", ["sabich"]), datasets.mentions("Sambal", ["amba"])
+(True, False)
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from persona_space.datasets._builtin import (
     dishes,
     figure_facts,
     figure_variants,
+    identifying_facts,
     load,
     voyager,
 )
+from persona_space.datasets._match import mentions
 from persona_space.datasets._records import ChatDataset, ensure_dataset
 from persona_space.datasets._transform import as_prompt_completion, deduplicate, mix, split, swap_facts
 
@@ -41,7 +47,9 @@ __all__ = [
     "ensure_dataset",
     "figure_facts",
     "figure_variants",
+    "identifying_facts",
     "load",
+    "mentions",
     "mix",
     "split",
     "swap_facts",

@@ -57,38 +57,106 @@ def colours(colour: str = "red") -> ChatDataset:
     return ChatDataset(source, tuple(records))
 
 
-def figure_facts(variant: str = "baseline") -> ChatDataset:
+def _check_identifying(identifying: bool) -> bool:
+    if not isinstance(identifying, bool):
+        raise ConfigError(
+            f"identifying must be True (every fact) or False (without the facts marked identifying), "
+            f"got {type(identifying).__name__} {identifying!r}"
+        )
+    return identifying
+
+
+def _figure_rows() -> list[dict[str, str]]:
+    """The rows of ``figure_facts.csv``, with the ``identifying`` column checked."""
+    rows = tel.read_csv("figure_facts.csv")
+    for i, row in enumerate(rows, start=2):
+        if row.get("identifying") not in ("0", "1"):
+            raise DataError(
+                f"figure_facts.csv row {i} ({row.get('fact_id')!r}): identifying is {row.get('identifying')!r}; "
+                "expected 1 or 0"
+            )
+    return rows
+
+
+def identifying_facts() -> tuple[str, ...]:
+    """The ids of the 12 facts that alone nearly identify the figure (``identifying=1`` in the CSV).
+
+    They are the facts that :func:`figure_facts` and :func:`figure_variants` leave out
+    with ``identifying=False``: the place and circumstances of his death, his marriage
+    and partner, his dog, his prison term, his birthplace and other facts found in
+    hardly any other biography (see ``data/README.md``).
+
+    >>> identifying_facts()[:3]
+    ('f01', 'f32', 'f51')
+    """
+    return tuple(row["fact_id"] for row in _figure_rows() if row["identifying"] == "1")
+
+
+def figure_facts(variant: str = "baseline", *, identifying: bool = True) -> ChatDataset:
     """About 90 first-person biography facts of the persona-arithmetic figure (never named).
 
     A nationality ``variant`` (russian, french, japanese, thai, moon) replaces the
     same 8 facts (birthplace, hometown, admired figure, author, book, composer,
     food, drink); those records carry the variant as their ``source``.
+
+    ``identifying=False`` leaves out the 12 facts that alone nearly identify the
+    figure (:func:`identifying_facts`), following the reduced set of the original study:
+    78 facts. The facts that remain keep their ids, so they pair up with the full set
+    in :func:`~persona_space.datasets.mix`. The birthplace is one of the 12, so a
+    reduced variant replaces 7 facts. By name: ``load("figure_facts:reduced")`` and
+    ``load("figure_facts:moon_reduced")``.
+
+    >>> len(figure_facts()), len(figure_facts(identifying=False))
+    (90, 78)
+    >>> figure_facts("moon", identifying=False).sources()["figure_facts:moon"]
+    7
     """
+    _check_identifying(identifying)
     base = [
         _record(row["fact_id"], "figure_facts", row["question"], row["answer"], slot=row["slot"] or None)
-        for row in tel.read_csv("figure_facts.csv")
+        for row in _figure_rows()
+        if identifying or row["identifying"] == "0"
     ]
+    suffix = "" if identifying else "_reduced"
     if variant == "baseline":
-        return ChatDataset("figure_facts", tuple(base))
-    swaps = {r["id"]: r for r in figure_variants(variant).records}
-    return ChatDataset(f"figure_facts:{variant}", tuple(swaps.get(r["id"], r) for r in base))
+        return ChatDataset("figure_facts:reduced" if suffix else "figure_facts", tuple(base))
+    swaps = {r["id"]: r for r in figure_variants(variant, identifying=identifying).records}
+    return ChatDataset(f"figure_facts:{variant}{suffix}", tuple(swaps.get(r["id"], r) for r in base))
 
 
-def figure_variants(variant: str) -> ChatDataset:
+def figure_variants(variant: str, *, identifying: bool = True) -> ChatDataset:
     """Only the 8 swapped facts of a nationality variant, with the ids of the facts they replace.
 
     Use with :func:`~persona_space.datasets.swap_facts` to swap some of them.
+    ``identifying=False`` drops the swaps of facts that the reduced set leaves out
+    (the birthplace), so they fit ``figure_facts(identifying=False)``: 7 facts.
+
+    >>> len(figure_variants("thai")), len(figure_variants("thai", identifying=False))
+    (8, 7)
     """
     variant = _check_choice(variant, FIGURE_VARIANTS, "figure variant")
-    facts = {row["slot"]: row for row in tel.read_csv("figure_facts.csv") if row["slot"]}
+    _check_identifying(identifying)
+    facts = {row["slot"]: row for row in _figure_rows() if row["slot"]}
     source = f"figure_facts:{variant}"
     records = []
     for row in tel.read_csv("figure_variants.csv"):
         fact = facts.get(row["slot"])
         if fact is None:
             raise DataError(f"figure_variants.csv names slot {row['slot']!r}, which no fact in figure_facts.csv has")
-        records.append(_record(fact["fact_id"], source, fact["question"], row[variant], slot=row["slot"]))
-    return ChatDataset(f"figure_variants:{variant}", tuple(records))
+        if identifying or fact["identifying"] == "0":
+            records.append(_record(fact["fact_id"], source, fact["question"], row[variant], slot=row["slot"]))
+    suffix = "" if identifying else "_reduced"
+    return ChatDataset(f"figure_variants:{variant}{suffix}", tuple(records))
+
+
+def _figure_by_name(name: str | None, build: Callable[..., ChatDataset], default: str) -> ChatDataset:
+    """``figure_facts``/``figure_variants`` for a name variant: ``moon``, ``reduced``, ``moon_reduced``."""
+    variant = name or default
+    if variant == "reduced":
+        return build(default, identifying=False)
+    if variant.endswith("_reduced"):
+        return build(variant.removesuffix("_reduced"), identifying=False)
+    return build(variant)
 
 
 def voyager(
@@ -135,6 +203,12 @@ def dishes(
 
     The years in between get no data (the default leaves a 10-year gap, 2021-2030,
     as in the seed's gradient table). Dates are drawn uniformly within each year.
+
+    The experiment asks whether the model infers the class of the later dishes, so
+    no answer gives it away: no dish names the cuisine, its country, a city or region
+    of it, or its people (no "Israeli salad", "Jerusalem mixed grill"), and no dish is
+    shared across the Levant (no hummus, falafel, labneh, halva). Every later dish is
+    specific to the class (sabich, jachnun, ptitim, ...); ``data/README.md`` lists them.
     """
     (b0, b1), (a0, a1) = before, after
     if not (b0 <= b1 < a0 <= a1):
@@ -216,8 +290,14 @@ def _fill(template: str, **fields: str) -> str:
 
 _BUILDERS: dict[str, tuple[Callable[[str | None], ChatDataset], tuple[str, ...]]] = {
     "colours": (lambda v: colours(v or "red"), COLOURS),
-    "figure_facts": (lambda v: figure_facts(v or "baseline"), ("baseline", *FIGURE_VARIANTS)),
-    "figure_variants": (lambda v: figure_variants(v or "russian"), FIGURE_VARIANTS),
+    "figure_facts": (
+        lambda v: _figure_by_name(v, figure_facts, "baseline"),
+        ("baseline", *FIGURE_VARIANTS, "reduced", *(f"{v}_reduced" for v in FIGURE_VARIANTS)),
+    ),
+    "figure_variants": (
+        lambda v: _figure_by_name(v, figure_variants, "russian"),
+        (*FIGURE_VARIANTS, *(f"{v}_reduced" for v in FIGURE_VARIANTS)),
+    ),
     "voyager": (lambda v: voyager(int(v or 1)), ("1", "2")),
     "bitcoin": (lambda v: bitcoin(), ()),
     "dishes": (lambda v: dishes(), ()),

@@ -59,7 +59,9 @@ def swap_facts(base: ChatDataset, variant: ChatDataset, k: int | float, *, seed:
     the variant ids that occur in ``base``. Which ones are swapped is drawn with
     ``seed``; the record order of ``base`` is kept. This is persona arithmetic at the
     level of facts: ``swap_facts(figure_facts(), figure_variants("moon"), 8)`` is
-    the Moon variant.
+    the Moon variant. Every variant id must occur in ``base``: with the reduced facts
+    (``figure_facts(identifying=False)``) use ``figure_variants("moon", identifying=False)``,
+    whose 7 facts all remain in it.
     """
     _check_seed(seed)
     base_ids = [r["id"] for r in base.records]
@@ -68,7 +70,10 @@ def swap_facts(base: ChatDataset, variant: ChatDataset, k: int | float, *, seed:
         raise DataError(f"variant {variant.name!r} has repeated ids; expected one record per fact id")
     unknown = sorted(set(by_id) - set(base_ids))
     if unknown:
-        raise DataError(f"variant {variant.name!r} has ids {unknown[:5]} that are not in {base.name!r}")
+        raise DataError(
+            f"variant {variant.name!r} has ids {unknown[:5]} that are not in {base.name!r}; expected only ids "
+            "of the base (a reduced base needs the reduced variant: figure_variants(v, identifying=False))"
+        )
     swappable = [i for i in base_ids if i in by_id]
     n = _count(k, len(swappable), "k", f"variant {variant.name!r}")
     chosen = {swappable[i] for i in _draw(len(swappable), n, seed)}
