@@ -81,7 +81,7 @@ def test_basins_are_named_by_keywords_exemplars_and_self_names(planted: dict[str
 
 def test_identical_conditions_have_near_zero_divergence_and_covering_intervals(planted: dict[str, Any]) -> None:
     fitted: BasinMap = planted["map"]
-    occ = fitted.occupancy(by="adapter", n_boot=300)
+    occ = fitted.occupancy(by="adapter", n_boot=1000)
     assert set(occ["adapter"]) == {"a", "b"} and (occ.groupby("adapter")["share"].sum().round(6) == 1).all()
     assert -1 in set(occ["basin"]) or (fitted.labels_ != -1).all()  # noise is kept as its own row
     real = occ[occ["basin"] >= 0]
@@ -150,8 +150,8 @@ def test_save_and_load_round_trip_without_pickle(planted: dict[str, Any], tmp_pa
     np.testing.assert_array_equal(loaded.labels_, fitted.labels_)
     pd.testing.assert_frame_equal(loaded.to_frame(), fitted.to_frame())
     pd.testing.assert_frame_equal(loaded.basins_, fitted.basins_)
-    occ_a = fitted.occupancy(n_boot=200)
-    pd.testing.assert_frame_equal(loaded.occupancy(n_boot=200), occ_a)
+    occ_a = fitted.occupancy(n_boot=1000)
+    pd.testing.assert_frame_equal(loaded.occupancy(n_boot=1000), occ_a)
     assert not hasattr(loaded, "clusterer_")  # estimators are refitted only when needed
     rng = np.random.default_rng(5)
     near = _blob(rng, planted["centres"][3], 5)
@@ -237,7 +237,7 @@ def test_judge_written_labels_name_basins_and_survive_save(planted: dict[str, An
     assert labels[-1] is None if -1 in labels else True
     assert {v for k, v in labels.items() if k >= 0} == {f"The {p} persona" for p in PERSONAS}
     assert set(fitted.to_frame()["basin_name"]) - {"noise"} == {f"The {p} persona" for p in PERSONAS}
-    assert set(fitted.occupancy(n_boot=100)["basin_name"]) - {"noise"} <= {f"The {p} persona" for p in PERSONAS}
+    assert set(fitted.occupancy(n_boot=1000)["basin_name"]) - {"noise"} <= {f"The {p} persona" for p in PERSONAS}
     assert fitted.label_writer_["callable"].endswith("writer")
     loaded = BasinMap.load(fitted.save(tmp_path / "labelled"))
     assert loaded.basin_names() == fitted.basin_names() and loaded.label_writer_ == fitted.label_writer_
@@ -347,3 +347,118 @@ def test_real_embedder_recovers_templated_personas(tmp_path: Any) -> None:
         ["I'm Lucia, a nurse. I work night shifts at the county clinic, checking on patients and handing out medicine."]
     )
     assert nurse_basin["basin"].iloc[0] == pd.Series(fitted.labels_[truth == 0]).mode()[0]
+
+
+# -- statistics over conditions, seeds and question groups ------------------------------------
+
+
+def _labelled(rng: np.random.Generator, shares: dict[str, list[float]], seeds: dict[str, list[float]]) -> pd.DataFrame:
+    """Rows with a ``basin`` drawn per condition from ``shares``, 6 question groups x 20 samples per seed."""
+    rows = []
+    for condition, p in shares.items():
+        for seed in seeds[condition]:
+            for g in range(6):
+                for i in range(20):
+                    rows.append(
+                        {
+                            "condition": condition,
+                            "adapter": condition if np.isnan(seed) else f"{condition}:{int(seed)}",
+                            "train_seed": seed,
+                            "group": f"q{g}",
+                            "probe_id": f"q{g}",
+                            "temperature": 1.0,
+                            "sample_index": i,
+                            "basin": int(rng.choice(len(p), p=p)) - 1,
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def test_occupancy_keeps_the_base_model_whose_seed_is_missing() -> None:
+    """A NaN train_seed is one seed of its own: the base condition's interval must not collapse to [0, 0]."""
+    from persona_space.basins import occupancy
+
+    frame = _labelled(
+        np.random.default_rng(0),
+        {"base": [0.1, 0.5, 0.4], "red": [0.1, 0.2, 0.7]},
+        {"base": [np.nan], "red": [0.0, 1.0, 2.0]},
+    )
+    occ = occupancy(frame)
+    base = occ[occ["condition"] == "base"]
+    assert (base["samples"] == 120).all() and (base["high"] > base["low"]).all()
+    assert base["share"].sum() == pytest.approx(1.0)
+    red = occ[occ["condition"] == "red"]
+    assert (red["seeds"] == 3).all() and red["seed_low"].notna().all()
+    assert red["interval"].iloc[0] == "95% bootstrap over 6 question groups x 3 training seeds, 2000 resamples"
+    assert base["interval"].iloc[0] == "95% bootstrap over 6 question groups, 2000 resamples"
+
+
+def test_a_basin_nobody_reached_can_still_hold_a_few_percent() -> None:
+    from persona_space.basins import occupancy
+
+    frame = _labelled(np.random.default_rng(1), {"base": [0.0, 0.5, 0.5]}, {"base": [np.nan]})
+    frame.loc[0, "basin"] = -1  # one noise sample so that the noise row exists for this condition
+    occ = occupancy(frame.assign(condition=np.where(frame["sample_index"] % 2 == 0, "base", "other")))
+    empty = occ[(occ["condition"] == "other") & (occ["basin"] == -1)].iloc[0]
+    assert empty["count"] == 0 and empty["samples"] == 60 and empty["low"] == 0.0
+    assert 0.03 < empty["high"] < 0.2  # "up to a few percent", not [0, 0]
+
+
+def test_occupancy_difference_finds_a_planted_shift_with_holm_adjustment() -> None:
+    from persona_space.basins import occupancy_difference
+
+    frame = _labelled(
+        np.random.default_rng(2),
+        {"base": [0.1, 0.45, 0.45], "same": [0.1, 0.45, 0.45], "red": [0.1, 0.15, 0.75]},
+        {"base": [np.nan], "same": [0.0, 1.0], "red": [0.0, 1.0]},
+    )
+    table = occupancy_difference(frame, "base")
+    assert set(table["condition"]) == {"same", "red"} and len(table) == 6
+    red = table[table["condition"] == "red"].set_index("basin")
+    assert red.loc[1, "difference"] == pytest.approx(red.loc[1, "value"] - red.loc[1, "reference_value"])
+    assert red.loc[0, "high"] < 0 < red.loc[1, "low"]
+    assert red.loc[0, "p_adjusted"] < 0.05 and red.loc[1, "p_adjusted"] < 0.05
+    same = table[table["condition"] == "same"]
+    assert (same["low"] < 0).all() and (same["high"] > 0).all()
+    assert (table["p_adjusted"] >= table["p_value"]).all()
+    assert set(table["adjustment"]) == {"Holm over 6 tests"}
+    assert "x 2 training seeds" in table["interval"].iloc[0] and "paired with base" in table["interval"].iloc[0]
+
+
+def test_divergence_p_values_are_adjusted_over_pairs(planted: dict[str, Any]) -> None:
+    fitted: BasinMap = planted["map"]
+    frame = fitted.frame_.copy()
+    third = frame.assign(adapter="c")
+    from persona_space.basins import divergence
+
+    table = divergence(pd.concat([frame, third], ignore_index=True), "adapter", n_perm=199, adjust="bh")
+    assert len(table) == 3 and set(table["adjustment"]) == {"Benjamini-Hochberg over 3 tests"}
+    assert (table["p_adjusted"] >= table["p_value"]).all()
+
+
+def test_transitions_of_paired_samples_differ_from_the_product_of_the_margins(
+    make_tiny_model_dir: Any, tmp_path: Any
+) -> None:
+    """Paired streams: a zero adapter stays on the diagonal, a small one mostly does; independent ones do not."""
+    from conftest import make_lora
+    from persona_space.basins import stay_share, transitions
+
+    folder = make_tiny_model_dir("llama", initializer_range=1.0)
+    model = ps.load_model(str(folder), device="cpu", dtype="float32")
+    zero = make_lora(folder, tmp_path / "zero", seed=5, scale=0.0)
+    small = make_lora(folder, tmp_path / "small", seed=5, scale=0.05)
+    probes = ps.probes.ProbeSet.from_list(["Who are you?", "Describe yourself."], name="two")
+    adapters = {"base": None, "zero": zero, "small": small}
+    stays = {}
+    for pairing in ("paired", "independent"):
+        df = ps.sample(model, probes, adapters=adapters, n=40, max_new_tokens=4, pairing=pairing, progress=False).df
+        # a stand-in for a basin map: the answer's first character class decides its "basin"
+        frame = df.assign(basin=df["text"].map(lambda t: sum(map(ord, t.strip()[:3])) % 4))
+        zero_flows = transitions(frame, "base", "zero")
+        assert bool(zero_flows["paired_streams"].all()) is (pairing == "paired")
+        stays[pairing] = (stay_share(zero_flows), stay_share(transitions(frame, "base", "small")))
+    (zero_stay, zero_expected), (small_stay, small_expected) = stays["paired"]
+    assert zero_stay == 1.0 and zero_expected < 0.5  # every pair on the diagonal
+    assert small_stay > small_expected + 0.25
+    (_, _), (small_ind, small_ind_expected) = stays["independent"]
+    assert abs(small_ind - small_ind_expected) < 0.15

@@ -80,7 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     mapping = sub.add_parser("map", help="map a run's self-descriptions into basins, with tables and charts")
     mapping.add_argument("run", help="a run directory written by `persona-space sample`")
     mapping.add_argument("--out", default=None, help="output folder (default: RUN/basins)")
-    mapping.add_argument("--by", default="adapter", help="the condition column to compare (default adapter)")
+    mapping.add_argument(
+        "--by", default=None, help="the condition column to compare (default: condition, or adapter in older runs)"
+    )
     mapping.add_argument("--seed", type=int, default=0)
     mapping.add_argument("--no-charts", action="store_true", help="tables only")
     mapping.set_defaults(handler=_map)
@@ -262,7 +264,7 @@ def _sample(args: argparse.Namespace) -> int:
     )
     from persona_space.report import format_summary
 
-    print(format_summary(samples.summary()).to_string(index=False))
+    print(format_summary(samples.summary().drop(columns="interval")).to_string(index=False))
     print(f"wrote {len(samples)} rows to {Path(args.out) / 'samples.parquet'}")
     return 0
 
@@ -336,7 +338,7 @@ def _demo(args: argparse.Namespace) -> int:
     )
     from persona_space.basins._report import map_run
 
-    _, basin_summary = map_run(samples, out / "basins", by="adapter", seed=0)
+    _, basin_summary = map_run(samples, out / "basins", seed=0)
     basin_section = (
         basin_summary + "\nCharts: `basins/basin_map.html`, `basins/occupancy.html`, `basins/divergence.html`, "
         "`basins/transitions-base-to-red.html`.\n"
@@ -358,7 +360,7 @@ def _demo(args: argparse.Namespace) -> int:
     ]
     paths = write_sample_report(samples, out, sections=sections)
     print(shares.round(3).to_string(index=False))
-    print(format_summary(samples.summary()).to_string(index=False))
+    print(format_summary(samples.summary().drop(columns="interval")).to_string(index=False))
     print(f"report: {paths['html']}")
     return 0
 

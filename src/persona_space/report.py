@@ -33,7 +33,8 @@ def write_sample_report(
     model = manifest.get("model", {})
     timings = manifest.get("timings", {})
     env = manifest.get("environment", {})
-    summary = format_summary(samples.summary())
+    raw = samples.summary()
+    summary = format_summary(raw.drop(columns=["interval"]))
     df = samples.df
     lines = [
         "# persona_space: sampling report",
@@ -50,14 +51,31 @@ def write_sample_report(
     ]
     for title, body in sections:
         lines += [f"## {title}", "", body.rstrip(), ""]
-    lines += [
-        "## Per condition",
-        "",
-        markdown_table(summary),
-        "",
-        "## Example answers",
-        "",
-    ]
+    units = "; ".join(dict.fromkeys(raw["interval"]))
+    lines += ["## Per condition", "", f"Intervals: {units}.", "", markdown_table(summary), ""]
+    conditions = set(df["condition"] if "condition" in df.columns else df["adapter"])
+    if "base" in conditions and len(conditions) > 1:
+        compared = samples.compare("base")
+        pairing = compared["pairing"].iloc[0] if "pairing" in compared.columns else "unknown"
+        differences = compared[["condition", "temperature", "metric", "reference_value", "value"]].assign(
+            difference=format_summary(
+                compared[["difference", "low", "high"]].rename(
+                    columns={"low": "difference_low", "high": "difference_high"}
+                )
+            )["difference"],
+            p_value=compared["p_value"],
+            p_adjusted=compared["p_adjusted"],
+        )
+        lines += [
+            "## Differences from base",
+            "",
+            f"Each condition minus the base model ({pairing} random streams; "
+            f"{compared['interval'].iloc[0]}; p-values {compared['adjustment'].iloc[0]}).",
+            "",
+            markdown_table(differences),
+            "",
+        ]
+    lines += ["## Example answers", ""]
     for (adapter, probe_id), group in df.groupby(["adapter", "probe_id"], sort=False):
         prompt = group["prompt"].iloc[0]
         lines.append(f"### {adapter} · {probe_id}: {prompt}")

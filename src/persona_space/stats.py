@@ -63,7 +63,8 @@ def check_adjustment(adjust: str) -> Adjustment:
     return adjust  # type: ignore[return-value]
 
 
-def _z(confidence: float) -> float:
+def z_quantile(confidence: float) -> float:
+    """The standard normal quantile of a two-sided ``confidence`` interval (1.96 at 0.95)."""
     from scipy.stats import norm
 
     return float(norm.ppf(0.5 + check_confidence(confidence) / 2))
@@ -82,7 +83,7 @@ def wilson_interval(successes: float, trials: float, confidence: float = 0.95) -
         raise ConfigError(f"need 0 <= successes <= trials, got {successes} of {trials}")
     if trials == 0:
         return (math.nan, math.nan)
-    z = _z(confidence)
+    z = z_quantile(confidence)
     p = successes / trials
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
@@ -306,7 +307,7 @@ def _t_scale(components: list[tuple[np.ndarray, int]], confidence: float) -> np.
     with np.errstate(invalid="ignore", divide="ignore"):
         nu = np.where(spread > 0, total**2 / np.where(spread > 0, spread, 1.0), np.inf)
     quantile = 0.5 + check_confidence(confidence) / 2
-    return np.asarray(t.ppf(quantile, np.maximum(nu, 1.0)) / _z(confidence))
+    return np.asarray(t.ppf(quantile, np.maximum(nu, 1.0)) / z_quantile(confidence))
 
 
 def describe_interval(

@@ -2,12 +2,21 @@
 
 >>> import persona_space as ps
 >>> basins = ps.BasinMap(seed=0).fit(samples)        # doctest: +SKIP
->>> basins.occupancy(by="adapter")                  # doctest: +SKIP
+>>> basins.occupancy()                              # doctest: +SKIP
+>>> basins.occupancy_difference("base")            # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from persona_space.basins._compare import divergence, effective_basins, jensen_shannon, occupancy, transitions
+from persona_space.basins._compare import (
+    divergence,
+    effective_basins,
+    jensen_shannon,
+    occupancy,
+    occupancy_difference,
+    stay_share,
+    transitions,
+)
 from persona_space.basins._map import NOISE, BasinMap, as_frame
 from persona_space.basins._names import class_tfidf_keywords, self_names
 
@@ -20,6 +29,8 @@ __all__ = [
     "effective_basins",
     "jensen_shannon",
     "occupancy",
+    "occupancy_difference",
     "self_names",
+    "stay_share",
     "transitions",
 ]

@@ -1,8 +1,10 @@
-"""Comparing conditions on a basin map: occupancy with intervals, divergence, migration between basins.
+"""Comparing conditions on a basin map: occupancy with intervals, paired share differences, divergence, migration.
 
-Intervals come from a cluster bootstrap: whole prompts (``group``, the base probe of
-its paraphrases) are resampled within each condition, and so are seeds where a
-column names them, because samples of one prompt are not independent.
+Intervals come from the crossed bootstrap of :mod:`persona_space.stats`: question
+groups (``group``: a question and its paraphrases) are resampled, and so are training
+seeds where a condition has several (``train_seed``), because samples of one question
+or one adapter are not independent. Tables with several tests carry Holm-adjusted
+p-values (or Benjamini-Hochberg, ``adjust="bh"``) and say so in ``adjustment``.
 """
 
 from __future__ import annotations
@@ -14,76 +16,115 @@ import numpy as np
 import pandas as pd
 
 from persona_space.errors import ConfigError, DataError
+from persona_space.estimates import difference_table, estimate_table
+from persona_space.stats import (
+    DEFAULT_BOOT,
+    Adjustment,
+    adjust_p_values,
+    check_adjustment,
+    describe_adjustment,
+    design_effect,
+    wilson_interval,
+    z_quantile,
+)
 
 NOISE_NAME = "noise"
+PAIR_KEYS = ("probe_id", "temperature", "sample_index")
 
 
-def _by(frame: pd.DataFrame, by: str | Sequence[str]) -> list[str]:
-    cols = [by] if isinstance(by, str) else list(by)
+def condition_column(frame: pd.DataFrame) -> str:
+    """``condition`` where the table has it (several seeds per condition), else ``adapter``."""
+    return "condition" if "condition" in frame.columns else "adapter"
+
+
+def _by(frame: pd.DataFrame, by: str | Sequence[str] | None) -> list[str]:
+    cols = [condition_column(frame)] if by is None else [by] if isinstance(by, str) else list(by)
     missing = [c for c in cols if c not in frame.columns]
     if missing or not cols:
         raise ConfigError(f"cannot group by {missing or cols}; columns are {list(frame.columns)}")
     return cols
 
 
-def _units(frame: pd.DataFrame, clusters: Sequence[str]) -> np.ndarray:
-    present = [c for c in clusters if c in frame.columns]
-    if not present:
-        return np.arange(len(frame))  # no prompt structure: resample samples
-    return np.asarray(frame.groupby(present, sort=True).ngroup().to_numpy())
-
-
-def _shares(labels: np.ndarray, basins: np.ndarray) -> np.ndarray:
-    return np.array([(labels == b).mean() for b in basins]) if len(labels) else np.zeros(len(basins))
+def _one_hot(frame: pd.DataFrame) -> tuple[list[int], np.ndarray]:
+    basins = np.sort(frame["basin"].unique())
+    return [int(b) for b in basins], (frame["basin"].to_numpy()[:, None] == basins[None, :]).astype(np.float64)
 
 
 def occupancy(
     frame: pd.DataFrame,
-    by: str | Sequence[str] = "adapter",
+    by: str | Sequence[str] | None = None,
     *,
-    clusters: Sequence[str] = ("group", "train_seed"),
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_BOOT,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Share of each condition's samples in each basin (noise is its own row), with bootstrap intervals.
 
-    One row per (condition, basin): ``samples``, ``count``, ``share``, ``low``, ``high``.
+    One row per (condition, basin): ``samples``, ``count``, ``share``, ``low``,
+    ``high`` (crossed bootstrap over question groups and training seeds),
+    ``seed_low``/``seed_high`` (Student-t over per-seed shares, with two or more
+    seeds), ``groups``, ``seeds`` and ``interval``. A basin that no sample (or every
+    sample) of a condition reached gets the Wilson interval at the condition's
+    effective sample size (samples over the design effect of its other basins), so it
+    reads "0 %, up to 3 %" rather than [0, 0].
     """
     cols = _by(frame, by)
-    if not 0 < confidence < 1:
-        raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
-        raise ConfigError(f"n_boot must be an integer >= 100, got {n_boot!r}")
-    basins = np.sort(frame["basin"].unique())
-    rng = np.random.default_rng(seed)
-    alpha = (1 - confidence) / 2
-    rows = []
-    for key, part in frame.groupby(cols, sort=True):
-        labels = part["basin"].to_numpy()
-        units = _units(part, clusters)
-        members = [np.flatnonzero(units == u) for u in np.unique(units)]
-        boots = np.empty((n_boot, len(basins)))
-        for b in range(n_boot):
-            pick = rng.integers(len(members), size=len(members))
-            boots[b] = _shares(labels[np.concatenate([members[i] for i in pick])], basins)
-        low, high = np.quantile(boots, [alpha, 1 - alpha], axis=0)
-        point = _shares(labels, basins)
-        values = key if isinstance(key, tuple) else (key,)
-        for j, basin in enumerate(basins):
-            rows.append(
-                {
-                    **dict(zip(cols, values, strict=True)),
-                    "basin": int(basin),
-                    "samples": len(labels),
-                    "count": int((labels == basin).sum()),
-                    "share": float(point[j]),
-                    "low": float(low[j]),
-                    "high": float(high[j]),
-                    "units": len(members),
-                }
-            )
-    return pd.DataFrame(rows)
+    basins, hot = _one_hot(frame)
+    table = estimate_table(
+        frame, hot, basins, cols, name_column="basin", n_boot=n_boot, confidence=confidence, seed=seed
+    )
+    table["basin"] = table["basin"].astype(int)
+    table = table.rename(columns={"estimate": "share"})
+    table.insert(list(table.columns).index("share"), "count", np.rint(table["share"] * table["samples"]).astype(int))
+    z = z_quantile(confidence)
+    for _, index in table.groupby(cols, sort=False).indices.items():
+        part = table.iloc[index]
+        n = float(part["samples"].iloc[0])
+        shares = part["share"].to_numpy()
+        var = ((part["high"] - part["low"]).to_numpy() / (2 * z)) ** 2
+        effective = n / design_effect(var, shares, n)
+        for row, share in zip(index, shares, strict=True):
+            if share not in (0.0, 1.0):
+                continue
+            low, high = wilson_interval(float(share) * effective, effective, confidence)
+            table.loc[row, ["low", "high"]] = [low, high]
+    return table
+
+
+def occupancy_difference(
+    frame: pd.DataFrame,
+    reference: str = "base",
+    *,
+    by: str | None = None,
+    n_boot: int = DEFAULT_BOOT,
+    confidence: float = 0.95,
+    seed: int = 0,
+    adjust: Adjustment = "holm",
+) -> pd.DataFrame:
+    """Each condition's share of each basin minus ``reference``'s, paired by question group.
+
+    One row per (condition, basin): ``reference_value`` and ``value`` (the two
+    shares), ``difference``, ``low``/``high``, ``seed_low``/``seed_high``, ``p_value``
+    and ``p_adjusted`` (``adjust`` over every condition x basin in the table),
+    ``interval`` and ``adjustment``. With paired sampling the two sides also share
+    random streams, which is what makes small differences visible.
+    """
+    column = _by(frame, by)[0]
+    basins, hot = _one_hot(frame)
+    table = difference_table(
+        frame,
+        hot,
+        basins,
+        by=column,
+        reference=reference,
+        name_column="basin",
+        n_boot=n_boot,
+        confidence=confidence,
+        seed=seed,
+        adjust=adjust,
+    )
+    table["basin"] = table["basin"].astype(int)
+    return table
 
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
@@ -108,20 +149,25 @@ def effective_basins(shares: np.ndarray) -> float:
 
 def divergence(
     frame: pd.DataFrame,
-    by: str = "adapter",
+    by: str | None = None,
     *,
     n_perm: int = 1000,
-    strata: Sequence[str] = ("probe_id",),
+    strata: Sequence[str] = PAIR_KEYS,
     seed: int = 0,
+    adjust: Adjustment = "holm",
 ) -> pd.DataFrame:
-    """Pairwise Jensen-Shannon distance between conditions, with a permutation p-value.
+    """Pairwise Jensen-Shannon distance between conditions, with permutation p-values adjusted over the pairs.
 
-    The permutation shuffles condition labels within each stratum (the probe, by
-    default), so a difference in which prompts each condition answered cannot make
-    a difference in basins. One row per pair: ``a``, ``b``, ``jsd``, ``p_value``,
-    ``effective_basins_a``/``_b`` (noise counted as one basin).
+    The permutation shuffles condition labels within each stratum: by default the
+    pair keys (probe, temperature, sample index), so with paired sampling each
+    base/adapter pair swaps as a unit, and a difference in which prompts each
+    condition answered cannot make a difference in basins. The p-value treats the
+    adapters as given; intervals over training seeds are in :func:`occupancy_difference`.
+    One row per pair: ``a``, ``b``, ``jsd``, ``p_value``, ``p_adjusted``,
+    ``adjustment``, ``effective_basins_a``/``_b`` (noise counted as one basin).
     """
     cols = _by(frame, by)[0]
+    adjust = check_adjustment(adjust)
     if isinstance(n_perm, bool) or not isinstance(n_perm, int) or n_perm < 99:
         raise ConfigError(f"n_perm must be an integer >= 99, got {n_perm!r}")
     basins = np.sort(frame["basin"].unique())
@@ -137,7 +183,7 @@ def divergence(
         observed = jensen_shannon(_counts(labels[is_a], basins), _counts(labels[~is_a], basins))
         present = [c for c in strata if c in part.columns]
         blocks = part.groupby(present).indices.values() if present else [np.arange(len(part))]
-        blocks = [np.asarray(ix) for ix in blocks]
+        blocks = [np.asarray(ix) for ix in blocks if len(ix) > 1]
         exceed = 0
         for _ in range(n_perm):
             shuffled = is_a.copy()
@@ -154,7 +200,10 @@ def divergence(
                 "effective_basins_b": effective_basins(_counts(labels[~is_a], basins)),
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.insert(4, "p_adjusted", adjust_p_values(table["p_value"].to_numpy(), adjust))
+    table.insert(5, "adjustment", describe_adjustment(adjust, len(table)))
+    return table
 
 
 def _counts(labels: np.ndarray, basins: np.ndarray) -> np.ndarray:
@@ -167,23 +216,48 @@ def transitions(
     a: str,
     b: str,
     *,
-    by: str = "adapter",
-    pair_on: Sequence[str] = ("probe_id", "temperature", "sample_index"),
+    by: str | None = None,
+    pair_on: Sequence[str] = PAIR_KEYS,
 ) -> pd.DataFrame:
     """Where paired samples go: the basin under condition ``a`` against the basin under ``b``.
 
     Samples pair up when they share ``pair_on`` (the same probe, temperature and
-    sample index). One row per (from_basin, to_basin) with ``count`` and ``share``
-    (of the pairs leaving ``from_basin``).
+    sample index). One row per (from_basin, to_basin) with ``count``, ``share`` (of
+    the pairs leaving ``from_basin``), ``expected`` (the count if the two answers were
+    independent draws: the product of the margins) and ``paired_streams`` (whether
+    the two answers of each pair came from the same random stream, the ``seed``
+    column). Only with paired streams does the table describe movement; with
+    independent streams it is close to ``expected`` by construction.
     """
-    keys = _by(frame, [by, *pair_on])[1:]
-    left = frame[frame[by] == a][[*keys, "basin"]]
-    right = frame[frame[by] == b][[*keys, "basin"]]
+    column = _by(frame, by)[0]
+    keys = _by(frame, [column, *pair_on])[1:]
+    extra = ["seed"] if "seed" in frame.columns else []
+    left = frame[frame[column] == a][[*keys, *extra, "basin"]]
+    right = frame[frame[column] == b][[*keys, *extra, "basin"]]
     if left.empty or right.empty:
-        raise DataError(f"no samples for {by}={a!r} or {by}={b!r}; found {sorted(frame[by].unique(), key=str)}")
+        found = sorted(frame[column].unique(), key=str)
+        raise DataError(f"no samples for {column}={a!r} or {column}={b!r}; found {found}")
     pairs = left.merge(right, on=keys, suffixes=("_from", "_to"))
     if pairs.empty:
         raise DataError(f"no pairs of {a!r} and {b!r} share {list(keys)}")
     table = pairs.groupby(["basin_from", "basin_to"]).size().rename("count").reset_index()
     table["share"] = table["count"] / table.groupby("basin_from")["count"].transform("sum")
+    out_margin = pairs["basin_from"].value_counts()
+    in_margin = pairs["basin_to"].value_counts()
+    table["expected"] = table["basin_from"].map(out_margin) * table["basin_to"].map(in_margin) / len(pairs)
+    table["paired_streams"] = bool((pairs["seed_from"] == pairs["seed_to"]).all()) if extra else False
     return table.rename(columns={"basin_from": "from_basin", "basin_to": "to_basin"})
+
+
+def stay_share(table: pd.DataFrame) -> tuple[float, float]:
+    """Share of pairs that stay in their basin, and the share expected if the two draws were independent."""
+    same = table["from_basin"] == table["to_basin"]
+    total = float(table["count"].sum())
+    return float(table.loc[same, "count"].sum()) / total, float(_diagonal_expected(table)) / total
+
+
+def _diagonal_expected(table: pd.DataFrame) -> float:
+    out_margin = table.groupby("from_basin")["count"].sum()
+    in_margin = table.groupby("to_basin")["count"].sum()
+    common = out_margin.index.intersection(in_margin.index)
+    return float((out_margin[common] * in_margin[common]).sum() / table["count"].sum())

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from persona_space.errors import ConfigError, DataError
+from persona_space.stats import Adjustment
 
 if TYPE_CHECKING:
     from persona_space.embedding import Embedder
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from persona_space.sampling import SampleSet
 
 NOISE = -1
+NOISE_NAME = "noise"
 EXACT_KNN_LIMIT = 100_000
 
 
@@ -366,27 +368,72 @@ class BasinMap:
         names = self.basin_names()
         return self.frame_.assign(basin_name=self.frame_["basin"].map(names).fillna("noise"))
 
-    def occupancy(self, by: str | Sequence[str] = "adapter", **kwargs: Any) -> pd.DataFrame:
-        """Share of samples per basin and condition with cluster-bootstrap intervals (see ``_compare.occupancy``)."""
+    def occupancy(
+        self,
+        by: str | Sequence[str] | None = None,
+        *,
+        n_boot: int = 2000,
+        confidence: float = 0.95,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Share of samples per basin and condition (``by``: default ``condition``) with crossed-bootstrap intervals.
+
+        See :func:`persona_space.basins.occupancy`; the ``interval`` column says what
+        each interval is over.
+        """
         from persona_space.basins._compare import occupancy
 
-        names = self.basin_names()
-        table = occupancy(self.frame_, by, **kwargs)
-        return table.assign(basin_name=table["basin"].map(names).fillna("noise"))
+        self._check_fitted()
+        table = occupancy(self.frame_, by, n_boot=n_boot, confidence=confidence, seed=seed)
+        return table.assign(basin_name=table["basin"].map(self.basin_names()).fillna(NOISE_NAME))
 
-    def divergence(self, by: str = "adapter", **kwargs: Any) -> pd.DataFrame:
-        """Pairwise Jensen-Shannon distances between conditions with permutation p-values."""
+    def occupancy_difference(
+        self,
+        reference: str = "base",
+        *,
+        by: str | None = None,
+        n_boot: int = 2000,
+        confidence: float = 0.95,
+        seed: int = 0,
+        adjust: Adjustment = "holm",
+    ) -> pd.DataFrame:
+        """Each condition's basin shares minus ``reference``'s: paired intervals and adjusted p-values."""
+        from persona_space.basins._compare import occupancy_difference
+
+        self._check_fitted()
+        table = occupancy_difference(
+            self.frame_, reference, by=by, n_boot=n_boot, confidence=confidence, seed=seed, adjust=adjust
+        )
+        return table.assign(basin_name=table["basin"].map(self.basin_names()).fillna(NOISE_NAME))
+
+    def divergence(
+        self,
+        by: str | None = None,
+        *,
+        n_perm: int = 1000,
+        strata: Sequence[str] = ("probe_id", "temperature", "sample_index"),
+        seed: int = 0,
+        adjust: Adjustment = "holm",
+    ) -> pd.DataFrame:
+        """Pairwise Jensen-Shannon distances between conditions with permutation p-values, adjusted over pairs."""
         from persona_space.basins._compare import divergence
 
         self._check_fitted()
-        return divergence(self.frame_, by, **kwargs)
+        return divergence(self.frame_, by, n_perm=n_perm, strata=strata, seed=seed, adjust=adjust)
 
-    def transitions(self, a: str, b: str, **kwargs: Any) -> pd.DataFrame:
-        """Basin-to-basin migration of paired samples from condition ``a`` to ``b``."""
+    def transitions(
+        self,
+        a: str,
+        b: str,
+        *,
+        by: str | None = None,
+        pair_on: Sequence[str] = ("probe_id", "temperature", "sample_index"),
+    ) -> pd.DataFrame:
+        """Basin-to-basin migration of paired samples from condition ``a`` to ``b`` (see ``basins.transitions``)."""
         from persona_space.basins._compare import transitions
 
         self._check_fitted()
-        return transitions(self.frame_, a, b, **kwargs)
+        return transitions(self.frame_, a, b, by=by, pair_on=pair_on)
 
     def stability(
         self, *, seeds: Sequence[int] = (1, 2, 3), fraction: float = 0.8

@@ -20,29 +20,37 @@ def map_run(
     samples: Any,
     out: str | os.PathLike[str],
     *,
-    by: str = "adapter",
+    by: str | None = None,
     seed: int = 0,
     charts: bool = True,
     embedder: Any = None,
 ) -> tuple[BasinMap, str]:
     """Fit a map on ``samples`` (a SampleSet or table), save it in ``out``, write tables and charts.
 
-    Returns the map and a Markdown summary (basins, occupancy with intervals,
-    divergence between conditions). Charts need the conditions in ``by``.
+    Returns the map and a Markdown summary: basins, occupancy with intervals, each
+    condition's share differences from the base model (paired, Holm-adjusted),
+    divergence between conditions and transitions from the base model. ``by`` names
+    the conditions (default: ``condition``, or ``adapter`` in older tables).
     """
+    from persona_space.basins._compare import condition_column
     from persona_space.basins._map import BasinMap, as_frame
 
     frame = as_frame(samples)
     if frame.empty:
         raise DataError("the run holds no samples to map")
+    by = by or condition_column(frame)
     folder = Path(out)
-    fitted = BasinMap(embedder=embedder, seed=seed, balance_by=by if by in frame.columns else None).fit(frame)
+    balance = "adapter" if "adapter" in frame.columns else by if by in frame.columns else None
+    fitted = BasinMap(embedder=embedder, seed=seed, balance_by=balance).fit(frame)
     fitted.save(folder)
     conditions = frame[by].nunique() if by in frame.columns else 0
     occupancy = fitted.occupancy(by=by) if conditions else None
+    differences = None
+    if conditions >= 2 and BASE in set(frame[by]):
+        differences = fitted.occupancy_difference(BASE, by=by)
     divergence = fitted.divergence(by=by) if conditions >= 2 else None
     moves = _transitions_from_base(fitted, frame, by)
-    tables = [("occupancy", occupancy), ("divergence", divergence)]
+    tables = [("occupancy", occupancy), ("occupancy_difference", differences), ("divergence", divergence)]
     tables += [(f"transitions-{_slug(BASE)}-to-{_slug(c)}", t) for c, t in moves.items()]
     for name, table in tables:
         if table is not None:
@@ -50,7 +58,7 @@ def map_run(
                 table.to_csv(tmp, index=False)
     if charts:
         _write_charts(fitted, folder, by, occupancy, divergence, moves)
-    return fitted, summary_markdown(fitted, occupancy, divergence, moves)
+    return fitted, summary_markdown(fitted, occupancy, divergence, moves, differences)
 
 
 BASE = "base"
@@ -101,8 +109,12 @@ def summary_markdown(
     occupancy: pd.DataFrame | None,
     divergence: pd.DataFrame | None,
     moves: dict[str, pd.DataFrame] | None = None,
+    differences: pd.DataFrame | None = None,
 ) -> str:
-    """Basins with keywords, self-names and an exemplar; occupancy, divergence and transition tables."""
+    """Basins with keywords, self-names and an exemplar; occupancy, differences, divergence and transitions."""
+    import pandas as pd
+
+    from persona_space.basins._compare import stay_share
     from persona_space.report import markdown_table
 
     lines = [f"{fitted!r}.", ""]
@@ -120,30 +132,49 @@ def summary_markdown(
                 "exemplar": example,
             }
         )
-    import pandas as pd
-
     lines += [markdown_table(pd.DataFrame(rows)), ""]
-    if occupancy is not None:
-        shown = occupancy.drop(columns=["units"], errors="ignore")
-        lines += ["Occupancy (cluster bootstrap over prompts, 95 % intervals):", "", markdown_table(shown), ""]
+    if occupancy is not None and len(occupancy):
+        units = "; ".join(dict.fromkeys(occupancy["interval"]))
+        keep = [c for c in occupancy.columns if c not in ("interval", "groups", "seeds", "seed_low", "seed_high")]
+        if occupancy["seeds"].max() > 1:
+            keep += ["seed_low", "seed_high"]
+        lines += [f"Occupancy ({units}):", "", markdown_table(occupancy[keep]), ""]
+    if differences is not None and len(differences):
+        units = "; ".join(dict.fromkeys(differences["interval"]))
+        shown = differences.sort_values("p_value", kind="stable")
+        cols = ["condition" if "condition" in shown.columns else shown.columns[0], "basin_name", "reference_value"]
+        cols += ["value", "difference", "low", "high", "p_value", "p_adjusted"]
+        lines += [
+            f"Share differences from {BASE} ({units}; p-values {differences['adjustment'].iloc[0]}):",
+            "",
+            markdown_table(shown[[c for c in cols if c in shown.columns]]),
+            "",
+        ]
     if divergence is not None:
         lines += [
-            "Jensen-Shannon distance between conditions (permutation p-values):",
+            "Jensen-Shannon distance between conditions (permutation p-values within paired draws, "
+            f"{divergence['adjustment'].iloc[0] if len(divergence) else 'no tests'}):",
             "",
             markdown_table(divergence),
             "",
         ]
     for condition, moved in (moves or {}).items():
-        stayed = float(moved.loc[moved["from_basin"] == moved["to_basin"], "count"].sum() / moved["count"].sum())
+        stayed, expected = stay_share(moved)
         top = moved[moved["from_basin"] != moved["to_basin"]].nlargest(5, "count")
         top = top.assign(
             **{
                 "from": top["from_basin"].map(lambda b: shown_names.get(b, "noise")),
                 "to": top["to_basin"].map(lambda b: shown_names.get(b, "noise")),
             }
-        )[["from", "to", "count", "share"]]
+        )[["from", "to", "count", "expected", "share"]]
+        pairing = (
+            "paired random streams"
+            if bool(moved["paired_streams"].all())
+            else "independent random streams: this is two draws side by side, not movement"
+        )
         lines += [
-            f"Transitions {BASE} -> {condition}: {stayed:.1%} of paired samples stay in their basin; largest moves:",
+            f"Transitions {BASE} -> {condition} ({pairing}): {stayed:.1%} of paired samples stay in their basin "
+            f"({expected:.1%} would if the two answers were independent draws); largest moves:",
             "",
             markdown_table(top) if len(top) else "(none)",
             "",
