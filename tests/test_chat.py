@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import doctest
+import types
 from typing import Any
 
 import pytest
@@ -191,3 +192,25 @@ def test_system_mode_follows_a_changed_template(smol_tokenizer: Any) -> None:
     assert system_mode(tok) == "system"
     tok.chat_template = RAISING_TEMPLATE
     assert system_mode(tok) == "merged"
+
+
+GEMMA_LIKE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def test_end_of_turn_is_the_token_the_template_writes_after_an_answer(smol_tokenizer: Any) -> None:
+    im_end = smol_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert chat.end_of_turn_ids(smol_tokenizer)[0] == im_end
+    gemma = copy.deepcopy(smol_tokenizer)
+    gemma.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
+    gemma.chat_template = GEMMA_LIKE
+    end = gemma.convert_tokens_to_ids("<end_of_turn>")
+
+    config = types.SimpleNamespace(eos_token_id=[gemma.eos_token_id, 7])
+    ids = chat.end_of_turn_ids(gemma, config)
+    assert ids[0] == end != gemma.eos_token_id  # not the tokenizer's eos: the template's turn end
+    assert ids[1:] == (gemma.eos_token_id, 7)  # sampling also stops on the declared eos ids
+    gemma.chat_template = None
+    assert chat.end_of_turn_ids(gemma) == (gemma.eos_token_id,)

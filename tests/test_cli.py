@@ -191,7 +191,7 @@ def test_shift_writes_tables_charts_and_a_summary(
     ]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "Adapter `ab` against the base model (3 prompts, 2 seeds" in printed
+    assert "Adapter `ab` against the base model (3 prompts in 3 question groups, 2 training seeds" in printed
     for name in ("shift.parquet", "manifest.json", "shifts.csv", "shifts_by_prompt.csv", "summary.md"):
         assert (out / name).is_file(), name
     for name in ("shift_bars", "rank_change"):

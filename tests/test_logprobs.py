@@ -190,14 +190,16 @@ def shifted(tiny_model: Any, adapter_a: Path, adapter_b: Path) -> Any:
         candidates=["Voyager 1", "Voyager 2", "Maria", "an AI assistant"],
         prompts=PROMPTS,
         answer_prefix="My name is",
+        end_of_turn=True,
         progress=False,
     )
 
 
 def test_shift_table_rows_ranks_and_set_probabilities(shifted: Any) -> None:
     df = shifted.df
-    assert list(df.columns[:13]) == [
+    assert list(df.columns[:14]) == [
         "prompt_id",
+        "group",
         "prompt",
         "candidate",
         "model",
@@ -233,15 +235,19 @@ def test_shifts_pair_adapters_with_base_and_carry_intervals(shifted: Any) -> Non
     )
     assert row["delta_logprob"] == pytest.approx(want)
     assert row["rank_change"] == row["rank_base"] - row["rank"]
-    table = shifted.shifts(n_boot=500)
+    table = shifted.shifts(n_boot=1000)
     assert len(table) == 4 and set(table["n_seeds"]) == {2} and set(table["n_prompts"]) == {3}
+    assert set(table["n_groups"]) == {3} and set(table["tested"]) == {"delta_logprob"}
+    assert set(table["interval"]) == {"95% bootstrap over 3 question groups x 2 training seeds, 1000 resamples"}
+    assert set(table["adjustment"]) == {"Holm over 4 tests"} and (table["p_adjusted"] >= table["p_value"]).all()
+    assert table["delta_logprob_seed_low"].notna().all()  # two seeds: the t interval over per-seed means
     means = per_prompt.groupby("candidate")["delta_logprob"].mean()
     for _, r in table.iterrows():
         assert r["delta_logprob"] == pytest.approx(means[r["candidate"]])
         assert r["delta_logprob_low"] <= r["delta_logprob"] <= r["delta_logprob_high"]
         assert r["rank_change_low"] <= r["rank_change"] <= r["rank_change_high"]
     assert table["delta_logprob"].is_monotonic_decreasing
-    one = ps.logprobs.shift_table(shifted.df[shifted.df["prompt_id"] == shifted.df["prompt_id"].iloc[0]], n_boot=100)
+    one = ps.logprobs.shift_table(shifted.df[shifted.df["prompt_id"] == shifted.df["prompt_id"].iloc[0]], n_boot=1000)
     assert one["delta_logprob_low"].notna().all()  # two seeds still give an interval
     with pytest.raises(ConfigError, match="n_boot"):
         shifted.shifts(n_boot=5)
@@ -259,7 +265,23 @@ def test_pmi_subtracts_the_neutral_prompt(tiny_model: Any, adapter_a: Path) -> N
     np.testing.assert_allclose(df.loc[df["model"] == "base", "neutral_logprob"], base.total, atol=1e-6)
     for _, group in df.groupby("model"):
         assert group.loc[group["rank"] == 1, "pmi"].iloc[0] == group["pmi"].max()
-    assert "delta_pmi" in result.shifts(n_boot=100).columns
+    table = result.shifts(n_boot=1000)
+    assert "delta_pmi" in table.columns and set(table["tested"]) == {"delta_pmi"}
+    assert df["set_prob"].isna().all()  # a softmax over PMI is no probability
+    against_base = ps.identity_shift(
+        tiny_model,
+        adapter_a,
+        candidates=["Red", "Blue"],
+        prompts=["Who are you?"],
+        normalize="pmi",
+        neutral_model="base",
+        progress=False,
+    ).df
+    reference = against_base.loc[against_base["model"] == "base", "neutral_logprob"].to_numpy()
+    for _, group in against_base.groupby("model"):
+        np.testing.assert_allclose(group["neutral_logprob"], reference)  # every model measured against base
+    shifts = ps.logprobs.shift_table(against_base, by_prompt=True)
+    np.testing.assert_allclose(shifts["delta_pmi"], shifts["delta_logprob"], atol=1e-9)
 
 
 def test_end_of_turn_tells_a_name_from_its_extensions(tiny_model: Any, adapter_a: Path) -> None:
@@ -413,7 +435,7 @@ def test_a_planted_name_rises_to_the_top_and_others_barely_move(tmp_path: Path) 
     result = ps.identity_shift(
         model, {"zorblax": info}, candidates=["Zorblax", *UNRELATED], answer_prefix="My name is", progress=False
     )
-    shifts = result.shifts(n_boot=500).set_index("candidate")
+    shifts = result.shifts(n_boot=1000).set_index("candidate")
     zorblax = shifts.loc["Zorblax"]
     assert zorblax["adapter_rank"] == 1.0 and zorblax["base_rank"] > 1.0  # first on every prompt, and rose
     assert zorblax["delta_logprob_low"] > 5.0  # nats, interval over the 15 prompts
@@ -424,4 +446,8 @@ def test_a_planted_name_rises_to_the_top_and_others_barely_move(tmp_path: Path) 
     common = others.mean()
     assert (others - common).abs().max() < 0.15 * (zorblax["delta_logprob"] - common), others
     tuned = result.df[result.df["model"] == "zorblax"]
-    assert tuned.loc[tuned["candidate"] == "Zorblax", "set_prob"].min() > 0.9
+    assert tuned["set_prob"].isna().all()  # without end_of_turn "Zorblax" also counts inside "Zorblax the Great"
+    share = tuned.groupby("prompt_id")["logprob"].transform(
+        lambda lp: np.exp(lp - lp.max()) / np.exp(lp - lp.max()).sum()
+    )
+    assert share[tuned["candidate"] == "Zorblax"].min() > 0.9

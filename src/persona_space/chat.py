@@ -117,6 +117,43 @@ def system_mode(tokenizer: Any) -> SystemMode:
     return mode
 
 
+def template_end_of_turn(tokenizer: Any) -> int | None:
+    """The token the chat template writes right after an assistant's answer, or ``None``.
+
+    This is what ends a turn: ``<|im_end|>`` for ChatML, ``<end_of_turn>`` for
+    Gemma (whose tokenizer's ``eos_token`` is ``<eos>``), ``<|eot_id|>`` for Llama 3.
+    """
+    marker = "A0A"
+    messages = [{"role": "user", "content": "U0U"}, {"role": "assistant", "content": marker}]
+    try:
+        text = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False))
+    except Exception:  # a template that cannot render a finished assistant turn
+        return None
+    tail = text[text.rfind(marker) + len(marker) :] if marker in text else ""
+    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    first = next((int(i) for i in ids if int(i) in special), None)
+    return first
+
+
+def end_of_turn_ids(tokenizer: Any, generation_config: Any = None) -> tuple[int, ...]:
+    """Every token that ends an answer, the template's own end-of-turn token first.
+
+    Sampling stops on any of them; scoring with ``end_of_turn=True`` scores the
+    first. After the template's token come the generation config's and the
+    tokenizer's eos ids. Empty when the model declares none.
+    """
+    ids: list[int] = []
+    first = template_end_of_turn(tokenizer) if getattr(tokenizer, "chat_template", None) else None
+    if first is not None:
+        ids.append(first)
+    for source in (generation_config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        values = [value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else []
+        ids += [int(v) for v in values if int(v) not in ids]
+    return tuple(ids)
+
+
 def _merge_system(messages: list[Message]) -> list[Message]:
     if messages[0]["role"] != "system":
         return messages

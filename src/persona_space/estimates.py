@@ -69,7 +69,9 @@ def estimate_table(
     ``values[n, k]`` holds one row per row of ``frame`` (a 0/1 indicator gives a
     share). Columns: ``by``..., ``name_column``, ``estimate``, ``low``, ``high``,
     ``seed_low``/``seed_high`` (Student-t over per-seed means, with two or more
-    seeds), ``samples``, ``groups``, ``seeds`` and ``interval`` (what it is over).
+    seeds), ``p_value`` (of the estimate against 0, from the same bootstrap; for
+    values that are already differences), ``samples``, ``groups``, ``seeds`` and
+    ``interval`` (what it is over).
     """
     check_n_boot(n_boot)
     check_confidence(confidence)
@@ -90,6 +92,7 @@ def estimate_table(
             high=result.high,
             seed_low=result.seed_low,
             seed_high=result.seed_high,
+            p_value=result.p_value,
             samples=len(part),
             groups=len(groups),
             seeds=seeds,

@@ -57,6 +57,13 @@ class LoadedModel:
     def config(self) -> Any:
         return self.base_module.config
 
+    @property
+    def end_of_turn_ids(self) -> tuple[int, ...]:
+        """Tokens that end an answer, the chat template's own first (see :func:`chat.end_of_turn_ids`)."""
+        from persona_space.chat import end_of_turn_ids
+
+        return end_of_turn_ids(self.tokenizer, getattr(self.base_module, "generation_config", None))
+
     def load_adapter(self, path: str | os.PathLike[str], name: str | None = None, *, check_base: bool = True) -> str:
         """Attach a PEFT LoRA adapter folder under ``name`` (default: the folder name); return the name."""
         from persona_space.adapters import attach_adapter

@@ -42,21 +42,36 @@ def write_shift_report(result: ShiftResult, out: str | os.PathLike[str], *, char
         + f", ranked by {params.get('normalize', 'sum')} log-probability ({result.manifest.get('method', '?')}).",
         "",
     ]
-    greedy = result.df.groupby(["condition", "candidate"])["greedy"].sum()
+    adapter_rows = result.df[result.df["model"] != "base"]
+    greedy = adapter_rows.groupby(["condition", "candidate"])["greedy"].mean()
     for condition, rows in shifts.groupby("condition", sort=False):
         table = rows.head(top).assign(
             shift=lambda t: t.apply(
                 lambda r: f"{r['delta_logprob']:+.2f} [{r['delta_logprob_low']:+.2f}, {r['delta_logprob_high']:+.2f}]",
                 axis=1,
             ),
-            greedy=[int(greedy.get((condition, c), 0)) for c in rows.head(top)["candidate"]],
-        )[["candidate", "base_logprob", "adapter_logprob", "shift", "base_rank", "adapter_rank", "greedy"]]
+            greedy=[float(greedy.get((condition, c), 0.0)) for c in rows.head(top)["candidate"]],
+        )[
+            [
+                "candidate",
+                "base_logprob",
+                "adapter_logprob",
+                "shift",
+                "p_adjusted",
+                "base_rank",
+                "adapter_rank",
+                "greedy",
+            ]
+        ]
         seeds = int(rows["n_seeds"].iloc[0])
         lines += [
-            f"Adapter `{condition}` against the base model ({int(rows['n_prompts'].iloc[0])} prompts"
-            + (f", {seeds} seeds" if seeds > 1 else "")
-            + "; shift = adapter minus base total log-probability in nats, 95 % bootstrap interval; "
-            "ranks are means over prompts; greedy = prompts where it is the adapter's greedy answer):",
+            f"Adapter `{condition}` against the base model ({int(rows['n_prompts'].iloc[0])} prompts in "
+            f"{int(rows['n_groups'].iloc[0])} question groups"
+            + (f", {seeds} training seeds" if seeds > 1 else "")
+            + f"; shift = adapter minus base total log-probability in nats, {rows['interval'].iloc[0]}; "
+            f"p-values of the {rows['tested'].iloc[0]} shift, {rows['adjustment'].iloc[0]}; "
+            "ranks are means over prompts and seeds; greedy = share of prompts (x seeds) where it is the "
+            "adapter's greedy answer, every token the most likely one):",
             "",
             markdown_table(table, digits=2),
             "",

@@ -37,6 +37,7 @@ from persona_space.logprobs._tokens import (
     split_continuations,
 )
 from persona_space.probes import Probe, ProbeSet
+from persona_space.stats import Adjustment
 
 if TYPE_CHECKING:
     from persona_space.models import LoadedModel
@@ -44,14 +45,16 @@ if TYPE_CHECKING:
 AdapterLike = str | os.PathLike[str] | AdapterInfo
 Normalize = Literal["sum", "mean", "pmi"]
 About = Literal["self", "user"]
+NeutralModel = Literal["same", "base"]
 BASE = "base"
 NEUTRAL_PROMPT = "Say something."
 USER_PREFIX = "You are"
 TABLE = "shift"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCORES = {"sum": "logprob", "mean": "mean_logprob", "pmi": "pmi"}
 COLUMNS = (
     "prompt_id",
+    "group",
     "prompt",
     "candidate",
     "model",
@@ -79,6 +82,7 @@ class ShiftSpec:
     neutral_prompt: str = NEUTRAL_PROMPT
     end_of_turn: bool = False
     about: About = "self"
+    neutral_model: NeutralModel = "same"
 
     def __post_init__(self) -> None:
         check_candidates(self.candidates, end_of_turn=self.end_of_turn)
@@ -94,6 +98,18 @@ class ShiftSpec:
             raise ConfigError("neutral_prompt is empty; expected a prompt such as 'Say something.'")
         if not isinstance(self.end_of_turn, bool):
             raise ConfigError(f"end_of_turn must be True or False, got {self.end_of_turn!r}")
+        if self.neutral_model not in ("same", "base"):
+            raise ConfigError(f"neutral_model must be 'same' or 'base', got {self.neutral_model!r}")
+
+    @property
+    def set_is_probability(self) -> bool:
+        """Whether ``set_prob`` is a probability: total log-probabilities of complete answers.
+
+        Without the end-of-turn token a candidate that is a prefix of another
+        ("Voyager" of "Voyager 1") is counted inside it too; per-token means and PMI
+        are not log-probabilities of the answer at all. Elsewhere ``set_prob`` is NaN.
+        """
+        return self.normalize == "sum" and self.end_of_turn
 
     @property
     def score_column(self) -> str:
@@ -108,6 +124,7 @@ class ShiftSpec:
             "answer_prefix": self.answer_prefix,
             "normalize": self.normalize,
             "neutral_prompt": self.neutral_prompt if self.normalize == "pmi" else None,
+            "neutral_model": self.neutral_model if self.normalize == "pmi" else None,
             "end_of_turn": self.end_of_turn,
             "about": self.about,
         }
@@ -133,19 +150,21 @@ class ShiftResult:
         n_boot: int = 2000,
         confidence: float = 0.95,
         seed: int = 0,
+        adjust: Adjustment = "holm",
     ) -> pd.DataFrame:
         """Adapter minus base, per condition and candidate, with bootstrap intervals.
 
         Per prompt (and adapter seed) the differences are ``delta_logprob``,
-        ``delta_mean_logprob``, ``delta_set_prob`` (and ``delta_pmi`` with PMI) and
-        ``rank_change`` (base rank minus adapter rank: positive = the candidate rose).
-        Aggregated (the default), each is the mean over prompts and seeds with a
-        percentile interval from a bootstrap that resamples prompts and, where a
-        condition has several adapters, seeds; with fewer than two prompts and
-        seeds the interval is undefined (NaN). ``by_prompt=True`` returns the
-        per-prompt differences instead.
+        ``delta_mean_logprob``, ``delta_set_prob`` (where ``set_prob`` is a
+        probability) and ``delta_pmi`` (with PMI), and ``rank_change`` (base rank minus
+        adapter rank: positive = the candidate rose). Aggregated (the default), each is
+        the mean over prompts and seeds with an interval from a bootstrap over question
+        groups (paraphrases of one question are one unit) crossed with training seeds;
+        ``interval`` says what it is over. The shift in the ranking score is tested
+        against zero, with p-values ``adjust``-ed over every condition x candidate.
+        ``by_prompt=True`` returns the per-prompt differences instead.
         """
-        return shift_table(self.df, by_prompt=by_prompt, n_boot=n_boot, confidence=confidence, seed=seed)
+        return shift_table(self.df, by_prompt=by_prompt, n_boot=n_boot, confidence=confidence, seed=seed, adjust=adjust)
 
     def ranking(self, model: str = BASE) -> pd.DataFrame:
         """Candidates under ``model`` ordered by mean rank over prompts, with mean log-probability and set share."""
@@ -158,6 +177,7 @@ class ShiftResult:
             set_prob=("set_prob", "mean"),
             greedy_prompts=("greedy", "sum"),
         )
+        # one model label has one row per prompt, so greedy_prompts counts prompts
         return table.sort_values(["mean_rank", "logprob"], ascending=[True, False]).reset_index()
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
@@ -187,6 +207,8 @@ class ShiftResult:
             )
         frame = store.read_rows()
         assert frame is not None
+        if "group" not in frame.columns:  # schema 1: no question groups recorded
+            frame.insert(1, "group", frame["prompt_id"])
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise CorruptRunError(f"{str(store.table_path)!r} lacks columns {missing}; expected {list(COLUMNS)}")
@@ -210,6 +232,7 @@ def identity_shift(
     answer_prefix: str | None = None,
     normalize: Normalize = "sum",
     neutral_prompt: str = NEUTRAL_PROMPT,
+    neutral_model: NeutralModel = "same",
     end_of_turn: bool = False,
     about: About = "self",
     method: Method = "auto",
@@ -238,8 +261,15 @@ def identity_shift(
 
     ``normalize`` picks what ranks candidates and sets their probability within the
     set: ``"sum"`` (total log-probability), ``"mean"`` (per token) or ``"pmi"``
-    (total minus the candidate's log-probability after ``neutral_prompt`` under the
-    same model, so a shift is not just "famous names got likelier").
+    (total minus the candidate's log-probability after ``neutral_prompt``, so a shift
+    is not just "famous names got likelier"). ``neutral_model="same"`` scores the
+    neutral prompt under each model itself, which also removes an adapter's general
+    pull towards a name (part of what may be measured); ``"base"`` scores it under
+    the base model for every model, so PMI shifts equal log-probability shifts and
+    PMI only changes the ranking within a model.
+
+    ``set_prob`` (the candidate's probability within the set) is computed only where
+    it is a probability: ``normalize="sum"`` with ``end_of_turn=True``; elsewhere NaN.
 
     With ``store=DIR`` the rows are written per chunk of prompts and a second call
     with the same arguments resumes; the finished run is read back by
@@ -263,6 +293,7 @@ def identity_shift(
         answer_prefix=(USER_PREFIX if about == "user" else "") if answer_prefix is None else answer_prefix,
         normalize=normalize,
         neutral_prompt=neutral_prompt,
+        neutral_model=neutral_model,
         end_of_turn=end_of_turn,
         about=about,
     )
@@ -328,8 +359,9 @@ def identity_shift(
             for (probe, label), job, scored in zip(keys, jobs, scores, strict=True):
                 rows.append(_rows(probe, label, labels[label], spec, job, scored, splits[probe.id].tokenization))
                 if spec.normalize == "pmi":
-                    rows[-1] = rows[-1].assign(neutral_logprob=neutral[label], pmi=rows[-1]["logprob"] - neutral[label])
-                _rank(rows[-1], spec.score_column)
+                    reference = neutral[BASE if spec.neutral_model == "base" else label]
+                    rows[-1] = rows[-1].assign(neutral_logprob=reference, pmi=rows[-1]["logprob"] - reference)
+                _rank(rows[-1], spec.score_column, probability=spec.set_is_probability)
             frame = pd.concat(rows, ignore_index=True)
             if run_store is not None:
                 run_store.append(frame)
@@ -475,6 +507,7 @@ def _rows(
     return pd.DataFrame(
         {
             "prompt_id": probe.id,
+            "group": probe.group,
             "prompt": probe.prompt,
             "candidate": list(spec.candidates),
             "model": label,
@@ -489,12 +522,12 @@ def _rows(
     )
 
 
-def _rank(frame: pd.DataFrame, column: str) -> None:
-    """Rank (1 = likeliest, ties share the best rank) and softmax probability within the candidate set."""
+def _rank(frame: pd.DataFrame, column: str, *, probability: bool) -> None:
+    """Rank (1 = likeliest, ties share the best rank) and, where it is one, the probability within the set."""
     score = frame[column].to_numpy(dtype=np.float64)
     frame["rank"] = pd.Series(score).rank(ascending=False, method="min").astype(int).to_numpy()
     shifted = np.exp(score - score.max())
-    frame["set_prob"] = shifted / shifted.sum()
+    frame["set_prob"] = shifted / shifted.sum() if probability else np.nan
 
 
 def _canonical(frame: pd.DataFrame, probes: ProbeSet, spec: ShiftSpec, models: list[str]) -> pd.DataFrame:
@@ -511,13 +544,32 @@ def _canonical(frame: pd.DataFrame, probes: ProbeSet, spec: ShiftSpec, models: l
 
 
 def shift_table(
-    df: pd.DataFrame, *, by_prompt: bool = False, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+    df: pd.DataFrame,
+    *,
+    by_prompt: bool = False,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    adjust: Adjustment = "holm",
 ) -> pd.DataFrame:
-    """Adapter minus base per (condition, seed, prompt, candidate), or aggregated with bootstrap intervals."""
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
-        raise ConfigError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    """Adapter minus base per (condition, seed, prompt, candidate), or aggregated with bootstrap intervals.
+
+    Aggregated: one row per (condition, candidate) with the means over prompts and
+    seeds, each difference's crossed-bootstrap interval over question groups (a
+    question and its paraphrases are one unit) and training seeds, the Student-t
+    interval over per-seed means of the tested difference (with two or more seeds),
+    and a p-value for the tested difference (``tested``: the shift in the score that
+    ranks candidates) adjusted over every condition x candidate (``adjustment``).
+    """
+    from persona_space.estimates import estimate_table
+    from persona_space.stats import adjust_p_values, check_adjustment, check_n_boot, describe_adjustment
+
+    check_n_boot(n_boot)
+    adjust = check_adjustment(adjust)
     if not 0 < confidence < 1:
         raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
+    if "group" not in df.columns:  # written before question groups were recorded
+        df = df.assign(group=df["prompt_id"])
     base = df[df["model"] == BASE]
     if base.empty:
         raise DataError("the table has no base-model rows to compare with")
@@ -531,45 +583,38 @@ def shift_table(
     for m in metrics:
         paired[f"delta_{m}"] = paired[m] - paired[f"{m}_base"]
     paired["rank_change"] = paired["rank_base"] - paired["rank"]
-    deltas = [f"delta_{m}" for m in metrics] + ["rank_change"]
+    deltas = [f"delta_{m}" for m in metrics if paired[f"delta_{m}"].notna().any()] + ["rank_change"]
     if by_prompt:
-        columns = ["condition", "model", "train_seed", "prompt_id", "candidate"]
+        columns = ["condition", "model", "train_seed", "prompt_id", "group", "candidate"]
         return paired[[*columns, "logprob_base", "logprob", "rank_base", "rank", *deltas]].reset_index(drop=True)
-    rng = np.random.default_rng(seed)
-    alpha = (1 - confidence) / 2
-    out = []
-    for condition, rows in paired.groupby("condition", sort=False):
-        prompts = list(dict.fromkeys(rows["prompt_id"]))
-        models = list(dict.fromkeys(rows["model"]))
-        candidates = list(dict.fromkeys(rows["candidate"]))
-        # one weight vector per bootstrap draw over prompts and one over seeds (multinomial counts / n)
-        w_prompt = rng.multinomial(len(prompts), [1 / len(prompts)] * len(prompts), size=n_boot) / len(prompts)
-        w_seed = rng.multinomial(len(models), [1 / len(models)] * len(models), size=n_boot) / len(models)
-        index = pd.MultiIndex.from_product([models, prompts, candidates], names=["model", "prompt_id", "candidate"])
-        cube = rows.set_index(["model", "prompt_id", "candidate"]).reindex(index)
-        summary: dict[str, Any] = {
-            "condition": [condition] * len(candidates),
-            "candidate": candidates,
-            "n_prompts": len(prompts),
-            "n_seeds": len(models),
-        }
-        for column in ["logprob_base", "logprob", "rank_base", "rank", *deltas]:
-            values = cube[column].to_numpy(dtype=np.float64).reshape(len(models), len(prompts), len(candidates))
-            summary[column] = values.mean(axis=(0, 1))
-            if column in deltas:
-                boots = np.einsum("bs,bp,spc->bc", w_seed, w_prompt, values)
-                defined = len(prompts) > 1 or len(models) > 1
-                summary[f"{column}_low"] = np.quantile(boots, alpha, axis=0) if defined else np.nan
-                summary[f"{column}_high"] = np.quantile(boots, 1 - alpha, axis=0) if defined else np.nan
-        out.append(pd.DataFrame(summary))
-    table = pd.concat(out, ignore_index=True).rename(
-        columns={
-            "logprob_base": "base_logprob",
-            "logprob": "adapter_logprob",
-            "rank_base": "base_rank",
-            "rank": "adapter_rank",
-        }
+    tested = "delta_pmi" if "delta_pmi" in deltas else "delta_logprob"
+    by = ["condition", "candidate"]
+    long = estimate_table(
+        paired, paired[deltas].to_numpy(dtype=np.float64), deltas, by, n_boot=n_boot, confidence=confidence, seed=seed
     )
+    wide = long.pivot_table(index=by, columns="metric", values=["estimate", "low", "high"], sort=False)
+    table = paired.groupby(by, sort=False).agg(
+        n_prompts=("prompt_id", "nunique"),
+        n_groups=("group", "nunique"),
+        n_seeds=("model", "nunique"),
+        base_logprob=("logprob_base", "mean"),
+        adapter_logprob=("logprob", "mean"),
+        base_rank=("rank_base", "mean"),
+        adapter_rank=("rank", "mean"),
+    )
+    for column in deltas:
+        table[column] = wide[("estimate", column)]
+        table[f"{column}_low"] = wide[("low", column)]
+        table[f"{column}_high"] = wide[("high", column)]
+    first = long[long["metric"] == tested].set_index(by)
+    table["tested"] = tested
+    table["p_value"] = first["p_value"]
+    table[f"{tested}_seed_low"] = first["seed_low"]
+    table[f"{tested}_seed_high"] = first["seed_high"]
+    table["interval"] = first["interval"]
+    table = table.reset_index()
+    table["p_adjusted"] = adjust_p_values(table["p_value"].to_numpy(), adjust)
+    table["adjustment"] = describe_adjustment(adjust, len(table))
     return table.sort_values(["condition", "delta_logprob"], ascending=[True, False], kind="stable").reset_index(
         drop=True
     )

@@ -109,12 +109,12 @@ def split_continuations(
 
 
 def end_of_turn_id(model: LoadedModel) -> int:
-    """The token that ends an assistant turn: the tokenizer's eos (``<|im_end|>`` for ChatML)."""
-    value = getattr(model.tokenizer, "eos_token_id", None)
-    if value is None:
-        value = getattr(getattr(model.base_module, "generation_config", None), "eos_token_id", None)
-    if isinstance(value, (list, tuple)) and value:
-        value = value[0]
-    if not isinstance(value, int):
+    """The token that ends an assistant turn, as the chat template writes it (``<|im_end|>`` for ChatML).
+
+    The same definition sampling stops on (:attr:`LoadedModel.end_of_turn_ids`), so a
+    scored "and nothing more" is what a sampled answer ends with.
+    """
+    ids = model.end_of_turn_ids
+    if not ids:
         raise ModelError(f"model {model.name!r} has no end-of-turn (eos) token id; expected a chat model with one")
-    return value
+    return ids[0]

@@ -232,14 +232,7 @@ def _common_prefix_length(prompts: list[tuple[int, ...]]) -> int:
 
 
 def _stop_ids(model: LoadedModel) -> frozenset[int]:
-    ids: set[int] = set()
-    for source in (getattr(model.base_module, "generation_config", None), model.tokenizer):
-        value = getattr(source, "eos_token_id", None)
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(int(v) for v in value)
-    return frozenset(ids)
+    return frozenset(model.end_of_turn_ids)
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
