@@ -144,6 +144,7 @@ def test_save_and_load_round_trip_without_pickle(planted: dict[str, Any], tmp_pa
         "basins.parquet",
         "fit_rows.npy",
         "samples.parquet",
+        "sub_basins.parquet",
         "vectors.npy",
     ]
     loaded = BasinMap.load(folder)
@@ -204,12 +205,12 @@ def test_self_names(text: str, names: list[str]) -> None:
 
 
 def test_exact_neighbours_match_brute_force() -> None:
-    from persona_space.basins._map import _exact_knn
+    from persona_space.basins._geometry import exact_knn
 
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(300, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    idx, dist = _exact_knn(vectors, 7, block=64)  # several blocks
+    idx, dist = exact_knn(vectors, 7, block=64)  # several blocks
     brute = 1.0 - vectors @ vectors.T
     assert (idx[:, 0] == np.arange(300)).all() and (dist[:, 0] == 0).all()
     for row in range(300):
@@ -462,3 +463,90 @@ def test_transitions_of_paired_samples_differ_from_the_product_of_the_margins(
     assert small_stay > small_expected + 0.25
     (_, _), (small_ind, small_ind_expected) = stays["independent"]
     assert abs(small_ind - small_ind_expected) < 0.15
+
+
+# -- the grain: basins and sub-basins ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sub_themed() -> dict[str, Any]:
+    """Five planted personas, each with three sub-themes of 30 samples (a persona centre plus a theme offset)."""
+    rng = np.random.default_rng(3)
+    vectors, persona, theme = [], [], []
+    for p in range(5):
+        centre = rng.normal(size=DIM)
+        centre /= np.linalg.norm(centre)
+        for t in range(3):
+            offset = rng.normal(size=DIM)
+            offset *= 0.55 / np.linalg.norm(offset)
+            vectors.append(_blob(rng, (centre + offset) / np.linalg.norm(centre + offset), 30, spread=0.12))
+            persona += [p] * 30
+            theme += [p * 3 + t] * 30
+    frame = pd.DataFrame(
+        {"text": [f"persona {p} theme {t} sample {i}" for i, (p, t) in enumerate(zip(persona, theme, strict=True))]}
+    )
+    return {"frame": frame, "vectors": np.concatenate(vectors), "persona": persona, "theme": theme}
+
+
+def test_sub_themed_personas_are_basins_and_their_themes_sub_basins(sub_themed: dict[str, Any]) -> None:
+    fitted = BasinMap(seed=0).fit(sub_themed["frame"], vectors=sub_themed["vectors"])  # default parameters
+    table = fitted.to_frame()
+    assert adjusted_rand_score(sub_themed["persona"], table["basin"]) >= 0.9
+    assert adjusted_rand_score(sub_themed["theme"], table["sub_basin"]) >= 0.9
+    assert fitted.n_basins_ == 5 and fitted.n_sub_basins_ >= 12
+    assert fitted.grain_["criterion"].startswith("widest gap") and fitted.grain_["basins"] == 5
+    assert fitted.grain_["jump"] >= 1.35
+    # every sub-basin sits inside one basin, and the tables name both levels
+    pairs = table[table["sub_basin"] >= 0].groupby("sub_basin")["basin"].nunique()
+    assert (pairs == 1).all()
+    assert set(fitted.sub_basins_.columns) >= {"sub_basin", "basin", "name", "size", "keywords", "exemplars"}
+    assert {"sub_basin", "sub_basin_name", "level"} <= set(table.columns) and set(table["level"]) == {"basin"}
+    fine = fitted.to_frame(level="sub_basin")
+    assert (fine["basin"] == table["sub_basin"]).all() and set(fine["level"]) == {"sub_basin"}
+    assert "5 basins (" in repr(fitted)
+
+
+def test_a_map_without_sub_themes_keeps_its_basins(planted: dict[str, Any]) -> None:
+    fitted: BasinMap = planted["map"]
+    assert fitted.n_basins_ == fitted.n_sub_basins_ == len(PERSONAS)
+    assert fitted.grain_["criterion"].startswith("sub-basins are the basins")
+
+
+def test_regrain_asks_for_a_grain_without_refitting(sub_themed: dict[str, Any], tmp_path: Any) -> None:
+    fitted = BasinMap(seed=0).fit(sub_themed["frame"], vectors=sub_themed["vectors"])
+    subs = fitted.frame_["sub_basin"].copy()
+    fitted.regrain("fine")
+    assert fitted.n_basins_ == fitted.n_sub_basins_ and (fitted.frame_["sub_basin"] == subs).all()
+    fitted.regrain(3)
+    assert fitted.n_basins_ == 3 and fitted.grain_["criterion"] == "3 basins asked for"
+    loaded = BasinMap.load(fitted.save(tmp_path / "three"))
+    assert loaded.n_basins_ == 3 and loaded.grain_ == fitted.grain_ and loaded.parents_ == fitted.parents_
+    np.testing.assert_array_equal(loaded.to_frame()["sub_basin"], fitted.to_frame()["sub_basin"])
+    with pytest.raises(ConfigError, match="grain must be 'auto', 'fine' or a number of basins >= 1, got 0"):
+        fitted.regrain(0)
+    with pytest.raises(ConfigError, match="level must be 'basin' or 'sub_basin', got 'leaf'"):
+        fitted.to_frame(level="leaf")  # type: ignore[arg-type]
+
+
+def test_occupancy_at_the_sub_basin_level(sub_themed: dict[str, Any]) -> None:
+    frame = sub_themed["frame"].assign(condition=np.where(np.arange(450) % 2, "a", "b"))
+    frame["group"] = [f"q{i % 9}" for i in range(450)]
+    fitted = BasinMap(seed=0).fit(frame, vectors=sub_themed["vectors"])
+    top = fitted.occupancy()
+    fine = fitted.occupancy(level="sub_basin")
+    assert set(top["level"]) == {"basin"} and set(fine["level"]) == {"sub_basin"}
+    assert top.groupby("condition")["share"].sum().round(6).eq(1).all()
+    assert fine["basin"].nunique() == fitted.n_sub_basins_ + int((fitted.frame_["sub_basin"] < 0).any())
+
+
+@pytest.mark.slow
+def test_real_embedder_finds_personas_at_the_top_and_sub_themes_below() -> None:
+    """Six templated personas, three sub-themes each, embedded by the real MiniLM: both levels at ARI >= 0.9."""
+    from personas import persona_texts
+
+    rows = pd.DataFrame(persona_texts())
+    fitted = BasinMap(seed=0).fit(rows)
+    table = fitted.to_frame()
+    assert adjusted_rand_score(rows["persona"], table["basin"]) >= 0.9
+    assert adjusted_rand_score(rows["sub"], table["sub_basin"]) >= 0.9
+    assert fitted.n_basins_ == 6

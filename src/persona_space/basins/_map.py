@@ -9,14 +9,15 @@ condition does not define the basins, and every sample is then assigned to it.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from persona_space.basins._geometry import exact_knn, nearest_distance, quiet
+from persona_space.basins._grain import Grain, check_grain
 from persona_space.errors import ConfigError, DataError
 from persona_space.stats import Adjustment
 
@@ -27,6 +28,15 @@ if TYPE_CHECKING:
 
 NOISE = -1
 NOISE_NAME = "noise"
+Level = Literal["basin", "sub_basin"]
+
+
+def _check_level(level: str) -> Level:
+    if level not in ("basin", "sub_basin"):
+        raise ConfigError(f"level must be 'basin' or 'sub_basin', got {level!r}")
+    return level  # type: ignore[return-value]
+
+
 EXACT_KNN_LIMIT = 100_000
 
 
@@ -52,6 +62,11 @@ class BasinMap:
     epochs: 200 is UMAP's own choice from 10,000 points up (below that it takes
     500, at 2.5 times the cost, for no visible change in the basins).
 
+    Basins come in two levels: HDBSCAN's groups are *sub-basins*, and *basins* merge
+    sub-basins that are variations of one thing (``grain="auto"``: the widest gap of
+    the sub-basin dendrogram, kept when it separates the samples better; see
+    ``basins._grain``); ``grain_`` records the choice, ``regrain`` changes it.
+
     >>> basins = BasinMap(seed=0).fit(samples)        # doctest: +SKIP
     >>> basins.basins_[["basin", "name", "size"]]      # doctest: +SKIP
     """
@@ -69,6 +84,7 @@ class BasinMap:
         balance_by: str | None = "adapter",
         max_per_condition: int | None = None,
         novelty_quantile: float = 0.99,
+        grain: Grain = "auto",
         seed: int = 0,
     ) -> None:
         self.embedder = embedder
@@ -81,6 +97,7 @@ class BasinMap:
         self.balance_by = balance_by
         self.max_per_condition = max_per_condition
         self.novelty_quantile = novelty_quantile
+        self.grain = grain
         self.seed = seed
         self._check_params()
 
@@ -101,6 +118,7 @@ class BasinMap:
             raise ConfigError(f"novelty_quantile must be in (0, 1], got {self.novelty_quantile!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_grain(self.grain)
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -114,6 +132,7 @@ class BasinMap:
             "balance_by": self.balance_by,
             "max_per_condition": self.max_per_condition,
             "novelty_quantile": self.novelty_quantile,
+            "grain": self.grain,
             "seed": self.seed,
         }
 
@@ -127,7 +146,7 @@ class BasinMap:
         """
         import hdbscan
 
-        from persona_space.basins._names import name_basins
+        from persona_space.basins._grain import merge_sub_basins
 
         frame = as_frame(data)
         if len(frame) < 10:
@@ -148,8 +167,8 @@ class BasinMap:
         # (a blocked matrix product of the normalised vectors; UMAP's own exact path below
         # 4,096 points calls a Python distance per pair, ~20 s for 3,000), above it UMAP's
         # approximate NN-descent.
-        knn = _exact_knn(unique, neighbours) if len(unique) <= EXACT_KNN_LIMIT else (None, None)
-        with _quiet():
+        knn = exact_knn(unique, neighbours) if len(unique) <= EXACT_KNN_LIMIT else (None, None)
+        with quiet():
             import umap
 
             self.reducer_ = umap.UMAP(
@@ -177,14 +196,50 @@ class BasinMap:
         )
         self.vectors_ = vectors
         self.fit_vectors_ = vectors[fit_rows]
-        self.fit_labels_ = self.clusterer_.labels_.astype(int)[self.fit_inverse_]
+        self.fit_sub_labels_ = self.clusterer_.labels_.astype(int)[self.fit_inverse_]
+        self.parents_, self.grain_ = merge_sub_basins(
+            self.fit_vectors_, self.fit_sub_labels_, self.grain, seed=self.seed
+        )
+        self.fit_labels_ = self.basin_of(self.fit_sub_labels_)
         self.fit_strength_ = self.clusterer_.probabilities_[self.fit_inverse_]
         self.fit_xy_ = self.layout_.embedding_[self.fit_inverse_]
         self.novelty_threshold_ = self._novelty_threshold()
         self.frame_ = self._place(frame, vectors, fit_rows)
-        fit_texts = frame["text"].iloc[fit_rows].tolist()
+        self._name(frame["text"].iloc[fit_rows].tolist())
+        return self
+
+    def basin_of(self, sub_basins: np.ndarray) -> np.ndarray:
+        """The basin of each sub-basin id (noise, -1, stays noise)."""
+        return np.array([self.parents_.get(int(s), NOISE) for s in sub_basins], dtype=int)
+
+    def _name(self, fit_texts: list[str]) -> None:
+        """Keyword names, exemplars and self-names for basins and for sub-basins (with their basin)."""
+        from persona_space.basins._names import name_basins
+
         self.basins_ = pd.DataFrame(name_basins(fit_texts, self.fit_labels_, self.fit_vectors_))
+        subs = pd.DataFrame(name_basins(fit_texts, self.fit_sub_labels_, self.fit_vectors_))
+        self.sub_basins_ = subs.rename(columns={"basin": "sub_basin"}).assign(
+            basin=self.basin_of(subs["basin"].to_numpy())
+        )
         self.labels_ = self.frame_["basin"].to_numpy()
+
+    def regrain(self, grain: Grain) -> BasinMap:
+        """Choose another grain without refitting: ``"auto"``, ``"fine"`` (the sub-basins) or a number of basins.
+
+        Sub-basins stay as they are; basins are merged anew from them, every sample
+        is relabelled and the basins renamed (judge-written labels are dropped).
+        """
+        from persona_space.basins._grain import merge_sub_basins
+
+        self._check_fitted()
+        self.grain = check_grain(grain)
+        self.parents_, self.grain_ = merge_sub_basins(
+            self.fit_vectors_, self.fit_sub_labels_, self.grain, seed=self.seed
+        )
+        self.fit_labels_ = self.basin_of(self.fit_sub_labels_)
+        self.frame_ = self.frame_.assign(basin=self.basin_of(self.frame_["sub_basin"].to_numpy()))
+        self._name(self.frame_["text"].iloc[self.fit_rows_].tolist())
+        self.__dict__.pop("label_writer_", None)
         return self
 
     def _vectors(self, frame: pd.DataFrame, vectors: np.ndarray | None) -> np.ndarray:
@@ -225,7 +280,7 @@ class BasinMap:
         """
         members = self.fit_labels_ >= 0
         pool = self.fit_vectors_[members] if members.sum() >= 2 else self.fit_vectors_
-        nearest = _nearest_distance(pool, pool, exclude_self=True)
+        nearest = nearest_distance(pool, pool, exclude_self=True)
         # HDBSCAN on the UMAP reduction can absorb isolated points into a basin; in the
         # embedding space they stand out (far beyond median + 5 MAD) and are left out.
         median = float(np.median(nearest))
@@ -253,20 +308,21 @@ class BasinMap:
         return self._place(frame, self._vectors(frame, vectors), None)
 
     def _place(self, frame: pd.DataFrame, vectors: np.ndarray, fit_rows: np.ndarray | None) -> pd.DataFrame:
-        labels = np.empty(len(frame), dtype=int)
+        labels = np.empty(len(frame), dtype=int)  # sub-basins; basins follow from them
         strength = np.empty(len(frame), dtype=float)
         xy = np.empty((len(frame), 2), dtype=float)
         rest = np.arange(len(frame))
         if fit_rows is not None:
-            labels[fit_rows] = self.fit_labels_
+            labels[fit_rows] = self.fit_sub_labels_
             strength[fit_rows] = self.fit_strength_
             xy[fit_rows] = self.fit_xy_
             rest = np.setdiff1d(rest, fit_rows)
         if len(rest):
             labels[rest], strength[rest], xy[rest] = self._neighbours_vote(vectors[rest])
-        distance = _nearest_distance(vectors, self.members_, exclude_self=False)
+        distance = nearest_distance(vectors, self.members_, exclude_self=False)
         out = frame.copy()
-        out["basin"] = labels
+        out["basin"] = self.basin_of(labels)
+        out["sub_basin"] = labels
         out["strength"] = strength
         out["x"], out["y"] = xy[:, 0], xy[:, 1]
         out["nearest_distance"] = distance
@@ -286,7 +342,7 @@ class BasinMap:
         no refit.
         """
         k = min(k, len(self.fit_vectors_))
-        basins = np.unique(self.fit_labels_)
+        basins = np.unique(self.fit_sub_labels_)
         labels = np.empty(len(queries), dtype=int)
         strength = np.empty(len(queries))
         xy = np.empty((len(queries), 2))
@@ -294,7 +350,7 @@ class BasinMap:
             sims = queries[start : start + block] @ self.fit_vectors_.T
             idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             weights = np.maximum(np.take_along_axis(sims, idx, axis=1), 0.0) + 1e-6
-            neighbour_labels = self.fit_labels_[idx]
+            neighbour_labels = self.fit_sub_labels_[idx]
             votes = np.stack([(weights * (neighbour_labels == b)).sum(axis=1) for b in basins], axis=1)
             stop = start + len(idx)
             labels[start:stop] = basins[votes.argmax(axis=1)]
@@ -363,10 +419,32 @@ class BasinMap:
 
     # -- views -------------------------------------------------------------------------------
 
-    def to_frame(self) -> pd.DataFrame:
-        """Every fitted sample with its basin, basin name, strength, 2-D position and novelty."""
-        names = self.basin_names()
-        return self.frame_.assign(basin_name=self.frame_["basin"].map(names).fillna("noise"))
+    def sub_basin_names(self) -> dict[int, str]:
+        """Display name per sub-basin: its keywords."""
+        self._check_fitted()
+        return dict(zip(self.sub_basins_["sub_basin"], self.sub_basins_["name"], strict=True))
+
+    def to_frame(self, level: Level = "basin") -> pd.DataFrame:
+        """Every fitted sample with its basin and sub-basin (ids and names), strength, 2-D position and novelty.
+
+        ``level="sub_basin"`` puts the sub-basins in the ``basin``/``basin_name``
+        columns (for charts and tables at the finer grain); ``level`` says which.
+        """
+        self._check_fitted()
+        frame = self.frame_.assign(
+            basin_name=self.frame_["basin"].map(self.basin_names()).fillna(NOISE_NAME),
+            sub_basin_name=self.frame_["sub_basin"].map(self.sub_basin_names()).fillna(NOISE_NAME),
+            level=_check_level(level),
+        )
+        if level == "sub_basin":
+            frame = frame.assign(basin=frame["sub_basin"], basin_name=frame["sub_basin_name"])
+        return frame
+
+    def _at(self, level: Level) -> tuple[pd.DataFrame, dict[int, str]]:
+        """The sample table with ``basin`` at ``level``, and the names at that level."""
+        if _check_level(level) == "sub_basin":
+            return self.frame_.assign(basin=self.frame_["sub_basin"]), self.sub_basin_names()
+        return self.frame_, self.basin_names()
 
     def occupancy(
         self,
@@ -375,17 +453,19 @@ class BasinMap:
         n_boot: int = 2000,
         confidence: float = 0.95,
         seed: int = 0,
+        level: Level = "basin",
     ) -> pd.DataFrame:
         """Share of samples per basin and condition (``by``: default ``condition``) with crossed-bootstrap intervals.
 
         See :func:`persona_space.basins.occupancy`; the ``interval`` column says what
-        each interval is over.
+        each interval is over. ``level="sub_basin"`` counts sub-basins instead.
         """
         from persona_space.basins._compare import occupancy
 
         self._check_fitted()
-        table = occupancy(self.frame_, by, n_boot=n_boot, confidence=confidence, seed=seed)
-        return table.assign(basin_name=table["basin"].map(self.basin_names()).fillna(NOISE_NAME))
+        frame, names = self._at(level)
+        table = occupancy(frame, by, n_boot=n_boot, confidence=confidence, seed=seed)
+        return table.assign(basin_name=table["basin"].map(names).fillna(NOISE_NAME), level=level)
 
     def occupancy_difference(
         self,
@@ -396,15 +476,17 @@ class BasinMap:
         confidence: float = 0.95,
         seed: int = 0,
         adjust: Adjustment = "holm",
+        level: Level = "basin",
     ) -> pd.DataFrame:
         """Each condition's basin shares minus ``reference``'s: paired intervals and adjusted p-values."""
         from persona_space.basins._compare import occupancy_difference
 
         self._check_fitted()
+        frame, names = self._at(level)
         table = occupancy_difference(
-            self.frame_, reference, by=by, n_boot=n_boot, confidence=confidence, seed=seed, adjust=adjust
+            frame, reference, by=by, n_boot=n_boot, confidence=confidence, seed=seed, adjust=adjust
         )
-        return table.assign(basin_name=table["basin"].map(self.basin_names()).fillna(NOISE_NAME))
+        return table.assign(basin_name=table["basin"].map(names).fillna(NOISE_NAME), level=level)
 
     def divergence(
         self,
@@ -449,6 +531,11 @@ class BasinMap:
         self._check_fitted()
         return int((self.basins_["basin"] >= 0).sum())
 
+    @property
+    def n_sub_basins_(self) -> int:
+        self._check_fitted()
+        return int((self.sub_basins_["sub_basin"] >= 0).sum())
+
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write the map to ``folder`` as Parquet, JSON and NumPy arrays (no pickle)."""
         from persona_space.basins._persist import save_map
@@ -467,45 +554,5 @@ class BasinMap:
         if not hasattr(self, "frame_"):
             return f"BasinMap(seed={self.seed}, unfitted)"
         noise = float((self.labels_ == NOISE).mean())
-        return f"BasinMap({self.n_basins_} basins over {len(self.labels_)} samples, noise {noise:.1%})"
-
-
-def _exact_knn(vectors: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``k`` nearest rows by cosine distance, itself first (UMAP's precomputed-kNN format)."""
-    import torch
-
-    data = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-    n = len(data)
-    indices = np.empty((n, k), dtype=np.int64)
-    distances = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, block):
-        sims = data[start : start + block] @ data.T
-        rows = torch.arange(sims.shape[0])
-        sims[rows, rows + start] = float("inf")  # a point is its own nearest neighbour
-        top, idx = torch.topk(sims, k, dim=1, largest=True, sorted=True)
-        top[:, 0] = 1.0
-        indices[start : start + block] = idx.numpy()
-        distances[start : start + block] = (1.0 - top).clamp(0.0, 2.0).numpy()
-    return indices, distances
-
-
-def _nearest_distance(queries: np.ndarray, pool: np.ndarray, *, exclude_self: bool, block: int = 2048) -> np.ndarray:
-    """Cosine distance from each query to its nearest pool vector (all rows normalised)."""
-    out = np.empty(len(queries), dtype=np.float64)
-    for start in range(0, len(queries), block):
-        sims = queries[start : start + block] @ pool.T
-        if exclude_self:
-            rows = np.arange(sims.shape[0])
-            sims[rows, rows + start] = -np.inf
-        out[start : start + block] = 1.0 - sims.max(axis=1)
-    return out
-
-
-class _quiet(warnings.catch_warnings):
-    """UMAP warns that a fixed random_state forces one thread: expected here, not news."""
-
-    def __enter__(self) -> None:
-        super().__enter__()
-        warnings.filterwarnings("ignore", message=".*(n_jobs|random_state|gradient function).*")
-        warnings.filterwarnings("ignore", category=UserWarning, module="umap")
-        warnings.simplefilter("ignore", ImportWarning)  # umap's note that TensorFlow (ParametricUMAP) is absent
+        subs = f" ({self.n_sub_basins_} sub-basins)" if self.n_sub_basins_ != self.n_basins_ else ""
+        return f"BasinMap({self.n_basins_} basins{subs} over {len(self.labels_)} samples, noise {noise:.1%})"

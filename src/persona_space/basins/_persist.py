@@ -3,8 +3,9 @@
 Layout of the folder::
 
     basin_map.json     parameters, embedder, novelty threshold, versions, schema
-    samples.parquet    every sample with its basin, strength, 2-D position, novelty
+    samples.parquet    every sample with its basin and sub-basin, strength, 2-D position, novelty
     basins.parquet     one row per basin: name, size, keywords, exemplars, self-names, label
+    sub_basins.parquet one row per sub-basin, the same columns and its basin
     vectors.npy        the sample embeddings (float32, one row per sample)
     fit_rows.npy       which samples the map was discovered on
 
@@ -29,7 +30,7 @@ from persona_space.errors import CorruptRunError, StoreError
 if TYPE_CHECKING:
     from persona_space.basins._map import BasinMap
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "basin_map.json"
 _LIST_COLUMNS = ("keywords", "exemplars", "exemplar_rows", "self_names")
 
@@ -48,16 +49,19 @@ def save_map(basin_map: BasinMap, folder: str | os.PathLike[str]) -> Path:
         np.save(fh, basin_map.fit_rows_.astype(np.int64))
     with _io.atomic_path(out / "samples.parquet") as tmp:
         basin_map.frame_.assign(schema_version=SCHEMA_VERSION).to_parquet(tmp, index=False)
-    basins = basin_map.basins_.copy()
-    for column in _LIST_COLUMNS:
-        basins[column] = basins[column].map(json.dumps)
-    with _io.atomic_path(out / "basins.parquet") as tmp:
-        basins.assign(schema_version=SCHEMA_VERSION).to_parquet(tmp, index=False)
+    for name, table in (("basins", basin_map.basins_), ("sub_basins", basin_map.sub_basins_)):
+        table = table.copy()
+        for column in _LIST_COLUMNS:
+            table[column] = table[column].map(json.dumps)
+        with _io.atomic_path(out / f"{name}.parquet") as tmp:
+            table.assign(schema_version=SCHEMA_VERSION).to_parquet(tmp, index=False)
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "params": basin_map.get_params(),
         "novelty_threshold": basin_map.novelty_threshold_,
         "n_basins": basin_map.n_basins_,
+        "grain": basin_map.grain_,
+        "parents": {str(sub): basin for sub, basin in basin_map.parents_.items()},
         "samples": len(basin_map.frame_),
         "labels_sha256": sha256_text(",".join(map(str, basin_map.labels_.tolist()))),
         "label_writer": getattr(basin_map, "label_writer_", None),
@@ -82,8 +86,11 @@ def load_map(cls: type[BasinMap], folder: str | os.PathLike[str]) -> BasinMap:
         fit_rows = np.load(src / "fit_rows.npy", allow_pickle=False)
         frame = pd.read_parquet(src / "samples.parquet").drop(columns="schema_version")
         basins = pd.read_parquet(src / "basins.parquet").drop(columns="schema_version")
+        subs = pd.read_parquet(src / "sub_basins.parquet").drop(columns="schema_version")
         for column in _LIST_COLUMNS:
             basins[column] = basins[column].map(json.loads)
+            subs[column] = subs[column].map(json.loads)
+        parents = {int(sub): int(basin) for sub, basin in manifest["parents"].items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptRunError(f"the basin map in {str(src)!r} cannot be read: {exc}") from exc
     if manifest.get("schema_version") != SCHEMA_VERSION or len(vectors) != len(frame):
@@ -103,9 +110,15 @@ def load_map(cls: type[BasinMap], folder: str | os.PathLike[str]) -> BasinMap:
     loaded.fit_rows_ = fit_rows
     loaded.frame_ = frame
     loaded.basins_ = basins
+    loaded.sub_basins_ = subs
+    loaded.parents_ = parents
+    loaded.grain_ = manifest.get("grain", {})
     loaded.labels_ = frame["basin"].to_numpy()
     loaded.fit_vectors_ = vectors[fit_rows]
     loaded.fit_labels_ = frame["basin"].to_numpy()[fit_rows]
+    loaded.fit_sub_labels_ = frame["sub_basin"].to_numpy()[fit_rows]
+    if not np.array_equal(loaded.basin_of(frame["sub_basin"].to_numpy()), loaded.labels_):
+        raise CorruptRunError(f"the basin map in {str(src)!r} has samples whose basin does not match their sub-basin")
     loaded.fit_strength_ = frame["strength"].to_numpy()[fit_rows]
     loaded.fit_xy_ = frame[["x", "y"]].to_numpy()[fit_rows]
     threshold = loaded._novelty_threshold()  # also rebuilds the members novelty is measured against
