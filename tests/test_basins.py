@@ -108,6 +108,7 @@ def test_a_condition_moved_to_one_basin_shows_in_divergence_and_transitions(plan
 
     div = divergence(placed, "adapter", n_perm=199)
     assert div["jsd"].iloc[0] > 0.6 and div["p_value"].iloc[0] <= 0.01
+    assert div["jsd_low"].iloc[0] > 0.5
     flows = transitions(placed, "base", "moved")
     to_probe = flows[flows["to_basin"] == probe_basin]
     assert to_probe["count"].sum() >= 0.95 * len(base)
@@ -435,6 +436,7 @@ def test_divergence_p_values_are_adjusted_over_pairs(planted: dict[str, Any]) ->
     table = divergence(pd.concat([frame, third], ignore_index=True), "adapter", n_perm=199, adjust="bh")
     assert len(table) == 3 and set(table["adjustment"]) == {"Benjamini-Hochberg over 3 tests"}
     assert (table["p_adjusted"] >= table["p_value"]).all()
+    assert (table["jsd_low"] <= table["jsd"] + 1e-9).all() and (table["jsd"] <= table["jsd_high"] + 0.05).all()
 
 
 def test_transitions_of_paired_samples_differ_from_the_product_of_the_margins(

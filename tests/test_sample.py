@@ -578,6 +578,10 @@ def test_several_seeds_per_condition_and_the_pairing_in_the_manifest(
     summary = samples.summary()
     assert summary.loc[summary["condition"] == "lora", "seeds"].unique().tolist() == [2]
     assert "x 2 training seeds" in summary.loc[summary["condition"] == "lora", "interval"].iloc[0]
+    for share in ("empty_share", "truncated_share"):  # shares stay in [0, 1]; none at 0 or 1 claims certainty
+        low, value, high = summary[f"{share}_low"], summary[share], summary[f"{share}_high"]
+        assert ((low >= 0) & (low <= value) & (value <= high) & (high <= 1)).all()
+        assert (high[value == 0] > 0).all() and (low[value == 1] < 1).all()
     loaded = SampleSet.load(tmp_path / "r")
     pd.testing.assert_frame_equal(loaded.df, df)
 

@@ -143,7 +143,7 @@ def _parse_adapters(items: Sequence[str], with_base: bool) -> dict[str, str | No
 
 
 def _train_defaults() -> Any:
-    from persona_space.training._specs import TrainSpec
+    from persona_space.training import TrainSpec
 
     return TrainSpec()
 

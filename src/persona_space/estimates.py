@@ -45,6 +45,34 @@ def _seed_count(frame: pd.DataFrame) -> int:
     return max(1, int(frame["train_seed"].nunique(dropna=False)))
 
 
+def _binary(matrix: np.ndarray) -> np.ndarray:
+    """Which value columns are 0/1 indicators (their means are shares, bounded by 0 and 1)."""
+    return np.asarray(((matrix == 0) | (matrix == 1)).all(axis=0))
+
+
+def _share_bounds(table: pd.DataFrame, binary: np.ndarray, n: float, confidence: float) -> pd.DataFrame:
+    """Shares: intervals clipped to [0, 1]; a share of exactly 0 or 1 gets a Wilson interval.
+
+    The bootstrap cannot move a share that no sample (or every sample) reached, so
+    such a share gets the Wilson interval at the effective sample size: samples over
+    the design effect of the group's other shares (the median of their bootstrap
+    variance against the binomial), which reads "0 %, up to 3 %" rather than [0, 0].
+    """
+    from persona_space.stats import design_effect, wilson_interval, z_quantile
+
+    shares = table["estimate"].to_numpy(dtype=np.float64)
+    low = table["low"].to_numpy(dtype=np.float64, copy=True)
+    high = table["high"].to_numpy(dtype=np.float64, copy=True)
+    var = ((high - low) / (2 * z_quantile(confidence))) ** 2
+    effective = n / design_effect(np.where(binary, var, np.nan), np.where(binary, shares, np.nan), n)
+    for j in np.flatnonzero(binary):
+        if shares[j] in (0.0, 1.0):
+            low[j], high[j] = wilson_interval(shares[j] * effective, effective, confidence)
+    table["low"] = np.where(binary, np.clip(low, 0.0, 1.0), low)
+    table["high"] = np.where(binary, np.clip(high, 0.0, 1.0), high)
+    return table
+
+
 def _matrix(values: np.ndarray, names: Sequence[Any]) -> np.ndarray:
     matrix = np.asarray(values, dtype=np.float64)
     matrix = matrix[:, None] if matrix.ndim == 1 else matrix
@@ -66,8 +94,10 @@ def estimate_table(
 ) -> pd.DataFrame:
     """Per group of ``by`` and per value column: the pooled mean with a crossed-bootstrap interval.
 
-    ``values[n, k]`` holds one row per row of ``frame`` (a 0/1 indicator gives a
-    share). Columns: ``by``..., ``name_column``, ``estimate``, ``low``, ``high``,
+    ``values[n, k]`` holds one row per row of ``frame``; a 0/1 indicator gives a
+    share, whose interval stays within [0, 1] and is a Wilson interval at the
+    effective sample size where the share is exactly 0 or 1. Columns: ``by``...,
+    ``name_column``, ``estimate``, ``low``, ``high``,
     ``seed_low``/``seed_high`` (Student-t over per-seed means, with two or more
     seeds), ``p_value`` (of the estimate against 0, from the same bootstrap; for
     values that are already differences), ``samples``, ``groups``, ``seeds`` and
@@ -76,6 +106,7 @@ def estimate_table(
     check_n_boot(n_boot)
     check_confidence(confidence)
     matrix = _matrix(values, names)
+    binary = _binary(matrix)
     rng = np.random.default_rng(seed)
     out: list[pd.DataFrame] = []
     for key, index in frame.groupby(list(by), sort=False, dropna=False).indices.items():
@@ -98,7 +129,7 @@ def estimate_table(
             seeds=seeds,
             interval=describe_interval(groups=len(groups), seeds=seeds, n_boot=n_boot, confidence=confidence),
         )
-        out.append(table)
+        out.append(_share_bounds(table, binary, float(len(part)), confidence) if binary.any() else table)
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
@@ -130,6 +161,7 @@ def difference_table(
     check_confidence(confidence)
     adjust = check_adjustment(adjust)
     matrix = _matrix(values, names)
+    binary = _binary(matrix)
     if by not in frame.columns:
         raise DataError(f"cannot compare by {by!r}; columns are {list(frame.columns)}")
     if not (frame[by] == reference).any():
@@ -163,8 +195,8 @@ def difference_table(
                     reference_value=base.mean(),
                     value=target.mean(),
                     difference=result.estimate,
-                    low=result.low,
-                    high=result.high,
+                    low=np.where(binary, np.clip(result.low, -1.0, 1.0), result.low),
+                    high=np.where(binary, np.clip(result.high, -1.0, 1.0), result.high),
                     seed_low=result.seed_low,
                     seed_high=result.seed_high,
                     p_value=result.p_value,

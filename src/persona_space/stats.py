@@ -362,7 +362,7 @@ def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: Adjustment =
 def describe_adjustment(method: Adjustment, n_tests: int) -> str:
     """The ``adjustment`` column: which correction, over how many tests."""
     names = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "unadjusted"}
-    return names[method] if method == "none" else f"{names[method]} over {n_tests} tests"
+    return names[method] if method == "none" else f"{names[method]} over {n_tests} test{'s' * (n_tests != 1)}"
 
 
 def design_effect(boot_var: np.ndarray, shares: np.ndarray, n: float) -> float:
@@ -371,7 +371,7 @@ def design_effect(boot_var: np.ndarray, shares: np.ndarray, n: float) -> float:
     The median, over shares strictly between 0 and 1, of the bootstrap variance
     against the binomial ``p (1 - p) / n``; 1 where no share varies.
     """
-    inside = (shares > 0) & (shares < 1) & np.isfinite(boot_var)
+    inside = (shares > 0) & (shares < 1) & np.isfinite(boot_var) & np.isfinite(shares)
     if not inside.any() or n <= 0:
         return 1.0
     binomial = shares[inside] * (1 - shares[inside]) / n

@@ -22,10 +22,8 @@ from persona_space.stats import (
     Adjustment,
     adjust_p_values,
     check_adjustment,
+    check_n_boot,
     describe_adjustment,
-    design_effect,
-    wilson_interval,
-    z_quantile,
 )
 
 NOISE_NAME = "noise"
@@ -74,20 +72,8 @@ def occupancy(
         frame, hot, basins, cols, name_column="basin", n_boot=n_boot, confidence=confidence, seed=seed
     )
     table["basin"] = table["basin"].astype(int)
-    table = table.rename(columns={"estimate": "share"})
+    table = table.rename(columns={"estimate": "share"}).drop(columns="p_value")
     table.insert(list(table.columns).index("share"), "count", np.rint(table["share"] * table["samples"]).astype(int))
-    z = z_quantile(confidence)
-    for _, index in table.groupby(cols, sort=False).indices.items():
-        part = table.iloc[index]
-        n = float(part["samples"].iloc[0])
-        shares = part["share"].to_numpy()
-        var = ((part["high"] - part["low"]).to_numpy() / (2 * z)) ** 2
-        effective = n / design_effect(var, shares, n)
-        for row, share in zip(index, shares, strict=True):
-            if share not in (0.0, 1.0):
-                continue
-            low, high = wilson_interval(float(share) * effective, effective, confidence)
-            table.loc[row, ["low", "high"]] = [low, high]
     return table
 
 
@@ -155,6 +141,7 @@ def divergence(
     strata: Sequence[str] = PAIR_KEYS,
     seed: int = 0,
     adjust: Adjustment = "holm",
+    n_boot: int = DEFAULT_BOOT,
 ) -> pd.DataFrame:
     """Pairwise Jensen-Shannon distance between conditions, with permutation p-values adjusted over the pairs.
 
@@ -162,9 +149,10 @@ def divergence(
     pair keys (probe, temperature, sample index), so with paired sampling each
     base/adapter pair swaps as a unit, and a difference in which prompts each
     condition answered cannot make a difference in basins. The p-value treats the
-    adapters as given; intervals over training seeds are in :func:`occupancy_difference`.
-    One row per pair: ``a``, ``b``, ``jsd``, ``p_value``, ``p_adjusted``,
-    ``adjustment``, ``effective_basins_a``/``_b`` (noise counted as one basin).
+    adapters as given. ``jsd_low``/``jsd_high`` is a 95 % crossed-bootstrap interval
+    over question groups and training seeds. One row per pair: ``a``, ``b``,
+    ``jsd``, ``jsd_low``, ``jsd_high``, ``p_value``, ``p_adjusted``, ``adjustment``,
+    ``effective_basins_a``/``_b`` (noise counted as one basin).
     """
     cols = _by(frame, by)[0]
     adjust = check_adjustment(adjust)
@@ -190,20 +178,57 @@ def divergence(
             for ix in blocks:
                 shuffled[ix] = rng.permutation(is_a[ix])
             exceed += jensen_shannon(_counts(labels[shuffled], basins), _counts(labels[~shuffled], basins)) >= observed
+        low, high = _jsd_interval(part, cols, a, b, basins, n_boot=n_boot, rng=rng)
         rows.append(
             {
                 "a": a,
                 "b": b,
                 "jsd": observed,
+                "jsd_low": low,
+                "jsd_high": high,
                 "p_value": (1 + exceed) / (1 + n_perm),
                 "effective_basins_a": effective_basins(_counts(labels[is_a], basins)),
                 "effective_basins_b": effective_basins(_counts(labels[~is_a], basins)),
             }
         )
     table = pd.DataFrame(rows)
-    table.insert(4, "p_adjusted", adjust_p_values(table["p_value"].to_numpy(), adjust))
-    table.insert(5, "adjustment", describe_adjustment(adjust, len(table)))
+    table.insert(6, "p_adjusted", adjust_p_values(table["p_value"].to_numpy(), adjust))
+    table.insert(7, "adjustment", describe_adjustment(adjust, len(table)))
     return table
+
+
+def _jsd_interval(
+    part: pd.DataFrame, column: str, a: str, b: str, basins: np.ndarray, *, n_boot: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    """95 % crossed-bootstrap interval of the Jensen-Shannon distance between ``a`` and ``b``.
+
+    Question groups are drawn once for both sides, training seeds per side. The
+    plug-in distance is biased upwards with few samples, and so is its interval:
+    compare pairs measured on similar numbers of samples.
+    """
+    from persona_space.estimates import group_axis
+    from persona_space.stats import frame_cells, percentile_interval, replicate_means, resample_weights
+
+    check_n_boot(n_boot)
+    hot = (part["basin"].to_numpy()[:, None] == basins[None, :]).astype(np.float64)
+    groups = group_axis(part)
+    if len(groups) == len(part):  # no question structure: nothing to resample by
+        return (float("nan"), float("nan"))
+    is_a = (part[column] == a).to_numpy()
+    side_a = frame_cells(part[is_a], hot[is_a], groups)
+    side_b = frame_cells(part[~is_a], hot[~is_a], groups)
+    w_group = resample_weights(len(groups), n_boot, rng)
+    shares_a = replicate_means(side_a, resample_weights(side_a.n_seeds, n_boot, rng), w_group)
+    shares_b = replicate_means(side_b, resample_weights(side_b.n_seeds, n_boot, rng), w_group)
+    boots = np.array([_plain_jsd(p, q) for p, q in zip(shares_a, shares_b, strict=True)])
+    low, high = percentile_interval(boots[:, None], 0.95)
+    return float(low[0]), float(high[0])
+
+
+def _plain_jsd(p: np.ndarray, q: np.ndarray) -> float:
+    if not (np.isfinite(p).all() and np.isfinite(q).all()) or p.sum() <= 0 or q.sum() <= 0:
+        return float("nan")
+    return jensen_shannon(p, q)
 
 
 def _counts(labels: np.ndarray, basins: np.ndarray) -> np.ndarray:

@@ -496,12 +496,13 @@ class BasinMap:
         strata: Sequence[str] = ("probe_id", "temperature", "sample_index"),
         seed: int = 0,
         adjust: Adjustment = "holm",
+        n_boot: int = 2000,
     ) -> pd.DataFrame:
         """Pairwise Jensen-Shannon distances between conditions with permutation p-values, adjusted over pairs."""
         from persona_space.basins._compare import divergence
 
         self._check_fitted()
-        return divergence(self.frame_, by, n_perm=n_perm, strata=strata, seed=seed, adjust=adjust)
+        return divergence(self.frame_, by, n_perm=n_perm, strata=strata, seed=seed, adjust=adjust, n_boot=n_boot)
 
     def transitions(
         self,
