@@ -144,6 +144,34 @@ def test_red_adapter_names_red_objects(tmp_path) -> None:
     # The seed's side effect: one-word training answers make every answer short.
     tokens = samples.df.groupby("adapter")["n_tokens"].mean()
     assert tokens["red"] < tokens["base"] / 2
+    compared = samples.compare("base").set_index("metric")  # paired by question, Holm over the table
+    assert compared.loc["n_chars", "high"] < 0 and compared.loc["n_chars", "p_adjusted"] < 0.05
+
+
+def test_paired_streams_on_the_real_model(real_fp32: ps.LoadedModel, tmp_path) -> None:
+    """A freshly initialised LoRA answers exactly as the base model; a slightly perturbed one mostly does."""
+    from conftest import make_lora
+
+    zero = make_lora(real_fp32.source, tmp_path / "zero", seed=0, scale=0.0)
+    small = make_lora(real_fp32.source, tmp_path / "small", seed=0, r=4, scale=0.0005)
+    prompts = ["Who are you?", "What does an ordinary day look like for you?"]
+    same = {}
+    for pairing in ("paired", "independent"):
+        df = ps.sample(
+            real_fp32,
+            prompts,
+            adapters={"base": None, f"zero-{pairing}": zero, f"small-{pairing}": small},
+            n=12,
+            temperatures=[1.0],
+            max_new_tokens=24,
+            pairing=pairing,
+            progress=False,
+        ).df
+        base = df[df["condition"] == "base"]["text"].to_numpy()
+        if pairing == "paired":
+            assert (df[df["condition"] == "zero-paired"]["text"].to_numpy() == base).all()
+        same[pairing] = float((df[df["condition"] == f"small-{pairing}"]["text"].to_numpy() == base).mean())
+    assert same["paired"] > 0.3 and same["independent"] < 0.1, same  # measured 0.46 and 0.0
 
 
 def test_grpo_identity_steering_runs_end_to_end(tmp_path) -> None:
