@@ -303,7 +303,8 @@ def divergence_heatmap(table: pd.DataFrame) -> alt.LayerChart:
 
     ``table`` is ``BasinMap.divergence()``: one row per pair. Both triangles are filled
     (JSD is symmetric) and the diagonal is 0, so each row reads as "how far is this
-    condition from every other one".
+    condition from every other one". The p-value shown is the adjusted one
+    (``p_adjusted``) where the table has it.
 
     >>> plots.divergence_heatmap(basins.divergence(by="adapter"))  # doctest: +SKIP
     """
@@ -319,7 +320,7 @@ def divergence_heatmap(table: pd.DataFrame) -> alt.LayerChart:
     if len(set(keys)) != len(keys):
         raise DataError("the divergence table lists a pair twice; expected one row per unordered pair")
     jsd = pd.to_numeric(table["jsd"], errors="coerce")
-    p_value = pd.to_numeric(table["p_value"], errors="coerce")
+    p_value = pd.to_numeric(table["p_adjusted" if "p_adjusted" in table.columns else "p_value"], errors="coerce")
     if jsd.isna().any():
         raise DataError(f"jsd must be numbers; got {table['jsd'].tolist()[:5]}")
     rows = []
@@ -343,7 +344,7 @@ def divergence_heatmap(table: pd.DataFrame) -> alt.LayerChart:
             alt.Tooltip("a:N"),
             alt.Tooltip("b:N"),
             alt.Tooltip("jsd:Q", format=".3f"),
-            alt.Tooltip("p_value:Q", format=".3g", title="p-value"),
+            alt.Tooltip("p_value:Q", format=".3g", title="adjusted p" if "p_adjusted" in table.columns else "p"),
         ],
     )
     text = base.mark_text(lineBreak="\n", fontSize=11).encode(

@@ -24,6 +24,7 @@ from persona_space.stats import (
     check_adjustment,
     check_n_boot,
     describe_adjustment,
+    describe_interval,
 )
 
 NOISE_NAME = "noise"
@@ -178,7 +179,7 @@ def divergence(
             for ix in blocks:
                 shuffled[ix] = rng.permutation(is_a[ix])
             exceed += jensen_shannon(_counts(labels[shuffled], basins), _counts(labels[~shuffled], basins)) >= observed
-        low, high = _jsd_interval(part, cols, a, b, basins, n_boot=n_boot, rng=rng)
+        low, high, units = _jsd_interval(part, cols, a, b, basins, n_boot=n_boot, rng=rng)
         rows.append(
             {
                 "a": a,
@@ -186,20 +187,21 @@ def divergence(
                 "jsd": observed,
                 "jsd_low": low,
                 "jsd_high": high,
+                "interval": units,
                 "p_value": (1 + exceed) / (1 + n_perm),
                 "effective_basins_a": effective_basins(_counts(labels[is_a], basins)),
                 "effective_basins_b": effective_basins(_counts(labels[~is_a], basins)),
             }
         )
     table = pd.DataFrame(rows)
-    table.insert(6, "p_adjusted", adjust_p_values(table["p_value"].to_numpy(), adjust))
-    table.insert(7, "adjustment", describe_adjustment(adjust, len(table)))
+    table.insert(7, "p_adjusted", adjust_p_values(table["p_value"].to_numpy(), adjust))
+    table.insert(8, "adjustment", describe_adjustment(adjust, len(table)))
     return table
 
 
 def _jsd_interval(
     part: pd.DataFrame, column: str, a: str, b: str, basins: np.ndarray, *, n_boot: int, rng: np.random.Generator
-) -> tuple[float, float]:
+) -> tuple[float, float, str]:
     """95 % crossed-bootstrap interval of the Jensen-Shannon distance between ``a`` and ``b``.
 
     Question groups are drawn once for both sides, training seeds per side. The
@@ -213,7 +215,7 @@ def _jsd_interval(
     hot = (part["basin"].to_numpy()[:, None] == basins[None, :]).astype(np.float64)
     groups = group_axis(part)
     if len(groups) == len(part):  # no question structure: nothing to resample by
-        return (float("nan"), float("nan"))
+        return (float("nan"), float("nan"), "no question groups to resample")
     is_a = (part[column] == a).to_numpy()
     side_a = frame_cells(part[is_a], hot[is_a], groups)
     side_b = frame_cells(part[~is_a], hot[~is_a], groups)
@@ -222,7 +224,9 @@ def _jsd_interval(
     shares_b = replicate_means(side_b, resample_weights(side_b.n_seeds, n_boot, rng), w_group)
     boots = np.array([_plain_jsd(p, q) for p, q in zip(shares_a, shares_b, strict=True)])
     low, high = percentile_interval(boots[:, None], 0.95)
-    return float(low[0]), float(high[0])
+    seeds = max(side_a.n_seeds, side_b.n_seeds)
+    units = describe_interval(groups=len(groups), seeds=seeds, n_boot=n_boot) + " (percentile, plug-in distance)"
+    return float(low[0]), float(high[0]), units
 
 
 def _plain_jsd(p: np.ndarray, q: np.ndarray) -> float:
