@@ -179,3 +179,12 @@ def test_design_effect_and_interval_description() -> None:
     assert design_effect(np.zeros(2), np.zeros(2), 100) == 1.0
     text = describe_interval(groups=3, seeds=2, n_boot=2000, reference="base")
     assert text == "95% bootstrap over 3 question groups x 2 training seeds, 2000 resamples, paired with base"
+
+
+def test_stats_doctests() -> None:
+    import doctest
+
+    from persona_space import estimates, stats
+
+    assert doctest.testmod(stats).failed == 0
+    assert doctest.testmod(estimates).failed == 0

@@ -21,7 +21,7 @@ noise) a nominal 95 % interval covers the planted mean 94-97 % of the time from
 >>> low, high = wilson_interval(5, 100)
 >>> round(low, 3), round(high, 3)
 (0.022, 0.112)
->>> [round(p, 3) for p in adjust_p_values([0.01, 0.04, 0.03], "holm")]
+>>> adjust_p_values([0.01, 0.04, 0.03], "holm").round(3).tolist()
 [0.03, 0.06, 0.06]
 """
 
@@ -333,7 +333,7 @@ def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: Adjustment =
 
     NaN entries are left out of the family and stay NaN.
 
-    >>> [round(p, 3) for p in adjust_p_values([0.01, 0.04, 0.03, 0.005], "bh")]
+    >>> adjust_p_values([0.01, 0.04, 0.03, 0.005], "bh").round(3).tolist()
     [0.02, 0.04, 0.04, 0.02]
     """
     check_adjustment(method)
