@@ -11,7 +11,6 @@ from persona_space.errors import ConfigError
 from persona_space.stats import (
     Cells,
     adjust_p_values,
-    bootstrap_p_value,
     cells,
     check_n_boot,
     compare,
@@ -118,17 +117,23 @@ def test_paired_difference_covers_the_planted_shift_and_cancels_shared_questions
     assert float(np.mean(widths)) < 0.7  # pairing by question removes the shared question variance
 
 
-def test_bootstrap_p_value_and_degenerate_cases() -> None:
-    boots = np.array([[1.0, -1.0, 0.0], [2.0, 1.0, 0.0], [3.0, 2.0, 0.0], [4.0, 3.0, 0.0]])
-    p = bootstrap_p_value(boots)
-    assert p[0] == pytest.approx(1 / 5)  # no replicate at or below zero
-    assert p[1] == pytest.approx(3 / 5)  # one below: (1 + 2) / 5
-    assert p[2] == 1.0  # every replicate equals the null
-    # a single seed and a single group: the interval collapses, the t interval is undefined
+def test_p_values_hold_their_level_under_the_null_and_degenerate_cases() -> None:
+    rng = np.random.default_rng(11)
+    p = np.array([compare(_simulate(rng, 3, 6, 4, shared=None), n_boot=1000, rng=rng).p_value[0] for _ in range(500)])
+    assert 0.01 <= (p < 0.05).mean() <= 0.08, (p < 0.05).mean()
+    # three agreeing question groups do not give p = 1 / (B + 1) but a t test's p on 2 degrees of freedom
+    from scipy.stats import ttest_1samp
+
+    agree = Cells(np.array([[[10.0], [12.0], [11.0]]]), np.ones((1, 3)))
+    got = compare(agree, n_boot=4000, rng=rng).p_value[0]
+    assert got == pytest.approx(ttest_1samp([10.0, 12.0, 11.0], 0.0).pvalue, rel=0.25)
+    # a single seed and a single group: the interval collapses, no test is possible
     one = Cells(np.array([[[3.0]]]), np.array([[2.0]]))
     result = compare(one, n_boot=1000, rng=np.random.default_rng(0))
     assert result.estimate[0] == 1.5 and result.low[0] == result.high[0] == 1.5
-    assert math.isnan(result.seed_low[0])
+    assert math.isnan(result.seed_low[0]) and math.isnan(result.p_value[0])
+    zero = Cells(np.zeros((1, 2, 1)), np.ones((1, 2)))
+    assert compare(zero, n_boot=1000, rng=rng).p_value[0] == 1.0
 
 
 def test_cells_sum_rows_into_seed_by_group() -> None:

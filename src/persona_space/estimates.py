@@ -99,7 +99,7 @@ def estimate_table(
     effective sample size where the share is exactly 0 or 1. Columns: ``by``...,
     ``name_column``, ``estimate``, ``low``, ``high``,
     ``seed_low``/``seed_high`` (Student-t over per-seed means, with two or more
-    seeds), ``p_value`` (of the estimate against 0, from the same bootstrap; for
+    seeds), ``p_value`` (of the estimate against 0: a t test with the bootstrap standard error; for
     values that are already differences), ``samples``, ``groups``, ``seeds`` and
     ``interval`` (what it is over).
     """
@@ -154,7 +154,7 @@ def difference_table(
     serves both sides, training seeds are drawn per side. Columns: ``by``,
     ``strata``..., ``name_column``, ``reference``, ``reference_value``, ``value``,
     ``difference``, ``low``, ``high``, ``seed_low``/``seed_high``, ``p_value`` (from
-    the same bootstrap), ``p_adjusted`` (``adjust`` over every test in the table),
+    the t test that matches the interval), ``p_adjusted`` (``adjust`` over every test in the table),
     ``groups``, ``seeds``, ``interval`` and ``adjustment``.
     """
     check_n_boot(n_boot)

@@ -220,21 +220,6 @@ def percentile_interval(boots: np.ndarray, confidence: float = 0.95) -> tuple[np
     return np.asarray(low), np.asarray(high)
 
 
-def bootstrap_p_value(boots: np.ndarray, null: float = 0.0) -> np.ndarray:
-    """Two-sided p-value that inverts the percentile interval: twice the smaller tail beyond ``null``.
-
-    ``(1 + 2 * min(#below, #above)) / (1 + B)``, capped at 1, per column; a column whose
-    replicates all equal ``null`` gets 1.
-    """
-    boots = np.asarray(boots, dtype=np.float64)
-    valid = ~np.isnan(boots)
-    n = valid.sum(axis=0)
-    below = ((boots <= null) & valid).sum(axis=0)
-    above = ((boots >= null) & valid).sum(axis=0)
-    p = (1 + 2 * np.minimum(below, above)) / (1 + n)
-    return np.asarray(np.minimum(p, 1.0))
-
-
 @dataclass(frozen=True)
 class Comparison:
     """A crossed-bootstrap estimate (or difference) per value, with its interval and p-value."""
@@ -267,8 +252,10 @@ def compare(
     variance, from the seed and question components (each level resampled alone).
     With few units the bootstrap variance is itself uncertain, which the plain
     percentile interval ignores (about 89 % coverage at 3 seeds x 3 questions with
-    ``n - 1`` draws alone, 97 % with the scaling; the factor goes to 1 as units grow). The p-value inverts the same
-    interval. Also gives the Student-t interval over per-seed means, NaN below two seeds.
+    ``n - 1`` draws alone, 97 % with the scaling; the factor goes to 1 as units grow).
+    The p-value is the t test of the same standard error (the replicates' spread) and
+    degrees of freedom. Also gives the Student-t interval over per-seed means, NaN
+    below two seeds.
     """
     check_n_boot(n_boot)
     if reference is not None and reference.n_groups != target.n_groups:
@@ -291,25 +278,44 @@ def compare(
         estimate = estimate - reference.mean()
         per_seed = per_seed - reference.mean()[None, :]
     components.append((np.nanvar(by_group, axis=0), target.n_groups - 1))
-    scale = _t_scale(components, confidence)
+    nu = _satterthwaite(components, estimate.shape)
+    from scipy.stats import t
+
+    scale = t.ppf(0.5 + check_confidence(confidence) / 2, nu) / z_quantile(confidence)
     scaled = estimate[None, :] + (boots - estimate[None, :]) * scale[None, :]
     low, high = percentile_interval(scaled, confidence)
     seed_low, seed_high = t_interval_rows(per_seed[~np.isnan(per_seed).any(axis=1)], confidence)
-    return Comparison(estimate, low, high, bootstrap_p_value(scaled, null), seed_low, seed_high)
+    return Comparison(
+        estimate, low, high, _t_p_value(estimate - null, np.nanstd(boots, axis=0), nu), seed_low, seed_high
+    )
 
 
-def _t_scale(components: list[tuple[np.ndarray, int]], confidence: float) -> np.ndarray:
-    """``t(nu) / z`` per value, ``nu`` the Satterthwaite degrees of freedom of the summed variance components."""
-    from scipy.stats import t
-
+def _satterthwaite(components: list[tuple[np.ndarray, int]], shape: tuple[int, ...]) -> np.ndarray:
+    """Satterthwaite degrees of freedom of the summed variance components (at least 1; inf without any)."""
     total = sum(var for var, df in components if df > 0)
     spread = sum(var**2 / df for var, df in components if df > 0)
-    if isinstance(total, int):  # no level has two units: nothing to scale
-        return np.ones(components[0][0].shape)
+    if isinstance(total, int):  # no level has two units
+        return np.full(shape, np.inf)
     with np.errstate(invalid="ignore", divide="ignore"):
         nu = np.where(spread > 0, total**2 / np.where(spread > 0, spread, 1.0), np.inf)
-    quantile = 0.5 + check_confidence(confidence) / 2
-    return np.asarray(t.ppf(quantile, np.maximum(nu, 1.0)) / z_quantile(confidence))
+    return np.asarray(np.maximum(nu, 1.0))
+
+
+def _t_p_value(effect: np.ndarray, se: np.ndarray, nu: np.ndarray) -> np.ndarray:
+    """Two-sided p-value of ``effect / se`` on ``nu`` degrees of freedom, matching the t-scaled interval.
+
+    With few units a bootstrap tail share overstates the evidence: three question
+    groups that agree put every replicate on one side (p = 1 / (B + 1)), while a t test
+    on 2 degrees of freedom says what three units can. No spread: 1 for no effect,
+    NaN for an effect that nothing replicates.
+    """
+    from scipy.stats import t
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stat = np.abs(effect) / se
+        p = 2 * t.sf(stat, nu)
+    p = np.where(se > 0, p, np.where(effect == 0, 1.0, np.nan))
+    return np.asarray(p)
 
 
 def describe_interval(
