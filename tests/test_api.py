@@ -32,6 +32,7 @@ PUBLIC = [
     "ShiftResult",
     "TrainSpec",
     "__version__",
+    "arithmetic",
     "available_models",
     "datasets",
     "embed",
@@ -92,10 +93,13 @@ def test_errors_doctest() -> None:
 
 
 def test_error_hierarchy() -> None:
-    classes = {name: obj for name, obj in vars(errors).items() if inspect.isclass(obj) and issubclass(obj, Exception)}
-    assert sorted(classes) == sorted(errors.__all__)
+    found = {name: obj for name, obj in vars(errors).items() if inspect.isclass(obj) and issubclass(obj, Exception)}
+    assert sorted(found) == sorted(errors.__all__)
+    classes = {name: cls for name, cls in found.items() if not issubclass(cls, Warning)}
     for cls in classes.values():
         assert issubclass(cls, errors.PersonaSpaceError)
+    assert set(found) - set(classes) == {"ApproximationWarning"}
+    assert issubclass(errors.ApproximationWarning, UserWarning)
     assert issubclass(errors.ConfigError, ValueError) and issubclass(errors.DataError, ValueError)
     assert issubclass(errors.RatioError, errors.ConfigError)
     assert issubclass(errors.ChatFormatError, errors.DataError) and issubclass(errors.JsonlError, errors.DataError)

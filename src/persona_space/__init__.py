@@ -20,7 +20,7 @@ from persona_space._version import __version__
 from persona_space.chat import DEFAULT_SYSTEM_PROMPT
 
 if TYPE_CHECKING:
-    from persona_space import datasets, judges, plots, rewards
+    from persona_space import arithmetic, datasets, judges, plots, rewards
     from persona_space.adapters import AdapterInfo
     from persona_space.basins import BasinMap
     from persona_space.datasets import ChatDataset
@@ -46,6 +46,7 @@ __all__ = [
     "ShiftResult",
     "TrainSpec",
     "__version__",
+    "arithmetic",
     "available_models",
     "datasets",
     "embed",
@@ -61,7 +62,7 @@ __all__ = [
     "train_grpo",
 ]
 
-_SUBMODULES = ("datasets", "judges", "plots", "rewards")
+_SUBMODULES = ("arithmetic", "datasets", "judges", "plots", "rewards")
 
 _LAZY = {
     "AdapterInfo": "persona_space.adapters",

@@ -21,6 +21,8 @@ expected instead::
         ├── StoreMismatchError      a run directory made with other parameters
         └── CorruptRunError         a run directory with a broken manifest or table
 
+    ApproximationWarning (a UserWarning)   a result computed by an approximate method, with its measured error
+
 >>> import persona_space as ps
 >>> try:
 ...     ps.probes.ProbeSet.from_list([])
@@ -34,6 +36,7 @@ from __future__ import annotations
 __all__ = [
     "AdapterError",
     "AdapterMismatchError",
+    "ApproximationWarning",
     "ChatFormatError",
     "ChatTemplateError",
     "ConfigError",
@@ -121,3 +124,7 @@ class StoreMismatchError(StoreError):
 
 class CorruptRunError(StoreError):
     """A run directory whose manifest or tables are unreadable or inconsistent."""
+
+
+class ApproximationWarning(UserWarning):
+    """A result from an approximate method (e.g. ``linear`` adapter merging); the message gives its measured error."""

@@ -1,0 +1,231 @@
+"""Adapter-weight arithmetic: weighted sums of LoRA adapters, and one adapter scaled.
+
+Through PEFT's ``add_weighted_adapter``. ``cat`` (the default) concatenates the
+weighted LoRA factors: its weight change is exactly ``sum_i w_i * B_i A_i * s_i``
+at the sum of the ranks. ``svd`` is exact when its rank is the sum of the ranks
+(the default here). ``linear``, ``ties`` and ``dare_ties`` are approximations:
+they combine A and B matrices separately (or prune them), and the result carries
+a warning with its measured error against the exact sum. Every combined adapter
+is a standard PEFT folder (loadable by peft and vLLM unchanged) with a manifest
+that records its sources, weights, method and measured error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from persona_space import _io
+from persona_space.errors import ApproximationWarning, ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from persona_space.adapters import AdapterInfo, AdapterLike
+    from persona_space.models import LoadedModel
+
+Method = Literal["cat", "svd", "linear", "ties", "dare_ties"]
+METHODS: tuple[str, ...] = ("cat", "svd", "linear", "ties", "dare_ties")
+EXACT: tuple[str, ...] = ("cat", "svd")
+EXACT_TOLERANCE = 1e-4  # relative Frobenius error an exact method may show (float32 rounding)
+MANIFEST = "persona_space_adapter.json"
+
+
+def combine(
+    model: LoadedModel,
+    adapters: Mapping[str, AdapterLike],
+    weights: Sequence[float] | Mapping[str, float],
+    *,
+    out: str | os.PathLike[str],
+    method: Method = "cat",
+    density: float = 0.5,
+    name: str | None = None,
+) -> AdapterInfo:
+    """Write the weighted combination of ``adapters`` to ``out`` and attach it to ``model``.
+
+    ``weights`` is one number per adapter (in order, or by name). ``density`` is
+    the share of entries ``ties`` and ``dare_ties`` keep. Returns the new adapter's
+    :class:`~persona_space.adapters.AdapterInfo`; its manifest holds the measured
+    error against the exact weighted sum (``relative_error``: mean and max over the
+    adapted modules).
+
+    >>> half = combine(model, {"figure": fig_dir, "russian": ru_dir}, [0.5, 0.5], out="runs/half")  # doctest: +SKIP
+    """
+    from persona_space.adapters import attach_conditions, expand_conditions, validate_name
+
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not isinstance(adapters, Mapping) or not adapters:
+        raise ConfigError(f"adapters must be a non-empty mapping of name -> adapter, got {adapters!r:.80}")
+    values = _weights(adapters, weights)
+    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 < float(density) <= 1.0:
+        raise ConfigError(f"density must be in (0, 1], got {density!r}")
+    target = Path(out)
+    occupied = any(target.iterdir()) if target.is_dir() else target.exists()
+    if occupied:
+        raise ConfigError(f"out {str(target)!r} already exists and is not empty; expected a new folder")
+    members = expand_conditions(dict(adapters))
+    if any(m.where is None for m in members):
+        raise ConfigError("adapters must all be adapters; the base model is the weight 0 of any of them")
+    routes = attach_conditions(model, members)
+    sources = [str(routes[m.label]) for m in members]
+    new_name = validate_name(name or f"combined-{int(time.time() * 1000) % 10**9}")
+    if new_name in model.adapters:
+        raise ConfigError(f"an adapter named {new_name!r} is already attached; choose another name")
+    module = model.module
+    ranks = [int(module.peft_config[s].r) for s in sources]
+    module.add_weighted_adapter(
+        adapters=sources,
+        weights=list(values),
+        adapter_name=new_name,
+        combination_type=method,
+        svd_rank=sum(ranks) if method == "svd" else None,
+        density=float(density) if method in ("ties", "dare_ties") else None,
+    )
+    try:
+        _undo_rank_scaling(module, new_name)
+        error = _relative_error(module, new_name, sources, values)
+        if method in EXACT and error["max"] > EXACT_TOLERANCE:
+            raise ModelError(
+                f"the {method!r} combination differs from the exact weighted sum by {error['max']:.2e} "
+                f"(relative); expected at most {EXACT_TOLERANCE:.0e}"
+            )
+        if method not in EXACT:
+            warnings.warn(
+                f"method {method!r} approximates the weighted sum of the adapters: its weight changes differ from "
+                f"the exact sum by {error['mean']:.1%} on average (relative Frobenius norm, {error['modules']} "
+                f"modules; at most {error['max']:.1%}); use 'cat' or 'svd' for the exact sum",
+                ApproximationWarning,
+                stacklevel=2,
+            )
+        manifest = {
+            "kind": "combined",
+            "method": method,
+            "density": float(density) if method in ("ties", "dare_ties") else None,
+            "sources": [
+                {
+                    "name": m.label,
+                    "path": model.adapters[routes[m.label] or ""].path,
+                    "sha256": model.adapters[routes[m.label] or ""].sha256,
+                    "weight": w,
+                    "rank": r,
+                }
+                for m, w, r in zip(members, values, ranks, strict=True)
+            ],
+            "rank": int(module.peft_config[new_name].r),
+            "relative_error": error,
+            "exact": method in EXACT,
+        }
+        _save(model, new_name, target, manifest)
+    finally:
+        module.delete_adapter(new_name)
+    return _attached(model, target, new_name)
+
+
+def scale(
+    model: LoadedModel, adapter: AdapterLike, k: float, *, out: str | os.PathLike[str], name: str | None = None
+) -> AdapterInfo:
+    """One adapter with its weight change multiplied by ``k`` (exact): a dose sweep of one persona.
+
+    ``k = 0`` is the base model, ``1`` the adapter itself, ``2`` twice its change.
+
+    >>> doubled = scale(model, "runs/voyager", 2.0, out="runs/voyager-x2")  # doctest: +SKIP
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k):
+        raise ConfigError(f"k must be a finite number, got {k!r}")
+    return combine(model, {"adapter": adapter}, [float(k)], out=out, method="cat", name=name)
+
+
+def _weights(adapters: Mapping[str, Any], weights: Sequence[float] | Mapping[str, float]) -> list[float]:
+    if isinstance(weights, Mapping):
+        missing = sorted(set(adapters) - set(weights))
+        extra = sorted(set(weights) - set(adapters))
+        if missing or extra:
+            raise ConfigError(f"weights must name every adapter once: missing {missing}, unknown {extra}")
+        values = [weights[n] for n in adapters]
+    elif isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise ConfigError(f"weights must be a list of numbers or a mapping name -> number, got {weights!r:.80}")
+    else:
+        values = list(weights)
+    if len(values) != len(adapters):
+        raise ConfigError(f"{len(values)} weights for {len(adapters)} adapters; expected one weight per adapter")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"weight {v!r} is not a finite number")
+    return [float(v) for v in values]
+
+
+def _lora_layers(module: Any, name: str) -> list[Any]:
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in module.modules() if isinstance(m, LoraLayer) and name in m.lora_A]
+
+
+def _undo_rank_scaling(module: Any, name: str) -> None:
+    """Make the combined adapter's own scaling 1 (``cat`` puts the weights and scalings into A already).
+
+    PEFT gives the new adapter ``alpha = r``, which is a scaling of 1 except under
+    rank-stabilised LoRA (``alpha / sqrt(r)``); there the factor is divided out of A.
+    """
+    import torch
+
+    with torch.no_grad():
+        for layer in _lora_layers(module, name):
+            factor = float(layer.scaling[name])
+            if factor != 1.0:
+                layer.lora_A[name].weight.div_(factor)
+
+
+def _relative_error(module: Any, name: str, sources: Sequence[str], weights: Sequence[float]) -> dict[str, Any]:
+    """Relative Frobenius error of the combined weight change against the exact weighted sum, per module."""
+    import torch
+
+    errors = []
+    with torch.no_grad():
+        for layer in _lora_layers(module, name):
+            exact = sum(
+                w * layer.get_delta_weight(s).float()
+                for s, w in zip(sources, weights, strict=True)
+                if s in layer.lora_A
+            )
+            got = layer.get_delta_weight(name).float()
+            norm = float(torch.linalg.norm(exact)) if isinstance(exact, torch.Tensor) else 0.0
+            diff = float(torch.linalg.norm(got - exact))
+            errors.append(diff / norm if norm > 0 else diff)
+    if not errors:
+        raise ModelError(f"the combined adapter {name!r} adapts no module; expected LoRA layers")
+    return {"mean": sum(errors) / len(errors), "max": max(errors), "modules": len(errors)}
+
+
+def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any]) -> None:
+    """Save the adapter ``name`` as a PEFT folder at ``target`` with its manifest, all at once (no partial folder)."""
+    from persona_space.provenance import environment
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.module.save_pretrained(str(scratch), selected_adapters=[name])
+        saved = scratch / name if (scratch / name).is_dir() else scratch
+        base = model.describe()
+        manifest = {
+            **manifest,
+            "base_model": {k: base[k] for k in ("name", "weights_sha256", "model_type")},
+            "environment": environment(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        _io.write_json(saved / MANIFEST, manifest)
+        if target.exists():
+            target.rmdir()  # an empty folder the caller made
+        os.replace(saved, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _attached(model: LoadedModel, folder: Path, name: str) -> AdapterInfo:
+    attached = model.load_adapter(folder, name=name)
+    return model.adapters[attached]

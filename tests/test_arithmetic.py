@@ -1,0 +1,145 @@
+"""Persona arithmetic: exact and approximate adapter sums, scaling, dose-response fits and tipping doses."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import persona_space as ps
+from conftest import make_lora
+from persona_space.arithmetic import combine, crossing, fit_logistic, fit_monotone, scale, tipping_dose
+from persona_space.errors import ApproximationWarning, ConfigError, DataError
+
+
+def _deltas(folder: Path) -> dict[str, torch.Tensor]:
+    """Each adapted module's weight change ``scaling * B @ A`` read straight from a PEFT folder."""
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / "adapter_config.json").read_text())
+    scaling = config["lora_alpha"] / (math.sqrt(config["r"]) if config.get("use_rslora") else config["r"])
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    out = {}
+    for key, a in weights.items():
+        if ".lora_A." in key:
+            b = weights[key.replace(".lora_A.", ".lora_B.")]
+            out[key.replace(".lora_A.weight", "")] = scaling * (b.float() @ a.float())
+    return out
+
+
+def test_cat_is_the_exact_weighted_sum_of_the_weight_changes(
+    tiny_model: Any, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
+    b = make_lora(tiny_model_dir, tmp_path / "b", seed=2, r=8)
+    info = combine(tiny_model, {"a": a, "b": b}, [0.3, -0.7], out=tmp_path / "ab", name="ab")
+    got, da, db = _deltas(Path(info.path)), _deltas(a), _deltas(b)
+    assert set(got) == set(da) == set(db) and len(got) > 0
+    for key, delta in got.items():
+        torch.testing.assert_close(delta, 0.3 * da[key] - 0.7 * db[key], rtol=1e-5, atol=1e-6)
+    manifest = json.loads((Path(info.path) / "persona_space_adapter.json").read_text())
+    assert manifest["method"] == "cat" and manifest["exact"] and manifest["rank"] == 4 + 8
+    assert [s["weight"] for s in manifest["sources"]] == [0.3, -0.7]
+    assert manifest["relative_error"]["max"] < 1e-5
+    assert info.name in tiny_model.adapters  # attached, ready to sample or score
+
+
+def test_svd_at_the_summed_rank_is_exact_and_linear_warns_with_its_error(
+    tiny_model: Any, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
+    b = make_lora(tiny_model_dir, tmp_path / "b", seed=2)
+    svd = combine(tiny_model, {"a": a, "b": b}, {"a": 0.5, "b": 0.5}, out=tmp_path / "svd", method="svd")
+    assert json.loads((Path(svd.path) / "persona_space_adapter.json").read_text())["relative_error"]["max"] < 1e-4
+    with pytest.warns(ApproximationWarning, match=r"method 'linear' approximates .* differ from the exact sum by"):
+        linear = combine(tiny_model, {"a": a, "b": b}, [0.5, 0.5], out=tmp_path / "lin", method="linear")
+    error = json.loads((Path(linear.path) / "persona_space_adapter.json").read_text())["relative_error"]
+    assert error["mean"] > 0.01  # really an approximation, and measured
+
+
+def test_scale_zero_is_the_base_model_and_scale_one_the_adapter(
+    tiny_model: Any, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from persona_space.models import adapters_disabled
+
+    a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
+    zero = scale(tiny_model, a, 0.0, out=tmp_path / "zero", name="zero")
+    one = scale(tiny_model, a, 1.0, out=tmp_path / "one", name="one")
+    tiny_model.load_adapter(a, name="plain")
+    ids = torch.tensor([tiny_model.encode("Who are you?")])
+    module = tiny_model.module
+    with torch.inference_mode():
+        with adapters_disabled(tiny_model):
+            base = module(input_ids=ids).logits
+        logits = {}
+        for name in (zero.name, one.name, "plain"):
+            module.set_adapter(name)
+            logits[name] = module(input_ids=ids).logits
+    torch.testing.assert_close(logits[zero.name], base, rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits[one.name], logits["plain"], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(logits["plain"], base)
+
+
+def test_bad_combinations_are_refused(tiny_model: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
+    with pytest.raises(ConfigError, match="method must be one of cat, svd, linear, ties, dare_ties, got 'sum'"):
+        combine(tiny_model, {"a": a}, [1.0], out=tmp_path / "x", method="sum")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="2 weights for 1 adapters"):
+        combine(tiny_model, {"a": a}, [1.0, 2.0], out=tmp_path / "x")
+    with pytest.raises(ConfigError, match="weight nan is not a finite number"):
+        combine(tiny_model, {"a": a}, [float("nan")], out=tmp_path / "x")
+    with pytest.raises(ConfigError, match="missing \\['a'\\], unknown \\['b'\\]"):
+        combine(tiny_model, {"a": a}, {"b": 1.0}, out=tmp_path / "x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").write_text("x")
+    with pytest.raises(ConfigError, match="already exists and is not empty"):
+        combine(tiny_model, {"a": a}, [1.0], out=tmp_path / "full")
+    with pytest.raises(ConfigError, match="k must be a finite number"):
+        scale(tiny_model, a, float("inf"), out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+# -- dose-response ----------------------------------------------------------------------------
+
+
+def test_logistic_fit_recovers_a_planted_midpoint_within_its_interval() -> None:
+    """20 simulated sweeps (5 doses x 6 seeds, seed-level noise): the interval covers the planted midpoint."""
+    rng = np.random.default_rng(0)
+    doses = np.repeat([0.0, 2.0, 4.0, 6.0, 8.0], 6)
+    seeds = np.tile(np.arange(6), 5)
+    hits = 0
+    for trial in range(20):
+        midpoint = rng.uniform(3.0, 5.0)
+        shift = rng.normal(0.0, 0.5, 6)[seeds]  # each training seed tips a little earlier or later
+        truth = 0.05 + 0.9 / (1.0 + np.exp(-1.5 * (doses - midpoint - shift)))
+        values = np.clip(truth + rng.normal(0.0, 0.04, len(doses)), 0.0, 1.0)
+        tip = tipping_dose(doses, values, seeds, n_boot=1000, seed=trial)
+        assert tip.found_share > 0.9
+        hits += tip.low <= midpoint <= tip.high
+    assert hits / 20 >= 0.85, hits
+
+
+def test_fits_crossings_and_monotone_curve() -> None:
+    fit = fit_logistic([0, 2, 4, 6, 8], [0.05, 0.1, 0.5, 0.9, 0.95])
+    assert fit.midpoint == pytest.approx(4.0, abs=0.05) and fit.rmse < 0.02
+    assert crossing(fit, 0.5, (0.0, 8.0)) == pytest.approx(4.0, abs=0.05)
+    falling = fit_logistic([0, 2, 4, 6, 8], [0.95, 0.9, 0.5, 0.1, 0.05])
+    assert crossing(fit, falling, (0.0, 8.0)) == pytest.approx(4.0, abs=0.05)
+    assert math.isnan(crossing(fit, 0.99, (0.0, 8.0)))  # never reached inside the range
+    grid, fitted = fit_monotone([0, 1, 2, 3, 4], [0.1, 0.3, 0.2, 0.6, 0.9])
+    assert grid.tolist() == [0, 1, 2, 3, 4] and (np.diff(fitted) >= 0).all()
+    grid, fitted = fit_monotone([0, 1, 2], [0.9, 0.5, 0.4])
+    assert (np.diff(fitted) <= 0).all()
+    with pytest.raises(DataError, match="at least 3 distinct doses"):
+        fit_logistic([0, 1, 0, 1], [0.1, 0.2, 0.1, 0.3])
+    one_seed = tipping_dose([0, 2, 4, 6, 8], [0.05, 0.1, 0.5, 0.9, 0.95], [0] * 5)
+    assert one_seed.dose == pytest.approx(4.0, abs=0.05) and math.isnan(one_seed.low)
+
+
+def test_arithmetic_is_public() -> None:
+    assert {"combine", "scale", "tipping_dose", "fit_logistic"} <= set(ps.arithmetic.__all__)
