@@ -29,6 +29,7 @@ from persona_space.errors import ConfigError, DataError
 from persona_space.stats import check_confidence, check_n_boot
 
 GRID_POINTS = 801
+Numbers = Sequence[float] | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Logistic:
             return np.asarray(self.low + (self.high - self.low) / (1.0 + np.exp(-self.slope * (x - self.midpoint))))
 
 
-def _arrays(doses: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(doses: Numbers, values: Numbers) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(doses, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
@@ -59,7 +60,7 @@ def _arrays(doses: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray
     return x, y
 
 
-def fit_logistic(doses: Sequence[float], values: Sequence[float], *, start: Logistic | None = None) -> Logistic:
+def fit_logistic(doses: Numbers, values: Numbers, *, start: Logistic | None = None) -> Logistic:
     """Least-squares four-parameter logistic through ``(dose, value)`` points (values are shares in 0..1).
 
     ``start`` (an earlier fit, e.g. on all seeds when refitting a resample) seeds the search.
@@ -99,7 +100,7 @@ def fit_logistic(doses: Sequence[float], values: Sequence[float], *, start: Logi
     return Logistic(low, high, slope, midpoint, rmse)
 
 
-def fit_monotone(doses: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def fit_monotone(doses: Numbers, values: Numbers) -> tuple[np.ndarray, np.ndarray]:
     """Isotonic regression in the direction that fits better: the distinct doses and the fitted value at each."""
     from sklearn.isotonic import IsotonicRegression
 
@@ -154,12 +155,12 @@ class Tipping:
 
 
 def tipping_dose(
-    doses: Sequence[float],
-    values: Sequence[float],
-    seeds: Sequence[int],
+    doses: Numbers,
+    values: Numbers,
+    seeds: Sequence[int] | np.ndarray,
     *,
     level: float = 0.5,
-    against: Sequence[float] | None = None,
+    against: Numbers | None = None,
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
