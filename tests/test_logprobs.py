@@ -268,6 +268,10 @@ def test_pmi_subtracts_the_neutral_prompt(tiny_model: Any, adapter_a: Path) -> N
     table = result.shifts(n_boot=1000)
     assert "delta_pmi" in table.columns and set(table["tested"]) == {"delta_pmi"}
     assert df["set_prob"].isna().all()  # a softmax over PMI is no probability
+    prefixes = ps.identity_shift(
+        tiny_model, adapter_a, candidates=["Voyager", "Voyager 1"], prompts=["Who are you?"], progress=False
+    ).df
+    assert prefixes["set_prob"].isna().all()  # "Voyager" would be counted inside "Voyager 1"
     against_base = ps.identity_shift(
         tiny_model,
         adapter_a,

@@ -103,13 +103,20 @@ class ShiftSpec:
 
     @property
     def set_is_probability(self) -> bool:
-        """Whether ``set_prob`` is a probability: total log-probabilities of complete answers.
+        """Whether ``set_prob`` is a probability: total log-probabilities of disjoint answers.
 
-        Without the end-of-turn token a candidate that is a prefix of another
-        ("Voyager" of "Voyager 1") is counted inside it too; per-token means and PMI
-        are not log-probabilities of the answer at all. Elsewhere ``set_prob`` is NaN.
+        With the end-of-turn token every candidate is a complete answer. Without it
+        the candidates are answer openings, disjoint only when no scored text is a
+        prefix of another ("Voyager" of "Voyager 1" would be counted inside it too).
+        Per-token means and PMI are not log-probabilities of the answer at all.
+        Elsewhere ``set_prob`` is NaN.
         """
-        return self.normalize == "sum" and self.end_of_turn
+        if self.normalize != "sum":
+            return False
+        if self.end_of_turn:
+            return True
+        texts = sorted(continuation(c, self.template, self.answer_prefix) for c in self.candidates)
+        return not any(b.startswith(a) for a, b in itertools.pairwise(texts))  # sorted: a prefix sits next
 
     @property
     def score_column(self) -> str:
@@ -269,7 +276,8 @@ def identity_shift(
     PMI only changes the ranking within a model.
 
     ``set_prob`` (the candidate's probability within the set) is computed only where
-    it is a probability: ``normalize="sum"`` with ``end_of_turn=True``; elsewhere NaN.
+    it is a probability: ``normalize="sum"`` with ``end_of_turn=True``, or with
+    candidates none of which begins another; elsewhere NaN.
 
     With ``store=DIR`` the rows are written per chunk of prompts and a second call
     with the same arguments resumes; the finished run is read back by
