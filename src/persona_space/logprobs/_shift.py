@@ -15,6 +15,7 @@ forward pass), never from a second copy of the model.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
