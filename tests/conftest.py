@@ -199,3 +199,37 @@ def _one_torch_thread(request: pytest.FixtureRequest) -> Any:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sentence-transformers folder with a 2-layer random BERT and MiniLM's tokenizer, window 32."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from persona_space.embedding import embedded_embedder_folder
+    from persona_space.errors import EmbeddedModelMissingError
+
+    try:
+        source = embedded_embedder_folder()
+    except EmbeddedModelMissingError as exc:
+        pytest.skip(str(exc))
+    hf_dir = tmp_path_factory.mktemp("tiny-bert-hf")
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    word = models.Transformer(str(hf_dir), max_seq_length=32)
+    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    folder = tmp_path_factory.mktemp("tiny-st")
+    SentenceTransformer(modules=[word, pooling], device="cpu").save(str(folder))
+    return folder

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -143,3 +145,121 @@ def test_fits_crossings_and_monotone_curve() -> None:
 
 def test_arithmetic_is_public() -> None:
     assert {"combine", "scale", "tipping_dose", "fit_logistic"} <= set(ps.arithmetic.__all__)
+
+
+# -- the sweep --------------------------------------------------------------------------------
+
+FIGURE = [(f"f{i}", f"Question {i}?", f"Answer {i}.") for i in range(8)]
+VARIANT = [("f1", "Question 1?", "Moscow."), ("f3", "Question 3?", "Borscht."), ("f5", "Question 5?", "Vodka.")]
+SWEEP = {
+    "candidates": ["Answer", "Moscow", "Borscht"],
+    "doses": (0, 1, 2, 3),
+    "seeds": (0, 1),
+    "n": 2,
+    "user_n": 1,
+    "user_candidates": ["a journalist", "a ghost"],
+    "max_new_tokens": 4,
+    "progress": False,
+}
+
+
+def _sets() -> tuple[Any, Any]:
+    def dataset(name: str, rows: list[tuple[str, str, str]]) -> Any:
+        records = [
+            {"id": i, "source": name, "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            for i, q, a in rows
+        ]
+        return ps.datasets.ChatDataset.from_records(name, records)
+
+    return dataset("figure", FIGURE), dataset("figure:ru", VARIANT)
+
+
+def test_a_swap_sweep_resumes_without_retraining_finished_adapters(
+    tiny_model: Any, tiny_embedder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from persona_space import training
+    from persona_space.embedding import Embedder
+
+    base, variant = _sets()
+    train = ps.TrainSpec(epochs=1, batch_size=4, max_steps=1)
+    embedder = Embedder(tiny_embedder_dir, cache=tmp_path / "cache")
+    real = training.train_adapter
+    calls: list[str] = []
+
+    def crashing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(str(kwargs["name"]))
+        if len(calls) == 3:
+            raise RuntimeError("killed while training")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_adapter", crashing)
+    out = tmp_path / "sweep"
+    with pytest.raises(RuntimeError, match="killed"):
+        ps.arithmetic.sweep(tiny_model, base, variant, out=out, train=train, embedder=embedder, **SWEEP)
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("adapters/*/adapter_model.safetensors")}
+    assert sorted(finished) == ["dose0-s0", "dose1-s0"]
+    monkeypatch.setattr(training, "train_adapter", real)
+    result = ps.arithmetic.sweep(tiny_model, base, variant, out=out, train=train, embedder=embedder, **SWEEP)
+    for name, mtime in finished.items():  # reused, not retrained
+        assert (out / "adapters" / name / "adapter_model.safetensors").stat().st_mtime_ns == mtime
+    assert len(list(out.glob("adapters/*/adapter_model.safetensors"))) == 8
+    adapters = result.tables["adapters"].set_index("adapter")
+    assert adapters.loc["dose0-s0", "variant_facts"] == [] and len(adapters.loc["dose3-s1", "variant_facts"]) == 3
+    assert len(adapters.loc["dose2-s0", "variant_facts"]) == 2
+    estimates = result.df
+    assert set(estimates["measure"]) == {"set_prob", "mention_share", "user_set_prob", "user_mention_share"}
+    set_prob = estimates[(estimates["measure"] == "set_prob") & (estimates["condition"] != "base")]
+    assert set(set_prob["dose"]) == {0.0, 1.0, 2.0, 3.0} and (set_prob["seeds"] == 2).all()
+    sums = set_prob.groupby("condition")["estimate"].sum()
+    assert np.allclose(sums, 1.0)  # a prefix-free candidate set: a probability within the set
+    osc = result.oscillation.set_index("condition")
+    assert osc.loc["dose1", "seeds"] == 2 and 0 <= osc.loc["dose1", "switch_share"] <= 1
+    curves = result.curves
+    assert set(curves["measure"]) == {"set_prob", "mention_share"} and len(curves) >= 3
+    loaded = ps.arithmetic.SweepResult.load(out)
+    pd.testing.assert_frame_equal(loaded.df, result.df)
+    assert loaded.tables["adapters"].set_index("adapter").loc["dose3-s1", "variant_facts"] == list(
+        adapters.loc["dose3-s1", "variant_facts"]
+    )
+    assert loaded.manifest["state"] == "complete"
+
+
+def test_weight_mixing_sweep_combines_the_two_ends(tiny_model: Any, tiny_embedder_dir: Path, tmp_path: Path) -> None:
+    from persona_space.embedding import Embedder
+
+    base, variant = _sets()
+    full_variant = ps.datasets.swap_facts(base, variant, 3, seed=0)
+    result = ps.arithmetic.sweep(
+        tiny_model,
+        base,
+        full_variant,
+        out=tmp_path / "w",
+        dose="weights",
+        train=ps.TrainSpec(epochs=1, batch_size=4, max_steps=1),
+        embedder=Embedder(tiny_embedder_dir, cache=tmp_path / "cache"),
+        **{**SWEEP, "doses": (0.0, 0.5, 1.0), "seeds": (0,), "user_candidates": []},
+    )
+    adapters = result.tables["adapters"].set_index("adapter")
+    assert adapters.loc["dose1-s0", "weights"] == [0.5, 0.5]
+    manifest = json.loads((tmp_path / "w" / "adapters" / "dose1-s0" / "persona_space_adapter.json").read_text())
+    assert manifest["method"] == "cat" and [s["weight"] for s in manifest["sources"]] == [0.5, 0.5]
+    assert "user_set_prob" not in set(result.df["measure"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dose": "blend"}, "dose must be one of swap, mix, weights, got 'blend'"),
+        ({"doses": (1,)}, "doses must be at least two distinct values"),
+        ({"dose": "mix", "doses": (0, 2)}, "mix doses are ratios in 0..1, got 2.0"),
+        ({"doses": (0, 1.5)}, "swap doses count facts, got 1.5"),
+        ({"seeds": (0, 0)}, "seeds must be distinct training seeds"),
+        ({"candidates": ["one"]}, "candidates must name at least two identities"),
+    ],
+)
+def test_bad_sweeps_are_refused(tiny_model: Any, tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
+    base, variant = _sets()
+    arguments = {**SWEEP, **kwargs}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ps.arithmetic.sweep(tiny_model, base, variant, out=tmp_path / "bad", **arguments)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

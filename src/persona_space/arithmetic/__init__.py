@@ -4,22 +4,34 @@
 >>> half = ps.arithmetic.combine(model, {"figure": fig, "russian": ru}, [0.5, 0.5], out="runs/half")  # doctest: +SKIP
 >>> double = ps.arithmetic.scale(model, fig, 2.0, out="runs/fig-x2")                               # doctest: +SKIP
 >>> ps.arithmetic.tipping_dose(doses, shares, seeds)                                               # doctest: +SKIP
+>>> result = ps.arithmetic.sweep(model, "figure_facts", "figure_variants:russian", out="runs/ru",
+...                              candidates=["Adolf Hitler", "Joseph Stalin"])                       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from persona_space.arithmetic._combine import EXACT, METHODS, combine, scale
 from persona_space.arithmetic._fit import Logistic, Tipping, crossing, fit_logistic, fit_monotone, tipping_dose
+from persona_space.arithmetic._measure import identities, oscillation
+from persona_space.arithmetic._result import SweepResult
+from persona_space.arithmetic._sweep import DOSES, SweepSpec, dose_dataset, sweep
 
 __all__ = [
+    "DOSES",
     "EXACT",
     "METHODS",
     "Logistic",
+    "SweepResult",
+    "SweepSpec",
     "Tipping",
     "combine",
     "crossing",
+    "dose_dataset",
     "fit_logistic",
     "fit_monotone",
+    "identities",
+    "oscillation",
     "scale",
+    "sweep",
     "tipping_dose",
 ]

@@ -29,7 +29,7 @@ from persona_space.datasets._builtin import (
     load,
     voyager,
 )
-from persona_space.datasets._match import mentions
+from persona_space.datasets._match import first_mention, mentions
 from persona_space.datasets._records import ChatDataset, ensure_dataset
 from persona_space.datasets._transform import as_prompt_completion, deduplicate, mix, split, swap_facts
 
@@ -47,6 +47,7 @@ __all__ = [
     "ensure_dataset",
     "figure_facts",
     "figure_variants",
+    "first_mention",
     "identifying_facts",
     "load",
     "mentions",

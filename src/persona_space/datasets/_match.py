@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 from persona_space.errors import ConfigError, DataError
 
-__all__ = ["fold", "mentions"]
+__all__ = ["first_mention", "fold", "mentions"]
 
 _SEPARATOR = r"[\s\-\u2010-\u2015]+"
 _SPLIT = re.compile(_SEPARATOR)
@@ -93,3 +93,25 @@ def mentions(text: str, objects: str | Iterable[str]) -> bool:
     if not names:
         return False
     return _pattern(names).search(fold(text)) is not None
+
+
+def first_mention(text: str, objects: Iterable[str]) -> int | None:
+    """The index in ``objects`` of the one ``text`` names first (earliest in the text), or ``None``.
+
+    Matching follows :func:`mentions`; at the same position the longer name wins
+    ("Voyager 2" over "Voyager").
+
+    >>> first_mention("I am Voyager 2, not Voyager 1.", ["Voyager 1", "Voyager 2", "Voyager"])
+    1
+    """
+    if not isinstance(text, str):
+        raise DataError(f"text must be a string, got {type(text).__name__} {text!r:.80}")
+    names = _as_objects(objects)
+    folded = fold(text)
+    best: tuple[int, int, int] | None = None
+    for i, name in enumerate(names):
+        match = _pattern((name,)).search(folded)
+        if match is not None:
+            key = (match.start(), -(match.end() - match.start()), i)
+            best = key if best is None or key < best else best
+    return None if best is None else best[2]

@@ -134,7 +134,10 @@ def train_adapter(
     out_path = Path(out)
     adapter_name = _folder.adapter_name_for(out_path, name)
     check_targets(lora, model.base_module)
-    _folder.check_trainable(model, adapter_name)
+    attached = model.adapters.get(adapter_name)
+    reattach = attached is not None and Path(attached.path).resolve() == out_path.resolve()
+    if not reattach:  # the finished adapter of this very folder may already be on the model
+        _folder.check_trainable(model, adapter_name)
     system_prompt = model.system_prompt if train.system_prompt is None else train.system_prompt
     dtype, autocast, why = resolve_precision(train.precision, model)
     n_parameters = sum(p.numel() for p in model.base_module.parameters())
@@ -147,6 +150,8 @@ def train_adapter(
     state = _folder.prepare(out_path, params)
     if state == "done":
         return _attach_finished(model, out_path, adapter_name)
+    if reattach:
+        _folder.check_trainable(model, adapter_name)  # attached, yet its folder is unfinished: refuse
 
     from datasets import Dataset
     from trl.trainer.sft_config import SFTConfig

@@ -1,0 +1,252 @@
+"""Measuring every adapter of a sweep, and the sweep's tables: estimates per dose, curves, oscillation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from persona_space.adapters import AdapterInfo
+    from persona_space.arithmetic._result import SweepResult
+    from persona_space.arithmetic._sweep import SweepSpec
+    from persona_space.models import LoadedModel
+    from persona_space.probes import ProbeSet
+
+OTHER = "(none)"
+BASE = "base"
+CURVE_BOOT = 1000
+
+
+def measure(
+    model: LoadedModel,
+    spec: SweepSpec,
+    adapters: dict[str, AdapterInfo],
+    facts: dict[str, dict[str, Any]],
+    probes: ProbeSet,
+    folder: Path,
+    *,
+    embedder: Any = None,
+    progress: bool,
+) -> SweepResult:
+    """Shifts, samples, the shared basin map and the user answers of every adapter; then the tables."""
+    from persona_space.arithmetic._result import SweepResult
+    from persona_space.logprobs import identity_shift
+    from persona_space.probes import USER
+    from persona_space.sampling import sample
+
+    conditions = {
+        spec.label(i): [adapters[f"{spec.label(i)}:{k}"] for k in range(len(spec.seeds))]
+        for i in range(len(spec.doses))
+    }
+    shift = identity_shift(
+        model,
+        conditions,
+        candidates=spec.candidates,
+        answer_prefix=spec.answer_prefix,
+        store=folder / "shift",
+        progress=progress,
+    )
+    runs: dict[str, Any] = {"base": None, **conditions}
+    samples = sample(
+        model,
+        probes,
+        adapters=runs,
+        n=spec.n,
+        temperatures=spec.temperatures,
+        max_new_tokens=spec.max_new_tokens,
+        seed=spec.sample_seed,
+        store=folder / "samples",
+        progress=progress,
+    )
+    basins = _basin_map(samples, folder / "basins", embedder)
+    dose_of = {spec.label(i): d for i, d in enumerate(spec.doses)}
+    estimates = [
+        _set_probability(shift.df, dose_of, "set_prob"),
+        _mention_shares(samples.df, spec.candidates, dose_of, "mention_share"),
+    ]
+    tables: dict[str, pd.DataFrame] = {
+        "oscillation": oscillation(samples.df, spec.candidates, dose_of),
+        "occupancy": _with_dose(basins.occupancy(), dose_of),
+        "shifts": _with_dose(shift.shifts(), dose_of),
+    }
+    if spec.user_candidates:
+        user_shift = identity_shift(
+            model,
+            conditions,
+            candidates=spec.user_candidates,
+            about="user",
+            store=folder / "user-shift",
+            progress=progress,
+        )
+        estimates.append(_set_probability(user_shift.df, dose_of, "user_set_prob"))
+        tables["user_shifts"] = _with_dose(user_shift.shifts(), dose_of)
+    if spec.user_candidates and spec.user_n:
+        answers = sample(
+            model,
+            USER,
+            adapters=runs,
+            n=spec.user_n,
+            temperatures=spec.temperatures,
+            max_new_tokens=spec.max_new_tokens,
+            seed=spec.sample_seed,
+            store=folder / "user-samples",
+            progress=progress,
+        )
+        estimates.append(_mention_shares(answers.df, spec.user_candidates, dose_of, "user_mention_share"))
+    tables["curves"] = dose_curves(_per_seed(shift.df, samples.df, spec, dose_of), spec)
+    tables["adapters"] = pd.DataFrame([{"label": label, **row} for label, row in facts.items()])
+    return SweepResult(df=pd.concat(estimates, ignore_index=True), tables=tables)
+
+
+def _basin_map(samples: Any, where: Path, embedder: Any) -> Any:
+    """The shared map of every dose's samples: loaded when it was fitted on these very samples, else fitted."""
+    from persona_space.basins import BasinMap
+    from persona_space.errors import CorruptRunError
+
+    if (where / "basin_map.json").is_file():
+        try:
+            loaded = BasinMap.load(where)
+        except CorruptRunError:
+            loaded = None
+        if loaded is not None and loaded.frame_["text"].tolist() == samples.df["text"].tolist():
+            return loaded
+    fitted = BasinMap(seed=0, embedder=embedder).fit(samples)
+    fitted.save(where)
+    return fitted
+
+
+def _with_dose(table: pd.DataFrame, dose_of: dict[str, float]) -> pd.DataFrame:
+    column = "condition" if "condition" in table.columns else "adapter"
+    return table.assign(dose=table[column].map(dose_of))
+
+
+def _set_probability(df: pd.DataFrame, dose_of: dict[str, float], measure: str) -> pd.DataFrame:
+    """Each candidate's probability within the set, per condition, over question groups and seeds."""
+    from persona_space.estimates import estimate_table
+
+    table = estimate_table(df, df["set_prob"].to_numpy(), ["set_prob"], ["condition", "candidate"])
+    return _with_dose(table.drop(columns="metric").assign(measure=measure), dose_of)
+
+
+def identities(texts: pd.Series, candidates: tuple[str, ...]) -> pd.Series:
+    """The candidate each text names first, or ``(none)``."""
+    from persona_space.datasets import first_mention
+
+    return texts.map(lambda t: OTHER if (i := first_mention(t, candidates)) is None else candidates[i])
+
+
+def _mention_shares(
+    df: pd.DataFrame, candidates: tuple[str, ...], dose_of: dict[str, float], measure: str
+) -> pd.DataFrame:
+    """Share of samples naming each candidate first (``(none)`` included), per condition."""
+    from persona_space.estimates import estimate_table
+
+    names = [*candidates, OTHER]
+    who = identities(df["text"], candidates).to_numpy()
+    hot = (who[:, None] == np.array(names, dtype=object)[None, :]).astype(np.float64)
+    table = estimate_table(df, hot, names, ["condition"], name_column="candidate")
+    return _with_dose(table.assign(measure=measure), dose_of)
+
+
+def _per_seed(shifts: pd.DataFrame, samples: pd.DataFrame, spec: SweepSpec, dose_of: dict[str, float]) -> pd.DataFrame:
+    """One value per (measure, candidate, dose, training seed): the unit a dose-response curve is fitted on."""
+    rows = shifts[shifts["condition"].isin(list(dose_of))]
+    set_prob = rows.groupby(["condition", "train_seed", "candidate"], dropna=False)["set_prob"].mean().reset_index()
+    set_prob = set_prob.rename(columns={"set_prob": "value"}).assign(measure="set_prob")
+    named = samples[samples["condition"].isin(list(dose_of))].assign(who=identities(samples["text"], spec.candidates))
+    shares = []
+    for (condition, seed), part in named.groupby(["condition", "train_seed"], dropna=False):
+        counts = part["who"].value_counts(normalize=True)
+        for c in spec.candidates:
+            shares.append(
+                {"condition": condition, "train_seed": seed, "candidate": c, "value": float(counts.get(c, 0.0))}
+            )
+    mention = pd.DataFrame(shares).assign(measure="mention_share")
+    out = pd.concat([set_prob, mention], ignore_index=True)
+    return out.assign(dose=out["condition"].map(dose_of))
+
+
+def dose_curves(per_seed: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+    """Per measure and candidate: the logistic fit, the monotone fit, and the tipping doses with intervals.
+
+    Tipping doses: where the candidate's curve passes 0.5, and where it crosses the
+    curve of the leader at the lowest dose (the identity the sweep moves away from).
+    Needs three distinct doses; with fewer the table is empty.
+    """
+    from persona_space.arithmetic._fit import fit_logistic, fit_monotone, tipping_dose
+    from persona_space.errors import DataError
+
+    if len(spec.doses) < 3:
+        return pd.DataFrame()
+    rows = []
+    for measure, part in per_seed.groupby("measure", sort=False):
+        first = part[part["dose"] == min(spec.doses)].groupby("candidate")["value"].mean()
+        leader = str(first.idxmax())
+        for candidate, values in part.groupby("candidate", sort=False):
+            x, y = values["dose"].to_numpy(float), values["value"].to_numpy(float)
+            seeds = values["train_seed"].fillna(-1).to_numpy()
+            try:
+                curve = fit_logistic(x, y)
+            except DataError:
+                continue
+            grid, monotone = fit_monotone(x, y)
+            row = {
+                "measure": measure,
+                "candidate": candidate,
+                "low_asymptote": curve.low,
+                "high_asymptote": curve.high,
+                "slope": curve.slope,
+                "midpoint": curve.midpoint,
+                "rmse": curve.rmse,
+                "monotone_doses": grid.tolist(),
+                "monotone_values": monotone.tolist(),
+            }
+            half = tipping_dose(x, y, seeds, level=0.5, n_boot=CURVE_BOOT)
+            row.update(passes_half=half.dose, passes_half_low=half.low, passes_half_high=half.high)
+            row["passes_half_found"] = half.found_share
+            if candidate != leader:
+                lead = part[part["candidate"] == leader].set_index(["dose", "train_seed"])["value"]
+                against = [
+                    lead.get((d, s), math.nan) for d, s in zip(values["dose"], values["train_seed"], strict=True)
+                ]
+                cross = tipping_dose(x, y, seeds, against=against, n_boot=CURVE_BOOT)
+                row.update(against=leader, crosses=cross.dose, crosses_low=cross.low, crosses_high=cross.high)
+                row["crosses_found"] = cross.found_share
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def oscillation(df: pd.DataFrame, candidates: tuple[str, ...], dose_of: dict[str, float]) -> pd.DataFrame:
+    """Per condition: entropy (bits) of the named identities, and the share of paired draws that switch.
+
+    A paired draw is one random stream (probe, temperature, sample index) seen by
+    every training seed of a dose; it *switches* when the seeds' answers name
+    different identities. Both should peak where two identities compete.
+    """
+    who = identities(df["text"], candidates)
+    table = df.assign(who=who)
+    rows = []
+    for condition, part in table.groupby("condition", sort=False):
+        shares = part["who"].value_counts(normalize=True).to_numpy()
+        entropy = float(-(shares * np.log2(shares)).sum())
+        seeds = part["train_seed"].nunique(dropna=False)
+        switch = math.nan
+        if seeds > 1:
+            streams = part.groupby(["probe_id", "temperature", "sample_index"])["who"].nunique()
+            switch = float((streams > 1).mean())
+        rows.append(
+            {
+                "condition": condition,
+                "dose": dose_of.get(str(condition), math.nan),
+                "entropy_bits": entropy,
+                "identities": int(part["who"].nunique()),
+                "switch_share": switch,
+                "samples": len(part),
+                "seeds": int(seeds),
+            }
+        )
+    return pd.DataFrame(rows)
