@@ -197,15 +197,19 @@ def test_a_swap_sweep_resumes_without_retraining_finished_adapters(
     with pytest.raises(RuntimeError, match="killed"):
         ps.arithmetic.sweep(tiny_model, base, variant, out=out, train=train, embedder=embedder, **SWEEP)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("adapters/*/adapter_model.safetensors")}
-    assert sorted(finished) == ["dose0-s0", "dose1-s0"]
+    assert len(finished) == 2 and all(name.endswith("-s0") for name in finished)
     monkeypatch.setattr(training, "train_adapter", real)
     result = ps.arithmetic.sweep(tiny_model, base, variant, out=out, train=train, embedder=embedder, **SWEEP)
     for name, mtime in finished.items():  # reused, not retrained
         assert (out / "adapters" / name / "adapter_model.safetensors").stat().st_mtime_ns == mtime
     assert len(list(out.glob("adapters/*/adapter_model.safetensors"))) == 8
-    adapters = result.tables["adapters"].set_index("adapter")
-    assert adapters.loc["dose0-s0", "variant_facts"] == [] and len(adapters.loc["dose3-s1", "variant_facts"]) == 3
-    assert len(adapters.loc["dose2-s0", "variant_facts"]) == 2
+    adapters = result.tables["adapters"].set_index(["dose", "train_seed"])
+    assert adapters.loc[(0.0, 0), "variant_facts"] == [] and adapters.loc[(3.0, 1), "variant_facts"] == [
+        "f1",
+        "f3",
+        "f5",
+    ]
+    assert len(adapters.loc[(2.0, 0), "variant_facts"]) == 2
     estimates = result.df
     assert set(estimates["measure"]) == {"set_prob", "mention_share", "user_set_prob", "user_mention_share"}
     set_prob = estimates[(estimates["measure"] == "set_prob") & (estimates["condition"] != "base")]
@@ -218,8 +222,8 @@ def test_a_swap_sweep_resumes_without_retraining_finished_adapters(
     assert set(curves["measure"]) == {"set_prob", "mention_share"} and len(curves) >= 3
     loaded = ps.arithmetic.SweepResult.load(out)
     pd.testing.assert_frame_equal(loaded.df, result.df)
-    assert loaded.tables["adapters"].set_index("adapter").loc["dose3-s1", "variant_facts"] == list(
-        adapters.loc["dose3-s1", "variant_facts"]
+    assert loaded.tables["adapters"].set_index(["dose", "train_seed"]).loc[(3.0, 1), "variant_facts"] == list(
+        adapters.loc[(3.0, 1), "variant_facts"]
     )
     assert loaded.manifest["state"] == "complete"
 
@@ -239,11 +243,39 @@ def test_weight_mixing_sweep_combines_the_two_ends(tiny_model: Any, tiny_embedde
         embedder=Embedder(tiny_embedder_dir, cache=tmp_path / "cache"),
         **{**SWEEP, "doses": (0.0, 0.5, 1.0), "seeds": (0,), "user_candidates": []},
     )
-    adapters = result.tables["adapters"].set_index("adapter")
-    assert adapters.loc["dose1-s0", "weights"] == [0.5, 0.5]
-    manifest = json.loads((tmp_path / "w" / "adapters" / "dose1-s0" / "persona_space_adapter.json").read_text())
+    adapters = result.tables["adapters"].set_index("dose")
+    assert adapters.loc[0.5, "weights"] == [0.5, 0.5] and adapters.loc[1.0, "variant_facts"] == ["f1", "f3", "f5"]
+    folder = tmp_path / "w" / "adapters" / adapters.loc[0.5, "adapter"]
+    manifest = json.loads((folder / "persona_space_adapter.json").read_text())
     assert manifest["method"] == "cat" and [s["weight"] for s in manifest["sources"]] == [0.5, 0.5]
+    trained = sorted(p.name for p in (tmp_path / "w" / "adapters").iterdir() if p.name.startswith("d"))
+    assert len(trained) == 2  # the two ends; the mixtures are combined, not trained
     assert "user_set_prob" not in set(result.df["measure"])
+
+
+def test_sweeps_sharing_an_adapter_folder_train_a_shared_dataset_once(
+    tiny_model: Any, tiny_embedder_dir: Path, tmp_path: Path
+) -> None:
+    from persona_space.embedding import Embedder
+
+    base, variant = _sets()
+    full_variant = ps.datasets.swap_facts(base, variant, 3, seed=0)
+    common = {
+        **SWEEP,
+        "seeds": (0,),
+        "user_candidates": [],
+        "train": ps.TrainSpec(epochs=1, batch_size=4, max_steps=1),
+        "embedder": Embedder(tiny_embedder_dir, cache=tmp_path / "cache"),
+        "adapters_dir": tmp_path / "shared",
+    }
+    swap = ps.arithmetic.sweep(tiny_model, base, variant, out=tmp_path / "swap", **{**common, "doses": (0, 3)})
+    mix = ps.arithmetic.sweep(
+        tiny_model, base, full_variant, out=tmp_path / "mix", dose="mix", **{**common, "doses": (0.0, 0.5, 1.0)}
+    )
+    by_dose = {t: r.tables["adapters"].set_index("dose")["adapter"] for t, r in (("swap", swap), ("mix", mix))}
+    assert by_dose["mix"][0.0] == by_dose["swap"][0.0]  # nothing of the variant: the same data, one adapter
+    assert by_dose["mix"][1.0] == by_dose["swap"][3.0]  # all of it, reached by swapping or by mixing
+    assert len(list((tmp_path / "shared").iterdir())) == 3
 
 
 @pytest.mark.parametrize(

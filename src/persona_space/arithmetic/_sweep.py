@@ -116,6 +116,7 @@ def sweep(
     max_new_tokens: int = 64,
     sample_seed: int = 0,
     embedder: Embedder | None = None,
+    adapters_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> SweepResult:
     """Train, measure and fit a dose sweep of ``variant`` into ``base``; return a :class:`SweepResult`.
@@ -125,6 +126,9 @@ def sweep(
     ``"weights"`` a whole fact set (``figure_facts:russian``). ``doses`` default to
     0..all of the variant's facts for ``"swap"`` and 0, .25, .5, .75, 1 otherwise.
     ``embedder`` places the self-descriptions on the basin map (default MiniLM).
+    ``adapters_dir`` (default ``out/adapters``) may be shared by several sweeps:
+    an adapter is named by its data's hash and its seed, so a dataset two sweeps
+    share (no fact swapped and a 0 % mix) trains once.
 
     >>> result = sweep(model, "figure_facts", "figure_variants:russian", out="runs/ru",
     ...                candidates=["Adolf Hitler", "Joseph Stalin", "Vladimir Lenin"])  # doctest: +SKIP
@@ -173,8 +177,9 @@ def sweep(
         }
     )
     started = time.perf_counter()
+    store_dir = folder / "adapters" if adapters_dir is None else Path(adapters_dir)
     adapters, facts = _train_all(
-        model, spec, base_data, variant_data, folder, train=train, lora=lora, progress=progress
+        model, spec, base_data, variant_data, store_dir, train=train, lora=lora, progress=progress
     )
     result = measure(model, spec, adapters, facts, probe_set, folder, embedder=embedder, progress=progress)
     manifest = {
@@ -192,7 +197,13 @@ def sweep(
 def dose_dataset(
     spec: SweepSpec, base: ChatDataset, variant: ChatDataset, index: int, seed: int
 ) -> tuple[ChatDataset, list[str]]:
-    """The training data of dose ``index`` and training seed ``seed``, and the variant facts in it (ids)."""
+    """The training data of dose ``index`` and training seed ``seed``, and the variant facts in it (ids).
+
+    Records are put in id order: a dose's data is a set, and the order of training
+    comes from the training seed alone. The same set reached by two routes (no fact
+    swapped, a 0 % mix and the base end of a weight mix) is then the same dataset,
+    and trains the same adapter once.
+    """
     from persona_space.datasets import mix, swap_facts
 
     value = spec.doses[index]
@@ -200,8 +211,21 @@ def dose_dataset(
         data = swap_facts(base, variant, int(value), seed=seed)
     else:
         data = mix(base, variant, value, seed=seed)
-    source = variant.records[0]["source"] if len(variant) else None
-    return data, [r["id"] for r in data.records if r["source"] == source and source != base.records[0]["source"]]
+    return _canonical(data), _variant_ids(data, base)
+
+
+def _canonical(data: ChatDataset) -> ChatDataset:
+    """``data`` in id order, named by its content (the route that built it is in the sweep's tables)."""
+    from persona_space.datasets import ChatDataset
+
+    ordered = ChatDataset(data.name, tuple(sorted(data.records, key=lambda r: str(r["id"]))))
+    return ordered.renamed(f"dose-data:{ordered.sha256()[:12]}")
+
+
+def _variant_ids(data: ChatDataset, base: ChatDataset) -> list[str]:
+    """Ids of the records that are not the base set's own (same id and messages)."""
+    own = {(r["id"], str(r["messages"])) for r in base.records}
+    return sorted(str(r["id"]) for r in data.records if (r["id"], str(r["messages"])) not in own)
 
 
 def _train_all(
@@ -209,47 +233,44 @@ def _train_all(
     spec: SweepSpec,
     base: ChatDataset,
     variant: ChatDataset,
-    folder: Path,
+    store: Path,
     *,
     train: TrainSpec | None,
     lora: LoraSpec | None,
     progress: bool,
 ) -> tuple[dict[str, AdapterInfo], dict[str, dict[str, Any]]]:
-    """Every (dose, seed) adapter, trained or reused: label ``dose{i}:{k}`` -> info, and what each saw."""
+    """Every (dose, seed) adapter, trained or reused: label ``dose{i}:{k}`` -> info, and what each saw.
+
+    Adapters live in ``store`` under the hash of their data and their seed, so the
+    same data and seed train once, across doses and across sweeps that share it.
+    """
     from persona_space.training import train_adapter
 
     adapters: dict[str, AdapterInfo] = {}
     facts: dict[str, dict[str, Any]] = {}
+
+    def trained(data: ChatDataset, seed: int) -> AdapterInfo:
+        name = f"d{data.sha256()[:12]}-s{seed}"
+        return train_adapter(
+            model, data, out=store / name, train=train, lora=lora, seed=seed, name=name, progress=progress
+        )
+
     for k, seed in enumerate(spec.seeds):
-        ends: dict[float, AdapterInfo] = {}
+        ends = {}
         if spec.dose == "weights":  # the two ends, each trained on one whole set
-            for ratio, data in ((0.0, base), (1.0, variant)):
-                name = f"end{int(ratio)}-s{seed}"
-                ends[ratio] = train_adapter(
-                    model,
-                    data,
-                    out=folder / "adapters" / name,
-                    train=train,
-                    lora=lora,
-                    seed=seed,
-                    name=name,
-                    progress=progress,
-                )
+            ends = {0.0: trained(_canonical(base), seed), 1.0: trained(_canonical(variant), seed)}
         for i, value in enumerate(spec.doses):
-            label = f"{spec.label(i)}:{k}"
-            name = f"{spec.label(i)}-s{seed}"
-            where = folder / "adapters" / name
             if spec.dose == "weights":
-                info = _weighted(model, ends, value, where, name)
-                seen = {"dose": value, "train_seed": seed, "weights": [1.0 - value, value], "variant_facts": []}
+                name = f"w{ends[0.0].name[1:7]}{ends[1.0].name[1:7]}-{round(value * 1000)}-s{seed}"
+                info = _weighted(model, ends, value, store / name, name)
+                seen = {"weights": [1.0 - value, value], "variant_facts": _variant_ids(variant, base)}
             else:
                 data, ids = dose_dataset(spec, base, variant, i, seed)
-                info = train_adapter(
-                    model, data, out=where, train=train, lora=lora, seed=seed, name=name, progress=progress
-                )
-                seen = {"dose": value, "train_seed": seed, "data": data.name, "variant_facts": ids}
+                info = trained(data, seed)
+                seen = {"data_sha256": data.sha256(), "variant_facts": ids}
+            label = f"{spec.label(i)}:{k}"
             adapters[label] = info
-            facts[label] = {**seen, "adapter": name, "path": info.path, "sha256": info.sha256}
+            facts[label] = {"dose": value, "train_seed": seed, **seen, "adapter": info.name, "sha256": info.sha256}
     return adapters, facts
 
 
@@ -257,8 +278,6 @@ def _weighted(model: LoadedModel, ends: dict[float, AdapterInfo], ratio: float, 
     """``(1 - ratio) * base adapter + ratio * variant adapter``, exactly (``cat``); reused when already written."""
     from persona_space.arithmetic._combine import combine
 
-    if (where / "adapter_config.json").is_file():
-        if name in model.adapters:
-            return model.adapters[name]
+    if (where / "adapter_config.json").is_file():  # written whole (or not at all) by combine
         return model.adapters[model.load_adapter(where, name=name)]
     return combine(model, {"base": ends[0.0], "variant": ends[1.0]}, [1.0 - ratio, ratio], out=where, name=name)
