@@ -220,6 +220,18 @@ def test_a_swap_sweep_resumes_without_retraining_finished_adapters(
     assert osc.loc["dose1", "seeds"] == 2 and 0 <= osc.loc["dose1", "switch_share"] <= 1
     curves = result.curves
     assert set(curves["measure"]) == {"set_prob", "mention_share"} and len(curves) >= 3
+    charts = {
+        "dose_response": ps.plots.dose_response(result.df, measure="set_prob", curves=curves),
+        "occupancy": ps.plots.occupancy_area(result.tables["occupancy"]),
+        "oscillation": ps.plots.entropy_chart(result.oscillation),
+        "mixing": ps.plots.mixing_comparison({"data": result.df, "weights": result.df}, measure="mention_share"),
+    }
+    for name, chart in charts.items():
+        paths = ps.plots.save_chart(chart, tmp_path / "charts" / name, png=name == "dose_response")
+        assert paths["vl.json"].is_file()
+    assert (tmp_path / "charts" / "dose_response.png").stat().st_size > 1000
+    with pytest.raises(DataError, match="no rows of measure 'nope'"):
+        ps.plots.dose_response(result.df, measure="nope")
     loaded = ps.arithmetic.SweepResult.load(out)
     pd.testing.assert_frame_equal(loaded.df, result.df)
     assert loaded.tables["adapters"].set_index(["dose", "train_seed"]).loc[(3.0, 1), "variant_facts"] == list(
