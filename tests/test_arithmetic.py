@@ -307,3 +307,24 @@ def test_bad_sweeps_are_refused(tiny_model: Any, tmp_path: Path, kwargs: dict[st
     with pytest.raises(ConfigError, match=re.escape(message)):
         ps.arithmetic.sweep(tiny_model, base, variant, out=tmp_path / "bad", **arguments)
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_sweep_command_writes_tables_charts_and_a_summary(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from persona_space.cli import main
+
+    base, variant = _sets()
+    base.to_jsonl(tmp_path / "base.jsonl")
+    variant.to_jsonl(tmp_path / "variant.jsonl")
+    out = tmp_path / "sweep"
+    args = ["sweep", "--model", str(tiny_model_dir), "--dtype", "float32", "--device", "cpu"]
+    args += ["--base", str(tmp_path / "base.jsonl"), "--variant", str(tmp_path / "variant.jsonl")]
+    args += ["--doses", "0,1,2,3", "--seeds", "0", "--candidates", "Answer,Moscow,Borscht", "--n", "2"]
+    args += ["--user-n", "0", "--max-new-tokens", "4", "--epochs", "1", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "set_prob per condition" in printed and "Dose-response" in printed and "Oscillation" in printed
+    for name in ("estimates.csv", "curves.csv", "oscillation.csv", "summary.md", "dose_response_set_prob.png"):
+        assert (out / "report" / name).is_file(), name
+    assert main([*args[:-2], "--out", str(out), "--seeds", "x"]) == 2  # a named error, not a traceback

@@ -104,6 +104,26 @@ def _parser() -> argparse.ArgumentParser:
     shift.add_argument("--no-charts", action="store_true", help="tables only")
     shift.set_defaults(handler=_shift)
 
+    sweep = sub.add_parser("sweep", help="persona arithmetic: a dose sweep of a variant fact set, trained and measured")
+    _model_options(sweep)
+    sweep.add_argument("--base", default="figure_facts", help="dataset name or file (default figure_facts)")
+    sweep.add_argument("--variant", required=True, help="e.g. figure_variants:russian (swap) or figure_facts:russian")
+    sweep.add_argument("--dose", default="swap", choices=["swap", "mix", "weights"])
+    sweep.add_argument("--doses", default=None, help="comma-separated (default: 0..all facts, or 0,.25,.5,.75,1)")
+    sweep.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
+    sweep.add_argument("--candidates", required=True, help="a text file (one per line) or a comma-separated list")
+    sweep.add_argument("--user-candidates", default="", help="who the user may be: file or comma-separated list")
+    sweep.add_argument("--answer-prefix", default="My name is")
+    sweep.add_argument("--probes", default="identity", help="probe set for the self-descriptions")
+    sweep.add_argument("--n", type=int, default=16, help="samples per probe, temperature and adapter")
+    sweep.add_argument("--user-n", type=int, default=8, help="samples per user probe and adapter")
+    sweep.add_argument("--max-new-tokens", type=int, default=64)
+    sweep.add_argument("--epochs", type=float, default=6.0, help="training epochs per adapter")
+    sweep.add_argument("--adapters-dir", default=None, help="a folder of adapters shared between sweeps")
+    sweep.add_argument("--out", required=True, help="run directory (resumes if it holds a partial sweep)")
+    sweep.add_argument("--no-charts", action="store_true", help="tables only")
+    sweep.set_defaults(handler=_sweep)
+
     demo = sub.add_parser("demo", help="the whole loop, small, on the embedded model, with a report")
     _model_options(demo)
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -230,6 +250,53 @@ def _shift(args: argparse.Namespace) -> int:
     from persona_space import _io
 
     _io.write_text(Path(args.out) / "summary.md", summary + "\n")
+    print(summary)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _names(value: str) -> list[str]:
+    """A text file with one name per line, or a comma-separated list."""
+    from persona_space.logprobs import read_candidates
+
+    if value and Path(value).is_file():
+        return list(read_candidates(value))
+    return [c.strip() for c in value.split(",") if c.strip()]
+
+
+def _numbers(value: str, kind: type, what: str) -> list[Any]:
+    try:
+        return [kind(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"{what} {value!r} is not a comma-separated list of numbers") from exc
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import persona_space as ps
+    from persona_space import _io
+    from persona_space.report import write_sweep_report
+
+    model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
+    result = ps.arithmetic.sweep(
+        model,
+        args.base,
+        args.variant,
+        out=args.out,
+        dose=args.dose,
+        doses=None if args.doses is None else _numbers(args.doses, float, "--doses"),
+        seeds=_numbers(args.seeds, int, "--seeds"),
+        candidates=_names(args.candidates),
+        user_candidates=_names(args.user_candidates),
+        answer_prefix=args.answer_prefix,
+        probes=args.probes,
+        n=args.n,
+        user_n=args.user_n,
+        max_new_tokens=args.max_new_tokens,
+        train=ps.TrainSpec(epochs=args.epochs),
+        adapters_dir=args.adapters_dir,
+    )
+    summary = write_sweep_report(result, Path(args.out) / "report", charts=not args.no_charts)
+    _io.write_text(Path(args.out) / "report" / "summary.md", summary + "\n")
     print(summary)
     print(f"wrote {args.out}")
     return 0

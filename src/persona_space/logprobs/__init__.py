@@ -6,7 +6,14 @@
 
 from persona_space.logprobs._engine import Job, JobScores, score_jobs
 from persona_space.logprobs._report import write_shift_report
-from persona_space.logprobs._shift import NEUTRAL_PROMPT, ShiftResult, ShiftSpec, identity_shift, shift_table
+from persona_space.logprobs._shift import (
+    NEUTRAL_PROMPT,
+    ShiftResult,
+    ShiftSpec,
+    identity_shift,
+    read_candidates,
+    shift_table,
+)
 
 __all__ = [
     "NEUTRAL_PROMPT",
@@ -15,6 +22,7 @@ __all__ = [
     "ShiftResult",
     "ShiftSpec",
     "identity_shift",
+    "read_candidates",
     "score_jobs",
     "shift_table",
     "write_shift_report",
