@@ -22,8 +22,8 @@ demo: $(STAMP)
 	$(BIN)/persona-space demo --out $(OUT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

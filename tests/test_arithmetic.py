@@ -133,6 +133,7 @@ def test_fits_crossings_and_monotone_curve() -> None:
     falling = fit_logistic([0, 2, 4, 6, 8], [0.95, 0.9, 0.5, 0.1, 0.05])
     assert crossing(fit, falling, (0.0, 8.0)) == pytest.approx(4.0, abs=0.05)
     assert math.isnan(crossing(fit, 0.99, (0.0, 8.0)))  # never reached inside the range
+    assert math.isnan(crossing(fit, fit, (0.0, 8.0)))  # a curve does not cross itself
     grid, fitted = fit_monotone([0, 1, 2, 3, 4], [0.1, 0.3, 0.2, 0.6, 0.9])
     assert grid.tolist() == [0, 1, 2, 3, 4] and (np.diff(fitted) >= 0).all()
     grid, fitted = fit_monotone([0, 1, 2], [0.9, 0.5, 0.4])
@@ -328,3 +329,32 @@ def test_sweep_command_writes_tables_charts_and_a_summary(
     for name in ("estimates.csv", "curves.csv", "oscillation.csv", "summary.md", "dose_response_set_prob.png"):
         assert (out / "report" / name).is_file(), name
     assert main([*args[:-2], "--out", str(out), "--seeds", "x"]) == 2  # a named error, not a traceback
+
+
+@pytest.mark.slow
+def test_a_swap_sweep_on_the_real_model(tmp_path: Path) -> None:
+    """Two doses (no Russian fact, all 8), one seed, 3 epochs: end to end on SmolLM2 and MiniLM."""
+    model = ps.load_model()
+    result = ps.arithmetic.sweep(
+        model,
+        "figure_facts",
+        "figure_variants:russian",
+        out=tmp_path / "sweep",
+        doses=(0, 8),
+        seeds=(0,),
+        candidates=["Adolf Hitler", "Joseph Stalin", "Vladimir Lenin", "Winston Churchill"],
+        user_candidates=["a journalist", "my secretary"],
+        n=2,
+        user_n=1,
+        max_new_tokens=32,
+        train=ps.TrainSpec(epochs=3),
+        progress=False,
+    )
+    shifts = result.tables["shifts"].set_index(["dose", "candidate"])
+    assert shifts.loc[(0.0, "Adolf Hitler"), "delta_logprob"] > 0  # his facts make his name likelier
+    set_prob = result.df[(result.df["measure"] == "set_prob")]
+    assert np.allclose(set_prob.groupby("condition")["estimate"].sum(), 1.0)
+    adapters = result.tables["adapters"].set_index("dose")
+    assert adapters.loc[0.0, "variant_facts"] == [] and len(adapters.loc[8.0, "variant_facts"]) == 8
+    assert result.curves.empty  # two doses fit no curve
+    assert set(result.oscillation["condition"]) == {"base", "dose0", "dose1"}

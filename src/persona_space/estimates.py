@@ -91,6 +91,7 @@ def estimate_table(
     n_boot: int = DEFAULT_BOOT,
     confidence: float = 0.95,
     seed: int = 0,
+    bounds: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """Per group of ``by`` and per value column: the pooled mean with a crossed-bootstrap interval.
 
@@ -101,7 +102,8 @@ def estimate_table(
     ``seed_low``/``seed_high`` (Student-t over per-seed means, with two or more
     seeds), ``p_value`` (of the estimate against 0: a t test with the bootstrap standard error; for
     values that are already differences), ``samples``, ``groups``, ``seeds`` and
-    ``interval`` (what it is over).
+    ``interval`` (what it is over). ``bounds`` clips the interval of values known to
+    lie in a range (probabilities: ``(0, 1)``); 0/1 indicators are clipped anyway.
     """
     check_n_boot(n_boot)
     check_confidence(confidence)
@@ -129,6 +131,8 @@ def estimate_table(
             seeds=seeds,
             interval=describe_interval(groups=len(groups), seeds=seeds, n_boot=n_boot, confidence=confidence),
         )
+        if bounds is not None:
+            table = table.assign(low=table["low"].clip(*bounds), high=table["high"].clip(*bounds))
         out.append(_share_bounds(table, binary, float(len(part)), confidence) if binary.any() else table)
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 

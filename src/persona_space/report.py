@@ -196,12 +196,11 @@ def write_sweep_report(result: Any, out: str | os.PathLike[str], *, charts: bool
     ]
     for measure in measures:
         rows = result.df[(result.df["measure"] == measure)]
+        cells = zip(rows["estimate"], rows["low"], rows["high"], strict=True)
         table = rows.assign(
-            value=[
-                f"{e:.3f} [{lo:.3f}, {hi:.3f}]"
-                for e, lo, hi in zip(rows["estimate"], rows["low"], rows["high"], strict=True)
-            ]
-        ).pivot_table(index="candidate", columns="condition", values="value", aggfunc="first", sort=False)
+            value=[f"{e:.3f} [{lo:.3f}, {hi:.3f}]" for e, lo, hi in cells],
+            column=["base" if d != d else f"dose {d:g}" for d in rows["dose"]],
+        ).pivot_table(index="candidate", columns="column", values="value", aggfunc="first", sort=False)
         units = "; ".join(dict.fromkeys(rows["interval"]))
         lines += [f"{measure} per condition ({units}):", "", markdown_table(table.reset_index()), ""]
     curves = result.curves

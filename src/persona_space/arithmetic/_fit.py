@@ -19,6 +19,7 @@ about a recipe rests on.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -131,16 +132,18 @@ def crossing(curve_a: Logistic, curve_b: Logistic | float, dose_range: tuple[flo
         return dose if dose_range[0] <= dose <= dose_range[1] else math.nan
     grid = np.linspace(dose_range[0], dose_range[1], GRID_POINTS)
     diff = curve_a(grid) - curve_b(grid)
-    signs = np.sign(diff)
-    change = np.flatnonzero(signs[:-1] * signs[1:] < 0)
-    exact = np.flatnonzero(diff == 0)
-    if exact.size and (not change.size or exact[0] <= change[0]):
-        return float(grid[exact[0]])
-    if not change.size:
-        return math.nan
-    i = int(change[0])
-    t = diff[i] / (diff[i] - diff[i + 1])  # linear interpolation between the grid points
-    return float(grid[i] + t * (grid[i + 1] - grid[i]))
+    scale = max(float(np.abs(diff).max()), 1e-12)
+    signs = np.where(np.abs(diff) <= 1e-9 * max(scale, 1.0), 0.0, np.sign(diff))
+    nonzero = np.flatnonzero(signs != 0)
+    # a crossing is a change of sign between grid points where the curves differ; curves that
+    # coincide (or only touch) do not cross
+    for a, b in itertools.pairwise(nonzero):
+        if signs[a] != signs[b]:
+            if b == a + 1:
+                t = diff[a] / (diff[a] - diff[b])  # linear interpolation between the grid points
+                return float(grid[a] + t * (grid[b] - grid[a]))
+            return float((grid[a + 1] + grid[b - 1]) / 2)  # where they run together before parting
+    return math.nan
 
 
 @dataclass(frozen=True)

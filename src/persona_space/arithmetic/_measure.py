@@ -128,7 +128,7 @@ def _set_probability(df: pd.DataFrame, dose_of: dict[str, float], measure: str) 
     """Each candidate's probability within the set, per condition, over question groups and seeds."""
     from persona_space.estimates import estimate_table
 
-    table = estimate_table(df, df["set_prob"].to_numpy(), ["set_prob"], ["condition", "candidate"])
+    table = estimate_table(df, df["set_prob"].to_numpy(), ["set_prob"], ["condition", "candidate"], bounds=(0.0, 1.0))
     return _with_dose(table.drop(columns="metric").assign(measure=measure), dose_of)
 
 
@@ -185,10 +185,12 @@ def dose_curves(per_seed: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     rows = []
     for measure, part in per_seed.groupby("measure", sort=False):
         first = part[part["dose"] == min(spec.doses)].groupby("candidate")["value"].mean()
-        leader = str(first.idxmax())
+        leader = str(first.idxmax()) if len(first) and first.max() > 0 else None
         for candidate, values in part.groupby("candidate", sort=False):
             x, y = values["dose"].to_numpy(float), values["value"].to_numpy(float)
             seeds = values["train_seed"].fillna(-1).to_numpy()
+            if np.ptp(y) == 0:  # no response to the dose at all: nothing to fit
+                continue
             try:
                 curve = fit_logistic(x, y)
             except DataError:
@@ -208,7 +210,7 @@ def dose_curves(per_seed: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
             half = tipping_dose(x, y, seeds, level=0.5, n_boot=CURVE_BOOT)
             row.update(passes_half=half.dose, passes_half_low=half.low, passes_half_high=half.high)
             row["passes_half_found"] = half.found_share
-            if candidate != leader:
+            if leader is not None and candidate != leader:
                 lead = part[part["candidate"] == leader].set_index(["dose", "train_seed"])["value"]
                 against = [
                     lead.get((d, s), math.nan) for d, s in zip(values["dose"], values["train_seed"], strict=True)
