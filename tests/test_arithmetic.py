@@ -47,8 +47,17 @@ def test_cat_is_the_exact_weighted_sum_of_the_weight_changes(
     manifest = json.loads((Path(info.path) / "persona_space_adapter.json").read_text())
     assert manifest["method"] == "cat" and manifest["exact"] and manifest["rank"] == 4 + 8
     assert [s["weight"] for s in manifest["sources"]] == [0.3, -0.7]
-    assert manifest["relative_error"]["max"] < 1e-5
+    assert manifest["relative_error"]["max"] < 1e-5 and manifest["relative_error"]["dtype"] == "float32"
     assert info.name in tiny_model.adapters  # attached, ready to sample or score
+
+
+def test_cat_on_a_bfloat16_model_is_exact_to_bfloat16_rounding(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
+    b = make_lora(tiny_model_dir, tmp_path / "b", seed=2)
+    info = combine(model, {"a": a, "b": b}, [0.5, 0.5], out=tmp_path / "ab")
+    error = json.loads((Path(info.path) / "persona_space_adapter.json").read_text())["relative_error"]
+    assert error["max"] < 1e-2 and error["dtype"] in ("bfloat16", "float32")
 
 
 def test_svd_at_the_summed_rank_is_exact_and_linear_warns_with_its_error(
