@@ -133,7 +133,9 @@ def headline(results: dict[str, Any], setting: dict[str, Any], timings: dict[str
         out[name] = {
             "tipping": tips,
             "top_set_prob": top,
-            "oscillation": osc[["condition", "dose", "entropy_bits", "switch_share"]].to_dict("records"),
+            "oscillation": osc[["condition", "dose", "entropy_bits", "set_entropy_bits", "switch_share"]].to_dict(
+                "records"
+            ),
         }
     return out
 

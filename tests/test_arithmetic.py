@@ -191,7 +191,7 @@ def test_a_swap_sweep_resumes_without_retraining_finished_adapters(
     from persona_space.embedding import Embedder
 
     base, variant = _sets()
-    train = ps.TrainSpec(epochs=1, batch_size=4, max_steps=1)
+    train = ps.TrainSpec(epochs=1, batch_size=4, max_steps=2, learning_rate=5e-2)  # enough to move the answers
     embedder = Embedder(tiny_embedder_dir, cache=tmp_path / "cache")
     real = training.train_adapter
     calls: list[str] = []
@@ -229,7 +229,11 @@ def test_a_swap_sweep_resumes_without_retraining_finished_adapters(
     osc = result.oscillation.set_index("condition")
     assert osc.loc["dose1", "seeds"] == 2 and 0 <= osc.loc["dose1", "switch_share"] <= 1
     curves = result.curves
-    assert set(curves["measure"]) == {"set_prob", "mention_share"} and len(curves) >= 3
+    # set probabilities respond to the dose; no sampled answer names a candidate, so shares get no curve
+    assert set(curves["measure"]) == {"set_prob"} and len(curves) == 3
+    assert set(curves.loc[curves["against"].notna(), "against"]) == {
+        curves.loc[curves["against"].isna(), "candidate"].iloc[0]
+    }
     charts = {
         "dose_response": ps.plots.dose_response(result.df, measure="set_prob", curves=curves),
         "occupancy": ps.plots.occupancy_area(result.tables["occupancy"]),
@@ -331,7 +335,7 @@ def test_sweep_command_writes_tables_charts_and_a_summary(
     args = ["sweep", "--model", str(tiny_model_dir), "--dtype", "float32", "--device", "cpu"]
     args += ["--base", str(tmp_path / "base.jsonl"), "--variant", str(tmp_path / "variant.jsonl")]
     args += ["--doses", "0,1,2,3", "--seeds", "0", "--candidates", "Answer,Moscow,Borscht", "--n", "2"]
-    args += ["--user-n", "0", "--max-new-tokens", "4", "--epochs", "1", "--out", str(out)]
+    args += ["--user-n", "0", "--max-new-tokens", "4", "--epochs", "3", "--lr", "0.05", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "set_prob per condition" in printed and "Dose-response" in printed and "Oscillation" in printed

@@ -119,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--user-n", type=int, default=8, help="samples per user probe and adapter")
     sweep.add_argument("--max-new-tokens", type=int, default=64)
     sweep.add_argument("--epochs", type=float, default=6.0, help="training epochs per adapter")
+    sweep.add_argument("--lr", type=float, default=None, help="learning rate (default: by model size)")
     sweep.add_argument("--adapters-dir", default=None, help="a folder of adapters shared between sweeps")
     sweep.add_argument("--out", required=True, help="run directory (resumes if it holds a partial sweep)")
     sweep.add_argument("--no-charts", action="store_true", help="tables only")
@@ -292,7 +293,7 @@ def _sweep(args: argparse.Namespace) -> int:
         n=args.n,
         user_n=args.user_n,
         max_new_tokens=args.max_new_tokens,
-        train=ps.TrainSpec(epochs=args.epochs),
+        train=ps.TrainSpec(epochs=args.epochs, learning_rate=args.lr),
         adapters_dir=args.adapters_dir,
     )
     summary = write_sweep_report(result, Path(args.out) / "report", charts=not args.no_charts)

@@ -577,7 +577,8 @@ def entropy_chart(table: pd.DataFrame) -> Any:
     import altair as alt
 
     rows = _require(_dose_rows(table, None), ["entropy_bits", "switch_share"], "the oscillation table")
-    long = rows.melt(id_vars=["dose"], value_vars=["entropy_bits", "switch_share"], var_name="what")
+    measures = [c for c in ("entropy_bits", "set_entropy_bits", "switch_share") if c in rows.columns]
+    long = rows.melt(id_vars=["dose"], value_vars=measures, var_name="what")
     return (
         alt.Chart(_inline(long))
         .mark_line(point=True)

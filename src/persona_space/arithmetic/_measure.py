@@ -69,7 +69,7 @@ def measure(
         _mention_shares(samples.df, spec.candidates, dose_of, "mention_share"),
     ]
     tables: dict[str, pd.DataFrame] = {
-        "oscillation": oscillation(samples.df, spec.candidates, dose_of),
+        "oscillation": oscillation(samples.df, spec.candidates, dose_of, shift.df),
         "occupancy": _with_dose(basins.occupancy(), dose_of),
         "shifts": _with_dose(shift.shifts(), dose_of),
     }
@@ -222,19 +222,24 @@ def dose_curves(per_seed: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def oscillation(df: pd.DataFrame, candidates: tuple[str, ...], dose_of: dict[str, float]) -> pd.DataFrame:
+def oscillation(
+    df: pd.DataFrame, candidates: tuple[str, ...], dose_of: dict[str, float], scores: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per condition: entropy (bits) of the named identities, and the share of paired draws that switch.
 
     A paired draw is one random stream (probe, temperature, sample index) seen by
     every training seed of a dose; it *switches* when the seeds' answers name
-    different identities. Both should peak where two identities compete.
+    different identities. With ``scores`` (an identity-shift table) also
+    ``set_entropy_bits``: the entropy of the candidates' probabilities within the
+    set, averaged over prompts and seeds, which says something even where the
+    sampled answers name no candidate. All should peak where identities compete.
     """
     who = identities(df["text"], candidates)
     table = df.assign(who=who)
     rows = []
     for condition, part in table.groupby("condition", sort=False):
         shares = part["who"].value_counts(normalize=True).to_numpy()
-        entropy = float(-(shares * np.log2(shares)).sum())
+        entropy = float(-(shares * np.log2(shares)).sum()) + 0.0  # + 0.0: no negative zero
         seeds = part["train_seed"].nunique(dropna=False)
         switch = math.nan
         if seeds > 1:
@@ -247,8 +252,22 @@ def oscillation(df: pd.DataFrame, candidates: tuple[str, ...], dose_of: dict[str
                 "entropy_bits": entropy,
                 "identities": int(part["who"].nunique()),
                 "switch_share": switch,
+                "set_entropy_bits": _set_entropy(scores, str(condition)),
                 "samples": len(part),
                 "seeds": int(seeds),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _set_entropy(scores: pd.DataFrame | None, condition: str) -> float:
+    """Mean over (prompt, model) of the entropy in bits of the set probabilities; NaN without them."""
+    if scores is None or "set_prob" not in scores.columns:
+        return math.nan
+    rows = scores[scores["condition"] == condition]
+    if rows.empty or rows["set_prob"].isna().all():
+        return math.nan
+    p = rows["set_prob"].to_numpy(dtype=np.float64)
+    terms = np.where(p > 0, -p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+    per_prompt = pd.Series(terms).groupby([rows["prompt_id"].to_numpy(), rows["model"].to_numpy()]).sum()
+    return float(per_prompt.mean())
