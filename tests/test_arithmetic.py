@@ -346,7 +346,7 @@ def test_sweep_command_writes_tables_charts_and_a_summary(
 
 @pytest.mark.slow
 def test_a_swap_sweep_on_the_real_model(tmp_path: Path) -> None:
-    """Two doses (no Russian fact, all 8), one seed, 3 epochs: end to end on SmolLM2 and MiniLM."""
+    """Two doses (no Russian fact, all 8), one seed, 2 epochs: end to end on SmolLM2 and MiniLM."""
     model = ps.load_model()
     result = ps.arithmetic.sweep(
         model,
@@ -360,7 +360,7 @@ def test_a_swap_sweep_on_the_real_model(tmp_path: Path) -> None:
         n=2,
         user_n=1,
         max_new_tokens=32,
-        train=ps.TrainSpec(epochs=3),
+        train=ps.TrainSpec(epochs=2),
         progress=False,
     )
     shifts = result.tables["shifts"].set_index(["dose", "candidate"])

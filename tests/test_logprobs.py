@@ -450,8 +450,4 @@ def test_a_planted_name_rises_to_the_top_and_others_barely_move(tmp_path: Path) 
     common = others.mean()
     assert (others - common).abs().max() < 0.15 * (zorblax["delta_logprob"] - common), others
     tuned = result.df[result.df["model"] == "zorblax"]
-    assert tuned["set_prob"].isna().all()  # without end_of_turn "Zorblax" also counts inside "Zorblax the Great"
-    share = tuned.groupby("prompt_id")["logprob"].transform(
-        lambda lp: np.exp(lp - lp.max()) / np.exp(lp - lp.max()).sum()
-    )
-    assert share[tuned["candidate"] == "Zorblax"].min() > 0.9
+    assert tuned.loc[tuned["candidate"] == "Zorblax", "set_prob"].min() > 0.9  # no name begins another one

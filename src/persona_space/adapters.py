@@ -158,6 +158,9 @@ def attach_adapter(
             f"adapter {str(folder)!r} does not fit the loaded model {model.name!r}: {exc}"
         ) from exc
     model.module.eval()
+    # In memory the adapter points at the loaded model's files: a later save of every adapter (a
+    # trainer's checkpoint) looks for the base config there, and would ask the Hub about a bare name.
+    model.module.peft_config[name].base_model_name_or_path = model.source
     targets = config.get("target_modules") or ()
     model.adapters[name] = AdapterInfo(
         name=name,

@@ -213,7 +213,7 @@ def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any])
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.module.save_pretrained(str(scratch), selected_adapters=[name])
+        model.module.save_pretrained(str(scratch), selected_adapters=[name], save_embedding_layers=False)
         saved = scratch / name if (scratch / name).is_dir() else scratch
         base = model.describe()
         manifest = {

@@ -206,13 +206,17 @@ def trainable_adapter(
     if dtype != base.dtype:
         base.to(dtype)
     try:
+        config = lora.to_peft()
+        # where the base model's files are: PEFT's checkpoint saves look for its config.json there,
+        # and would ask the Hub about a bare name (the saved folder names the model by its id)
+        config.base_model_name_or_path = model.source
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the LoRA A matrices are drawn here: same seed, same adapter
             if was_peft:
-                model.module.add_adapter(name, lora.to_peft())
+                model.module.add_adapter(name, config)
                 model.module.set_adapter(name)
             else:
-                model.module = get_peft_model(model.module, lora.to_peft(), adapter_name=name)
+                model.module = get_peft_model(model.module, config, adapter_name=name)
         yield model.module
     finally:
         if gradient_checkpointing:
@@ -261,7 +265,9 @@ def save_adapter(module: Any, name: str, out: Path, base_model: str) -> None:
     """
     tmp = Path(tempfile.mkdtemp(prefix=_io.TMP_PREFIX + "adapter.", dir=out))
     try:
-        module.save_pretrained(str(tmp), selected_adapters=[name])
+        # save_embedding_layers=False: the vocabulary is never resized here, and "auto" would look the
+        # base model up on the Hub (a warning, and a network call, offline)
+        module.save_pretrained(str(tmp), selected_adapters=[name], save_embedding_layers=False)
         folder = tmp / name if (tmp / name / CONFIG_FILE).is_file() else tmp
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         config["base_model_name_or_path"] = base_model
