@@ -14,7 +14,8 @@ from persona_space.arithmetic._combine import EXACT, METHODS, combine, scale
 from persona_space.arithmetic._fit import Logistic, Tipping, crossing, fit_logistic, fit_monotone, tipping_dose
 from persona_space.arithmetic._measure import identities, oscillation
 from persona_space.arithmetic._result import SweepResult
-from persona_space.arithmetic._sweep import DOSES, SweepSpec, dose_dataset, sweep
+from persona_space.arithmetic._spec import DOSES, SweepSpec
+from persona_space.arithmetic._sweep import dose_dataset, sweep
 
 __all__ = [
     "DOSES",

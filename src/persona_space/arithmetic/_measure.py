@@ -12,7 +12,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from persona_space.adapters import AdapterInfo
     from persona_space.arithmetic._result import SweepResult
-    from persona_space.arithmetic._sweep import SweepSpec
+    from persona_space.arithmetic._spec import SweepSpec
     from persona_space.models import LoadedModel
     from persona_space.probes import ProbeSet
 
@@ -51,17 +51,22 @@ def measure(
         progress=progress,
     )
     runs: dict[str, Any] = {"base": None, **conditions}
-    samples = sample(
-        model,
-        probes,
-        adapters=runs,
-        n=spec.n,
-        temperatures=spec.temperatures,
-        max_new_tokens=spec.max_new_tokens,
-        seed=spec.sample_seed,
-        store=folder / "samples",
-        progress=progress,
-    )
+
+    def sampled(probe_set: ProbeSet, n: int, where: str) -> Any:
+        """Every condition's answers with the same random streams (paired), resumable in ``folder/where``."""
+        return sample(
+            model,
+            probe_set,
+            adapters=runs,
+            n=n,
+            temperatures=spec.temperatures,
+            max_new_tokens=spec.max_new_tokens,
+            seed=spec.sample_seed,
+            store=folder / where,
+            progress=progress,
+        )
+
+    samples = sampled(probes, spec.n, "samples")
     basins = _basin_map(samples, folder / "basins", embedder)
     dose_of = {spec.label(i): d for i, d in enumerate(spec.doses)}
     estimates = [
@@ -85,17 +90,7 @@ def measure(
         estimates.append(_set_probability(user_shift.df, dose_of, "user_set_prob"))
         tables["user_shifts"] = _with_dose(user_shift.shifts(), dose_of)
     if spec.user_candidates and spec.user_n:
-        answers = sample(
-            model,
-            USER,
-            adapters=runs,
-            n=spec.user_n,
-            temperatures=spec.temperatures,
-            max_new_tokens=spec.max_new_tokens,
-            seed=spec.sample_seed,
-            store=folder / "user-samples",
-            progress=progress,
-        )
+        answers = sampled(USER, spec.user_n, "user-samples")
         estimates.append(_mention_shares(answers.df, spec.user_candidates, dose_of, "user_mention_share"))
     tables["curves"] = dose_curves(_per_seed(shift.df, samples.df, spec, dose_of), spec)
     tables["adapters"] = pd.DataFrame([{"label": label, **row} for label, row in facts.items()])
