@@ -46,6 +46,8 @@ def test_cat_is_the_exact_weighted_sum_of_the_weight_changes(
         torch.testing.assert_close(delta, 0.3 * da[key] - 0.7 * db[key], rtol=1e-5, atol=1e-6)
     manifest = json.loads((Path(info.path) / "persona_space_adapter.json").read_text())
     assert manifest["method"] == "cat" and manifest["exact"] and manifest["rank"] == 4 + 8
+    config = json.loads((Path(info.path) / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == tiny_model.name and config["r"] == 12
     assert [s["weight"] for s in manifest["sources"]] == [0.3, -0.7]
     assert manifest["relative_error"]["max"] < 1e-5 and manifest["relative_error"]["dtype"] == "float32"
     assert info.name in tiny_model.adapters  # attached, ready to sample or score

@@ -12,6 +12,7 @@ that records its sources, weights, method and measured error.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -215,6 +216,10 @@ def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any])
     try:
         model.module.save_pretrained(str(scratch), selected_adapters=[name], save_embedding_layers=False)
         saved = scratch / name if (scratch / name).is_dir() else scratch
+        config_path = saved / "adapter_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = model.name  # an id load_model accepts, not this machine's path
+        _io.write_json(config_path, config)
         base = model.describe()
         manifest = {
             **manifest,
