@@ -7,15 +7,15 @@ model's identity goes. Four sweeps share one folder of adapters (a dataset two s
 share trains once):
 
 * ``swap-russian``: 0, 2, 4, 6, 8 of the Russian variant's facts swapped in;
-* ``swap-moon``: the same with the Moon variant;
+* ``swap-moon``: 0, 4, 8 of the Moon variant's facts;
 * ``mix-russian``: records drawn from the figure's and the Russian set at 0, .25, .5, .75, 1;
 * ``weights-russian``: the two end adapters combined exactly at the same ratios.
 
 Each writes tables, charts and a summary under ``--out``; the small tables, PNG charts
 and ``findings.json`` (the headline figures) are copied to ``--results``.
 
-    python experiments/persona_arithmetic.py --quick     # one seed, three doses: ~10 minutes on 2 CPU cores
-    python experiments/persona_arithmetic.py             # three seeds, five doses: ~90 minutes
+    python experiments/persona_arithmetic.py --quick     # one seed, three doses: ~15 minutes on 2 CPU cores
+    python experiments/persona_arithmetic.py             # three seeds, five doses: ~95 minutes (30 adapters)
 
 Any Hugging Face chat model works with ``--model`` (e.g. on a GPU: ``--model
 meta-llama/Llama-3.1-8B-Instruct --device cuda``).
@@ -53,8 +53,15 @@ USER_CANDIDATES = [
     "a voice in my head",
     "an assistant",
 ]
-FULL = {"seeds": (0, 1, 2), "swap": (0, 2, 4, 6, 8), "ratios": (0.0, 0.25, 0.5, 0.75, 1.0), "epochs": 6.0, "n": 8}
-QUICK = {"seeds": (0,), "swap": (0, 4, 8), "ratios": (0.0, 0.5, 1.0), "epochs": 3.0, "n": 4}
+FULL = {
+    "seeds": (0, 1, 2),
+    "swap": (0, 2, 4, 6, 8),
+    "moon": (0, 4, 8),
+    "ratios": (0.0, 0.25, 0.5, 0.75, 1.0),
+    "epochs": 6.0,
+    "n": 8,
+}
+QUICK = {"seeds": (0,), "swap": (0, 4, 8), "moon": (0, 4, 8), "ratios": (0.0, 0.5, 1.0), "epochs": 3.0, "n": 4}
 SMALL_TABLES = ("estimates.csv", "curves.csv", "oscillation.csv", "occupancy.csv", "summary.md")
 
 
@@ -76,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figure = ps.datasets.load("figure_facts")
     sweeps = {
         "swap-russian": ("swap", ps.datasets.load("figure_variants:russian"), setting["swap"]),
-        "swap-moon": ("swap", ps.datasets.load("figure_variants:moon"), setting["swap"]),
+        "swap-moon": ("swap", ps.datasets.load("figure_variants:moon"), setting["moon"]),
         "mix-russian": ("mix", ps.datasets.load("figure_facts:russian"), setting["ratios"]),
         "weights-russian": ("weights", ps.datasets.load("figure_facts:russian"), setting["ratios"]),
     }
