@@ -35,7 +35,6 @@ METHODS: tuple[str, ...] = ("cat", "svd", "linear", "ties", "dare_ties")
 EXACT: tuple[str, ...] = ("cat", "svd")
 # relative Frobenius error an exact method may show: the rounding of the adapter's dtype
 EXACT_TOLERANCE = {"float32": 1e-4, "float64": 1e-8, "bfloat16": 1e-2, "float16": 2e-3}
-MANIFEST = "persona_space_adapter.json"
 
 
 def combine(
@@ -209,6 +208,7 @@ def _relative_error(module: Any, name: str, sources: Sequence[str], weights: Seq
 
 def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any]) -> None:
     """Save the adapter ``name`` as a PEFT folder at ``target`` with its manifest, all at once (no partial folder)."""
+    from persona_space.adapters import MANIFEST_FILE
     from persona_space.provenance import environment
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -227,7 +227,7 @@ def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any])
             "environment": environment(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        _io.write_json(saved / MANIFEST, manifest)
+        _io.write_json(saved / MANIFEST_FILE, manifest)
         if target.exists():
             target.rmdir()  # an empty folder the caller made
         os.replace(saved, target)

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from persona_space.probes import ProbeSet
 
 OTHER = "(none)"
-BASE = "base"
 CURVE_BOOT = 1000
 
 

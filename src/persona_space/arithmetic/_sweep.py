@@ -38,8 +38,6 @@ if TYPE_CHECKING:
     from persona_space.probes import ProbeSet
     from persona_space.training import LoraSpec, TrainSpec
 
-BASE = "base"
-
 
 def sweep(
     model: LoadedModel,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from persona_space.basins._compare import NOISE_NAME
 from persona_space.basins._geometry import exact_knn, nearest_distance, quiet
 from persona_space.basins._grain import Grain, check_grain
 from persona_space.errors import ConfigError, DataError
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from persona_space.sampling import SampleSet
 
 NOISE = -1
-NOISE_NAME = "noise"
 Level = Literal["basin", "sub_basin"]
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _io
-from persona_space.adapters import CONFIG_FILE, WEIGHT_FILES, _undo_failed_attach
+from persona_space.adapters import CONFIG_FILE, MANIFEST_FILE, WEIGHT_FILES, _undo_failed_attach
 from persona_space.errors import ConfigError, CorruptRunError, StoreError, StoreMismatchError
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from persona_space.models import LoadedModel
     from persona_space.training._specs import LoraSpec
 
-MANIFEST = "persona_space_adapter.json"
+MANIFEST = MANIFEST_FILE
 PARAMS = "training_params.json"
 CHECKPOINTS = "checkpoints"
 LOSS_TABLE = "training_log.csv"
