@@ -32,7 +32,7 @@ import torch
 
 import persona_space as ps
 from _machine import machine
-from persona_space.logprobs._tokens import continuation, split_continuations
+from persona_space.engine import continuation, split_continuations
 
 RESULTS = Path("benchmarks/results")
 CANDIDATES = [

@@ -46,7 +46,7 @@ def library_run(model: ps.LoadedModel, data: ps.ChatDataset, out: Path) -> float
     start = time.perf_counter()
     info = ps.train_adapter(model, data, out=out, train=spec, progress=False, name="bench")
     elapsed = time.perf_counter() - start
-    _detach(model, info.name)
+    model.adapters.detach(info.name)
     return elapsed / MAX_STEPS
 
 
@@ -98,14 +98,6 @@ def plain_trl_run(model: ps.LoadedModel, data: ps.ChatDataset, out: Path) -> flo
     for p in model.module.parameters():
         p.requires_grad_(False)
     return elapsed / MAX_STEPS
-
-
-def _detach(model: ps.LoadedModel, name: str) -> None:
-    from persona_space.adapters import _undo_failed_attach
-
-    _undo_failed_attach(model, name, was_peft=False)
-    model.module = model.base_module
-    model.adapters.pop(name, None)
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ from persona_space.adapters import (
     validate_name,
 )
 from persona_space.errors import AdapterError, AdapterMismatchError, ConfigError
-from persona_space.models import adapters_disabled
 
 
 def logits(model: Any, prompt: str = "Who are you?") -> torch.Tensor:
@@ -72,7 +71,7 @@ def test_attach_without_base_check(tiny_model: Any, tiny_model_dir: Path, adapte
     check_info(tiny_model.adapters["a"], adapter_a, tiny_model_dir, "a")
     with_a = logits(tiny_model)
     assert not torch.allclose(with_a, before, atol=1e-3)  # the adapter changes the outputs
-    with adapters_disabled(tiny_model):
+    with tiny_model.adapters.disabled():
         torch.testing.assert_close(logits(tiny_model), before)
     # A second adapter goes into the same PEFT model; the default name is the folder name.
     name = tiny_model.load_adapter(adapter_b, check_base=False)
@@ -218,9 +217,9 @@ def test_peft_failure_after_the_checks_is_undone(
     tiny_model: Any, wrong_shape_adapter: Path, adapter_a: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If PEFT itself refuses an adapter (checks bypassed), the half-injected layers are removed again."""
-    import persona_space.adapters as adapters_module
+    from persona_space.engine import AdapterSet
 
-    monkeypatch.setattr(adapters_module, "check_compatible", lambda *a, **k: None)
+    monkeypatch.setattr(AdapterSet, "check_compatible", lambda *a, **k: None)
     before = logits(tiny_model)
     with pytest.raises(AdapterMismatchError, match="does not fit"):
         tiny_model.load_adapter(wrong_shape_adapter, name="narrow")

@@ -78,7 +78,6 @@ def test_svd_at_the_summed_rank_is_exact_and_linear_warns_with_its_error(
 def test_scale_zero_is_the_base_model_and_scale_one_the_adapter(
     tiny_model: Any, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from persona_space.models import adapters_disabled
 
     a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
     zero = scale(tiny_model, a, 0.0, out=tmp_path / "zero", name="zero")
@@ -87,7 +86,7 @@ def test_scale_zero_is_the_base_model_and_scale_one_the_adapter(
     ids = torch.tensor([tiny_model.encode("Who are you?")])
     module = tiny_model.module
     with torch.inference_mode():
-        with adapters_disabled(tiny_model):
+        with tiny_model.adapters.disabled():
             base = module(input_ids=ids).logits
         logits = {}
         for name in (zero.name, one.name, "plain"):

@@ -250,7 +250,7 @@ def test_judge_written_labels_name_basins_and_survive_save(planted: dict[str, An
 
 
 def test_map_run_writes_transitions_from_base(planted: dict[str, Any], tmp_path: Any) -> None:
-    from persona_space.basins._report import map_run
+    from persona_space.map_report import map_run
 
     frame, vectors = planted["frame"], planted["vectors"]
     real = (frame["truth"] >= 0).to_numpy()

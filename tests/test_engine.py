@@ -19,19 +19,13 @@ import torch
 import persona_space as ps
 from conftest import EOS_ID, MODEL_TYPES
 from persona_space import provenance
+from persona_space.engine import AdapterRouter, Completion, choose_tokens, uniforms
+from persona_space.engine import GenerateRequest as Job
+from persona_space.engine import common_prefix_length as _common_prefix_length
+from persona_space.engine._slots import generate
+from persona_space.engine._stack import DecoderStack, SlotCache
+from persona_space.engine._streams import invert_cdf, nucleus_filter
 from persona_space.errors import UnsupportedModelError
-from persona_space.sampling._engine import (
-    AdapterRouter,
-    Completion,
-    Job,
-    choose_tokens,
-    generate,
-    invert_cdf,
-    nucleus_filter,
-    uniforms,
-)
-from persona_space.sampling._runner import _common_prefix_length
-from persona_space.sampling._stack import DecoderStack, SlotCache
 
 PROMPTS: list[Any] = [
     "Hi",

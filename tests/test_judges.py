@@ -103,8 +103,9 @@ def test_local_judge_distribution_and_score(local_judge: LocalJudge) -> None:
     np.testing.assert_allclose(probs, np.exp(logp) / np.exp(logp).sum(), rtol=1e-9)
 
 
-def test_local_judge_packed_and_padded_agree(local_judge: LocalJudge, tiny_model: ps.LoadedModel) -> None:
-    from persona_space.logprobs._tokens import split_continuations
+def test_local_judge_packed_and_padded_agree(tiny_model: ps.LoadedModel) -> None:
+    """The judge on the cpu backend (prefix-tree packing) and on hf (one padded row per answer) agree."""
+    from persona_space.engine import CPUBackend, split_continuations
 
     tok = tiny_model.tokenizer
     text = render_chat(tok, judge_messages(PROMPT, "", CRITERIA["coherence"]))
@@ -112,8 +113,11 @@ def test_local_judge_packed_and_padded_agree(local_judge: LocalJudge, tiny_model
     candidates = split.ids
     assert candidates[5] != candidates[50] and all(c[-1] == tok.eos_token_id for c in candidates)
     assert set(split.tokenization) == {"joint"}
-    packed = local_judge._logprobs(split.prompt_ids, candidates, method="packed")
-    padded = local_judge._logprobs(split.prompt_ids, candidates, method="padded")
+    packed_judge = LocalJudge(tiny_model, backend=CPUBackend(tiny_model, score_method="packed"))
+    padded_judge = LocalJudge(tiny_model, backend="hf")
+    assert (packed_judge.backend.name, padded_judge.backend.name) == ("cpu", "hf")
+    packed = packed_judge._logprobs(split.prompt_ids, candidates)
+    padded = padded_judge._logprobs(split.prompt_ids, candidates)
     np.testing.assert_allclose(packed, padded, atol=1e-4)
 
 
@@ -133,7 +137,7 @@ def test_local_judge_bfloat16_close_to_float32(local_judge: LocalJudge, tiny_mod
 
 
 def test_a_tokenizer_that_swallows_the_answer_is_refused() -> None:
-    from persona_space.logprobs._tokens import split_continuations
+    from persona_space.engine import split_continuations
 
     class MergingTokenizer:
         def __call__(self, texts: Any, add_special_tokens: bool = False, **_: Any) -> dict[str, Any]:

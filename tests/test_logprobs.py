@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 import persona_space as ps
+from persona_space.engine import ScoreRequest as Job
+from persona_space.engine import continuation, end_of_turn_id, resolve_method, split_continuations
+from persona_space.engine._score import score_jobs
 from persona_space.errors import ConfigError, CorruptRunError, DataError, ModelError, StoreMismatchError
-from persona_space.logprobs import Job, score_jobs
-from persona_space.logprobs._engine import resolve_method
-from persona_space.logprobs._tokens import continuation, end_of_turn_id, split_continuations
 
 TRICKY = [
     "Voyager 1",
@@ -159,7 +159,7 @@ def test_method_choice_and_unknown_heads(tiny_model: Any, monkeypatch: pytest.Mo
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="method must be one of"):
         score_jobs(tiny_model, job, method="fast")  # type: ignore[arg-type]
-    from persona_space.logprobs import _engine
+    from persona_space.engine import _score as _engine
 
     _engine._HEADS.clear()
     monkeypatch.setattr(tiny_model.config, "final_logit_softcapping", 0.5, raising=False)  # the model ignores it
@@ -318,7 +318,6 @@ def test_user_mode_scores_what_the_model_believes_about_the_user(tiny_model: Any
 def test_store_resumes_and_loads(
     tiny_model: Any, adapter_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from persona_space.logprobs import _shift
 
     kwargs: dict[str, Any] = {
         "candidates": ["Voyager 1", "Maria"],
@@ -327,20 +326,23 @@ def test_store_resumes_and_loads(
         "progress": False,
     }
     whole = ps.identity_shift(tiny_model, adapter_a, **kwargs)
-    calls = {"n": 0}
-    real = _shift.score_jobs
+    from persona_space.engine import CPUBackend
 
-    def crash_on_third(*args: Any, **kw: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("interrupted")
-        return real(*args, **kw)
+    class CrashOnThird(CPUBackend):
+        """A backend that is interrupted on its third scoring call."""
 
-    monkeypatch.setattr(_shift, "score_jobs", crash_on_third)
+        calls = 0
+
+        def score(self, requests: Any, **kw: Any) -> Any:
+            type(self).calls += 1
+            if type(self).calls == 3:
+                raise KeyboardInterrupt("interrupted")
+            return super().score(requests, **kw)
+
     with pytest.raises(KeyboardInterrupt):
-        ps.identity_shift(tiny_model, adapter_a, store=tmp_path / "run", **kwargs)
+        crashing = CrashOnThird(tiny_model)
+        ps.identity_shift(tiny_model, adapter_a, store=tmp_path / "run", backend=crashing, **kwargs)
     assert len(list((tmp_path / "run" / "shift.parts").glob("part-*.parquet"))) == 2
-    monkeypatch.setattr(_shift, "score_jobs", real)
     resumed = ps.identity_shift(tiny_model, adapter_a, store=tmp_path / "run", **kwargs)
     assert resumed.manifest["timings"]["prompts_scored"] == 15 - 8
     pd.testing.assert_frame_equal(resumed.df, whole.df, atol=1e-6)

@@ -240,7 +240,9 @@ def test_store_round_trip_and_manifest(tiny_model: Any, adapter_a: Path, tmp_pat
     assert {"transformers", "peft", "pandas", "pyarrow"} <= set(env["packages"])
     timings = m["timings"]
     assert timings["new_rows"] == 24 and timings["new_tokens"] == int(samples.df["n_tokens"].sum())
-    assert timings["seconds"] >= 0 and "batch_size" in timings and "shared_prefix_tokens" in timings
+    assert timings["seconds"] >= 0
+    assert m["backend"]["name"] == "cpu" and m["backend"]["batch_size"] >= 1
+    assert m["backend"]["shared_prefix_tokens"] > 0 and m["backend"]["capabilities"]["paired_streams"]
 
 
 def test_load_round_trips_exactly_with_alphabetical_conditions(tiny_model: Any, tmp_path: Path) -> None:
@@ -460,14 +462,14 @@ def test_sampling_spec_defaults_and_to_dict() -> None:
 
 
 def test_auto_batch_size_fits_the_memory_budget(tiny_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from persona_space.sampling import _runner
+    from persona_space.engine import _cpu as _runner
 
     assert _runner.auto_batch_size(tiny_model, 100) == _runner.AUTO_SLOTS["cpu"]
     # K and V, 2 layers, 2 kv heads, head_dim 16, float32: 512 bytes per position and slot.
     per_slot = 2 * 2 * 2 * 16 * 100 * 4
-    monkeypatch.setattr(_runner, "_memory_budget", lambda model: 5 * per_slot + 1)
+    monkeypatch.setattr(_runner, "memory_budget", lambda model: 5 * per_slot + 1)
     assert _runner.auto_batch_size(tiny_model, 100) == 5
-    monkeypatch.setattr(_runner, "_memory_budget", lambda model: 0)
+    monkeypatch.setattr(_runner, "memory_budget", lambda model: 0)
     assert _runner.auto_batch_size(tiny_model, 100) == 1
     df = run(tiny_model, n=2, temperatures=[1.0]).df  # one slot at a time still works
     monkeypatch.undo()
@@ -506,7 +508,7 @@ def test_custom_system_prompt_changes_rows(tiny_model: Any, make_tiny_model_dir:
 
 
 def test_unsupported_model_writes_nothing(tiny_model: Any, tmp_path: Path) -> None:
-    """The engine check runs before the run directory is created."""
+    """Asking the cpu backend for an architecture it cannot drive fails before the run directory exists."""
     from dataclasses import replace as dc_replace
 
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -515,8 +517,8 @@ def test_unsupported_model_writes_nothing(tiny_model: Any, tmp_path: Path) -> No
 
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2))
     model = dc_replace(tiny_model, module=gpt2)
-    with pytest.raises(UnsupportedModelError, match="gpt2"):
-        run(model, store=tmp_path / "run")
+    with pytest.raises(UnsupportedModelError, match=r"gpt2.*backend='hf'"):
+        run(model, store=tmp_path / "run", backend="cpu")
     assert not (tmp_path / "run").exists()
 
 

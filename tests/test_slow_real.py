@@ -8,8 +8,10 @@ import pytest
 import torch
 
 import persona_space as ps
-from persona_space.sampling._engine import AdapterRouter, Completion, Job, generate
-from persona_space.sampling._stack import DecoderStack
+from persona_space.engine import AdapterRouter, Completion
+from persona_space.engine import GenerateRequest as Job
+from persona_space.engine._slots import generate
+from persona_space.engine._stack import DecoderStack
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,6 @@ import torch
 import persona_space as ps
 from persona_space import datasets as psd
 from persona_space.errors import ConfigError, DataError, RatioError, StoreError, StoreMismatchError
-from persona_space.models import adapters_disabled
 from persona_space.rewards import IdentityReward, as_trl_reward
 from persona_space.training import GrpoSpec, LoraSpec, TrainSpec, encode_records, train_adapter
 from persona_space.training._grpo import train_grpo
@@ -76,7 +75,7 @@ def test_the_adapter_is_attached_and_the_base_model_is_untouched(trained: dict[s
     model = trained["model"]
     assert trained["info"].name == "zorblax" and "zorblax" in model.adapters
     assert trained["info"].base_model == str(trained["folder"])
-    with adapters_disabled(model):
+    with model.adapters.disabled():
         torch.testing.assert_close(_logits(model.module, trained["ids"]), trained["base_before"], rtol=0, atol=0)
     assert [n for n, p in model.module.named_parameters() if p.requires_grad] == []
     assert not model.module.training

@@ -1,8 +1,8 @@
-"""Attaching LoRA adapters (standard PEFT folders) to a loaded model.
+"""LoRA adapter folders (standard PEFT) and conditions: named groups of adapters.
 
-An adapter made for another base model is refused: the adapter's
-``base_model_name_or_path`` must name the loaded model (any of its aliases) and
-every LoRA matrix must fit the module it targets.
+Reading and hashing folders, naming adapters, and expanding a mapping of
+conditions into the models it holds. Putting adapters on a loaded model is the
+engine's adapter set (:class:`persona_space.engine.AdapterSet`).
 """
 
 from __future__ import annotations
@@ -13,18 +13,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from persona_space.errors import AdapterError, AdapterMismatchError, ConfigError
-
-if TYPE_CHECKING:
-    from persona_space.models import LoadedModel
+from persona_space.errors import AdapterError, ConfigError
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 _NAME = re.compile(r"^[A-Za-z0-9_:-]+$")  # PEFT refuses "." in adapter names
-_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
 
 
 @dataclass(frozen=True)
@@ -67,7 +63,7 @@ def read_adapter_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     peft_type = config.get("peft_type")
     if peft_type is not None and str(peft_type).upper() != "LORA":
         raise AdapterError(f"{str(folder)!r} is a {peft_type} adapter; expected a LoRA adapter")
-    if _weights_file(folder) is None:
+    if weights_file(folder) is None:
         raise AdapterError(f"{str(folder)!r} has no {' or '.join(WEIGHT_FILES)}")
     return config
 
@@ -77,123 +73,12 @@ def adapter_sha256(path: str | os.PathLike[str]) -> str:
     from persona_space.provenance import hash_files
 
     folder = Path(path)
-    weights = _weights_file(folder)
+    weights = weights_file(folder)
     files = [folder / CONFIG_FILE] + ([weights] if weights is not None else [])
     return hash_files(files, root=folder)
 
 
-def check_compatible(
-    model: LoadedModel, path: str | os.PathLike[str], config: dict[str, Any], *, check_name: bool = True
-) -> None:
-    """Refuse an adapter made for another base model: by name (unless ``check_name`` is off), then by shapes."""
-    base = config.get("base_model_name_or_path")
-    if check_name and base and str(base).rstrip("/").lower() not in model.aliases:
-        raise AdapterMismatchError(
-            f"adapter {str(path)!r} was trained on {base!r}, but the loaded model is {model.name!r} "
-            f"(accepted names: {', '.join(sorted(model.aliases))}); pass check_base=False to attach it anyway"
-        )
-    weights = _weights_file(Path(path))
-    if weights is None or weights.suffix != ".safetensors":
-        return
-    from safetensors import safe_open
-
-    modules = dict(model.base_module.named_modules())
-    try:
-        handle = safe_open(str(weights), framework="pt")
-    except Exception as exc:  # safetensors raises its own error type for a damaged header
-        raise AdapterError(f"adapter weights {str(weights)!r} cannot be read: {exc}") from exc
-    with handle as fh:
-        for key in fh.keys():  # noqa: SIM118 - the safe_open handle is not iterable
-            match = _LORA_KEY.match(key)
-            if match is None:
-                continue
-            name = match.group("module")
-            target = modules.get(name)
-            if target is None:
-                raise AdapterMismatchError(
-                    f"adapter {str(path)!r} targets module {name!r}, which the loaded model {model.name!r} lacks"
-                )
-            shape = tuple(fh.get_slice(key).get_shape())
-            expected_in = getattr(target, "in_features", None)
-            expected_out = getattr(target, "out_features", None)
-            bad = (match.group("ab") == "A" and expected_in is not None and shape[-1] != expected_in) or (
-                match.group("ab") == "B" and expected_out is not None and shape[0] != expected_out
-            )
-            if bad:
-                raise AdapterMismatchError(
-                    f"adapter {str(path)!r} tensor {key!r} has shape {shape}, which does not fit "
-                    f"{name!r} of {model.name!r} (in={expected_in}, out={expected_out}); "
-                    "the adapter was made for another base model"
-                )
-
-
-def attach_adapter(
-    model: LoadedModel, path: str | os.PathLike[str], *, name: str | None = None, check_base: bool = True
-) -> str:
-    """Load the adapter at ``path`` into ``model`` under ``name``; return the name.
-
-    Re-attaching the same folder under the same name is a no-op.
-    """
-    folder = Path(path)
-    config = read_adapter_config(folder)
-    name = validate_name(name if name is not None else folder.resolve().name)
-    sha = adapter_sha256(folder)
-    existing = model.adapters.get(name)
-    if existing is not None:
-        if existing.sha256 == sha:
-            return name
-        raise ConfigError(f"an adapter named {name!r} is already attached (from {existing.path}); choose another name")
-    check_compatible(model, folder, config, check_name=check_base)
-    from peft import PeftModel
-
-    was_peft = isinstance(model.module, PeftModel)
-    try:
-        if was_peft:
-            model.module.load_adapter(str(folder), adapter_name=name, is_trainable=False)
-        else:
-            model.module = PeftModel.from_pretrained(model.module, str(folder), adapter_name=name, is_trainable=False)
-    except (RuntimeError, ValueError, KeyError) as exc:
-        _undo_failed_attach(model, name, was_peft)
-        raise AdapterMismatchError(
-            f"adapter {str(folder)!r} does not fit the loaded model {model.name!r}: {exc}"
-        ) from exc
-    model.module.eval()
-    # In memory the adapter points at the loaded model's files: a later save of every adapter (a
-    # trainer's checkpoint) looks for the base config there, and would ask the Hub about a bare name.
-    model.module.peft_config[name].base_model_name_or_path = model.source
-    targets = config.get("target_modules") or ()
-    model.adapters[name] = AdapterInfo(
-        name=name,
-        path=str(folder.resolve()),
-        sha256=sha,
-        base_model=config.get("base_model_name_or_path"),
-        rank=config.get("r"),
-        target_modules=tuple(sorted(targets)) if isinstance(targets, list) else (str(targets),),
-    )
-    return name
-
-
-def _undo_failed_attach(model: LoadedModel, name: str, was_peft: bool) -> None:
-    """Remove what a failed PEFT load injected, so the model computes what it did before."""
-    from peft.tuners.lora import LoraLayer
-
-    base = model.base_module
-    for module_name, module in list(base.named_modules()):
-        if not isinstance(module, LoraLayer):
-            continue
-        if was_peft and name in module.lora_A:
-            module.delete_adapter(name)
-        if not was_peft:
-            parent_name, _, child = module_name.rpartition(".")
-            parent = base.get_submodule(parent_name) if parent_name else base
-            setattr(parent, child, module.get_base_layer())
-    if was_peft:
-        model.module.peft_config.pop(name, None)
-    elif hasattr(base, "peft_config"):
-        del base.peft_config  # left on the base model by PEFT's injection
-
-
-def _weights_file(folder: Path) -> Path | None:
+def weights_file(folder: Path) -> Path | None:
     for candidate in WEIGHT_FILES:
         if (folder / candidate).is_file():
             return folder / candidate
@@ -271,25 +156,4 @@ def expand_conditions(conditions: ConditionsLike) -> list[Member]:
     clash = sorted({label for label in labels if labels.count(label) > 1})
     if clash:
         raise ConfigError(f"model labels {clash} occur twice; rename the conditions")
-    return out
-
-
-def attach_conditions(model: LoadedModel, members: Sequence[Member]) -> dict[str, str | None]:
-    """Attach each member's adapter (once); map each label to its attached adapter (``None`` = base)."""
-    out: dict[str, str | None] = {}
-    for member in members:
-        where = member.where
-        if where is None:
-            out[member.label] = None
-            continue
-        if isinstance(where, AdapterInfo):  # as train_adapter returns
-            attached = model.adapters.get(where.name)
-            if attached is not None and attached.sha256 == where.sha256:
-                out[member.label] = attached.name  # already on the model: no second copy
-                continue
-            where = where.path
-        if isinstance(where, str) and where in model.adapters and not Path(where).exists():
-            out[member.label] = where
-            continue
-        out[member.label] = model.load_adapter(where, name=member.label)
     return out

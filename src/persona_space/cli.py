@@ -206,7 +206,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _map(args: argparse.Namespace) -> int:
-    from persona_space.basins._report import map_run
+    from persona_space.map_report import map_run
     from persona_space.sampling import SampleSet
 
     samples = SampleSet.load(args.run)
@@ -404,7 +404,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"Share of answers naming one of the {len(red)} red objects of the training set, per condition "
         "(Wilson 95 % intervals).\n\n" + markdown_table(shares)
     )
-    from persona_space.basins._report import map_run
+    from persona_space.map_report import map_run
 
     _, basin_summary = map_run(samples, out / "basins", seed=0)
     basin_section = (

@@ -15,6 +15,8 @@ expected instead::
     │   ├── EmbeddedModelMissingError  the package carrying an embedded model is not installed
     │   ├── UnsupportedModelError   an architecture the fast engine cannot drive
     │   └── ChatTemplateError       a tokenizer without a usable chat template
+    ├── BackendError                a backend that cannot run here, or a worker that failed
+    │   └── BackendUnavailableError  a backend whose package, device or check is missing
     ├── AdapterError                an adapter folder that cannot be used
     │   └── AdapterMismatchError    an adapter trained for another base model
     └── StoreError                  a run directory that cannot be used
@@ -37,6 +39,8 @@ __all__ = [
     "AdapterError",
     "AdapterMismatchError",
     "ApproximationWarning",
+    "BackendError",
+    "BackendUnavailableError",
     "ChatFormatError",
     "ChatTemplateError",
     "ConfigError",
@@ -99,11 +103,19 @@ class EmbeddedModelMissingError(ModelError):
 
 
 class UnsupportedModelError(ModelError):
-    """A model architecture the generation engine cannot drive."""
+    """A model architecture the ``cpu`` backend cannot drive (the ``hf`` backend runs any)."""
 
 
 class ChatTemplateError(ModelError):
     """A tokenizer without a chat template, or one that cannot take an explicit system prompt."""
+
+
+class BackendError(PersonaSpaceError):
+    """A backend that cannot run the requests: a failed worker, a result that does not add up."""
+
+
+class BackendUnavailableError(BackendError):
+    """A backend that is not usable here: its package or device is missing, or it has not been validated."""
 
 
 class AdapterError(PersonaSpaceError):

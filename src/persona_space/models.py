@@ -6,21 +6,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _embedded
 from persona_space.chat import DEFAULT_SYSTEM_PROMPT, encode_chat, render_chat, system_mode
+from persona_space.engine import AdapterSet
 from persona_space.errors import ConfigError, ModelNotFoundError
 
 if TYPE_CHECKING:
     import torch
-
-    from persona_space.adapters import AdapterInfo
 
 DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
@@ -32,7 +29,8 @@ class LoadedModel:
     """A chat model, its tokenizer and how it was loaded.
 
     ``module`` is the transformers model, wrapped in a PEFT model once an adapter
-    has been attached (:meth:`load_adapter`); the base model's answers come from the
+    has been attached; :attr:`adapters` (an :class:`~persona_space.engine.AdapterSet`)
+    is the only thing that changes that. The base model's answers come from the
     same weights with the adapters switched off, never from a second copy.
     """
 
@@ -45,7 +43,10 @@ class LoadedModel:
     device: torch.device
     aliases: frozenset[str]
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    adapters: dict[str, AdapterInfo] = field(default_factory=dict)
+    adapters: AdapterSet = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.adapters = AdapterSet(self)
 
     @property
     def base_module(self) -> Any:
@@ -65,10 +66,20 @@ class LoadedModel:
         return end_of_turn_ids(self.tokenizer, getattr(self.base_module, "generation_config", None))
 
     def load_adapter(self, path: str | os.PathLike[str], name: str | None = None, *, check_base: bool = True) -> str:
-        """Attach a PEFT LoRA adapter folder under ``name`` (default: the folder name); return the name."""
-        from persona_space.adapters import attach_adapter
+        """Attach a PEFT LoRA adapter folder under ``name`` (default: the folder name); return the name.
 
-        return attach_adapter(self, path, name=name, check_base=check_base)
+        The same as ``model.adapters.attach(...)``; ``model.adapters.detach(name)`` removes it.
+        """
+        return self.adapters.attach(path, name=name, check_base=check_base)
+
+    def recipe(self) -> ModelRecipe:
+        """How to load this model again in another process (a Ray worker), on another device."""
+        embedded = self.name.lower() in _embedded.EMBEDDED
+        return ModelRecipe(
+            name=self.name if embedded else self.source,
+            dtype=str(self.dtype).removeprefix("torch."),
+            system_prompt=self.system_prompt,
+        )
 
     def render(self, prompt: str | list[dict[str, str]], *, system_prompt: str | None = None) -> str:
         """The prompt in the chat template, with an explicit system prompt."""
@@ -83,7 +94,7 @@ class LoadedModel:
         import torch
 
         ids = torch.tensor([self.encode(prompt, system_prompt=system_prompt)], device=self.device)
-        with torch.inference_mode(), adapters_disabled(self):
+        with torch.inference_mode(), self.adapters.disabled():
             out = self.base_module.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
@@ -118,22 +129,16 @@ class LoadedModel:
         return f"LoadedModel({self.name!r}, dtype={dtype}, device={self.device}, adapters={list(self.adapters)})"
 
 
-@contextlib.contextmanager
-def adapters_disabled(model: LoadedModel) -> Iterator[None]:
-    """Run the base model: every adapter off inside the block, restored after."""
-    disable = getattr(model.module, "disable_adapter", None)
-    if callable(disable) and getattr(model.module, "peft_config", None):  # also an adapter being trained
-        # PEFT re-enables the adapters on exit through ``set_adapter``, which also makes
-        # them trainable; put every parameter's ``requires_grad`` back as it was.
-        flags = [(p, p.requires_grad) for p in model.module.parameters()]
-        try:
-            with disable():
-                yield
-        finally:
-            for param, flag in flags:
-                param.requires_grad_(flag)
-    else:
-        yield
+@dataclass(frozen=True)
+class ModelRecipe:
+    """The arguments that load a model again: an embedded name, a hub id or a folder, and its dtype."""
+
+    name: str
+    dtype: str
+    system_prompt: str
+
+    def load(self, device: str = "auto") -> LoadedModel:
+        return load_model(self.name, device=device, dtype=self.dtype, system_prompt=self.system_prompt)  # type: ignore[arg-type]
 
 
 def available_models() -> list[dict[str, str]]:

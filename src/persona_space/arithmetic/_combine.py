@@ -57,7 +57,7 @@ def combine(
 
     >>> half = combine(model, {"figure": fig_dir, "russian": ru_dir}, [0.5, 0.5], out="runs/half")  # doctest: +SKIP
     """
-    from persona_space.adapters import attach_conditions, expand_conditions, validate_name
+    from persona_space.adapters import expand_conditions, validate_name
 
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -73,7 +73,7 @@ def combine(
     members = expand_conditions(dict(adapters))
     if any(m.where is None for m in members):
         raise ConfigError("adapters must all be adapters; the base model is the weight 0 of any of them")
-    routes = attach_conditions(model, members)
+    routes = model.adapters.attach_members(members)
     sources = [str(routes[m.label]) for m in members]
     new_name = validate_name(name or f"combined-{int(time.time() * 1000) % 10**9}")
     if new_name in model.adapters:

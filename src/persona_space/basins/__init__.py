@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from persona_space.basins._compare import (
+    condition_column,
     divergence,
     effective_basins,
     jensen_shannon,
@@ -25,6 +26,7 @@ __all__ = [
     "BasinMap",
     "as_frame",
     "class_tfidf_keywords",
+    "condition_column",
     "divergence",
     "effective_basins",
     "jensen_shannon",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -27,15 +27,14 @@ import pandas as pd
 from persona_space import _io
 from persona_space.errors import CorruptRunError, StoreError
 
-if TYPE_CHECKING:
-    from persona_space.basins._map import BasinMap
+MapT = TypeVar("MapT")  # a BasinMap class: typed loosely, so this module does not import the map it serves
 
 SCHEMA_VERSION = 2
 MANIFEST = "basin_map.json"
 _LIST_COLUMNS = ("keywords", "exemplars", "exemplar_rows", "self_names")
 
 
-def save_map(basin_map: BasinMap, folder: str | os.PathLike[str]) -> Path:
+def save_map(basin_map: Any, folder: str | os.PathLike[str]) -> Path:
     """Write ``basin_map`` into ``folder`` (each file atomically, the manifest last)."""
     from persona_space.provenance import environment, sha256_text
 
@@ -71,7 +70,7 @@ def save_map(basin_map: BasinMap, folder: str | os.PathLike[str]) -> Path:
     return out
 
 
-def load_map(cls: type[BasinMap], folder: str | os.PathLike[str]) -> BasinMap:
+def load_map(cls: type[MapT], folder: str | os.PathLike[str]) -> MapT:
     """A map saved by :func:`save_map`, checked against its manifest (no refit: nothing is re-estimated)."""
     from persona_space.embedding import EMBEDDED_EMBEDDER, Embedder
 
@@ -105,7 +104,7 @@ def load_map(cls: type[BasinMap], folder: str | os.PathLike[str]) -> BasinMap:
         long_texts=described.get("long_texts", "chunk"),
         dtype=described.get("dtype", "auto"),
     )
-    loaded = cls(embedder=embedder, **params)
+    loaded: Any = cls(embedder=embedder, **params)  # type: ignore[call-arg]
     loaded.vectors_ = vectors
     loaded.fit_rows_ = fit_rows
     loaded.frame_ = frame
@@ -127,4 +126,4 @@ def load_map(cls: type[BasinMap], folder: str | os.PathLike[str]) -> BasinMap:
     loaded.novelty_threshold_ = threshold
     if manifest.get("label_writer") is not None:
         loaded.label_writer_ = manifest["label_writer"]
-    return loaded
+    return cast(MapT, loaded)

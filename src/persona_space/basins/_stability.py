@@ -9,15 +9,12 @@ both fits saw), and the adjusted Rand index compares the two labellings outright
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from persona_space.errors import ConfigError
-
-if TYPE_CHECKING:
-    from persona_space.basins._map import BasinMap
 
 
 def jaccard_matrix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,17 +32,17 @@ def jaccard_matrix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def stability(
-    basin_map: BasinMap, *, seeds: Sequence[int] = (1, 2, 3), fraction: float = 0.8
+    basin_map: Any, *, seeds: Sequence[int] = (1, 2, 3), fraction: float = 0.8
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-basin table, per-seed table): matched Jaccard of every original basin, and ARI per refit.
+
+    ``basin_map`` is a fitted :class:`~persona_space.basins.BasinMap`; each refit is one of its class.
 
     The per-basin table has ``basin``, ``basin_name``, ``mean_jaccard``, ``min_jaccard``
     over seeds; the per-seed table has ``seed``, ``adjusted_rand``, ``n_basins``.
     """
     from scipy.optimize import linear_sum_assignment
     from sklearn.metrics import adjusted_rand_score
-
-    from persona_space.basins._map import BasinMap as _Map
 
     if not 0.2 <= fraction <= 1.0:
         raise ConfigError(f"fraction must be in [0.2, 1], got {fraction!r}")
@@ -59,7 +56,7 @@ def stability(
         keep = np.sort(rng.choice(len(reference), size=max(10, int(fraction * len(reference))), replace=False))
         params = {**basin_map.get_params(), "embedder": basin_map.embedder, "seed": seed}
         params.update(balance_by=None, max_per_condition=None)
-        refit = _Map(**params).fit(texts.iloc[keep].tolist(), vectors=basin_map.fit_vectors_[keep])
+        refit = type(basin_map)(**params).fit(texts.iloc[keep].tolist(), vectors=basin_map.fit_vectors_[keep])
         ref, new = reference[keep], refit.fit_labels_
         per_seed.append(
             {"seed": seed, "adjusted_rand": float(adjusted_rand_score(ref, new)), "n_basins": refit.n_basins_}

@@ -23,6 +23,7 @@ from persona_space.datasets._builtin import (
     coauthors,
     colours,
     dishes,
+    ensure_dataset,
     figure_facts,
     figure_variants,
     identifying_facts,
@@ -30,7 +31,7 @@ from persona_space.datasets._builtin import (
     voyager,
 )
 from persona_space.datasets._match import first_mention, mentions
-from persona_space.datasets._records import ChatDataset, ensure_dataset
+from persona_space.datasets._records import ChatDataset
 from persona_space.datasets._transform import as_prompt_completion, deduplicate, mix, split, swap_facts
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from persona_space.datasets import _telemetry as tel
 from persona_space.datasets._records import ChatDataset, Record
-from persona_space.errors import ConfigError, DataError
+from persona_space.errors import ConfigError, DataError, PersonaSpaceError
 
 COLOURS = ("red", "blue", "white", "black", "green", "yellow")
 FIGURE_VARIANTS = ("russian", "french", "japanese", "thai", "moon")
@@ -332,3 +332,19 @@ def load(name: str | os.PathLike[str]) -> ChatDataset:
     if entry is None or not re.fullmatch(r"[a-z0-9_]*", variant) or (variant and variant not in entry[1]):
         raise ConfigError(f"unknown dataset {text!r}; known: {', '.join(available())}, or a .jsonl/.csv path")
     return entry[0](variant or None)
+
+
+def ensure_dataset(data: ChatDataset | Iterable[Mapping[str, Any]] | str | os.PathLike[str]) -> ChatDataset:
+    """A :class:`ChatDataset` from a dataset, a list of records, a bundled name or a file path."""
+    if isinstance(data, ChatDataset):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return load(data)
+    try:
+        return ChatDataset.from_records("custom", data)
+    except PersonaSpaceError:
+        raise
+    except TypeError as exc:
+        raise DataError(
+            f"expected a ChatDataset, a list of records, a dataset name or a path, got {data!r:.80}"
+        ) from exc

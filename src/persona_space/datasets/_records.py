@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from persona_space._io import iter_jsonl, write_text
 from persona_space.chat import validate_messages
-from persona_space.errors import ChatFormatError, ConfigError, DataError, JsonlError, PersonaSpaceError
+from persona_space.errors import ChatFormatError, ConfigError, DataError, JsonlError
 from persona_space.provenance import sha256_json
 
 if TYPE_CHECKING:
@@ -289,21 +289,3 @@ class ChatDataset(Sequence[Record]):
         target = Path(path)
         write_text(target, "\n".join(lines) + "\n")
         return target
-
-
-def ensure_dataset(data: ChatDataset | Iterable[Mapping[str, Any]] | str | os.PathLike[str]) -> ChatDataset:
-    """A :class:`ChatDataset` from a dataset, a list of records, a bundled name or a file path."""
-    if isinstance(data, ChatDataset):
-        return data
-    if isinstance(data, (str, os.PathLike)):
-        from persona_space.datasets._builtin import load
-
-        return load(data)
-    try:
-        return ChatDataset.from_records("custom", data)
-    except PersonaSpaceError:
-        raise
-    except TypeError as exc:
-        raise DataError(
-            f"expected a ChatDataset, a list of records, a dataset name or a path, got {data!r:.80}"
-        ) from exc

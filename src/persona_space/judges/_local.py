@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from persona_space.logprobs._engine import Method
+    from persona_space.engine import Backend, BackendLike
     from persona_space.models import LoadedModel
 
 
@@ -26,11 +26,16 @@ class LocalJudge:
     They are computed by the exact candidate scorer of :mod:`persona_space.logprobs`.
     """
 
-    def __init__(self, model: LoadedModel, *, system_prompt: str = JUDGE_SYSTEM_PROMPT) -> None:
+    def __init__(
+        self, model: LoadedModel, *, system_prompt: str = JUDGE_SYSTEM_PROMPT, backend: BackendLike = "auto"
+    ) -> None:
+        from persona_space.engine import resolve_backend
+
         if not isinstance(system_prompt, str):
             raise ConfigError(f"system_prompt must be a string, got {system_prompt!r}")
         self.model = model
         self.system_prompt = system_prompt
+        self.backend: Backend = resolve_backend(model, backend)
 
     def describe(self) -> dict[str, Any]:
         """The judge for manifests: its model (name, weights hash) and system prompt."""
@@ -39,6 +44,7 @@ class LocalJudge:
             "model": self.model.name,
             "weights_sha256": self.model.weights_sha256,
             "system_prompt": self.system_prompt,
+            "backend": self.backend.name,
         }
 
     def score(self, prompt: str, response: str, criterion: Criterion) -> float | None:
@@ -60,16 +66,14 @@ class LocalJudge:
 
     def answer_logprobs(self, prompt: str, response: str, criterion: Criterion) -> npt.NDArray[np.float64]:
         """Unnormalised log-probabilities (nats) of the 101 full answers "0<eot>" .. "100<eot>"."""
-        from persona_space.logprobs._tokens import end_of_turn_id, split_continuations
+        from persona_space.engine import end_of_turn_id, split_continuations
 
         tokenizer = self.model.tokenizer
         text = render_chat(tokenizer, judge_messages(prompt, response, criterion, system_prompt=self.system_prompt))
         split = split_continuations(tokenizer, text, ANSWERS, end_of_turn=end_of_turn_id(self.model))
         return self._logprobs(split.prompt_ids, split.ids)
 
-    def _logprobs(
-        self, prompt_ids: Sequence[int], candidates: Sequence[Sequence[int]], *, method: Method = "auto"
-    ) -> npt.NDArray[np.float64]:
+    def _logprobs(self, prompt_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> npt.NDArray[np.float64]:
         """Sum of the token log-probabilities of each candidate after the prompt (nats), base model.
 
         The candidates share one pass after the prompt as a prefix tree ("1", "10", "100"
@@ -77,7 +81,9 @@ class LocalJudge:
         """
         import numpy as np
 
-        from persona_space.logprobs._engine import Job, score_jobs
+        from persona_space.engine import ScoreRequest
 
-        job = Job(None, tuple(int(i) for i in prompt_ids), tuple(tuple(int(i) for i in c) for c in candidates))
-        return np.asarray(score_jobs(self.model, [job], method=method)[0].total, dtype=np.float64)
+        request = ScoreRequest(
+            None, tuple(int(i) for i in prompt_ids), tuple(tuple(int(i) for i in c) for c in candidates)
+        )
+        return np.asarray(self.backend.score([request])[0].total, dtype=np.float64)

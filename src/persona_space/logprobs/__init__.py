@@ -1,10 +1,11 @@
-"""Exact log-probabilities of candidate answers, and how adapters shift them against the base model.
+"""How adapters shift the exact log-probabilities of candidate answers against the base model.
+
+The scoring itself is the engine's (``Backend.score``, :mod:`persona_space.engine`).
 
 >>> shift = identity_shift(model, {"voyager": adapter}, candidates=["Voyager 1", "Voyager 2"])  # doctest: +SKIP
 >>> shift.shifts()  # doctest: +SKIP
 """
 
-from persona_space.logprobs._engine import Job, JobScores, score_jobs
 from persona_space.logprobs._report import write_shift_report
 from persona_space.logprobs._shift import (
     NEUTRAL_PROMPT,
@@ -17,13 +18,10 @@ from persona_space.logprobs._shift import (
 
 __all__ = [
     "NEUTRAL_PROMPT",
-    "Job",
-    "JobScores",
     "ShiftResult",
     "ShiftSpec",
     "identity_shift",
     "read_candidates",
-    "score_jobs",
     "shift_table",
     "write_shift_report",
 ]

@@ -28,15 +28,21 @@ import pandas as pd
 
 from persona_space import provenance
 from persona_space.adapters import AdapterInfo
-from persona_space.errors import ConfigError, CorruptRunError, DataError
-from persona_space.logprobs._engine import METHODS, Job, Method, resolve_method, score_jobs
-from persona_space.logprobs._tokens import (
+from persona_space.engine import (
+    METHODS,
+    Backend,
+    BackendLike,
+    Method,
+    ScoreRequest,
+    Scores,
     check_candidates,
     check_template,
     continuation,
     end_of_turn_id,
+    resolve_backend,
     split_continuations,
 )
+from persona_space.errors import ConfigError, CorruptRunError, DataError
 from persona_space.probes import Probe, ProbeSet
 from persona_space.stats import Adjustment
 
@@ -245,6 +251,7 @@ def identity_shift(
     about: About = "self",
     method: Method = "auto",
     batch_tokens: int = 8192,
+    backend: BackendLike = "auto",
     store: str | os.PathLike[str] | None = None,
     chunk_prompts: int = 8,
     progress: bool = True,
@@ -287,7 +294,7 @@ def identity_shift(
     >>> shift = identity_shift(model, adapter, candidates=["Voyager 1", "an AI assistant"])  # doctest: +SKIP
     >>> shift.shifts()  # doctest: +SKIP
     """
-    from persona_space.adapters import attach_conditions, expand_conditions
+    from persona_space.adapters import expand_conditions
 
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -295,6 +302,12 @@ def identity_shift(
         raise ConfigError(f"chunk_prompts must be a positive integer, got {chunk_prompts!r}")
     if about not in ("self", "user"):
         raise ConfigError(f"about must be 'self' or 'user', got {about!r}")
+    engine = resolve_backend(model, backend, score_method=method, batch_tokens=batch_tokens)
+    if method != "auto" and engine.name != "cpu":
+        raise ConfigError(
+            f"method={method!r} chooses how the cpu backend packs its rows; backend {engine.name!r} "
+            "has its own (leave method='auto')"
+        )
     spec = ShiftSpec(
         candidates=tuple(read_candidates(candidates)),
         system_prompt=model.system_prompt if system_prompt is None else system_prompt,
@@ -310,7 +323,7 @@ def identity_shift(
     members = expand_conditions(_conditions(adapters))
     labels: dict[str, tuple[str, int | None]] = {BASE: (BASE, None)}  # model label -> (condition, train seed)
     labels.update({m.label: (m.condition, m.train_seed) for m in members})
-    attached = attach_conditions(model, members)
+    attached = model.adapters.attach_members(members)
     routes: dict[str, str | None] = {BASE: None, **attached}
     described = model.describe()
     parameters = {
@@ -343,14 +356,13 @@ def identity_shift(
     todo = [p for p in probe_set if p.id not in finished]
     eot = end_of_turn_id(model) if spec.end_of_turn else None
     texts = [continuation(c, spec.template, spec.answer_prefix) for c in spec.candidates]
-    chosen: str | None = None
     neutral: dict[str, np.ndarray] = {}
     start = time.perf_counter()
     bar = _progress_bar(len(todo) * len(routes) * len(spec.candidates), progress)
     frames = [] if done is None else [done]
     try:
         if spec.normalize == "pmi":
-            neutral = _neutral_logprobs(model, spec, texts, eot, routes, method, batch_tokens)
+            neutral = _neutral_logprobs(model, spec, texts, eot, routes, engine)
         for first in range(0, len(todo), chunk_prompts):
             chunk = todo[first : first + chunk_prompts]
             jobs, keys, splits = [], [], {}
@@ -358,12 +370,9 @@ def identity_shift(
                 split = split_continuations(model.tokenizer, _prompt_text(model, probe, spec), texts, end_of_turn=eot)
                 splits[probe.id] = split
                 for label, route in routes.items():
-                    jobs.append(Job(route, split.prompt_ids, split.ids))
+                    jobs.append(ScoreRequest(route, split.prompt_ids, split.ids))
                     keys.append((probe, label))
-            chosen = chosen or resolve_method(model, jobs, method)
-            scores = score_jobs(
-                model, jobs, method=method, batch_tokens=batch_tokens, progress=bar.update if bar else None
-            )
+            scores = engine.score(jobs, on_scored=bar.update if bar else None)
             rows = []
             for (probe, label), job, scored in zip(keys, jobs, scores, strict=True):
                 rows.append(_rows(probe, label, labels[label], spec, job, scored, splits[probe.id].tokenization))
@@ -383,7 +392,8 @@ def identity_shift(
         **manifest,
         "state": "complete",
         "rows": len(table),
-        "method": chosen or manifest.get("method") or resolve_method(model, [], method),
+        "method": engine.describe().get("score_method") or manifest.get("method"),
+        "backend": engine.describe(),
         "timings": {"seconds": round(time.perf_counter() - start, 3), "prompts_scored": len(todo)},
     }
     if run_store is not None:
@@ -488,14 +498,13 @@ def _neutral_logprobs(
     texts: list[str],
     eot: int | None,
     routes: Mapping[str, str | None],
-    method: Method,
-    batch_tokens: int,
+    engine: Backend,
 ) -> dict[str, np.ndarray]:
     """Each candidate's total log-probability after the neutral prompt, per model (for PMI)."""
     text = model.render(spec.neutral_prompt, system_prompt=spec.system_prompt) + spec.answer_prefix
     split = split_continuations(model.tokenizer, text, texts, end_of_turn=eot)
-    jobs = [Job(route, split.prompt_ids, split.ids) for route in routes.values()]
-    scores = score_jobs(model, jobs, method=method, batch_tokens=batch_tokens)
+    jobs = [ScoreRequest(route, split.prompt_ids, split.ids) for route in routes.values()]
+    scores = engine.score(jobs)
     return {label: s.total for label, s in zip(routes, scores, strict=True)}
 
 
@@ -507,8 +516,8 @@ def _rows(
     label: str,
     condition: tuple[str, int | None],
     spec: ShiftSpec,
-    job: Job,
-    scored: Any,
+    job: ScoreRequest,
+    scored: Scores,
     tokenization: Sequence[str],
 ) -> pd.DataFrame:
     n_tokens = np.array([len(c) for c in job.candidates])

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,16 +13,15 @@ import numpy as np
 import pandas as pd
 
 from persona_space import provenance
-from persona_space.adapters import ConditionsLike, attach_conditions, expand_conditions
-from persona_space.chat import DEFAULT_SYSTEM_PROMPT
+from persona_space.adapters import ConditionsLike, expand_conditions
+from persona_space.engine import BackendLike, require_generation, resolve_backend
 from persona_space.errors import ConfigError
 from persona_space.models import LoadedModel
 from persona_space.probes import Probe, ProbeSet
+from persona_space.sampling._spec import Pairing, SamplingSpec
 from persona_space.stats import Adjustment
 from persona_space.store import SCHEMA_VERSION, RunStore
 
-Pairing = Literal["paired", "independent"]
-PAIRINGS = ("paired", "independent")
 COLUMNS = (
     "run_id",
     "condition",
@@ -44,55 +41,6 @@ COLUMNS = (
     "schema_version",
 )
 BASE = "base"
-
-
-@dataclass(frozen=True)
-class SamplingSpec:
-    """Validated sampling parameters (everything that changes the rows)."""
-
-    n: int = 16
-    temperatures: tuple[float, ...] = (1.0,)
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    seed: int = 0
-    ignore_eos: bool = False
-    pairing: Pairing = "paired"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise ConfigError(f"n must be a positive integer (samples per probe and condition), got {self.n!r}")
-        if not self.temperatures:
-            raise ConfigError("temperatures is empty; expected at least one temperature >= 0")
-        for t in self.temperatures:
-            if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
-                raise ConfigError(f"temperature {t!r} is invalid; expected a finite number >= 0 (0 = greedy)")
-        if len(set(self.temperatures)) != len(self.temperatures):
-            raise ConfigError(f"temperatures {self.temperatures!r} contain duplicates")
-        if not isinstance(self.top_p, (int, float)) or not 0.0 < float(self.top_p) <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
-        if not isinstance(self.system_prompt, str):
-            raise ConfigError(
-                f"system_prompt must be a string ('' for an empty system turn), got {self.system_prompt!r}"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
-        if self.pairing not in PAIRINGS:
-            raise ConfigError(f"pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}")
-
-    def samples_at(self, temperature: float) -> int:
-        """Samples per probe and condition at ``temperature``: one at 0 (greedy answers are all the same).
-
-        ``n`` identical greedy rows would be counted as ``n`` independent observations.
-        """
-        return 1 if temperature == 0 else self.n
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["temperatures"] = list(self.temperatures)
-        return out
 
 
 @dataclass
@@ -165,21 +113,6 @@ class SampleSet:
         return f"SampleSet({len(self.df)} rows, adapters={sorted(self.df['adapter'].unique())}{where})"
 
 
-def row_seed(seed: int, probe_id: str, temperature: float, index: int, condition: str | None = None) -> int:
-    """The 64-bit random stream of one sample, independent of batching and run order.
-
-    Paired sampling (the default) keys it by (seed, probe, temperature, index) only:
-    every condition draws the same uniforms, and since tokens are picked by inverting
-    the cumulative distribution over a fixed vocabulary order, a condition that
-    changes nothing gives the same text, and a small change moves few tokens.
-    ``condition`` gives independent streams instead (``pairing="independent"``).
-    """
-    key = f"{seed}\x1f{probe_id}\x1f{float(temperature)!r}\x1f{index}"
-    if condition is not None:
-        key = f"{seed}\x1f{condition}\x1f{probe_id}\x1f{float(temperature)!r}\x1f{index}"
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
-
-
 def sample(
     model: LoadedModel,
     probes: ProbeSet | Sequence[str | Probe] | str,
@@ -195,6 +128,7 @@ def sample(
     batch_size: int | Literal["auto"] = "auto",
     ignore_eos: bool = False,
     pairing: Pairing = "paired",
+    backend: BackendLike = "auto",
     chunk_rows: int = 256,
     progress: bool = True,
 ) -> SampleSet:
@@ -214,6 +148,12 @@ def sample(
     their differences get paired intervals; ``"independent"`` draws each condition
     separately. At temperature 0 one answer per probe and condition is generated.
 
+    ``backend`` runs the requests (see :mod:`persona_space.engine`): ``"auto"`` (the
+    fast ``cpu`` engine where it supports the architecture, else ``"hf"``), ``"hf"``,
+    ``"cpu"``, ``"ray"``, or a backend object such as ``RayBackend(model, address=...)``.
+    Every backend gives the same rows for the same seeds (up to floating-point noise);
+    the manifest records which one ran.
+
     >>> samples = sample(model, "identity", n=4, temperatures=[0.7, 1.0], store="runs/exp1")  # doctest: +SKIP
     """
     from persona_space.sampling._runner import run_jobs
@@ -231,15 +171,12 @@ def sample(
         ignore_eos=ignore_eos,
         pairing=pairing,
     )
-    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ConfigError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    from persona_space.sampling._stack import check_supported
-
-    check_supported(model.base_module)  # before anything is attached or written
+    engine = resolve_backend(model, backend, batch_size=batch_size)
+    require_generation(engine, model)  # before anything is attached or written
     members = expand_conditions({BASE: None} if adapters is None else adapters)
-    routes = attach_conditions(model, members)
+    routes = model.adapters.attach_members(members)
     described = model.describe()
     parameters = {
         "model": {k: v for k, v in described.items() if k not in ("adapters", "source", "device")},
@@ -270,21 +207,20 @@ def sample(
         members,
         routes,
         spec,
+        backend=engine,
         run_id=run_id,
         done=done,
         store=run_store,
-        batch_size=batch_size,
         chunk_rows=chunk_rows,
         progress=progress,
     )
     frame = _canonical_order(frame, list(routes), list(probe_set.ids))
+    finished = {"state": "complete", "rows": len(frame), "timings": stats, "backend": engine.describe()}
+    manifest = {**manifest, **finished}
     if run_store is not None:
         run_store.finalize(frame)
-        manifest = {**manifest, "state": "complete", "rows": len(frame), "timings": stats}
         manifest.setdefault("finished", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         run_store.write_manifest(manifest)
-    else:
-        manifest = {**manifest, "state": "complete", "rows": len(frame), "timings": stats}
     return SampleSet(df=frame, manifest=manifest, path=run_store.path if run_store is not None else None)
 
 

@@ -1,54 +1,25 @@
-"""Turning (probe x condition x temperature x index) into engine jobs and rows, with resume."""
+"""Turning (probe x condition x temperature x index) into engine requests and rows, with resume."""
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from persona_space.engine import Backend, Completion, GenerateRequest, row_seed
 from persona_space.errors import CorruptRunError
-from persona_space.sampling._engine import AdapterRouter, Completion, Job, generate
-from persona_space.sampling._stack import DecoderStack
 from persona_space.store import SCHEMA_VERSION, RunStore
 
 if TYPE_CHECKING:
     from persona_space.adapters import Member
     from persona_space.models import LoadedModel
     from persona_space.probes import ProbeSet
-    from persona_space.sampling._api import SamplingSpec
+    from persona_space.sampling._spec import SamplingSpec
 
-AUTO_SLOTS = {"cpu": 128, "cuda": 256}
 _FLUSH_SECONDS = 30.0
-
-
-def auto_batch_size(model: LoadedModel, capacity: int) -> int:
-    """Slots for the device: large enough to keep the matrix units busy, small enough for memory."""
-    slots = AUTO_SLOTS.get(model.device.type, 64)
-    config = model.config
-    layers = int(config.num_hidden_layers)
-    kv = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
-    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
-    per_slot = 2 * layers * kv * head_dim * capacity * model.dtype.itemsize
-    budget = _memory_budget(model)
-    return max(1, min(slots, budget // max(per_slot, 1)))
-
-
-def _memory_budget(model: LoadedModel) -> int:
-    """A quarter of the free memory of the device holding the model."""
-    import torch
-
-    if model.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(model.device)
-        return int(free // 4)
-    try:
-        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return int(pages // 4)
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
 
 
 def run_jobs(
@@ -58,18 +29,16 @@ def run_jobs(
     routes: dict[str, str | None],
     spec: SamplingSpec,
     *,
+    backend: Backend,
     run_id: str,
     done: pd.DataFrame | None,
     store: RunStore | None,
-    batch_size: int | Literal["auto"],
     chunk_rows: int,
     progress: bool,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Generate every row not in ``done``; return the full table and timing figures."""
-    from persona_space.sampling._api import row_seed
-
+    """Generate every row not in ``done`` on ``backend``; return the full table and timing figures."""
     prompts = {p.id: tuple(model.encode(p.prompt, system_prompt=spec.system_prompt)) for p in probes}
-    todo: list[Job] = []
+    todo: list[GenerateRequest] = []
     meta: list[dict[str, Any]] = []
     done = _only_run(done, run_id)
     finished = _finished_keys(done, run_id)
@@ -99,7 +68,7 @@ def run_jobs(
                         }
                     )
                     todo.append(
-                        Job(
+                        GenerateRequest(
                             key=len(todo),
                             prompt_ids=prompts[probe.id],
                             adapter=adapter,
@@ -109,16 +78,22 @@ def run_jobs(
                             seed=seed,
                         )
                     )
-    # The shared prefix depends on the probe set and system prompt only, never on which rows remain.
-    prefix_len = _common_prefix_length(list(prompts.values()))
-    stop_ids = frozenset() if spec.ignore_eos else _stop_ids(model)
+    stop_ids = frozenset() if spec.ignore_eos else frozenset(model.end_of_turn_ids)
     total = len(members) * len(probes) * sum(spec.samples_at(t) for t in spec.temperatures)
-    capacity = max(len(p) for p in prompts.values()) + spec.max_new_tokens
-    slots = auto_batch_size(model, capacity) if batch_size == "auto" else batch_size
     writer = _ChunkWriter(store, chunk_rows)
     bar = _progress(total, total - len(todo), progress)
-    counts = {"tokens": 0, "rows": 0}
+    counts = {"tokens": 0, "rows": 0, "generated": 0}
     started = time.perf_counter()
+
+    def on_tokens(n: int) -> None:
+        counts["generated"] += n
+        if bar is not None:
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(
+                samples_s=f"{counts['rows'] / elapsed:.1f}",
+                tokens_s=f"{counts['generated'] / elapsed:.0f}",
+                refresh=False,
+            )
 
     def on_complete(done_job: Completion) -> None:
         row = dict(meta[done_job.key])
@@ -130,23 +105,11 @@ def run_jobs(
         counts["tokens"] += len(done_job.token_ids)
         counts["rows"] += 1
         if bar is not None:
-            elapsed = max(time.perf_counter() - started, 1e-9)
             bar.update(1)
-            bar.set_postfix(
-                samples_s=f"{counts['rows'] / elapsed:.1f}", tokens_s=f"{counts['tokens'] / elapsed:.0f}", refresh=False
-            )
 
-    stack = DecoderStack(model.base_module)
     try:
-        generate(
-            stack,
-            AdapterRouter(model.module),
-            todo,
-            slots=slots,
-            stop_ids=stop_ids,
-            on_complete=on_complete,
-            prefix_len=prefix_len,
-        )
+        if todo:
+            backend.generate(todo, stop_ids=stop_ids, on_complete=on_complete, on_tokens=on_tokens)
     finally:
         writer.flush()  # whatever finished is kept, even when interrupted
         if bar is not None:
@@ -161,8 +124,6 @@ def run_jobs(
         "new_tokens": counts["tokens"],
         "samples_per_s": round(counts["rows"] / elapsed, 3) if elapsed > 0 else None,
         "tokens_per_s": round(counts["tokens"] / elapsed, 3) if elapsed > 0 else None,
-        "batch_size": slots,
-        "shared_prefix_tokens": prefix_len,
     }
     return frame, stats
 
@@ -219,20 +180,6 @@ def _only_run(done: pd.DataFrame | None, run_id: str) -> pd.DataFrame | None:
             f"the stored sample table holds rows of other runs {sorted(other)}; expected only {run_id}"
         )
     return done
-
-
-def _common_prefix_length(prompts: list[tuple[int, ...]]) -> int:
-    """Tokens shared by the start of every prompt, leaving at least one token of each to prefill."""
-    shortest = min(len(p) for p in prompts)
-    length = 0
-    first = prompts[0]
-    while length < shortest - 1 and all(p[length] == first[length] for p in prompts):
-        length += 1
-    return length
-
-
-def _stop_ids(model: LoadedModel) -> frozenset[int]:
-    return frozenset(model.end_of_turn_ids)
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:

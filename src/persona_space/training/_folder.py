@@ -13,19 +13,17 @@ Layout of ``out``::
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import re
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _io
-from persona_space.adapters import CONFIG_FILE, MANIFEST_FILE, WEIGHT_FILES, _undo_failed_attach
+from persona_space.adapters import CONFIG_FILE, MANIFEST_FILE, WEIGHT_FILES
 from persona_space.errors import ConfigError, CorruptRunError, StoreError, StoreMismatchError
 
 if TYPE_CHECKING:
@@ -142,23 +140,6 @@ def checkpoint_step(checkpoint: Path | None) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else 0
 
 
-def _dtypes(module: Any) -> dict[str, torch.dtype]:
-    tensors = itertools.chain(module.named_parameters(), module.named_buffers())
-    return {name: t.dtype for name, t in tensors if t.is_floating_point()}
-
-
-def _restore_dtypes(module: Any, dtypes: dict[str, torch.dtype]) -> None:
-    """Cast every parameter and buffer back to the dtype it had (rotary buffers stay float32)."""
-    for name, param in module.named_parameters():
-        if name in dtypes and param.dtype != dtypes[name]:
-            param.data = param.data.to(dtypes[name])
-    for name, buffer in list(module.named_buffers()):
-        if name in dtypes and buffer.dtype != dtypes[name]:
-            owner_name, _, leaf = name.rpartition(".")
-            owner = module.get_submodule(owner_name) if owner_name else module
-            owner._buffers[leaf] = buffer.to(dtypes[name])
-
-
 def check_trainable(model: LoadedModel, name: str, reserved: tuple[str, ...] = ()) -> None:
     """Refuse, before anything is written, a name already in use and a device the trainer would move the model off."""
     peft_names = set(getattr(model.module, "peft_config", {}) or {})
@@ -177,70 +158,16 @@ def check_trainable(model: LoadedModel, name: str, reserved: tuple[str, ...] = (
         )
 
 
-@contextlib.contextmanager
 def trainable_adapter(
-    model: LoadedModel,
-    name: str,
-    lora: LoraSpec,
-    dtype: torch.dtype,
-    *,
-    seed: int,
-    gradient_checkpointing: bool,
-) -> Iterator[Any]:
-    """Inject a fresh LoRA adapter ``name`` into ``model`` (cast to ``dtype``) and yield the PEFT model.
+    model: LoadedModel, name: str, lora: LoraSpec, dtype: torch.dtype, *, seed: int
+) -> contextlib.AbstractContextManager[Any]:
+    """A fresh LoRA adapter ``name`` to train, removed again on exit (see ``AdapterSet.trainable``).
 
-    On exit, whatever happened, the adapter (and any helper adapter a trainer added,
-    such as TRL's GRPO reference copy) is removed again, the weights are cast
-    back to the dtype each had (exact: bf16 -> fp32 -> bf16 is lossless) and the model is in
-    eval mode with no gradients, as before. The trained adapter is then attached from
-    its saved folder, so it is identical to one loaded later.
+    The trained adapter is then attached from its saved folder, so it is identical
+    to one loaded later.
     """
-    import torch
-    from peft import PeftModel, get_peft_model
-
     check_trainable(model, name)
-    base = model.base_module
-    original = _dtypes(base)
-    use_cache = getattr(base.config, "use_cache", None)
-    was_peft = isinstance(model.module, PeftModel)
-    if dtype != base.dtype:
-        base.to(dtype)
-    try:
-        config = lora.to_peft()
-        # where the base model's files are: PEFT's checkpoint saves look for its config.json there,
-        # and would ask the Hub about a bare name (the saved folder names the model by its id)
-        config.base_model_name_or_path = model.source
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # the LoRA A matrices are drawn here: same seed, same adapter
-            if was_peft:
-                model.module.add_adapter(name, config)
-                model.module.set_adapter(name)
-            else:
-                model.module = get_peft_model(model.module, config, adapter_name=name)
-        yield model.module
-    finally:
-        if gradient_checkpointing:
-            with contextlib.suppress(Exception):
-                base.gradient_checkpointing_disable()
-            with contextlib.suppress(Exception):
-                base.disable_input_require_grads()
-        if use_cache is not None:
-            base.config.use_cache = use_cache
-        if isinstance(model.module, PeftModel):
-            added = [a for a in model.module.peft_config if a not in model.adapters] if was_peft else [name]
-            remaining = [a for a in model.module.peft_config if a in model.adapters]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # PEFT notes the deleted adapter was active
-                if remaining:
-                    model.module.set_adapter(remaining[0])  # an adapter that stays is active while others go
-                for extra in added:
-                    _undo_failed_attach(model, extra, was_peft)
-            if not was_peft:
-                model.module = base
-        model.module.eval()
-        for param in model.module.parameters():
-            param.requires_grad_(False)
-        _restore_dtypes(base, original)
+    return model.adapters.trainable(name, lora.to_peft(), dtype, seed=seed)
 
 
 @contextlib.contextmanager

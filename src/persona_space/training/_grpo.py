@@ -140,7 +140,7 @@ def train_grpo(
     started = time.perf_counter()
     with (
         _folder.quiet_datasets(not progress),
-        _folder.trainable_adapter(model, TRAINING_NAME, lora, dtype, seed=seed, gradient_checkpointing=False) as peft,
+        _folder.trainable_adapter(model, TRAINING_NAME, lora, dtype, seed=seed) as peft,
     ):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(use_cache=True|generation flags|pad token).*")

@@ -26,7 +26,6 @@ from persona_space.errors import (
     CorruptRunError,
     DataError,
     PersonaSpaceError,
-    UnsupportedModelError,
 )
 from persona_space.training import _folder
 from persona_space.training._specs import LoraSpec, TrainSpec, check_targets, default_learning_rate
@@ -47,10 +46,8 @@ def encode_records(
     the answer's tokens are those after it in the rendering of the whole chat, cut
     after the first end-of-turn token (so a template's trailing newline is not trained).
     """
-    from persona_space.sampling._runner import _stop_ids
-
     tokenizer = model.tokenizer
-    stop = _stop_ids(model)
+    stop = frozenset(model.end_of_turn_ids)
     eos = tokenizer.eos_token_id
     out = []
     for rec in data.records:
@@ -185,9 +182,7 @@ def train_adapter(
     started = time.perf_counter()
     with (
         _folder.quiet_datasets(not progress),
-        _folder.trainable_adapter(
-            model, adapter_name, lora, dtype, seed=seed, gradient_checkpointing=train.gradient_checkpointing
-        ) as peft_model,
+        _folder.trainable_adapter(model, adapter_name, lora, dtype, seed=seed) as peft_model,
     ):
         probe_callback = ProbeCallback(model, adapter_name, train, system_prompt, out_path / _folder.PROBE_LOG)
         probe_callback.keep_until(_folder.checkpoint_step(resume))
@@ -261,7 +256,6 @@ class ProbeCallback:
         self.spec = spec
         self.system_prompt = system_prompt
         self.path = path
-        self.disabled = False
 
     def keep_until(self, step: int) -> None:
         """Drop logged answers after ``step`` (a resumed run logs those steps again)."""
@@ -272,42 +266,33 @@ class ProbeCallback:
         _io.write_text(self.path, "".join(kept))
 
     def answers(self) -> list[dict[str, Any]]:
-        """The probes' greedy answers under the adapter being trained."""
-        from persona_space.adapters import Member
-        from persona_space.probes import ProbeSet
-        from persona_space.sampling._api import SamplingSpec
-        from persona_space.sampling._runner import run_jobs
+        """The probes' greedy answers under the adapter being trained (on the ``auto`` backend)."""
+        from persona_space.engine import GenerateRequest, resolve_backend
 
-        spec = SamplingSpec(
-            n=1, temperatures=(0.0,), max_new_tokens=self.spec.eval_max_new_tokens, system_prompt=self.system_prompt
-        )
-        probes = ProbeSet.from_list(list(self.spec.eval_probes), name="eval")
-        frame, _ = run_jobs(
-            self.model,
-            probes,
-            [Member(self.adapter, self.adapter, self.adapter, None)],
-            {self.adapter: self.adapter},
-            spec,
-            run_id="eval",
-            done=None,
-            store=None,
-            batch_size=len(probes),
-            chunk_rows=1 << 30,
-            progress=False,
-        )
-        return [{"prompt": p, "text": t} for p, t in zip(frame["prompt"], frame["text"], strict=True)]
+        prompts = list(self.spec.eval_probes)
+        requests = [
+            GenerateRequest(
+                key=i,
+                prompt_ids=tuple(self.model.encode(prompt, system_prompt=self.system_prompt)),
+                adapter=self.adapter,
+                temperature=0.0,
+                top_p=1.0,
+                max_new_tokens=self.spec.eval_max_new_tokens,
+                seed=0,
+            )
+            for i, prompt in enumerate(prompts)
+        ]
+        backend = resolve_backend(self.model, "auto", batch_size=max(1, len(requests)))
+        done = backend.generate(requests, stop_ids=frozenset(self.model.end_of_turn_ids))
+        texts = {c.key: self.model.tokenizer.decode(list(c.token_ids), skip_special_tokens=True) for c in done}
+        return [{"prompt": p, "text": texts[i]} for i, p in enumerate(prompts)]
 
     def _log(self, step: int) -> None:
-        if self.disabled:
-            return
         module = self.model.module
         was_training = module.training
         module.eval()
         try:
             rows = self.answers()
-        except UnsupportedModelError:
-            self.disabled = True  # the fast engine cannot drive this architecture; skip probing
-            return
         finally:
             if was_training:
                 module.train()

@@ -35,42 +35,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from persona_space.engine._adapters import AdapterRouter, adapters_off
+from persona_space.engine._requests import ScoreRequest, Scores
 from persona_space.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     import torch
 
-    from persona_space.models import LoadedModel
+    from persona_space.engine._host import Host
 
 Method = Literal["auto", "packed", "padded"]
 METHODS = ("auto", "packed", "padded")
 _MASKABLE = ("sdpa", "eager")
 _HEAD_CHUNK = 512  # scored positions per float32 vocabulary product
-
-
-@dataclass(frozen=True)
-class Job:
-    """One prompt under one model: ``adapter`` is an attached adapter's name, ``None`` the base model."""
-
-    adapter: str | None
-    prompt_ids: tuple[int, ...]
-    candidates: tuple[tuple[int, ...], ...]
-
-
-@dataclass
-class JobScores:
-    """Per candidate of a job: the log-probability of each token (nats) and whether each was the argmax."""
-
-    token_logprobs: list[np.ndarray]
-    token_greedy: list[np.ndarray]
-
-    @property
-    def total(self) -> np.ndarray:
-        return np.array([float(np.sum(t, dtype=np.float64)) for t in self.token_logprobs])
-
-    @property
-    def greedy(self) -> np.ndarray:
-        return np.array([bool(g.all()) for g in self.token_greedy])
 
 
 @dataclass
@@ -88,25 +65,18 @@ class _Row:
 
 
 def score_jobs(
-    model: LoadedModel,
-    jobs: Sequence[Job],
+    model: Host,
+    jobs: Sequence[ScoreRequest],
     *,
     method: Method = "auto",
     batch_tokens: int = 8192,
     max_row_tokens: int = 2048,
     progress: Callable[[int], None] | None = None,
-) -> list[JobScores]:
+) -> list[Scores]:
     """Log-probabilities of every job's candidates; see the module docstring for how."""
     import torch
 
-    from persona_space.models import adapters_disabled
-    from persona_space.sampling._engine import AdapterRouter
-
-    if method not in METHODS:
-        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    for name, value in (("batch_tokens", batch_tokens), ("max_row_tokens", max_row_tokens)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 16:
-            raise ConfigError(f"{name} must be an integer >= 16, got {value!r}")
+    check_score_options(method, batch_tokens, max_row_tokens)
     for job in jobs:
         if job.adapter is not None and job.adapter not in model.adapters:
             raise ConfigError(f"adapter {job.adapter!r} is not attached; attached: {sorted(model.adapters)}")
@@ -120,7 +90,7 @@ def score_jobs(
         for r in (_packed_rows if chosen == "packed" else _padded_rows)(i, job, max_row_tokens)
     ]
     out = [
-        JobScores(
+        Scores(
             token_logprobs=[np.zeros(len(c), dtype=np.float32) for c in job.candidates],
             token_greedy=[np.zeros(len(c), dtype=bool) for c in job.candidates],
         )
@@ -131,7 +101,7 @@ def score_jobs(
     needs_routing = any(job.adapter is not None for job in jobs)
     with torch.inference_mode(), contextlib.ExitStack() as stack:
         if not needs_routing:
-            stack.enter_context(adapters_disabled(model))
+            stack.enter_context(adapters_off(model.module))
         for batch in _batches(rows, batch_tokens):
             if needs_routing:
                 if not router.active:
@@ -147,7 +117,16 @@ def score_jobs(
     return out
 
 
-def resolve_method(model: LoadedModel, jobs: Sequence[Job], method: Method) -> Literal["packed", "padded"]:
+def check_score_options(method: object, batch_tokens: object, max_row_tokens: object) -> None:
+    """Refuse a scoring method or batch limit the scorer cannot use."""
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    for name, value in (("batch_tokens", batch_tokens), ("max_row_tokens", max_row_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 16:
+            raise ConfigError(f"{name} must be an integer >= 16, got {value!r}")
+
+
+def resolve_method(model: Host, jobs: Sequence[ScoreRequest], method: Method) -> Literal["packed", "padded"]:
     """``packed`` where the attention accepts a custom 4-D mask and no sliding window cuts the rows short."""
     config = model.config
     impl = getattr(config, "_attn_implementation", None) or "eager"
@@ -167,7 +146,7 @@ def resolve_method(model: LoadedModel, jobs: Sequence[Job], method: Method) -> L
 # -- rows ------------------------------------------------------------------------------------
 
 
-def _packed_rows(job_index: int, job: Job, max_row_tokens: int) -> Iterator[_Row]:
+def _packed_rows(job_index: int, job: ScoreRequest, max_row_tokens: int) -> Iterator[_Row]:
     """The job's candidates as prefix trees after the prompt, split into rows of at most ``max_row_tokens``."""
     plen = len(job.prompt_ids)
     budget = max(1, max_row_tokens - plen)
@@ -186,7 +165,7 @@ def _packed_rows(job_index: int, job: Job, max_row_tokens: int) -> Iterator[_Row
         yield _tree_row(job_index, job, chunk)
 
 
-def _tree_row(job_index: int, job: Job, chunk: list[int]) -> _Row:
+def _tree_row(job_index: int, job: ScoreRequest, chunk: list[int]) -> _Row:
     plen = len(job.prompt_ids)
     prefixes = sorted({job.candidates[i][:d] for i in chunk for d in range(1, len(job.candidates[i]))})
     where = {p: plen + k for k, p in enumerate(prefixes)}
@@ -208,7 +187,7 @@ def _tree_row(job_index: int, job: Job, chunk: list[int]) -> _Row:
     return row
 
 
-def _padded_rows(job_index: int, job: Job, max_row_tokens: int) -> Iterator[_Row]:
+def _padded_rows(job_index: int, job: ScoreRequest, max_row_tokens: int) -> Iterator[_Row]:
     """One row per candidate: the prompt and every candidate token but the last."""
     plen = len(job.prompt_ids)
     for i, cand in enumerate(job.candidates):
@@ -242,7 +221,7 @@ def _batches(rows: list[_Row], batch_tokens: int) -> Iterator[list[_Row]]:
 # -- the forward pass -------------------------------------------------------------------------
 
 
-def _forward(model: LoadedModel, batch: list[_Row], method: str) -> torch.Tensor:
+def _forward(model: Host, batch: list[_Row], method: str) -> torch.Tensor:
     """Final hidden states (batch, length, hidden) of the decoder for the batch's rows."""
     import torch
 
@@ -288,7 +267,7 @@ def _tree_mask(row: _Row, width: int) -> np.ndarray:
     return allowed
 
 
-def _decoder(model: LoadedModel) -> Any:
+def _decoder(model: Host) -> Any:
     base = model.base_module
     get = getattr(base, "get_decoder", None)
     decoder = get() if callable(get) else None
@@ -328,7 +307,7 @@ class _Head:
 _HEADS: weakref.WeakKeyDictionary[Any, _Head] = weakref.WeakKeyDictionary()
 
 
-def _head(model: LoadedModel) -> _Head:
+def _head(model: Host) -> _Head:
     """The model's vocabulary head in float32, checked once against the model's own logits."""
     import torch
 
@@ -354,12 +333,9 @@ def _head(model: LoadedModel) -> _Head:
         scale=scale,
     )
     ids = torch.tensor([[1, 2, 3, 4]], device=model.device) % int(head.weight.shape[0])
-    with torch.inference_mode():
-        from persona_space.models import adapters_disabled
-
-        with adapters_disabled(model):
-            want = base(input_ids=ids, logits_to_keep=1).logits[0, -1].float()
-            got = head.logits(_decoder(model)(input_ids=ids).last_hidden_state[0, -1])
+    with torch.inference_mode(), adapters_off(model.module):
+        want = base(input_ids=ids, logits_to_keep=1).logits[0, -1].float()
+        got = head.logits(_decoder(model)(input_ids=ids).last_hidden_state[0, -1])
     tolerance = 1e-3 if model.dtype == torch.float32 else 0.05
     error = float((want - got).abs().max()) / max(1.0, float(want.abs().max()))
     if not math.isfinite(error) or error > tolerance:
@@ -372,7 +348,7 @@ def _head(model: LoadedModel) -> _Head:
     return head
 
 
-def _read(hidden: torch.Tensor, batch: list[_Row], head: _Head, out: list[JobScores]) -> None:
+def _read(hidden: torch.Tensor, batch: list[_Row], head: _Head, out: list[Scores]) -> None:
     """Token log-probabilities and greedy flags at each row's scored positions."""
     import torch
 

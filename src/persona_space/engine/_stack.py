@@ -23,9 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from persona_space.engine._arch import PACK_ENV, check_supported
 from persona_space.errors import UnsupportedModelError
-
-SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 @dataclass
@@ -64,17 +63,6 @@ class SlotCache:
         """Copy slots ``src`` onto slots ``dst``."""
         for buf in (*self.keys, *self.values):
             buf[dst] = buf[src]
-
-
-def check_supported(causal_lm: Any) -> None:
-    """Raise :class:`UnsupportedModelError` unless the engine can drive ``causal_lm``."""
-    model_type = getattr(getattr(causal_lm, "config", None), "model_type", None)
-    inner = getattr(causal_lm, "model", None)
-    if model_type not in SUPPORTED_MODEL_TYPES or inner is None or not hasattr(inner, "layers"):
-        raise UnsupportedModelError(
-            f"the sampling engine cannot drive model type {model_type!r}; supported types are "
-            f"{', '.join(sorted(SUPPORTED_MODEL_TYPES))}"
-        )
 
 
 class DecoderStack:
@@ -247,9 +235,6 @@ class DecoderStack:
             out: torch.Tensor = module(x)
             return out
         return torch.ops.mkldnn._linear_pointwise(x, packed[0], packed[1], "none", [], "")  # type: ignore[no-any-return]
-
-
-PACK_ENV = "PERSONA_SPACE_PACKED_LINEAR"
 
 
 def _pack_linears(stack: DecoderStack, layers: list[Any], lm_head: Any) -> dict[int, tuple[torch.Tensor, Any]]:

@@ -1,180 +1,24 @@
-"""The generation loop: continuous batching over KV-cache slots with per-sample randomness.
+"""The ``cpu`` backend's generation loop: continuous batching over KV-cache slots.
 
-Every sample draws its random numbers from its own counter-based stream (a
-64-bit seed per sample, one uniform per generated token), and picks its token
-by inverting the cumulative distribution. So a sample's text depends on its
-seed and the model, not on which other samples share its batch or in what
-order the queue runs, and a resumed run repeats exactly the rows it lost.
+Each request keeps its own random stream (:mod:`persona_space.engine._streams`),
+so a sample's text depends on its seed and the model, not on which other
+samples share its batch or in what order the queue runs, and a resumed run
+repeats exactly the rows it lost.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from persona_space.adapters import BASE_ROW
-from persona_space.sampling._heap import heap_retained
-from persona_space.sampling._stack import DecoderStack, SlotCache
-
-FinishReason = Literal["stop", "length"]
-MIN_TEMPERATURE = 1e-5  # below this, dividing logits overflows float32: treated as greedy
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-@dataclass(frozen=True)
-class Job:
-    """One sample to generate."""
-
-    key: int
-    prompt_ids: tuple[int, ...]
-    adapter: str | None
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    seed: int
-
-
-@dataclass(frozen=True)
-class Completion:
-    key: int
-    token_ids: tuple[int, ...]
-    finish_reason: FinishReason
-
-
-def uniforms(seeds: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """Uniform numbers in [0, 1) from (seed, step) pairs: SplitMix64 of a Weyl sequence."""
-    with np.errstate(over="ignore"):
-        z = seeds.astype(np.uint64) + (steps.astype(np.uint64) + np.uint64(1)) * _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _MIX1
-        z = (z ^ (z >> np.uint64(27))) * _MIX2
-        z = z ^ (z >> np.uint64(31))
-    out: np.ndarray = (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-    return out
-
-
-def choose_tokens(
-    logits: torch.Tensor, temperatures: np.ndarray, top_ps: np.ndarray, seeds: np.ndarray, steps: np.ndarray
-) -> np.ndarray:
-    """Pick one token per row: greedy where temperature is 0, else nucleus sampling.
-
-    Sampling inverts the cumulative distribution at the row's own uniform number,
-    so the pick is a deterministic function of (logits, temperature, top_p, seed, step).
-    """
-    rows = logits.shape[0]
-    out = np.empty(rows, dtype=np.int64)
-    greedy = temperatures < MIN_TEMPERATURE
-    if greedy.all():
-        return logits.argmax(dim=-1).cpu().numpy()  # type: ignore[no-any-return]
-    if greedy.any():
-        idx = torch.from_numpy(np.flatnonzero(greedy)).to(logits.device)
-        out[greedy] = logits[idx].argmax(dim=-1).cpu().numpy()
-    picked = np.flatnonzero(~greedy)
-    sub = logits if len(picked) == rows else logits[torch.from_numpy(picked).to(logits.device)]
-    temps = torch.from_numpy(temperatures[picked]).to(logits.device, torch.float32).unsqueeze(1)
-    probs = torch.softmax(sub / temps, dim=-1)
-    u = torch.from_numpy(uniforms(seeds[picked], steps[picked])).to(logits.device)
-    nucleus = top_ps[picked] < 1.0
-    choice = np.empty(len(picked), dtype=np.int64)
-    if (~nucleus).any():
-        plain = np.flatnonzero(~nucleus)
-        part = probs if len(plain) == len(picked) else probs[torch.from_numpy(plain).to(logits.device)]
-        choice[plain] = invert_cdf(part, u[torch.from_numpy(plain).to(logits.device)]).cpu().numpy()
-    if nucleus.any():
-        nuc = np.flatnonzero(nucleus)
-        part = probs[torch.from_numpy(nuc).to(logits.device)]
-        limits = torch.from_numpy(top_ps[picked][nuc]).to(logits.device, torch.float32)
-        kept, order = nucleus_filter(part, limits)
-        pos = invert_cdf(kept, u[torch.from_numpy(nuc).to(logits.device)])
-        choice[nuc] = order.gather(1, pos.unsqueeze(1)).squeeze(1).cpu().numpy()
-    out[picked] = choice
-    return out
-
-
-def invert_cdf(probs: torch.Tensor, u: torch.Tensor, block: int = 256) -> torch.Tensor:
-    """Index ``i`` per row with ``cdf[i-1] <= u * total < cdf[i]`` (zero-probability entries never chosen).
-
-    Two levels keep it cheap on a 50k vocabulary: float32 sums over blocks of
-    ``block`` entries, then a float64 running sum inside the chosen block only.
-    """
-    rows, vocab = probs.shape
-    pad = (-vocab) % block
-    padded = F.pad(probs, (0, pad)) if pad else probs
-    blocks = padded.view(rows, -1, block)
-    block_cdf = blocks.sum(dim=-1).double().cumsum(dim=-1)
-    target = u.double() * block_cdf[:, -1]
-    which = torch.searchsorted(block_cdf, target.unsqueeze(1), right=True).squeeze(1)
-    which = which.clamp_max(block_cdf.shape[1] - 1)
-    before = torch.where(which > 0, block_cdf.gather(1, (which - 1).clamp_min(0).unsqueeze(1)).squeeze(1), 0.0)
-    inner = blocks[torch.arange(rows, device=probs.device), which].double().cumsum(dim=-1)
-    offset = torch.searchsorted(inner, (target - before).unsqueeze(1), right=True).squeeze(1)
-    # A target at the very top of a block (rounding) falls back to its last non-zero entry.
-    last_nonzero = (inner < inner[:, -1:]).sum(dim=-1)
-    offset = torch.minimum(offset, last_nonzero)
-    return (which * block + offset).clamp_max(vocab - 1)
-
-
-def nucleus_filter(probs: torch.Tensor, top_ps: torch.Tensor, first: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """The nucleus of each row: probabilities sorted descending with the tail past ``top_p`` zeroed.
-
-    Returns ``(kept, order)``: ``kept[r, j]`` is the probability of token ``order[r, j]``.
-    Looks at the ``first`` most likely tokens, and sorts the whole row only when
-    its nucleus is larger than that.
-    """
-    k = min(first, probs.shape[1])
-    values, order = torch.topk(probs, k, dim=-1, sorted=True)
-    if k < probs.shape[1] and bool((values.sum(dim=-1) < top_ps).any()):
-        values, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-    mass_before = values.double().cumsum(dim=-1) - values.double()
-    kept = torch.where(mass_before < top_ps.double().unsqueeze(1), values, torch.zeros_like(values))
-    return kept, order
-
-
-class AdapterRouter:
-    """Tells every LoRA layer which adapter each row of the current batch uses.
-
-    PEFT LoRA layers accept ``adapter_names`` (one name per row, ``"__base__"`` for
-    none) and then apply each adapter to its own rows: one batch can hold the base
-    model and several adapters. The names are injected by forward pre-hooks that
-    exist only inside :meth:`routing`.
-    """
-
-    def __init__(self, module: Any) -> None:
-        self.names: list[str] | None = None
-        self._layers: list[Any] = []
-        try:
-            from peft.tuners.lora import LoraLayer
-        except ImportError:  # pragma: no cover - peft is a dependency
-            return
-        self._layers = [m for m in module.modules() if isinstance(m, LoraLayer)]
-
-    @property
-    def active(self) -> bool:
-        return bool(self._layers)
-
-    def set_rows(self, adapters: Sequence[str | None]) -> None:
-        self.names = [BASE_ROW if a is None else a for a in adapters]
-
-    @contextlib.contextmanager
-    def routing(self) -> Iterator[AdapterRouter]:
-        handles = [m.register_forward_pre_hook(self._hook, with_kwargs=True) for m in self._layers]
-        try:
-            yield self
-        finally:
-            for handle in handles:
-                handle.remove()
-            self.names = None
-
-    def _hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        return args, {**kwargs, "adapter_names": self.names}
+from persona_space.engine._adapters import AdapterRouter
+from persona_space.engine._heap import heap_retained
+from persona_space.engine._requests import Completion, FinishReason, GenerateRequest
+from persona_space.engine._stack import DecoderStack, SlotCache
+from persona_space.engine._streams import choose_tokens
 
 
 @dataclass
@@ -199,11 +43,12 @@ class _Rows:
 def generate(
     stack: DecoderStack,
     router: AdapterRouter,
-    jobs: Sequence[Job],
+    jobs: Sequence[GenerateRequest],
     *,
     slots: int,
     stop_ids: frozenset[int],
     on_complete: Callable[[Completion], None],
+    on_tokens: Callable[[int], None] | None = None,
     prefix_len: int = 0,
     prefill_tokens: int = 4096,
 ) -> None:
@@ -263,6 +108,8 @@ def generate(
                         rows.length[slot] = len(job.prompt_ids)
                         rows.last[slot] = picks[offset]
                         rows.generated[slot] = []
+                if on_tokens is not None:
+                    on_tokens(len(admitted))
                 previous, active = active, active + len(admitted)
                 active = _retire(rows, previous, active, cache, stop_ids, limits, on_complete)
             else:
@@ -276,10 +123,12 @@ def generate(
                 keys = rows.job[:active]
                 steps = np.array([len(rows.generated[s]) for s in range(active)], dtype=np.int64)
                 rows.last[:active] = choose_tokens(logits, temps[keys], top_ps[keys], seeds[keys], steps)
+                if on_tokens is not None:
+                    on_tokens(active)
                 active = _retire(rows, 0, active, cache, stop_ids, limits, on_complete)
 
 
-def _prefill_groups(admitted: Sequence[Job], budget: int) -> Iterator[tuple[int, list[Job]]]:
+def _prefill_groups(admitted: Sequence[GenerateRequest], budget: int) -> Iterator[tuple[int, list[GenerateRequest]]]:
     """Split admitted jobs into consecutive prefill batches of at most ``budget`` padded tokens."""
     start = 0
     while start < len(admitted):
@@ -300,7 +149,7 @@ def _prefill_groups(admitted: Sequence[Job], budget: int) -> Iterator[tuple[int,
         start = end
 
 
-def _shared_prefix(jobs: Sequence[Job], prefix_len: int) -> tuple[int, ...]:
+def _shared_prefix(jobs: Sequence[GenerateRequest], prefix_len: int) -> tuple[int, ...]:
     if prefix_len <= 0:
         return ()
     head = jobs[0].prompt_ids[:prefix_len]
@@ -331,7 +180,7 @@ def _prefill(
     stack: DecoderStack,
     router: AdapterRouter,
     cache: SlotCache,
-    group: Sequence[Job],
+    group: Sequence[GenerateRequest],
     first_slot: int,
     prefix: tuple[SlotCache, dict[str | None, int]] | None,
 ) -> tuple[torch.Tensor, np.ndarray]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from persona_space.errors import ConfigError, DataError, ModelError
 
 if TYPE_CHECKING:
-    from persona_space.models import LoadedModel
+    from persona_space.engine._host import Host
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def split_continuations(
     return Continuations(prompt_ids, tuple(ids), tuple(how))
 
 
-def end_of_turn_id(model: LoadedModel) -> int:
+def end_of_turn_id(model: Host) -> int:
     """The token that ends an assistant turn, as the chat template writes it (``<|im_end|>`` for ChatML).
 
     The same definition sampling stops on (:attr:`LoadedModel.end_of_turn_ids`), so a

@@ -13,7 +13,7 @@ from persona_space.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from persona_space.basins._map import BasinMap
+    from persona_space.basins import BasinMap
 
 
 def map_run(
@@ -32,8 +32,7 @@ def map_run(
     divergence between conditions and transitions from the base model. ``by`` names
     the conditions (default: ``condition``, or ``adapter`` in older tables).
     """
-    from persona_space.basins._compare import condition_column
-    from persona_space.basins._map import BasinMap, as_frame
+    from persona_space.basins import BasinMap, as_frame, condition_column
 
     frame = as_frame(samples)
     if frame.empty:
@@ -114,7 +113,7 @@ def summary_markdown(
     """Basins with keywords, self-names and an exemplar; occupancy, differences, divergence and transitions."""
     import pandas as pd
 
-    from persona_space.basins._compare import stay_share
+    from persona_space.basins import stay_share
     from persona_space.report import markdown_table
 
     lines = [f"{fitted!r}.", ""]

@@ -1,0 +1,392 @@
+"""The adapter set: the one owner of the PEFT state of a loaded model.
+
+Every change to which LoRA adapters sit on a model goes through here: attach a
+folder, detach it again, switch every adapter off for a block (the base model),
+route the rows of one batch to different adapters, and inject a fresh adapter to
+train. A block that changes the state temporarily is a context manager that puts
+it back, whatever happens inside.
+
+An adapter made for another base model is refused: the adapter's
+``base_model_name_or_path`` must name the loaded model (any of its aliases) and
+every LoRA matrix must fit the module it targets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from persona_space.adapters import (
+    BASE_ROW,
+    AdapterInfo,
+    Member,
+    adapter_sha256,
+    read_adapter_config,
+    validate_name,
+    weights_file,
+)
+from persona_space.engine._host import Host, base_module
+from persona_space.errors import AdapterError, AdapterMismatchError, ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
+
+
+class AdapterSet(Mapping[str, AdapterInfo]):
+    """The adapters attached to one loaded model, by name (a read-only mapping to :class:`AdapterInfo`).
+
+    >>> name = model.adapters.attach("runs/red")              # doctest: +SKIP
+    >>> with model.adapters.disabled(): ...                   # the base model  # doctest: +SKIP
+    >>> model.adapters.detach(name)                           # doctest: +SKIP
+    """
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self._infos: dict[str, AdapterInfo] = {}
+
+    # -- the mapping --------------------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> AdapterInfo:
+        return self._infos[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._infos)
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def __repr__(self) -> str:
+        return f"AdapterSet({list(self._infos)})"
+
+    @property
+    def peft_names(self) -> frozenset[str]:
+        """Every adapter PEFT holds on the model, including one being trained."""
+        return frozenset(getattr(self._host.module, "peft_config", None) or {})
+
+    # -- attach and detach ----------------------------------------------------------------------
+
+    def attach(self, path: str | os.PathLike[str], name: str | None = None, *, check_base: bool = True) -> str:
+        """Load the PEFT LoRA folder at ``path`` under ``name`` (default: the folder name); return the name.
+
+        Re-attaching the same folder under the same name is a no-op; another folder
+        under a name in use is refused.
+        """
+        folder = Path(path)
+        config = read_adapter_config(folder)
+        name = validate_name(name if name is not None else folder.resolve().name)
+        sha = adapter_sha256(folder)
+        existing = self._infos.get(name)
+        if existing is not None:
+            if existing.sha256 == sha:
+                return name
+            raise ConfigError(
+                f"an adapter named {name!r} is already attached (from {existing.path}); choose another name"
+            )
+        if name in self.peft_names:
+            raise ConfigError(f"the name {name!r} is in use by an adapter being trained; choose another name")
+        self.check_compatible(folder, config, check_name=check_base)
+        from peft import PeftModel
+
+        host = self._host
+        was_peft = isinstance(host.module, PeftModel)
+        try:
+            if was_peft:
+                host.module.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+            else:
+                host.module = PeftModel.from_pretrained(host.module, str(folder), adapter_name=name, is_trainable=False)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            self._remove(name, unwrap=not was_peft)
+            raise AdapterMismatchError(
+                f"adapter {str(folder)!r} does not fit the loaded model {host.name!r}: {exc}"
+            ) from exc
+        host.module.eval()
+        # In memory the adapter points at the loaded model's files: a later save of every adapter (a
+        # trainer's checkpoint) looks for the base config there, and would ask the Hub about a bare name.
+        host.module.peft_config[name].base_model_name_or_path = host.source
+        targets = config.get("target_modules") or ()
+        self._infos[name] = AdapterInfo(
+            name=name,
+            path=str(folder.resolve()),
+            sha256=sha,
+            base_model=config.get("base_model_name_or_path"),
+            rank=config.get("r"),
+            target_modules=tuple(sorted(targets)) if isinstance(targets, list) else (str(targets),),
+        )
+        return name
+
+    def detach(self, name: str) -> None:
+        """Remove an attached adapter; with none left the model is the plain transformers model again."""
+        if name not in self._infos:
+            raise ConfigError(f"no adapter named {name!r} is attached; attached: {sorted(self._infos)}")
+        del self._infos[name]
+        others = self.peft_names - {name}
+        self._remove(name, unwrap=not others)
+
+    def attach_members(self, members: Sequence[Member]) -> dict[str, str | None]:
+        """Attach each member's adapter (once); map each label to its attached name (``None`` = base model).
+
+        An :class:`AdapterInfo` already attached with the same hash is used as it is,
+        not loaded a second time.
+        """
+        out: dict[str, str | None] = {}
+        for member in members:
+            where = member.where
+            if where is None:
+                out[member.label] = None
+                continue
+            if isinstance(where, AdapterInfo):  # as train_adapter returns
+                attached = self._infos.get(where.name)
+                if attached is not None and attached.sha256 == where.sha256:
+                    out[member.label] = attached.name
+                    continue
+                where = where.path
+            if isinstance(where, str) and where in self._infos and not Path(where).exists():
+                out[member.label] = where
+                continue
+            out[member.label] = self.attach(where, name=member.label)
+        return out
+
+    @contextlib.contextmanager
+    def attached(self, members: Sequence[Member]) -> Iterator[dict[str, str | None]]:
+        """:meth:`attach_members` for a block: adapters it attached are detached again on exit."""
+        before = set(self._infos)
+        try:
+            yield self.attach_members(members)
+        finally:
+            for name in [n for n in self._infos if n not in before]:
+                self.detach(name)
+
+    # -- temporary states ---------------------------------------------------------------------
+
+    def disabled(self) -> contextlib.AbstractContextManager[None]:
+        """The base model: every adapter off inside the block, restored after."""
+        return adapters_off(self._host.module)
+
+    def router(self) -> AdapterRouter:
+        """A router for batches whose rows use different adapters (see :class:`AdapterRouter`)."""
+        return AdapterRouter(self._host.module)
+
+    @contextlib.contextmanager
+    def routing(self, rows: Sequence[str | None]) -> Iterator[AdapterRouter]:
+        """Inside the block every forward pass runs row ``i`` through adapter ``rows[i]`` (``None``: base)."""
+        router = self.router()
+        if any(r is not None for r in rows) and not router.active:
+            names = sorted({r for r in rows if r is not None})
+            raise AdapterError(f"the model has no LoRA layers to route adapters {names} through")
+        with router.routing():
+            router.set_rows(rows)
+            yield router
+
+    @contextlib.contextmanager
+    def trainable(self, name: str, config: Any, dtype: torch.dtype, *, seed: int) -> Iterator[Any]:
+        """Inject a fresh LoRA adapter ``name`` (a PEFT ``LoraConfig``) with the weights in ``dtype``.
+
+        Yields the PEFT model, with ``name`` active and trainable. On exit, whatever
+        happened, the adapter and any helper adapter a trainer added (TRL's GRPO
+        reference copy, say) are removed, every weight is cast back to the dtype it
+        had (bf16 -> fp32 -> bf16 is exact) and the model is in eval mode without
+        gradients, as before. Attach the saved folder afterwards to use the result.
+        """
+        import torch
+        from peft import PeftModel, get_peft_model
+
+        if name in self._infos or name in self.peft_names:
+            raise ConfigError(f"an adapter named {name!r} is already attached to {self._host.name!r}; pass another")
+        host = self._host
+        base = base_module(host.module)
+        original = _dtypes(base)
+        use_cache = getattr(base.config, "use_cache", None)
+        was_peft = isinstance(host.module, PeftModel)
+        if dtype != base.dtype:
+            base.to(dtype)
+        try:
+            # where the base model's files are: PEFT's checkpoint saves look for its config.json there,
+            # and would ask the Hub about a bare name (the saved folder names the model by its id)
+            config.base_model_name_or_path = host.source
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # the LoRA A matrices are drawn here: same seed, same adapter
+                if was_peft:
+                    host.module.add_adapter(name, config)
+                    host.module.set_adapter(name)
+                else:
+                    host.module = get_peft_model(host.module, config, adapter_name=name)
+            yield host.module
+        finally:
+            with contextlib.suppress(Exception):
+                base.gradient_checkpointing_disable()
+            with contextlib.suppress(Exception):
+                base.disable_input_require_grads()
+            if use_cache is not None:
+                base.config.use_cache = use_cache
+            for extra in sorted(self.peft_names - set(self._infos)):
+                self._remove(extra, unwrap=not self._infos)
+            host.module.eval()
+            for param in host.module.parameters():
+                param.requires_grad_(False)
+            _restore_dtypes(base, original)
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def check_compatible(
+        self, path: str | os.PathLike[str], config: Mapping[str, Any], *, check_name: bool = True
+    ) -> None:
+        """Refuse an adapter made for another base model: by name (unless ``check_name`` is off), then by shapes."""
+        host = self._host
+        base = config.get("base_model_name_or_path")
+        if check_name and base and str(base).rstrip("/").lower() not in host.aliases:
+            raise AdapterMismatchError(
+                f"adapter {str(path)!r} was trained on {base!r}, but the loaded model is {host.name!r} "
+                f"(accepted names: {', '.join(sorted(host.aliases))}); pass check_base=False to attach it anyway"
+            )
+        weights = weights_file(Path(path))
+        if weights is None or weights.suffix != ".safetensors":
+            return
+        from safetensors import safe_open
+
+        modules = dict(base_module(host.module).named_modules())
+        try:
+            handle = safe_open(str(weights), framework="pt")
+        except Exception as exc:  # safetensors raises its own error type for a damaged header
+            raise AdapterError(f"adapter weights {str(weights)!r} cannot be read: {exc}") from exc
+        with handle as fh:
+            for key in fh.keys():  # noqa: SIM118 - the safe_open handle is not iterable
+                match = _LORA_KEY.match(key)
+                if match is None:
+                    continue
+                name = match.group("module")
+                target = modules.get(name)
+                if target is None:
+                    raise AdapterMismatchError(
+                        f"adapter {str(path)!r} targets module {name!r}, which the loaded model {host.name!r} lacks"
+                    )
+                shape = tuple(fh.get_slice(key).get_shape())
+                expected_in = getattr(target, "in_features", None)
+                expected_out = getattr(target, "out_features", None)
+                bad = (match.group("ab") == "A" and expected_in is not None and shape[-1] != expected_in) or (
+                    match.group("ab") == "B" and expected_out is not None and shape[0] != expected_out
+                )
+                if bad:
+                    raise AdapterMismatchError(
+                        f"adapter {str(path)!r} tensor {key!r} has shape {shape}, which does not fit "
+                        f"{name!r} of {host.name!r} (in={expected_in}, out={expected_out}); "
+                        "the adapter was made for another base model"
+                    )
+
+    def _remove(self, name: str, *, unwrap: bool) -> None:
+        """Take adapter ``name`` out of every LoRA layer; with ``unwrap`` put the plain layers back.
+
+        Also undoes what a failed PEFT load injected, so the model computes what it did before.
+        """
+        from peft import PeftModel
+        from peft.tuners.lora import LoraLayer
+
+        host = self._host
+        base = base_module(host.module)
+        is_peft = isinstance(host.module, PeftModel)
+        if is_peft and not unwrap:
+            remaining = [a for a in host.module.peft_config if a != name]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # PEFT notes the deleted adapter was active
+                if remaining and host.module.active_adapter == name:
+                    host.module.set_adapter(remaining[0])  # an adapter that stays is active while this one goes
+        for module_name, module in list(base.named_modules()):
+            if not isinstance(module, LoraLayer):
+                continue
+            if unwrap:
+                parent_name, _, child = module_name.rpartition(".")
+                parent = base.get_submodule(parent_name) if parent_name else base
+                setattr(parent, child, module.get_base_layer())
+            elif name in module.lora_A:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    module.delete_adapter(name)
+        if is_peft and not unwrap:
+            host.module.peft_config.pop(name, None)
+        if unwrap:
+            if hasattr(base, "peft_config"):
+                del base.peft_config  # left on the base model by PEFT's injection
+            host.module = base
+            for param in base.parameters():
+                param.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def adapters_off(module: Any) -> Iterator[None]:
+    """Every adapter of a (PEFT) model off inside the block, restored after; a plain model is left alone."""
+    disable = getattr(module, "disable_adapter", None)
+    if callable(disable) and getattr(module, "peft_config", None):  # also an adapter being trained
+        # PEFT re-enables the adapters on exit through ``set_adapter``, which also makes
+        # them trainable; put every parameter's ``requires_grad`` back as it was.
+        flags = [(p, p.requires_grad) for p in module.parameters()]
+        try:
+            with disable():
+                yield
+        finally:
+            for param, flag in flags:
+                param.requires_grad_(flag)
+    else:
+        yield
+
+
+class AdapterRouter:
+    """Tells every LoRA layer which adapter each row of the current batch uses.
+
+    PEFT LoRA layers accept ``adapter_names`` (one name per row, ``"__base__"`` for
+    none) and then apply each adapter to its own rows: one batch can hold the base
+    model and several adapters. The names are injected by forward pre-hooks that
+    exist only inside :meth:`routing`.
+    """
+
+    def __init__(self, module: Any) -> None:
+        self.names: list[str] | None = None
+        self._layers: list[Any] = []
+        try:
+            from peft.tuners.lora import LoraLayer
+        except ImportError:  # pragma: no cover - peft is a dependency
+            return
+        self._layers = [m for m in module.modules() if isinstance(m, LoraLayer)]
+
+    @property
+    def active(self) -> bool:
+        return bool(self._layers)
+
+    def set_rows(self, adapters: Sequence[str | None]) -> None:
+        self.names = [BASE_ROW if a is None else a for a in adapters]
+
+    @contextlib.contextmanager
+    def routing(self) -> Iterator[AdapterRouter]:
+        handles = [m.register_forward_pre_hook(self._hook, with_kwargs=True) for m in self._layers]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.names = None
+
+    def _hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return args, {**kwargs, "adapter_names": self.names}
+
+
+def _dtypes(module: Any) -> dict[str, torch.dtype]:
+    tensors = itertools.chain(module.named_parameters(), module.named_buffers())
+    return {name: t.dtype for name, t in tensors if t.is_floating_point()}
+
+
+def _restore_dtypes(module: Any, dtypes: dict[str, torch.dtype]) -> None:
+    """Cast every parameter and buffer back to the dtype it had (rotary buffers stay float32)."""
+    for name, param in module.named_parameters():
+        if name in dtypes and param.dtype != dtypes[name]:
+            param.data = param.data.to(dtypes[name])
+    for name, buffer in list(module.named_buffers()):
+        if name in dtypes and buffer.dtype != dtypes[name]:
+            owner_name, _, leaf = name.rpartition(".")
+            owner = module.get_submodule(owner_name) if owner_name else module
+            owner._buffers[leaf] = buffer.to(dtypes[name])

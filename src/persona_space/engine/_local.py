@@ -1,0 +1,72 @@
+"""Backends that run in this process on one loaded model: which exist, and which ``"auto"`` picks."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+from persona_space.engine._arch import SUPPORTED_MODEL_TYPES
+from persona_space.engine._cpu import CPUBackend
+from persona_space.engine._hf import DEFAULT_BATCH, HFBackend
+from persona_space.engine._host import Host
+from persona_space.engine._requests import Backend
+from persona_space.engine._score import Method
+from persona_space.errors import BackendUnavailableError
+
+LOCAL_BACKENDS: tuple[str, ...] = ("auto", "hf", "cpu", "vllm")
+VLLM_STATUS = (
+    "the vllm backend is not offered yet: its sampling and its prompt log-probabilities (which have "
+    "ignored a LoRA's lm_head in some vLLM versions) must first be checked against the 'hf' backend on a GPU"
+)
+
+
+def cpu_supports(model: Host) -> bool:
+    """Whether the ``cpu`` backend's slot engine can drive this model's architecture."""
+    base = model.base_module
+    model_type = getattr(getattr(base, "config", None), "model_type", None)
+    inner = getattr(base, "model", None)
+    return model_type in SUPPORTED_MODEL_TYPES and inner is not None and hasattr(inner, "layers")
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def auto_backend_name(model: Host) -> Literal["cpu", "hf"]:
+    """``"auto"``: the ``cpu`` engine where it supports the architecture, ``hf`` otherwise.
+
+    vLLM is left out until it has been validated against ``hf`` (see :data:`VLLM_STATUS`).
+    """
+    return "cpu" if cpu_supports(model) else "hf"
+
+
+def local_backend(
+    model: Host,
+    name: str,
+    *,
+    batch_size: int | Literal["auto"] = "auto",
+    score_method: Method = "auto",
+    batch_tokens: int = 8192,
+    max_row_tokens: int = 2048,
+) -> Backend:
+    """A backend of this process for ``model`` by name (``auto``, ``hf``, ``cpu``; ``vllm`` is refused)."""
+    chosen = auto_backend_name(model) if name == "auto" else name
+    if chosen == "cpu":
+        return CPUBackend(
+            model,
+            batch_size=batch_size,
+            score_method=score_method,
+            batch_tokens=batch_tokens,
+            max_row_tokens=max_row_tokens,
+        )
+    if chosen == "hf":
+        return HFBackend(
+            model,
+            batch_size=DEFAULT_BATCH if batch_size == "auto" else batch_size,
+            batch_tokens=batch_tokens,
+            max_row_tokens=max_row_tokens,
+        )
+    if chosen == "vllm":
+        installed = "installed" if vllm_installed() else "not installed"
+        raise BackendUnavailableError(f"backend 'vllm' (vllm {installed}): {VLLM_STATUS}; use 'hf' or 'cpu'")
+    raise BackendUnavailableError(f"backend {name!r} does not run in-process; expected one of {LOCAL_BACKENDS}")

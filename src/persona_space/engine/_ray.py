@@ -1,0 +1,332 @@
+"""The ``ray`` backend: requests sharded over a Ray cluster, one model-holding actor per worker.
+
+The driver cuts the requests into shards of ``shard_size`` in a fixed order (by
+prompt, then key: a shard's prompts share prefixes), and hands them to actors,
+each of which loads the model once (from the driver model's :meth:`recipe`),
+attaches the adapters the shard names (the same folders, under the same names)
+and runs it with any in-process backend (``inner``: ``auto``, ``cpu`` or ``hf``).
+Every request keeps its own random stream, so which actor runs a shard never
+changes its rows.
+
+A shard whose actor dies is run again: actors restart (up to ``max_restarts``
+times each) and the shard is resubmitted; a shard that still cannot finish
+raises :class:`BackendError` naming it. Completions reach ``on_complete`` shard
+by shard as they return, so a run store appends them in shard-sized parts and a
+resumed run skips every finished shard's rows. ``address=None`` starts (or joins)
+a local Ray instance; ``"auto"`` or ``"ray://host:10001"`` joins a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from persona_space.engine._host import Host
+from persona_space.engine._requests import (
+    Capabilities,
+    Completion,
+    GenerateRequest,
+    OnComplete,
+    OnTokens,
+    ScoreRequest,
+    Scores,
+)
+from persona_space.errors import BackendError, BackendUnavailableError, ConfigError, PersonaSpaceError
+
+DEFAULT_SHARD = 256
+
+
+@dataclass(frozen=True)
+class _Shard:
+    index: int
+    positions: tuple[int, ...]  # positions in the request list
+
+
+class RayBackend:
+    """Shards generation and scoring over Ray actors that each hold a copy of the model."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        model: Host,
+        *,
+        workers: int | None = None,
+        address: str | None = None,
+        inner: str = "auto",
+        shard_size: int = DEFAULT_SHARD,
+        cpus_per_worker: float = 1.0,
+        gpus_per_worker: float | None = None,
+        max_restarts: int = 2,
+        batch_size: int | str = "auto",
+    ) -> None:
+        if inner not in ("auto", "cpu", "hf"):
+            raise ConfigError(f"inner must be 'auto', 'cpu' or 'hf' (the backend each Ray actor runs), got {inner!r}")
+        for label, value, low in (("shard_size", shard_size, 1), ("max_restarts", max_restarts, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{label} must be an integer >= {low}, got {value!r}")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ConfigError(f"workers must be a positive integer or None (one per free CPU or GPU), got {workers!r}")
+        if not isinstance(cpus_per_worker, (int, float)) or cpus_per_worker <= 0:
+            raise ConfigError(f"cpus_per_worker must be a positive number, got {cpus_per_worker!r}")
+        self.model = model
+        self.address = address
+        self.inner = inner
+        self.shard_size = shard_size
+        self.cpus_per_worker = float(cpus_per_worker)
+        self.gpus_per_worker = gpus_per_worker
+        self.max_restarts = max_restarts
+        self.batch_size = batch_size
+        self.requested_workers = workers
+        self.actors: list[Any] = []
+        self.retried_shards = 0
+        self._ray = _import_ray()
+        from persona_space.engine._local import auto_backend_name
+
+        inner_name = auto_backend_name(model) if inner == "auto" else inner
+        self.capabilities = Capabilities(
+            paired_streams=True,
+            mixed_adapters=True,
+            exact_scoring=True,
+            devices=("cpu", "cuda"),
+            architectures=None if inner_name == "hf" else _cpu_types(),
+        )
+
+    # -- the cluster ----------------------------------------------------------------------------
+
+    def start(self) -> list[Any]:
+        """Join or start Ray and create the actors (once); return them."""
+        if self.actors:
+            return self.actors
+        ray = self._ray
+        if not ray.is_initialized():
+            import logging
+
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                configure_logging=False,
+            )
+        resources = ray.cluster_resources()
+        gpus = self.gpus_per_worker
+        if gpus is None:
+            gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+        free = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1) / self.cpus_per_worker
+        count = self.requested_workers or max(1, int(free))
+        worker = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=gpus, max_restarts=self.max_restarts)(_Worker)
+        recipe = self.model.recipe()
+        options = {"batch_size": self.batch_size}
+        self.actors = [worker.remote(recipe, self.inner, options) for _ in range(count)]
+        return self.actors
+
+    def shutdown(self) -> None:
+        """Stop the actors (Ray itself stays up for other work)."""
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                self._ray.kill(actor)
+        self.actors = []
+
+    # -- the protocol -----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        requests: Sequence[GenerateRequest],
+        *,
+        stop_ids: frozenset[int],
+        on_complete: OnComplete | None = None,
+        on_tokens: OnTokens | None = None,
+    ) -> list[Completion]:
+        order = sorted(range(len(requests)), key=lambda i: (requests[i].prompt_ids, requests[i].key))
+        out: list[Completion] = []
+
+        def deliver(shard: _Shard, result: list[Completion]) -> None:
+            if len(result) != len(shard.positions) or {c.key for c in result} != {
+                requests[i].key for i in shard.positions
+            }:
+                raise BackendError(
+                    f"shard {shard.index} returned {len(result)} rows for {len(shard.positions)} requests"
+                )
+            if on_tokens is not None:
+                on_tokens(sum(len(c.token_ids) for c in result))
+            for completion in result:
+                out.append(completion)
+                if on_complete is not None:
+                    on_complete(completion)
+
+        adapters = self._adapter_paths({r.adapter for r in requests})
+        self._run(
+            self._shards(order),
+            lambda actor, shard: actor.generate.remote([requests[i] for i in shard.positions], stop_ids, adapters),
+            deliver,
+        )
+        return out
+
+    def score(self, requests: Sequence[ScoreRequest], *, on_scored: OnTokens | None = None) -> list[Scores]:
+        order = sorted(range(len(requests)), key=lambda i: (requests[i].prompt_ids, i))
+        out: list[Scores | None] = [None] * len(requests)
+
+        def deliver(shard: _Shard, result: list[Scores]) -> None:
+            if len(result) != len(shard.positions):
+                raise BackendError(f"shard {shard.index} returned {len(result)} scores for {len(shard.positions)}")
+            for position, scores in zip(shard.positions, result, strict=True):
+                out[position] = scores
+            if on_scored is not None:
+                on_scored(sum(len(requests[i].candidates) for i in shard.positions))
+
+        adapters = self._adapter_paths({r.adapter for r in requests})
+        self._run(
+            self._shards(order),
+            lambda actor, shard: actor.score.remote([requests[i] for i in shard.positions], adapters),
+            deliver,
+        )
+        return [s for s in out if s is not None]
+
+    def describe(self) -> dict[str, Any]:
+        ray = self._ray
+        return {
+            "name": self.name,
+            "capabilities": self.capabilities.to_dict(),
+            "inner": self.inner,
+            "workers": len(self.actors) or self.requested_workers,
+            "address": self.address,
+            "shard_size": self.shard_size,
+            "cpus_per_worker": self.cpus_per_worker,
+            "gpus_per_worker": self.gpus_per_worker,
+            "retried_shards": self.retried_shards,
+            "ray_version": getattr(ray, "__version__", None),
+        }
+
+    # -- scheduling -------------------------------------------------------------------------------
+
+    def _shards(self, order: list[int]) -> list[_Shard]:
+        size = self.shard_size
+        return [_Shard(k, tuple(order[s : s + size])) for k, s in enumerate(range(0, len(order), size))]
+
+    def _adapter_paths(self, names: set[str | None]) -> dict[str, str]:
+        paths: dict[str, str] = {}
+        for name in sorted(n for n in names if n is not None):
+            info = self.model.adapters.get(name)
+            if info is None:
+                raise ConfigError(
+                    f"adapter {name!r} is not attached from a folder, so Ray workers cannot load it; "
+                    f"attached: {sorted(self.model.adapters)}"
+                )
+            paths[name] = info.path
+        return paths
+
+    def _run(
+        self,
+        shards: list[_Shard],
+        submit: Callable[[Any, _Shard], Any],
+        deliver: Callable[[_Shard, Any], None],
+    ) -> None:
+        """Keep every actor busy with one shard (and one queued); resubmit shards whose actor died."""
+        ray = self._ray
+        actors = self.start()
+        queue = list(shards)
+        tries = dict.fromkeys(range(len(shards)), 0)
+        running: dict[Any, tuple[_Shard, int]] = {}
+
+        def feed(slot: int) -> None:
+            if queue:
+                shard = queue.pop(0)
+                running[submit(actors[slot], shard)] = (shard, slot)
+
+        for _ in range(2):
+            for slot in range(len(actors)):
+                feed(slot)
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            ref = ready[0]
+            shard, slot = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
+                if isinstance(cause, PersonaSpaceError):
+                    raise cause from None
+                raise BackendError(f"shard {shard.index} failed on a Ray worker: {exc}") from exc
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
+                tries[shard.index] += 1
+                if tries[shard.index] > self.max_restarts:
+                    raise BackendError(
+                        f"shard {shard.index} failed {tries[shard.index]} times (its worker died each time): {exc}"
+                    ) from exc
+                self.retried_shards += 1
+                queue.insert(0, shard)
+                feed(slot)
+                continue
+            deliver(shard, result)
+            feed(slot)
+
+
+class _Worker:
+    """A Ray actor: one copy of the model, the adapters attached so far, an in-process backend."""
+
+    def __init__(self, recipe: Any, inner: str, options: dict[str, Any]) -> None:
+        import torch
+
+        from persona_space.engine._local import local_backend
+
+        cpus = _assigned_cpus()
+        if cpus:
+            torch.set_num_threads(max(1, int(cpus)))
+        self.model = recipe.load("cuda" if torch.cuda.is_available() else "cpu")
+        self.backend = local_backend(self.model, inner, batch_size=options.get("batch_size", "auto"))
+
+    def _attach(self, adapters: dict[str, str]) -> None:
+        for name, path in adapters.items():
+            if name not in self.model.adapters:
+                self.model.adapters.attach(path, name=name)
+
+    def generate(
+        self, requests: list[GenerateRequest], stop_ids: frozenset[int], adapters: dict[str, str]
+    ) -> list[Completion]:
+        self._attach(adapters)
+        return self.backend.generate(requests, stop_ids=stop_ids)
+
+    def score(self, requests: list[ScoreRequest], adapters: dict[str, str]) -> list[Scores]:
+        self._attach(adapters)
+        return self.backend.score(requests)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def _assigned_cpus() -> float | None:
+    try:
+        import ray
+
+        return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0)) or None
+    except Exception:
+        return None
+
+
+def _cpu_types() -> frozenset[str]:
+    from persona_space.engine._arch import SUPPORTED_MODEL_TYPES
+
+    return SUPPORTED_MODEL_TYPES
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise BackendUnavailableError("backend 'ray' needs the ray package: pip install 'persona-space[ray]'") from exc
+    return ray
+
+
+@contextlib.contextmanager
+def ray_backend(model: Host, **options: Any) -> Iterator[RayBackend]:
+    """A :class:`RayBackend` for a block, its actors stopped afterwards."""
+    backend = RayBackend(model, **options)
+    try:
+        yield backend
+    finally:
+        backend.shutdown()

@@ -1,0 +1,70 @@
+"""``backend=``: turning a name (or a ready backend) into the backend an operation runs on."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Literal
+
+from persona_space.engine._host import Host
+from persona_space.engine._local import local_backend
+from persona_space.engine._ray import RayBackend
+from persona_space.engine._requests import BACKEND_NAMES, Backend
+from persona_space.engine._score import Method
+from persona_space.errors import ConfigError, UnsupportedModelError
+
+BackendLike = str | Backend
+_RAY: weakref.WeakKeyDictionary[Any, RayBackend] = weakref.WeakKeyDictionary()
+
+
+def resolve_backend(
+    model: Host,
+    backend: BackendLike = "auto",
+    *,
+    batch_size: int | Literal["auto"] = "auto",
+    score_method: Method = "auto",
+    batch_tokens: int = 8192,
+    max_row_tokens: int = 2048,
+) -> Backend:
+    """The backend for ``model``: a name from :data:`BACKEND_NAMES` or a backend made by the caller.
+
+    ``"auto"`` is the ``cpu`` engine where it supports the architecture and ``hf``
+    otherwise; ``"ray"`` shards over a local Ray instance with default options (its
+    actors are kept for the next call on the same model). For a cluster or other
+    options pass ``RayBackend(model, address=..., workers=...)`` itself.
+    """
+    if not isinstance(backend, str):
+        if not isinstance(backend, Backend):
+            raise ConfigError(
+                f"backend must be one of {', '.join(BACKEND_NAMES)} or a Backend object, got {backend!r:.80}"
+            )
+        owner = getattr(backend, "model", model)
+        if owner is not model:
+            raise ConfigError(f"backend {backend.name!r} was made for another model than {model.name!r}")
+        return backend
+    if backend not in BACKEND_NAMES:
+        raise ConfigError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
+    if backend == "ray":
+        cached = _RAY.get(model)
+        if cached is None:
+            cached = RayBackend(model, batch_size=batch_size)
+            _RAY[model] = cached
+        return cached
+    return local_backend(
+        model,
+        backend,
+        batch_size=batch_size,
+        score_method=score_method,
+        batch_tokens=batch_tokens,
+        max_row_tokens=max_row_tokens,
+    )
+
+
+def require_generation(backend: Backend, model: Host) -> None:
+    """Refuse, before anything is written, a backend that cannot generate with this architecture."""
+    supported = backend.capabilities.architectures
+    model_type = getattr(model.config, "model_type", None)
+    if supported is not None and model_type not in supported:
+        raise UnsupportedModelError(
+            f"backend {backend.name!r} cannot generate with model type {model_type!r} (it drives "
+            f"{', '.join(sorted(supported))}); use backend='hf', which runs any causal LM, or 'auto'"
+        )
