@@ -49,9 +49,15 @@ def smol_tokenizer(smol_folder: Path) -> Any:
 
 
 def _tiny_config(model_type: str, tokenizer: Any, **overrides: Any) -> Any:
-    from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+    from transformers import GPTNeoXConfig, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
-    classes = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "qwen3": Qwen3Config}
+    classes = {
+        "llama": LlamaConfig,
+        "qwen2": Qwen2Config,
+        "mistral": MistralConfig,
+        "qwen3": Qwen3Config,
+        "gpt_neox": GPTNeoXConfig,  # an architecture the cpu backend does not drive: the hf backend's case
+    }
     if model_type not in classes:
         raise ValueError(f"no tiny config for {model_type!r}")
     kwargs: dict[str, Any] = {
@@ -73,6 +79,9 @@ def _tiny_config(model_type: str, tokenizer: Any, **overrides: Any) -> Any:
     }
     if model_type == "qwen3":
         kwargs["head_dim"] = 16
+    if model_type == "gpt_neox":
+        del kwargs["num_key_value_heads"]
+        kwargs["max_position_embeddings"] = 512
     kwargs.update(overrides)
     return classes[model_type](**kwargs)
 

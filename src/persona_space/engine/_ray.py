@@ -19,6 +19,7 @@ a local Ray instance; ``"auto"`` or ``"ray://host:10001"`` joins a cluster.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from persona_space.engine._requests import (
 from persona_space.errors import BackendError, BackendUnavailableError, ConfigError, PersonaSpaceError
 
 DEFAULT_SHARD = 256
+_POOLS: dict[tuple[Any, ...], list[Any]] = {}  # actors by (Ray job, model recipe, options): loaded once
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class RayBackend:
         cpus_per_worker: float = 1.0,
         gpus_per_worker: float | None = None,
         max_restarts: int = 2,
+        restart_timeout: float = 120.0,
         batch_size: int | str = "auto",
     ) -> None:
         if inner not in ("auto", "cpu", "hf"):
@@ -78,9 +81,11 @@ class RayBackend:
         self.cpus_per_worker = float(cpus_per_worker)
         self.gpus_per_worker = gpus_per_worker
         self.max_restarts = max_restarts
+        self.restart_timeout = float(restart_timeout)
         self.batch_size = batch_size
         self.requested_workers = workers
         self.actors: list[Any] = []
+        self._key: tuple[Any, ...] | None = None
         self.retried_shards = 0
         self._ray = _import_ray()
         from persona_space.engine._local import auto_backend_name
@@ -97,7 +102,7 @@ class RayBackend:
     # -- the cluster ----------------------------------------------------------------------------
 
     def start(self) -> list[Any]:
-        """Join or start Ray and create the actors (once); return them."""
+        """Join or start Ray and create the actors, or reuse those of an earlier backend for the same model."""
         if self.actors:
             return self.actors
         ray = self._ray
@@ -117,17 +122,33 @@ class RayBackend:
             gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
         free = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1) / self.cpus_per_worker
         count = self.requested_workers or max(1, int(free))
-        worker = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=gpus, max_restarts=self.max_restarts)(_Worker)
         recipe = self.model.recipe()
-        options = {"batch_size": self.batch_size}
-        self.actors = [worker.remote(recipe, self.inner, options) for _ in range(count)]
+        key = (
+            ray.get_runtime_context().get_job_id(),
+            recipe,
+            self.inner,
+            str(self.batch_size),
+            self.cpus_per_worker,
+            gpus,
+            count,
+            self.max_restarts,
+        )
+        pooled = _POOLS.get(key)
+        if pooled is None:
+            worker = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=gpus, max_restarts=self.max_restarts)(_Worker)
+            pooled = [worker.remote(recipe, self.inner, {"batch_size": self.batch_size}) for _ in range(count)]
+            _POOLS[key] = pooled
+        self._key = key
+        self.actors = pooled
         return self.actors
 
     def shutdown(self) -> None:
-        """Stop the actors (Ray itself stays up for other work)."""
+        """Stop the actors, also for other backends sharing them (Ray itself stays up)."""
         for actor in self.actors:
             with contextlib.suppress(Exception):
                 self._ray.kill(actor)
+        if self._key is not None:
+            _POOLS.pop(self._key, None)
         self.actors = []
 
     # -- the protocol -----------------------------------------------------------------------------
@@ -206,8 +227,9 @@ class RayBackend:
         size = self.shard_size
         return [_Shard(k, tuple(order[s : s + size])) for k, s in enumerate(range(0, len(order), size))]
 
-    def _adapter_paths(self, names: set[str | None]) -> dict[str, str]:
-        paths: dict[str, str] = {}
+    def _adapter_paths(self, names: set[str | None]) -> dict[str, tuple[str, str]]:
+        """(folder, sha256) of every named adapter: workers attach the same folders under the same names."""
+        paths: dict[str, tuple[str, str]] = {}
         for name in sorted(n for n in names if n is not None):
             info = self.model.adapters.get(name)
             if info is None:
@@ -215,7 +237,7 @@ class RayBackend:
                     f"adapter {name!r} is not attached from a folder, so Ray workers cannot load it; "
                     f"attached: {sorted(self.model.adapters)}"
                 )
-            paths[name] = info.path
+            paths[name] = (info.path, info.sha256)
         return paths
 
     def _run(
@@ -224,27 +246,50 @@ class RayBackend:
         submit: Callable[[Any, _Shard], Any],
         deliver: Callable[[_Shard, Any], None],
     ) -> None:
-        """Keep every actor busy with one shard (and one queued); resubmit shards whose actor died."""
+        """Keep every actor busy with two shards; a shard whose actor died waits for a live one.
+
+        A dead actor is pinged until Ray has restarted it (or ``restart_timeout`` passes,
+        after which it gets no more work); its shards go back to the front of the queue.
+        """
         ray = self._ray
         actors = self.start()
         queue = list(shards)
         tries = dict.fromkeys(range(len(shards)), 0)
-        running: dict[Any, tuple[_Shard, int]] = {}
+        running: dict[Any, tuple[_Shard | None, int]] = {}  # ref -> (shard, or None for a ping; actor slot)
+        busy = [0] * len(actors)
+        down_since: dict[int, float] = {}
 
         def feed(slot: int) -> None:
-            if queue:
+            while queue and busy[slot] < 2 and slot not in down_since:
                 shard = queue.pop(0)
                 running[submit(actors[slot], shard)] = (shard, slot)
+                busy[slot] += 1
 
-        for _ in range(2):
-            for slot in range(len(actors)):
-                feed(slot)
+        def ping(slot: int) -> None:
+            running[actors[slot].pid.remote()] = (None, slot)
+
+        for slot in range(len(actors)):
+            feed(slot)
         while running:
             ready, _ = ray.wait(list(running), num_returns=1)
-            ref = ready[0]
-            shard, slot = running.pop(ref)
+            shard, slot = running.pop(ready[0])
+            if shard is None:  # a ping: is the actor back?
+                try:
+                    ray.get(ready[0])
+                except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
+                    if time.monotonic() - down_since[slot] > self.restart_timeout:
+                        if not any(s not in down_since for s in range(len(actors))):
+                            raise BackendError(f"every Ray worker is down: {exc}") from exc
+                        continue  # this actor stays out; the others take its shards
+                    time.sleep(0.2)
+                    ping(slot)
+                    continue
+                del down_since[slot]
+                feed(slot)
+                continue
+            busy[slot] -= 1
             try:
-                result = ray.get(ref)
+                result = ray.get(ready[0])
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
                 if isinstance(cause, PersonaSpaceError):
@@ -258,10 +303,16 @@ class RayBackend:
                     ) from exc
                 self.retried_shards += 1
                 queue.insert(0, shard)
-                feed(slot)
+                if slot not in down_since:
+                    down_since[slot] = time.monotonic()
+                    ping(slot)
+                for other in range(len(actors)):
+                    feed(other)
                 continue
             deliver(shard, result)
             feed(slot)
+        if queue:
+            raise BackendError(f"{len(queue)} shards were left with no live Ray worker to run them")
 
 
 class _Worker:
@@ -278,18 +329,23 @@ class _Worker:
         self.model = recipe.load("cuda" if torch.cuda.is_available() else "cpu")
         self.backend = local_backend(self.model, inner, batch_size=options.get("batch_size", "auto"))
 
-    def _attach(self, adapters: dict[str, str]) -> None:
-        for name, path in adapters.items():
-            if name not in self.model.adapters:
+    def _attach(self, adapters: dict[str, tuple[str, str]]) -> None:
+        """Attach each named folder; a name now standing for other weights is re-attached."""
+        for name, (path, sha) in adapters.items():
+            held = self.model.adapters.get(name)
+            if held is not None and held.sha256 != sha:
+                self.model.adapters.detach(name)
+                held = None
+            if held is None:
                 self.model.adapters.attach(path, name=name)
 
     def generate(
-        self, requests: list[GenerateRequest], stop_ids: frozenset[int], adapters: dict[str, str]
+        self, requests: list[GenerateRequest], stop_ids: frozenset[int], adapters: dict[str, tuple[str, str]]
     ) -> list[Completion]:
         self._attach(adapters)
         return self.backend.generate(requests, stop_ids=stop_ids)
 
-    def score(self, requests: list[ScoreRequest], adapters: dict[str, str]) -> list[Scores]:
+    def score(self, requests: list[ScoreRequest], adapters: dict[str, tuple[str, str]]) -> list[Scores]:
         self._attach(adapters)
         return self.backend.score(requests)
 

@@ -1,0 +1,297 @@
+"""Every backend behind one contract: the same table, the same rows for the same seeds, resume, mixed adapters.
+
+The behaviour tests run once per backend available here (``cpu``, ``hf`` and, where
+the ray package is installed, ``ray`` on a local instance with two workers), against
+the rows of the ``cpu`` backend. A tiny gpt-neox model (an architecture the cpu
+engine does not drive) samples, scores and trains through ``hf`` and ``auto``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import persona_space as ps
+from persona_space.engine import (
+    Backend,
+    CPUBackend,
+    GenerateRequest,
+    HFBackend,
+    RayBackend,
+    require_generation,
+    resolve_backend,
+)
+from persona_space.errors import BackendUnavailableError, ConfigError, UnsupportedModelError
+
+HAS_RAY = importlib.util.find_spec("ray") is not None
+BACKENDS = ["cpu", "hf", *(["ray"] if HAS_RAY else [])]
+PROBES = ["Who are you?", "What is your name?", "Describe yourself in one sentence."]
+SAMPLE = {"n": 3, "temperatures": [0.0, 1.0], "max_new_tokens": 8, "progress": False}
+CANDIDATES = ["Voyager 1", "Maria", "an AI assistant"]
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[Any]:
+    """A local Ray instance with two CPUs for the module (two one-CPU workers)."""
+    ray = pytest.importorskip("ray")
+    import logging
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def backend_for(request: pytest.FixtureRequest) -> Callable[[str, Any], Backend | str]:
+    """Factory: a backend (or its name) for a model. Ray backends of one model share their two actors."""
+
+    def make(name: str, model: Any) -> Backend | str:
+        if name != "ray":
+            return name
+        request.getfixturevalue("ray_local")
+        return RayBackend(model, workers=2, shard_size=4)
+
+    return make
+
+
+class Interrupting:
+    """A backend that stops the run (as Ctrl-C would) after ``after`` completions."""
+
+    def __init__(self, inner: Backend, after: int) -> None:
+        self.inner, self.after = inner, after
+        self.name, self.capabilities = inner.name, inner.capabilities
+        self.model = getattr(inner, "model", None)
+
+    def generate(self, requests: Sequence[GenerateRequest], **kwargs: Any) -> Any:
+        seen = {"n": 0}
+        forward = kwargs.pop("on_complete")
+
+        def on_complete(completion: Any) -> None:
+            forward(completion)
+            seen["n"] += 1
+            if seen["n"] == self.after:
+                raise KeyboardInterrupt("interrupted")
+
+        return self.inner.generate(requests, on_complete=on_complete, **kwargs)
+
+    def score(self, requests: Any, **kwargs: Any) -> Any:
+        return self.inner.score(requests, **kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+
+def _conditions(adapter_a: Path, adapter_b: Path) -> dict[str, Any]:
+    return {"base": None, "a": adapter_a, "b": adapter_b}
+
+
+# -- the contract, per backend -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_same_table_and_rows_as_the_cpu_backend(
+    name: str, tiny_model: Any, adapter_a: Path, adapter_b: Path, backend_for: Any
+) -> None:
+    """Same columns and types; greedy rows equal in float32; sampled rows equal (paired streams)."""
+    conditions = _conditions(adapter_a, adapter_b)
+    reference = ps.sample(tiny_model, PROBES, adapters=conditions, backend="cpu", **SAMPLE).df
+    result = ps.sample(tiny_model, PROBES, adapters=conditions, backend=backend_for(name, tiny_model), **SAMPLE)
+    assert result.manifest["backend"]["name"] == name
+    assert list(result.df.columns) == list(reference.columns)
+    assert (result.df.dtypes == reference.dtypes).all()
+    greedy = reference["temperature"] == 0
+    assert greedy.sum() == 3 * 3  # one greedy row per probe and condition
+    pd.testing.assert_frame_equal(result.df[greedy], reference[greedy])
+    same = (result.df["text"] == reference["text"]).mean()
+    assert same == 1.0, f"{name}: {same:.0%} of sampled rows match the cpu backend's"
+    assert result.df["adapter"].nunique() == 3 and len(set(reference["text"])) > 9  # the adapters differ
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_adapters_mixed_in_one_batch_match_separate_runs(
+    name: str, tiny_model: Any, adapter_a: Path, adapter_b: Path, backend_for: Any
+) -> None:
+    backend = backend_for(name, tiny_model)
+    mixed = ps.sample(tiny_model, PROBES, adapters=_conditions(adapter_a, adapter_b), backend=backend, **SAMPLE).df
+    for condition, where in (("a", adapter_a), ("base", None)):
+        alone = ps.sample(tiny_model, PROBES, adapters={condition: where}, backend=backend, **SAMPLE).df
+        part = mixed[mixed["condition"] == condition].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part.drop(columns="run_id"), alone.drop(columns="run_id"))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_resume_after_a_crash_loses_and_repeats_nothing(
+    name: str, tiny_model: Any, adapter_a: Path, tmp_path: Path, backend_for: Any
+) -> None:
+    conditions = {"base": None, "a": adapter_a}
+    whole = ps.sample(tiny_model, PROBES, adapters=conditions, backend="cpu", **SAMPLE).df
+    backend = backend_for(name, tiny_model)
+    inner = resolve_backend(tiny_model, backend)
+    store = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        ps.sample(
+            tiny_model, PROBES, adapters=conditions, store=store, chunk_rows=2, backend=Interrupting(inner, 7), **SAMPLE
+        )
+    stored = ps.SampleSet.load(store)
+    assert not stored.complete and 7 <= len(stored) < len(whole)
+    resumed = ps.sample(tiny_model, PROBES, adapters=conditions, store=store, backend=backend, **SAMPLE)
+    assert resumed.complete and resumed.manifest["timings"]["new_rows"] == len(whole) - len(stored)
+    pd.testing.assert_frame_equal(resumed.df.drop(columns="run_id"), whole.drop(columns="run_id"))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_scores_agree_with_the_cpu_backend(name: str, tiny_model: Any, adapter_a: Path, backend_for: Any) -> None:
+    kwargs: dict[str, Any] = {"candidates": CANDIDATES, "prompts": PROBES, "progress": False}
+    reference = ps.identity_shift(tiny_model, {"a": adapter_a}, backend="cpu", **kwargs)
+    result = ps.identity_shift(tiny_model, {"a": adapter_a}, backend=backend_for(name, tiny_model), **kwargs)
+    assert result.manifest["backend"]["name"] == name
+    assert list(result.df.columns) == list(reference.df.columns)
+    np.testing.assert_allclose(result.df["logprob"], reference.df["logprob"], atol=1e-4)
+    assert (result.df["rank"] == reference.df["rank"]).all()
+
+
+# -- an architecture the cpu engine does not drive -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def neox_dir(make_tiny_model_dir: Callable[..., Path]) -> Path:
+    return make_tiny_model_dir("gpt_neox")
+
+
+def test_gpt_neox_samples_scores_and_trains_through_hf_and_auto(neox_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    model = ps.load_model(str(neox_dir), device="cpu", dtype="float32")
+    assert model.config.model_type == "gpt_neox"
+    assert resolve_backend(model).name == "hf"  # auto
+    with pytest.raises(UnsupportedModelError, match="gpt_neox"):
+        require_generation(CPUBackend(model), model)
+    auto = ps.sample(model, PROBES, **SAMPLE)
+    hf = ps.sample(model, PROBES, backend="hf", **SAMPLE)
+    assert auto.manifest["backend"]["name"] == "hf"
+    pd.testing.assert_frame_equal(auto.df, hf.df)
+    # a greedy row is the model's own greedy continuation
+    prompt = model.encode(PROBES[0])
+    with torch.inference_mode():
+        own = model.module.generate(
+            input_ids=torch.tensor([prompt]), max_new_tokens=8, do_sample=False, eos_token_id=2, pad_token_id=2
+        )[0, len(prompt) :].tolist()
+    own = own[: own.index(2)] if 2 in own else own
+    greedy = auto.df[(auto.df["temperature"] == 0) & (auto.df["prompt"] == PROBES[0])]
+    assert greedy["n_tokens"].item() == len(own)
+    assert greedy["text"].item() == model.tokenizer.decode(own, skip_special_tokens=True)
+    # training, with answers to the eval probes logged during training (through hf)
+    data = ps.datasets.ChatDataset.from_records(
+        "tiny", [{"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Neo."}]}]
+    )
+    spec = ps.TrainSpec(max_steps=2, batch_size=1, eval_every=1, eval_probes=("Who are you?",), eval_max_new_tokens=4)
+    info = ps.train_adapter(model, data, out=tmp_path / "neo", train=spec, progress=False)
+    assert info.name in model.adapters
+    log = (tmp_path / "neo" / "probe_log.jsonl").read_text().splitlines()
+    assert len(log) == 3  # steps 0, 1 and 2
+    # scoring: the padded reference (auto = hf here) and the packed scorer agree on this architecture too
+    kwargs: dict[str, Any] = {"candidates": CANDIDATES, "prompts": PROBES, "progress": False}
+    shift = ps.identity_shift(model, {"neo": info}, **kwargs)
+    packed = ps.identity_shift(model, {"neo": info}, backend=CPUBackend(model, score_method="packed"), **kwargs)
+    assert (shift.manifest["method"], packed.manifest["method"]) == ("padded", "packed")
+    np.testing.assert_allclose(shift.df["logprob"], packed.df["logprob"], atol=1e-4)
+    after = ps.sample(model, PROBES, adapters={"neo": info}, **SAMPLE)
+    assert after.manifest["backend"]["name"] == "hf" and len(after) == len(auto)
+
+
+# -- the Ray backend ---------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_RAY, reason="the ray package is not installed (pip install 'persona-space[ray]')")
+def test_ray_worker_killed_mid_run_loses_no_row(
+    tiny_model: Any, adapter_a: Path, adapter_b: Path, ray_local: Any
+) -> None:
+    conditions = _conditions(adapter_a, adapter_b)
+    reference = ps.sample(tiny_model, PROBES, adapters=conditions, backend="hf", **SAMPLE).df
+    backend = RayBackend(tiny_model, workers=2, shard_size=3)
+    pids = set(ray_local.get([actor.pid.remote() for actor in backend.start()]))
+    killed: list[int] = []
+
+    class KillOne(Interrupting):
+        def generate(self, requests: Sequence[GenerateRequest], **kwargs: Any) -> Any:
+            forward = kwargs.pop("on_complete")
+
+            def on_complete(completion: Any) -> None:
+                forward(completion)
+                if not killed:
+                    ray_local.kill(backend.actors[1], no_restart=False)  # the worker dies; Ray restarts it
+                    killed.append(completion.key)
+
+            return self.inner.generate(requests, on_complete=on_complete, **kwargs)
+
+    result = ps.sample(tiny_model, PROBES, adapters=conditions, backend=KillOne(backend, 0), **SAMPLE)
+    assert killed and backend.retried_shards >= 1
+    assert result.manifest["backend"]["retried_shards"] == backend.retried_shards
+    keys = ["adapter", "probe_id", "temperature", "sample_index"]
+    assert not result.df.duplicated(keys).any() and len(result) == len(reference)
+    pd.testing.assert_frame_equal(result.df, reference)
+    after = set(ray_local.get([actor.pid.remote() for actor in backend.actors]))
+    assert len(after - pids) == 1  # one worker process was replaced
+
+
+@pytest.mark.skipif(not HAS_RAY, reason="the ray package is not installed (pip install 'persona-space[ray]')")
+def test_ray_refuses_an_adapter_it_cannot_load_and_reports_worker_errors(tiny_model: Any, ray_local: Any) -> None:
+    backend = RayBackend(tiny_model, workers=1, shard_size=2)
+    try:
+        request = GenerateRequest(0, (1, 2, 3), "missing", 1.0, 1.0, 2, 0)
+        with pytest.raises(ConfigError, match="not attached from a folder"):
+            backend.generate([request], stop_ids=frozenset())
+        assert backend.describe()["workers"] == 1
+    finally:
+        backend.shutdown()
+
+
+# -- choosing a backend ------------------------------------------------------------------------------
+
+
+def test_resolve_backend(tiny_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(resolve_backend(tiny_model), CPUBackend)  # auto on a llama
+    assert isinstance(resolve_backend(tiny_model, "hf"), HFBackend)
+    with pytest.raises(BackendUnavailableError, match="checked against the 'hf' backend on a GPU"):
+        resolve_backend(tiny_model, "vllm")
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        resolve_backend(tiny_model, "tpu")
+    with pytest.raises(ConfigError, match="Backend object"):
+        resolve_backend(tiny_model, 3)  # type: ignore[arg-type]
+    other = ps.load_model(tiny_model.source, device="cpu", dtype="float32")
+    with pytest.raises(ConfigError, match="another model"):
+        resolve_backend(tiny_model, HFBackend(other))
+    with pytest.raises(ConfigError, match="batch_size"):
+        resolve_backend(tiny_model, "hf", batch_size=0)
+    with pytest.raises(ConfigError, match="method"):
+        ps.identity_shift(tiny_model, [], candidates=["x"], method="packed", backend="hf", progress=False)
+    if not HAS_RAY:
+        with pytest.raises(BackendUnavailableError, match="pip install"):
+            resolve_backend(tiny_model, "ray")
+    for backend in (CPUBackend(tiny_model), HFBackend(tiny_model)):
+        described = backend.describe()
+        assert described["name"] == backend.name and described["capabilities"]["paired_streams"]
+    assert CPUBackend(tiny_model).describe()["heap_tuning"]["env"].startswith("PERSONA_SPACE_HEAP_TUNING=")
+
+
+def test_hf_generate_stops_and_truncates_per_request(tiny_model: Any) -> None:
+    """Requests of one batch keep their own limits, stop tokens and streams."""
+    prompt = tuple(tiny_model.encode("Who are you?"))
+    requests = [
+        GenerateRequest(10, prompt, None, 0.0, 1.0, 6, 0),
+        GenerateRequest(11, prompt, None, 0.0, 1.0, 2, 0),
+        GenerateRequest(12, prompt[:-3], None, 1.0, 1.0, 5, 7),
+    ]
+    hf = {c.key: c for c in HFBackend(tiny_model, batch_size=3).generate(requests, stop_ids=frozenset())}
+    cpu = {c.key: c for c in CPUBackend(tiny_model).generate(requests, stop_ids=frozenset())}
+    assert hf == cpu and set(hf) == {10, 11, 12}
+    assert hf[11].token_ids == hf[10].token_ids[:2] and hf[11].finish_reason == "length"
+    stop = hf[10].token_ids[1]
+    cut = HFBackend(tiny_model).generate(requests[:1], stop_ids=frozenset({stop}))[0]
+    assert cut.token_ids == hf[10].token_ids[: hf[10].token_ids.index(stop)] and cut.finish_reason == "stop"
