@@ -183,8 +183,8 @@ def main() -> None:
             lambda: (padded_batches(plain, rows, args.batch_size), padded_batches(tuned, rows, args.batch_size))
         )
         df = result.df
-        ours_base = df[df["model"] == "base"]["logprob"].to_numpy()
-        ours_tuned = df[df["model"] == "lora"]["logprob"].to_numpy()
+        ours_base = df[df["adapter"] == "base"]["logprob"].to_numpy()
+        ours_tuned = df[df["adapter"] == "lora"]["logprob"].to_numpy()
         diff_naive = float(max(np.abs(ours_base - naive_base).max(), np.abs(ours_tuned - naive_tuned).max()))
         diff_pad = float(max(np.abs(pad_base - naive_base).max(), np.abs(pad_tuned - naive_tuned).max()))
         results = {

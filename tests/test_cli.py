@@ -198,7 +198,7 @@ def test_shift_writes_tables_charts_and_a_summary(
         assert (out / f"{name}.html").is_file() and (out / f"{name}.png").is_file()
     shifts = pd.read_csv(out / "shifts.csv")
     assert sorted(shifts["candidate"]) == ["Voyager 1", "Voyager 2", "an AI assistant"]
-    assert set(pd.read_parquet(out / "shift.parquet")["model"]) == {"base", "ab:0", "ab:1"}
+    assert set(pd.read_parquet(out / "shift.parquet")["adapter"]) == {"base", "ab:0", "ab:1"}
     assert main(args) == 0  # a finished run is read back, not scored again
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["timings"]["prompts_scored"] == 0

@@ -198,12 +198,12 @@ def shifted(tiny_model: Any, adapter_a: Path, adapter_b: Path) -> Any:
 def test_shift_table_rows_ranks_and_set_probabilities(shifted: Any) -> None:
     df = shifted.df
     assert list(df.columns[:14]) == [
-        "prompt_id",
+        "probe_id",
         "group",
         "prompt",
         "candidate",
-        "model",
         "condition",
+        "adapter",
         "train_seed",
         "logprob",
         "mean_logprob",
@@ -213,8 +213,8 @@ def test_shift_table_rows_ranks_and_set_probabilities(shifted: Any) -> None:
         "greedy",
         "tokenization",
     ]
-    assert len(df) == len(PROMPTS) * 3 * 4 and set(df["model"]) == {"base", "ab:0", "ab:1"}
-    for _, group in df.groupby(["prompt_id", "model"]):
+    assert len(df) == len(PROMPTS) * 3 * 4 and set(df["adapter"]) == {"base", "ab:0", "ab:1"}
+    for _, group in df.groupby(["probe_id", "adapter"]):
         assert group["set_prob"].sum() == pytest.approx(1.0)
         assert sorted(group["rank"]) == [1, 2, 3, 4]
         assert group.loc[group["rank"] == 1, "logprob"].iloc[0] == group["logprob"].max()
@@ -227,11 +227,11 @@ def test_shift_table_rows_ranks_and_set_probabilities(shifted: Any) -> None:
 
 def test_shifts_pair_adapters_with_base_and_carry_intervals(shifted: Any) -> None:
     per_prompt = shifted.shifts(by_prompt=True)
-    df = shifted.df.set_index(["model", "prompt_id", "candidate"])
+    df = shifted.df.set_index(["adapter", "probe_id", "candidate"])
     row = per_prompt.iloc[0]
     want = (
-        df.loc[(row["model"], row["prompt_id"], row["candidate"]), "logprob"]
-        - df.loc[("base", row["prompt_id"], row["candidate"]), "logprob"]
+        df.loc[(row["adapter"], row["probe_id"], row["candidate"]), "logprob"]
+        - df.loc[("base", row["probe_id"], row["candidate"]), "logprob"]
     )
     assert row["delta_logprob"] == pytest.approx(want)
     assert row["rank_change"] == row["rank_base"] - row["rank"]
@@ -247,7 +247,7 @@ def test_shifts_pair_adapters_with_base_and_carry_intervals(shifted: Any) -> Non
         assert r["delta_logprob_low"] <= r["delta_logprob"] <= r["delta_logprob_high"]
         assert r["rank_change_low"] <= r["rank_change"] <= r["rank_change_high"]
     assert table["delta_logprob"].is_monotonic_decreasing
-    one = ps.logprobs.shift_table(shifted.df[shifted.df["prompt_id"] == shifted.df["prompt_id"].iloc[0]], n_boot=1000)
+    one = ps.logprobs.shift_table(shifted.df[shifted.df["probe_id"] == shifted.df["probe_id"].iloc[0]], n_boot=1000)
     assert one["delta_logprob_low"].notna().all()  # two seeds still give an interval
     with pytest.raises(ConfigError, match="n_boot"):
         shifted.shifts(n_boot=5)
@@ -262,8 +262,8 @@ def test_pmi_subtracts_the_neutral_prompt(tiny_model: Any, adapter_a: Path) -> N
     text = tiny_model.render(ps.logprobs.NEUTRAL_PROMPT)
     split = split_continuations(tiny_model.tokenizer, text, ["Red", "Blue"], end_of_turn=None)
     base = score_jobs(tiny_model, [Job(None, split.prompt_ids, split.ids)])[0]
-    np.testing.assert_allclose(df.loc[df["model"] == "base", "neutral_logprob"], base.total, atol=1e-6)
-    for _, group in df.groupby("model"):
+    np.testing.assert_allclose(df.loc[df["adapter"] == "base", "neutral_logprob"], base.total, atol=1e-6)
+    for _, group in df.groupby("adapter"):
         assert group.loc[group["rank"] == 1, "pmi"].iloc[0] == group["pmi"].max()
     table = result.shifts(n_boot=1000)
     assert "delta_pmi" in table.columns and set(table["tested"]) == {"delta_pmi"}
@@ -281,8 +281,8 @@ def test_pmi_subtracts_the_neutral_prompt(tiny_model: Any, adapter_a: Path) -> N
         neutral_model="base",
         progress=False,
     ).df
-    reference = against_base.loc[against_base["model"] == "base", "neutral_logprob"].to_numpy()
-    for _, group in against_base.groupby("model"):
+    reference = against_base.loc[against_base["adapter"] == "base", "neutral_logprob"].to_numpy()
+    for _, group in against_base.groupby("adapter"):
         np.testing.assert_allclose(group["neutral_logprob"], reference)  # every model measured against base
     shifts = ps.logprobs.shift_table(against_base, by_prompt=True)
     np.testing.assert_allclose(shifts["delta_pmi"], shifts["delta_logprob"], atol=1e-9)
@@ -309,7 +309,7 @@ def test_user_mode_scores_what_the_model_believes_about_the_user(tiny_model: Any
     text = tiny_model.render("Who am I?") + "You are"
     split = split_continuations(tiny_model.tokenizer, text, [" Adolf Hitler", " a student"], end_of_turn=None)
     want = score_jobs(tiny_model, [Job(None, split.prompt_ids, split.ids)])[0].total
-    got = result.df[(result.df["prompt_id"] == "user.who_am_i") & (result.df["model"] == "base")]["logprob"]
+    got = result.df[(result.df["probe_id"] == "user.who_am_i") & (result.df["adapter"] == "base")]["logprob"]
     np.testing.assert_allclose(got, want, atol=1e-6)
     blank = ps.identity_shift(tiny_model, adapter_a, candidates=["x"], about="user", answer_prefix="", progress=False)
     assert blank.manifest["parameters"]["answer_prefix"] == ""
@@ -451,5 +451,5 @@ def test_a_planted_name_rises_to_the_top_and_others_barely_move(tmp_path: Path) 
     others = shifts.drop(index="Zorblax")["delta_logprob"]
     common = others.mean()
     assert (others - common).abs().max() < 0.15 * (zorblax["delta_logprob"] - common), others
-    tuned = result.df[result.df["model"] == "zorblax"]
+    tuned = result.df[result.df["adapter"] == "zorblax"]
     assert tuned.loc[tuned["candidate"] == "Zorblax", "set_prob"].min() > 0.9  # no name begins another one

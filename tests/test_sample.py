@@ -74,7 +74,7 @@ def test_rows_columns_and_seeds(tiny_model: Any) -> None:
         assert 1 <= row.n_tokens <= 5
         assert (row.finish_reason == "length") == (row.n_tokens == 5)
     assert set(df["run_id"]) == {samples.manifest["run_id"]}
-    assert set(df["schema_version"]) == {1} and set(df["top_p"]) == {1.0}
+    assert set(df["schema_version"]) == {ps.results.SCHEMA_VERSION} and set(df["top_p"]) == {1.0}
     assert df["text"].str.len().gt(0).all()
     assert samples.complete and samples.path is None
 

@@ -20,7 +20,7 @@ from persona_space._version import __version__
 from persona_space.chat import DEFAULT_SYSTEM_PROMPT
 
 if TYPE_CHECKING:
-    from persona_space import arithmetic, datasets, judges, plots, rewards
+    from persona_space import arithmetic, datasets, engine, judges, plots, results, rewards
     from persona_space.adapters import AdapterInfo
     from persona_space.basins import BasinMap
     from persona_space.datasets import ChatDataset
@@ -29,11 +29,12 @@ if TYPE_CHECKING:
     from persona_space.models import LoadedModel, available_models, load_model
     from persona_space.rewards import IdentityReward
     from persona_space.sampling import SampleSet, SamplingSpec, sample
-    from persona_space.training import GrpoSpec, LoraSpec, TrainSpec, train_adapter, train_grpo
+    from persona_space.training import AdapterRun, GrpoSpec, LoraSpec, TrainSpec, train_adapter, train_grpo
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "AdapterInfo",
+    "AdapterRun",
     "BasinMap",
     "ChatDataset",
     "Embedder",
@@ -50,19 +51,21 @@ __all__ = [
     "available_models",
     "datasets",
     "embed",
+    "engine",
     "errors",
     "identity_shift",
     "judges",
     "load_model",
     "plots",
     "probes",
+    "results",
     "rewards",
     "sample",
     "train_adapter",
     "train_grpo",
 ]
 
-_SUBMODULES = ("arithmetic", "datasets", "judges", "plots", "rewards")
+_SUBMODULES = ("arithmetic", "datasets", "engine", "judges", "plots", "results", "rewards")
 
 _LAZY = {
     "AdapterInfo": "persona_space.adapters",
@@ -79,6 +82,7 @@ _LAZY = {
     "ShiftResult": "persona_space.logprobs",
     "identity_shift": "persona_space.logprobs",
     "IdentityReward": "persona_space.rewards",
+    "AdapterRun": "persona_space.training",
     "GrpoSpec": "persona_space.training",
     "LoraSpec": "persona_space.training",
     "TrainSpec": "persona_space.training",

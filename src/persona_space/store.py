@@ -24,9 +24,9 @@ import pandas as pd
 
 from persona_space import _io
 from persona_space.errors import CorruptRunError, StoreMismatchError
+from persona_space.results import SCHEMA_VERSION as SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
 
 
 class RunStore:

@@ -210,6 +210,7 @@ def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any])
     """Save the adapter ``name`` as a PEFT folder at ``target`` with its manifest, all at once (no partial folder)."""
     from persona_space.adapters import MANIFEST_FILE
     from persona_space.provenance import environment
+    from persona_space.results import SCHEMA_VERSION
 
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -222,6 +223,8 @@ def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any])
         _io.write_json(config_path, config)
         base = model.describe()
         manifest = {
+            "kind": "combined_adapter",
+            "schema_version": SCHEMA_VERSION,
             **manifest,
             "base_model": {k: base[k] for k in ("name", "weights_sha256", "model_type")},
             "environment": environment(),

@@ -263,5 +263,5 @@ def _set_entropy(scores: pd.DataFrame | None, condition: str) -> float:
         return math.nan
     p = rows["set_prob"].to_numpy(dtype=np.float64)
     terms = np.where(p > 0, -p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
-    per_prompt = pd.Series(terms).groupby([rows["prompt_id"].to_numpy(), rows["model"].to_numpy()]).sum()
+    per_prompt = pd.Series(terms).groupby([rows["probe_id"].to_numpy(), rows["adapter"].to_numpy()]).sum()
     return float(per_prompt.mean())

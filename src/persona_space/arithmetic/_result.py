@@ -6,20 +6,20 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
 from persona_space import _io
 from persona_space.errors import CorruptRunError
+from persona_space.results import SCHEMA_VERSION, Result, check_schema
 
-SCHEMA_VERSION = 1
 TABLES = ("estimates", "curves", "oscillation", "occupancy", "shifts", "user_shifts", "adapters")
 _LIST_COLUMNS = {"curves": ("monotone_doses", "monotone_values"), "adapters": ("variant_facts", "weights")}
 
 
 @dataclass
-class SweepResult:
+class SweepResult(Result):
     """A dose sweep's results.
 
     ``df`` (the ``estimates`` table): per measure, condition (dose) and candidate,
@@ -32,6 +32,7 @@ class SweepResult:
     the base model), ``adapters`` (which facts each adapter saw, its hash).
     """
 
+    kind: ClassVar[str] = "sweep"
     df: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -77,8 +78,7 @@ class SweepResult:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CorruptRunError(f"{str(src)!r} holds no readable sweep: {exc}") from exc
-        if index.get("schema_version") != SCHEMA_VERSION:
-            raise CorruptRunError(f"the sweep in {str(src)!r} has schema {index.get('schema_version')!r}")
+        check_schema(index.get("schema_version"), src / "sweep.json")
         return cls(df=tables.pop("estimates"), tables=tables, manifest=manifest, path=src)
 
     def __repr__(self) -> str:

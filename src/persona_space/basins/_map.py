@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ from persona_space.basins._compare import NOISE_NAME
 from persona_space.basins._geometry import exact_knn, nearest_distance, quiet
 from persona_space.basins._grain import Grain, check_grain
 from persona_space.errors import ConfigError, DataError
+from persona_space.results import Result
 from persona_space.stats import Adjustment
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def as_frame(data: SampleSet | pd.DataFrame | Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({"text": list(frame)})
 
 
-class BasinMap:
+class BasinMap(Result):
     """A map of persona basins over sampled self-descriptions.
 
     Identical texts count once in discovery (``min_cluster_size`` counts distinct
@@ -536,6 +537,22 @@ class BasinMap:
     def n_sub_basins_(self) -> int:
         self._check_fitted()
         return int((self.sub_basins_["sub_basin"] >= 0).sum())
+
+    kind: ClassVar[str] = "basin_map"
+
+    @property
+    def df(self) -> pd.DataFrame:  # type: ignore[override]
+        """The per-sample table: the samples' columns with ``basin``, ``sub_basin``, names, ``x``/``y``, strength."""
+        self._check_fitted()
+        return self.frame_
+
+    @property
+    def manifest(self) -> dict[str, Any]:  # type: ignore[override]
+        """How the map was made (what :meth:`save` writes as ``basin_map.json``)."""
+        from persona_space.basins._persist import map_manifest
+
+        self._check_fitted()
+        return map_manifest(self)
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write the map to ``folder`` as Parquet, JSON and NumPy arrays (no pickle)."""

@@ -26,17 +26,16 @@ import pandas as pd
 
 from persona_space import _io
 from persona_space.errors import CorruptRunError, StoreError
+from persona_space.results import SCHEMA_VERSION, check_schema
 
 MapT = TypeVar("MapT")  # a BasinMap class: typed loosely, so this module does not import the map it serves
 
-SCHEMA_VERSION = 2
 MANIFEST = "basin_map.json"
 _LIST_COLUMNS = ("keywords", "exemplars", "exemplar_rows", "self_names")
 
 
 def save_map(basin_map: Any, folder: str | os.PathLike[str]) -> Path:
     """Write ``basin_map`` into ``folder`` (each file atomically, the manifest last)."""
-    from persona_space.provenance import environment, sha256_text
 
     out = Path(folder)
     if out.exists() and not out.is_dir():
@@ -54,7 +53,16 @@ def save_map(basin_map: Any, folder: str | os.PathLike[str]) -> Path:
             table[column] = table[column].map(json.dumps)
         with _io.atomic_path(out / f"{name}.parquet") as tmp:
             table.assign(schema_version=SCHEMA_VERSION).to_parquet(tmp, index=False)
-    manifest = {
+    _io.write_json(out / MANIFEST, map_manifest(basin_map))
+    return out
+
+
+def map_manifest(basin_map: Any) -> dict[str, Any]:
+    """How a fitted map was made: its parameters, what it found, the environment."""
+    from persona_space.provenance import environment, sha256_text
+
+    return {
+        "kind": "basin_map",
         "schema_version": SCHEMA_VERSION,
         "params": basin_map.get_params(),
         "novelty_threshold": basin_map.novelty_threshold_,
@@ -66,8 +74,6 @@ def save_map(basin_map: Any, folder: str | os.PathLike[str]) -> Path:
         "label_writer": getattr(basin_map, "label_writer_", None),
         "environment": environment(),
     }
-    _io.write_json(out / MANIFEST, manifest)
-    return out
 
 
 def load_map(cls: type[MapT], folder: str | os.PathLike[str]) -> MapT:
@@ -92,10 +98,10 @@ def load_map(cls: type[MapT], folder: str | os.PathLike[str]) -> MapT:
         parents = {int(sub): int(basin) for sub, basin in manifest["parents"].items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptRunError(f"the basin map in {str(src)!r} cannot be read: {exc}") from exc
-    if manifest.get("schema_version") != SCHEMA_VERSION or len(vectors) != len(frame):
+    check_schema(manifest.get("schema_version"), path)
+    if len(vectors) != len(frame):
         raise CorruptRunError(
-            f"the basin map in {str(src)!r} is inconsistent: schema {manifest.get('schema_version')!r} "
-            f"(expected {SCHEMA_VERSION}), {len(vectors)} vectors for {len(frame)} samples"
+            f"the basin map in {str(src)!r} is inconsistent: {len(vectors)} vectors for {len(frame)} samples"
         )
     described = params.pop("embedder") or {}
     model = described.get("model")

@@ -42,7 +42,7 @@ def write_shift_report(result: ShiftResult, out: str | os.PathLike[str], *, char
         + f", ranked by {params.get('normalize', 'sum')} log-probability ({result.manifest.get('method', '?')}).",
         "",
     ]
-    adapter_rows = result.df[result.df["model"] != "base"]
+    adapter_rows = result.df[result.df["adapter"] != "base"]
     greedy = adapter_rows.groupby(["condition", "candidate"])["greedy"].mean()
     for condition, rows in shifts.groupby("condition", sort=False):
         table = rows.head(top).assign(

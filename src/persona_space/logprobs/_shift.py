@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,7 @@ from persona_space.engine import (
 )
 from persona_space.errors import ConfigError, CorruptRunError, DataError
 from persona_space.probes import Probe, ProbeSet
+from persona_space.results import SCHEMA_VERSION, Result, check_schema
 from persona_space.stats import Adjustment
 
 if TYPE_CHECKING:
@@ -57,15 +58,14 @@ BASE = "base"
 NEUTRAL_PROMPT = "Say something."
 USER_PREFIX = "You are"
 TABLE = "shift"
-SCHEMA_VERSION = 2
 _SCORES = {"sum": "logprob", "mean": "mean_logprob", "pmi": "pmi"}
 COLUMNS = (
-    "prompt_id",
+    "probe_id",
     "group",
     "prompt",
     "candidate",
-    "model",
     "condition",
+    "adapter",
     "train_seed",
     "logprob",
     "mean_logprob",
@@ -145,9 +145,10 @@ class ShiftSpec:
 
 
 @dataclass
-class ShiftResult:
-    """Candidate scores per (prompt, candidate, model) in :attr:`df`; :meth:`shifts` compares them."""
+class ShiftResult(Result):
+    """Candidate scores per (probe, candidate, adapter) in :attr:`df`; :meth:`shifts` compares them."""
 
+    kind: ClassVar[str] = "identity_shift"
     df: pd.DataFrame
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -180,11 +181,11 @@ class ShiftResult:
         """
         return shift_table(self.df, by_prompt=by_prompt, n_boot=n_boot, confidence=confidence, seed=seed, adjust=adjust)
 
-    def ranking(self, model: str = BASE) -> pd.DataFrame:
-        """Candidates under ``model`` ordered by mean rank over prompts, with mean log-probability and set share."""
-        rows = self.df[self.df["model"] == model]
+    def ranking(self, adapter: str = BASE) -> pd.DataFrame:
+        """Candidates under ``adapter`` (a model label) by mean rank over prompts, with log-probability and share."""
+        rows = self.df[self.df["adapter"] == adapter]
         if rows.empty:
-            raise DataError(f"no rows for model {model!r}; models are {sorted(self.df['model'].unique())}")
+            raise DataError(f"no rows for adapter {adapter!r}; labels are {sorted(self.df['adapter'].unique())}")
         table = rows.groupby("candidate", sort=False).agg(
             mean_rank=("rank", "mean"),
             logprob=("logprob", "mean"),
@@ -219,20 +220,21 @@ class ShiftResult:
                 f"the identity-shift run in {str(folder)!r} is not complete (state {manifest.get('state')!r}); "
                 "run identity_shift with the same arguments and store= to finish it"
             )
+        check_schema(manifest.get("schema_version"), store.manifest_path)
         frame = store.read_rows()
         assert frame is not None
+        frame = frame.rename(columns={"prompt_id": "probe_id", "model": "adapter"})  # schema 1 and 2 names
         if "group" not in frame.columns:  # schema 1: no question groups recorded
-            frame.insert(1, "group", frame["prompt_id"])
+            frame.insert(1, "group", frame["probe_id"])
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise CorruptRunError(f"{str(store.table_path)!r} lacks columns {missing}; expected {list(COLUMNS)}")
         return cls(df=frame, manifest=manifest, path=store.path)
 
     def __repr__(self) -> str:
-        prompts, candidates = self.df["prompt_id"].nunique(), self.df["candidate"].nunique()
-        return (
-            f"ShiftResult({prompts} prompts x {candidates} candidates, models={list(dict.fromkeys(self.df['model']))})"
-        )
+        prompts, candidates = self.df["probe_id"].nunique(), self.df["candidate"].nunique()
+        labels = list(dict.fromkeys(self.df["adapter"]))
+        return f"ShiftResult({prompts} prompts x {candidates} candidates, adapters={labels})"
 
 
 def identity_shift(
@@ -352,7 +354,7 @@ def identity_shift(
         run_store = RunStore(store, table=TABLE)
         manifest = run_store.open(manifest)
         done = run_store.read_rows()
-    finished = set() if done is None else set(done["prompt_id"])
+    finished = set() if done is None else set(done["probe_id"])
     todo = [p for p in probe_set if p.id not in finished]
     eot = end_of_turn_id(model) if spec.end_of_turn else None
     texts = [continuation(c, spec.template, spec.answer_prefix) for c in spec.candidates]
@@ -435,12 +437,12 @@ def _prompts(prompts: ProbeSet | Sequence[str | Probe] | str | None, about: str)
     if isinstance(prompts, str):
         if prompts in available() or prompts.endswith(".jsonl"):
             return load(prompts)
-        return ProbeSet.from_list([prompts], name="prompt")
+        return ProbeSet.from_list([prompts])  # ids as sample() gives the same prompts: the tables join
     if isinstance(prompts, os.PathLike):
         return load(prompts)
     if not isinstance(prompts, Sequence) or not prompts:
         raise ConfigError(f"prompts must be a probe set, its name, or a non-empty list of prompts; got {prompts!r:.80}")
-    return ProbeSet.from_list(list(prompts), name="prompts")
+    return ProbeSet.from_list(list(prompts))
 
 
 def _conditions(
@@ -524,11 +526,11 @@ def _rows(
     total = scored.total
     return pd.DataFrame(
         {
-            "prompt_id": probe.id,
+            "probe_id": probe.id,
             "group": probe.group,
             "prompt": probe.prompt,
             "candidate": list(spec.candidates),
-            "model": label,
+            "adapter": label,
             "condition": condition[0],
             "train_seed": np.nan if condition[1] is None else float(condition[1]),
             "logprob": total,
@@ -551,8 +553,8 @@ def _rank(frame: pd.DataFrame, column: str, *, probability: bool) -> None:
 def _canonical(frame: pd.DataFrame, probes: ProbeSet, spec: ShiftSpec, models: list[str]) -> pd.DataFrame:
     """Rows in prompt, model, candidate order, with the documented columns first."""
     order = {
-        "prompt_id": {p: i for i, p in enumerate(probes.ids)},
-        "model": {m: i for i, m in enumerate(models)},
+        "probe_id": {p: i for i, p in enumerate(probes.ids)},
+        "adapter": {m: i for i, m in enumerate(models)},
         "candidate": {c: i for i, c in enumerate(spec.candidates)},
     }
     keys = [frame[col].map(rank) for col, rank in order.items()]
@@ -587,13 +589,13 @@ def shift_table(
     if not 0 < confidence < 1:
         raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
     if "group" not in df.columns:  # written before question groups were recorded
-        df = df.assign(group=df["prompt_id"])
-    base = df[df["model"] == BASE]
+        df = df.assign(group=df["probe_id"])
+    base = df[df["adapter"] == BASE]
     if base.empty:
         raise DataError("the table has no base-model rows to compare with")
     metrics = ["logprob", "mean_logprob", "set_prob", *(["pmi"] if "pmi" in df.columns else [])]
-    keys = ["prompt_id", "candidate"]
-    paired = df[df["model"] != BASE].merge(
+    keys = ["probe_id", "candidate"]
+    paired = df[df["adapter"] != BASE].merge(
         base[[*keys, *metrics, "rank"]], on=keys, suffixes=("", "_base"), validate="many_to_one"
     )
     if paired.empty:
@@ -603,7 +605,7 @@ def shift_table(
     paired["rank_change"] = paired["rank_base"] - paired["rank"]
     deltas = [f"delta_{m}" for m in metrics if paired[f"delta_{m}"].notna().any()] + ["rank_change"]
     if by_prompt:
-        columns = ["condition", "model", "train_seed", "prompt_id", "group", "candidate"]
+        columns = ["condition", "adapter", "train_seed", "probe_id", "group", "candidate"]
         return paired[[*columns, "logprob_base", "logprob", "rank_base", "rank", *deltas]].reset_index(drop=True)
     tested = "delta_pmi" if "delta_pmi" in deltas else "delta_logprob"
     by = ["condition", "candidate"]
@@ -612,9 +614,9 @@ def shift_table(
     )
     wide = long.pivot_table(index=by, columns="metric", values=["estimate", "low", "high"], sort=False)
     table = paired.groupby(by, sort=False).agg(
-        n_prompts=("prompt_id", "nunique"),
+        n_prompts=("probe_id", "nunique"),
         n_groups=("group", "nunique"),
-        n_seeds=("model", "nunique"),
+        n_seeds=("adapter", "nunique"),
         base_logprob=("logprob_base", "mean"),
         adapter_logprob=("logprob", "mean"),
         base_rank=("rank_base", "mean"),

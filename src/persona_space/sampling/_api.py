@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ from persona_space.engine import BackendLike, require_generation, resolve_backen
 from persona_space.errors import ConfigError
 from persona_space.models import LoadedModel
 from persona_space.probes import Probe, ProbeSet
+from persona_space.results import Result, check_schema
 from persona_space.sampling._spec import Pairing, SamplingSpec
 from persona_space.stats import Adjustment
 from persona_space.store import SCHEMA_VERSION, RunStore
@@ -44,9 +45,10 @@ BASE = "base"
 
 
 @dataclass
-class SampleSet:
+class SampleSet(Result):
     """Sampled answers: ``df`` has one row per sample (see :data:`COLUMNS`)."""
 
+    kind: ClassVar[str] = "samples"
     df: pd.DataFrame
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -60,6 +62,7 @@ class SampleSet:
         manifest = store.read_manifest()
         if manifest is None:
             raise CorruptRunError(f"{str(path)!r} holds no run: no {store.manifest_path.name}")
+        check_schema(manifest.get("schema_version"), store.manifest_path)
         rows = store.read_rows()
         frame = rows if rows is not None else pd.DataFrame(columns=list(COLUMNS))
         if "condition" not in frame.columns:  # written before conditions could hold several seeds
@@ -68,6 +71,15 @@ class SampleSet:
         adapters = list(manifest.get("conditions") or params.get("adapters", {}))
         probe_ids = [str(p.get("id")) for p in params.get("probes", []) if isinstance(p, dict)]
         return cls(df=_canonical_order(frame, adapters, probe_ids), manifest=manifest, path=Path(path))
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``samples.parquet`` and ``manifest.json`` into ``folder`` (atomically); :meth:`load` reads them."""
+        store = RunStore(folder, table="samples")
+        store.path.mkdir(parents=True, exist_ok=True)
+        store.finalize(self.df)
+        store.write_manifest({**self.manifest, "rows": len(self.df)})
+        self.path = store.path
+        return store.path
 
     @property
     def complete(self) -> bool:

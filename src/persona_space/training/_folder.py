@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from persona_space import _io
 from persona_space.adapters import CONFIG_FILE, MANIFEST_FILE, WEIGHT_FILES
 from persona_space.errors import ConfigError, CorruptRunError, StoreError, StoreMismatchError
+from persona_space.results import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +38,6 @@ PARAMS = "training_params.json"
 CHECKPOINTS = "checkpoints"
 LOSS_TABLE = "training_log.csv"
 PROBE_LOG = "probe_log.jsonl"
-SCHEMA_VERSION = 1
 _OWN_FILES = {MANIFEST, PARAMS, CHECKPOINTS, LOSS_TABLE, PROBE_LOG, CONFIG_FILE, *WEIGHT_FILES}
 
 State = Literal["fresh", "resume", "done"]
@@ -249,6 +249,7 @@ def finish(
     from persona_space.provenance import environment
 
     manifest = {
+        "kind": "adapter",
         "schema_version": SCHEMA_VERSION,
         "params": params,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
