@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/basins.py
 	$(BIN)/python benchmarks/logprobs.py
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

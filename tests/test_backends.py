@@ -295,3 +295,36 @@ def test_hf_generate_stops_and_truncates_per_request(tiny_model: Any) -> None:
     stop = hf[10].token_ids[1]
     cut = HFBackend(tiny_model).generate(requests[:1], stop_ids=frozenset({stop}))[0]
     assert cut.token_ids == hf[10].token_ids[: hf[10].token_ids.index(stop)] and cut.finish_reason == "stop"
+
+
+@pytest.mark.skipif(not HAS_RAY, reason="the ray package is not installed (pip install 'persona-space[ray]')")
+def test_ray_embedding_shards_give_the_local_vectors(tiny_embedder_dir: Path, ray_local: Any) -> None:
+    from persona_space.embedding import Embedder
+
+    texts = [f"I am persona number {i}, and I like {'long ' * (i % 40)}walks." for i in range(60)]
+    local = Embedder(str(tiny_embedder_dir), cache=False, dtype="float32").embed(texts)
+    sharded = Embedder(str(tiny_embedder_dir), cache=False, dtype="float32", backend="ray", shard_size=16)
+    vectors = sharded.embed(texts)
+    np.testing.assert_allclose(vectors, local, atol=1e-5)
+    assert sharded.stats["computed"] == 60 and sharded.stats["chunked"] > 0  # long texts were split on the workers
+    with pytest.raises(ConfigError, match="backend must be"):
+        Embedder(backend="gpu")  # type: ignore[arg-type]
+
+
+def test_cpu_backend_records_the_process_state_it_changes(tiny_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The allocator tuning is process-wide and permanent for the mmap threshold: the manifest says so."""
+    import sys
+
+    from persona_space.engine import heap_state
+
+    monkeypatch.setenv("PERSONA_SPACE_PACKED_LINEAR", "0")
+    backend = CPUBackend(tiny_model)
+    backend.generate([GenerateRequest(0, (1, 2, 3), None, 0.0, 1.0, 2, 0)], stop_ids=frozenset())
+    described = backend.describe()
+    assert described["packed_linear"] == "PERSONA_SPACE_PACKED_LINEAR=0"
+    state = heap_state()
+    assert described["heap_tuning"] == state
+    if sys.platform.startswith("linux") and state["active"]:
+        assert state["mmap_threshold"] == 32 << 20 and state["during_generation"]["trim_threshold"] == 1 << 30
+    monkeypatch.setenv("PERSONA_SPACE_HEAP_TUNING", "0")
+    assert heap_state()["active"] is False

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,7 +63,9 @@ class Embedder:
 
     ``model`` is ``None`` (the embedded MiniLM), a sentence-transformers id available
     offline, or a folder. ``cache`` is ``True`` (under ``$PERSONA_SPACE_CACHE``),
-    ``False``, or a folder.
+    ``False``, or a folder. ``backend="ray"`` embeds the texts missing from the
+    cache as Ray tasks of ``shard_size`` texts across the cluster (each worker
+    loads the model once); the vectors are the same as in-process.
     """
 
     model: str | os.PathLike[str] | None = None
@@ -71,6 +74,8 @@ class Embedder:
     cache: bool | str | os.PathLike[str] = True
     long_texts: LongTexts = "chunk"
     dtype: str = "auto"
+    backend: Literal["local", "ray"] = "local"
+    shard_size: int = 1024
     stats: dict[str, int] = field(default_factory=dict)
     _module: Any = field(default=None, repr=False)
     _fingerprint: str | None = field(default=None, repr=False)
@@ -80,6 +85,10 @@ class Embedder:
             raise ConfigError(f"long_texts must be 'chunk' or 'truncate', got {self.long_texts!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.backend not in ("local", "ray"):
+            raise ConfigError(f"backend must be 'local' or 'ray', got {self.backend!r}")
+        if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int) or self.shard_size < 1:
+            raise ConfigError(f"shard_size must be a positive integer, got {self.shard_size!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', got {self.dtype!r}")
 
@@ -178,6 +187,15 @@ class Embedder:
         """Vectors for ``texts``; returns them and how many texts were longer than the window."""
         import numpy as np
 
+        if self.backend == "ray" and texts:
+            from persona_space.engine import ray_map
+
+            config = {"model": self.model, "device": self.device, "batch_size": self.batch_size}
+            config |= {"long_texts": self.long_texts, "dtype": self.dtype}
+            shards = [(config, texts[i : i + self.shard_size]) for i in range(0, len(texts), self.shard_size)]
+            parts = ray_map(_encode_shard, shards)
+            return np.concatenate([vectors for vectors, _ in parts]), sum(count for _, count in parts)
+
         tokenizer = self.module.tokenizer
         limit = self.max_tokens
         pieces: list[str] = []
@@ -238,6 +256,19 @@ def embed(
     """
     embedder = Embedder(model, device=device, batch_size=batch_size, cache=cache, long_texts=long_texts, dtype=dtype)
     return embedder.embed(texts, progress=progress)
+
+
+_WORKER_EMBEDDERS: dict[str, Embedder] = {}  # in a Ray worker: one loaded model per configuration
+
+
+def _encode_shard(job: tuple[dict[str, Any], list[str]]) -> tuple[np.ndarray, int]:
+    """A Ray task: one shard's vectors, from the worker's copy of the embedder (loaded once)."""
+    config, texts = job
+    key = json.dumps({k: str(v) for k, v in config.items()}, sort_keys=True)
+    embedder = _WORKER_EMBEDDERS.get(key)
+    if embedder is None:
+        embedder = _WORKER_EMBEDDERS[key] = Embedder(**config, cache=False)
+    return embedder._encode(texts, progress=False)
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

@@ -27,7 +27,7 @@ from persona_space.engine._heap import heap_state
 from persona_space.engine._hf import HFBackend
 from persona_space.engine._host import Host, Recipe
 from persona_space.engine._local import VLLM_STATUS, auto_backend_name, cpu_supports, local_backend
-from persona_space.engine._ray import RayBackend, ray_backend
+from persona_space.engine._ray import RayBackend, ensure_ray, ray_backend, ray_map
 from persona_space.engine._requests import (
     BACKEND_NAMES,
     Backend,
@@ -86,9 +86,11 @@ __all__ = [
     "continuation",
     "cpu_supports",
     "end_of_turn_id",
+    "ensure_ray",
     "heap_state",
     "local_backend",
     "ray_backend",
+    "ray_map",
     "require_generation",
     "resolve_backend",
     "resolve_method",

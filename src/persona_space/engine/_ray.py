@@ -105,17 +105,7 @@ class RayBackend:
         """Join or start Ray and create the actors, or reuse those of an earlier backend for the same model."""
         if self.actors:
             return self.actors
-        ray = self._ray
-        if not ray.is_initialized():
-            import logging
-
-            ray.init(
-                address=self.address,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-                configure_logging=False,
-            )
+        ray = ensure_ray(self.address)
         resources = ray.cluster_resources()
         gpus = self.gpus_per_worker
         if gpus is None:
@@ -353,6 +343,42 @@ class _Worker:
         import os
 
         return os.getpid()
+
+
+def ensure_ray(address: str | None = None) -> Any:
+    """The ray module, connected: to the running instance, to ``address``, or to a new local one."""
+    ray = _import_ray()
+    if not ray.is_initialized():
+        import logging
+
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            configure_logging=False,
+        )
+    return ray
+
+
+def ray_map(
+    function: Callable[[Any], Any], items: Sequence[Any], *, address: str | None = None, cpus: float = 1.0
+) -> list[Any]:
+    """``[function(item) for item in items]`` as Ray tasks across the cluster, results in order.
+
+    ``function`` must be importable by the workers (a module-level function). Ray
+    runs a task again when its worker dies (up to three times).
+    """
+    ray = ensure_ray(address)
+    remote = ray.remote(num_cpus=cpus, max_retries=3)(function)
+    refs = [remote.remote(item) for item in items]
+    try:
+        return list(ray.get(refs))
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
+        if isinstance(cause, PersonaSpaceError):
+            raise cause from None
+        raise BackendError(f"a Ray task failed: {exc}") from exc
 
 
 def _assigned_cpus() -> float | None:
