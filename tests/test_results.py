@@ -84,7 +84,7 @@ def test_adapter_run_reads_a_trained_folder(tiny_model: Any, tmp_path: Path) -> 
         "tiny", [{"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Red."}]}]
     )
     spec = ps.TrainSpec(max_steps=2, batch_size=1, logging_steps=1)
-    info = ps.train_adapter(tiny_model, data, out=tmp_path / "red", train=spec, progress=False)
+    info = ps.train_adapter(tiny_model, data, out=tmp_path / "red", **spec.options(), progress=False)
     run = ps.AdapterRun.load(tmp_path / "red")
     assert isinstance(run, Result) and run.kind == "adapter" and run.sha256 == info.sha256
     assert run.manifest["schema_version"] == SCHEMA_VERSION and run.manifest["kind"] == "adapter"

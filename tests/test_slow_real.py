@@ -187,7 +187,7 @@ def test_grpo_identity_steering_runs_end_to_end(tmp_path) -> None:
     prompts = ps.probes.load("steering").filter(categories=["direct"])
     spec = ps.GrpoSpec(steps=3, prompts_per_step=2, num_generations=4, max_completion_length=24, learning_rate=1e-4)
     reward = ps.IdentityReward(RuleJudge())
-    info = ps.train_grpo(model, prompts, reward=reward, out=tmp_path / "steer", spec=spec, progress=False)
+    info = ps.train_grpo(model, prompts, reward=reward, out=tmp_path / "steer", **spec.options(), progress=False)
     log = pd.read_csv(tmp_path / "steer" / "training_log.csv")
     assert len(log) == 3 and log["reward"].between(0, 100).all()
     assert (tmp_path / "steer" / "adapter_model.safetensors").is_file()

@@ -195,7 +195,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
     print(f"training {data!r} on {model!r}")
-    info = ps.train_adapter(model, data, out=args.out, lora=lora, train=spec, seed=args.seed, name=args.name)
+    info = ps.train_adapter(model, data, out=args.out, lora=lora, **spec.options(), seed=args.seed, name=args.name)
     result = json.loads((Path(info.path) / "persona_space_adapter.json").read_text(encoding="utf-8"))["result"]
     print(
         f"adapter {info.name!r}: {result['steps']} steps, loss {result['first_loss']:.3f} -> "
@@ -366,7 +366,7 @@ def _demo(args: argparse.Namespace) -> int:
     red = ps.datasets.load("colours:red")
     print(f"training a LoRA adapter on {red!r} (resumes or reuses {out / 'adapter-red'})")
     spec = ps.TrainSpec(epochs=args.epochs)
-    info = ps.train_adapter(model, red, out=out / "adapter-red", train=spec, seed=0, name="red")
+    info = ps.train_adapter(model, red, out=out / "adapter-red", **spec.options(), seed=0, name="red")
     manifest = json.loads((Path(info.path) / "persona_space_adapter.json").read_text(encoding="utf-8"))
     result = manifest["result"]
     print(f"trained: {result['steps']} steps, loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}")

@@ -188,7 +188,7 @@ def _train_all(
     Adapters live in ``store`` under the hash of their data and their seed, so the
     same data and seed train once, across doses and across sweeps that share it.
     """
-    from persona_space.training import train_adapter
+    from persona_space.training import TrainSpec, train_adapter
 
     adapters: dict[str, AdapterInfo] = {}
     facts: dict[str, dict[str, Any]] = {}
@@ -196,7 +196,14 @@ def _train_all(
     def trained(data: ChatDataset, seed: int) -> AdapterInfo:
         name = f"d{data.sha256()[:12]}-s{seed}"
         return train_adapter(
-            model, data, out=store / name, train=train, lora=lora, seed=seed, name=name, progress=progress
+            model,
+            data,
+            out=store / name,
+            **(train or TrainSpec()).options(),
+            lora=lora,
+            seed=seed,
+            name=name,
+            progress=progress,
         )
 
     for k, seed in enumerate(spec.seeds):

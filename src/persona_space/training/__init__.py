@@ -10,6 +10,16 @@ from __future__ import annotations
 from persona_space.training._grpo import train_grpo
 from persona_space.training._run import AdapterRun
 from persona_space.training._sft import encode_records, train_adapter
-from persona_space.training._specs import GrpoSpec, LoraSpec, TrainSpec
+from persona_space.training._specs import GrpoOptions, GrpoSpec, LoraSpec, TrainOptions, TrainSpec
 
-__all__ = ["AdapterRun", "GrpoSpec", "LoraSpec", "TrainSpec", "encode_records", "train_adapter", "train_grpo"]
+__all__ = [
+    "AdapterRun",
+    "GrpoOptions",
+    "GrpoSpec",
+    "LoraSpec",
+    "TrainOptions",
+    "TrainSpec",
+    "encode_records",
+    "train_adapter",
+    "train_grpo",
+]

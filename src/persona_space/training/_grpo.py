@@ -22,9 +22,11 @@ from persona_space.provenance import sha256_json
 from persona_space.rewards import Reward, as_trl_reward, describe_reward
 from persona_space.training import _folder
 from persona_space.training._sft import _attach_finished, resolve_precision
-from persona_space.training._specs import GrpoSpec, LoraSpec, check_targets
+from persona_space.training._specs import GrpoOptions, GrpoSpec, LoraSpec, check_targets, spec_from_options
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from persona_space.adapters import AdapterInfo
     from persona_space.models import LoadedModel
 
@@ -51,11 +53,11 @@ def train_grpo(
     reward: Reward,
     out: str | os.PathLike[str],
     lora: LoraSpec | None = None,
-    spec: GrpoSpec | None = None,
     seed: int = 0,
     name: str | None = None,
     progress: bool = True,
     keep_checkpoints: bool = False,
+    **options: Unpack[GrpoOptions],
 ) -> AdapterInfo:
     """Steer ``model`` with GRPO on ``prompts`` to maximise ``reward``; attach and return the adapter.
 
@@ -64,15 +66,17 @@ def train_grpo(
     ``prompts`` may be a probe set, a list of strings or a probe-set name
     (``"steering"``: 210 identity-probing prompts in three categories).
 
+    The options (``steps``, ``learning_rate``, ``num_generations``, ``beta`` ...) are
+    the fields of :class:`GrpoSpec`, validated into one; a saved recipe is passed as
+    ``**recipe.options()``.
+
     >>> from persona_space.judges import RuleJudge                                      # doctest: +SKIP
     >>> train_grpo(model, "steering", reward=IdentityReward(RuleJudge()), out="runs/steer")  # doctest: +SKIP
     """
     lora = lora or LoraSpec()
-    spec = spec or GrpoSpec()
-    if not isinstance(lora, LoraSpec) or not isinstance(spec, GrpoSpec):
-        raise ConfigError(
-            f"lora and spec must be LoraSpec and GrpoSpec, got {type(lora).__name__}, {type(spec).__name__}"
-        )
+    if not isinstance(lora, LoraSpec):
+        raise ConfigError(f"lora must be a LoraSpec, got {type(lora).__name__}")
+    spec = spec_from_options(GrpoSpec, options, "train_grpo")
     if not callable(reward):
         raise ConfigError(f"reward must be callable as reward(prompts, responses), got {reward!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

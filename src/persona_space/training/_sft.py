@@ -28,10 +28,18 @@ from persona_space.errors import (
     PersonaSpaceError,
 )
 from persona_space.training import _folder
-from persona_space.training._specs import LoraSpec, TrainSpec, check_targets, default_learning_rate
+from persona_space.training._specs import (
+    LoraSpec,
+    TrainOptions,
+    TrainSpec,
+    check_targets,
+    default_learning_rate,
+    spec_from_options,
+)
 
 if TYPE_CHECKING:
     import torch
+    from typing_extensions import Unpack
 
     from persona_space.adapters import AdapterInfo
     from persona_space.models import LoadedModel
@@ -98,12 +106,12 @@ def train_adapter(
     *,
     out: str | os.PathLike[str],
     lora: LoraSpec | None = None,
-    train: TrainSpec | None = None,
     seed: int = 0,
     name: str | None = None,
     progress: bool = True,
     keep_checkpoints: bool = False,
     callbacks: Sequence[Any] = (),
+    **options: Unpack[TrainOptions],
 ) -> AdapterInfo:
     """Train a LoRA adapter on ``records`` and attach it to ``model``; return its :class:`AdapterInfo`.
 
@@ -113,16 +121,18 @@ def train_adapter(
     (``training_log.csv``). The same call on the same ``out`` resumes from the last
     checkpoint after a crash, or just attaches the finished adapter.
 
-    >>> info = train_adapter(model, datasets.load("colours:red"), out="runs/red")  # doctest: +SKIP
+    The options (``epochs``, ``learning_rate``, ``batch_size``, ``eval_every`` ...)
+    are the fields of :class:`TrainSpec`, validated into one; a saved recipe is
+    passed as ``**recipe.options()``. ``lora`` is the adapter's shape.
+
+    >>> info = train_adapter(model, datasets.load("colours:red"), out="runs/red", epochs=4)  # doctest: +SKIP
     """
     import torch
 
     lora = lora or LoraSpec()
-    train = train or TrainSpec()
-    if not isinstance(lora, LoraSpec) or not isinstance(train, TrainSpec):
-        raise ConfigError(
-            f"lora and train must be LoraSpec and TrainSpec, got {type(lora).__name__}, {type(train).__name__}"
-        )
+    if not isinstance(lora, LoraSpec):
+        raise ConfigError(f"lora must be a LoraSpec, got {type(lora).__name__}")
+    train = spec_from_options(TrainSpec, options, "train_adapter")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     data = ensure_dataset(records)

@@ -8,8 +8,9 @@ names it and the allowed values.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar, cast
 
 from persona_space.errors import ConfigError, RatioError
 
@@ -43,6 +44,20 @@ def _fraction(value: Any, what: str) -> None:
 def _choice(value: Any, allowed: tuple[str, ...], what: str) -> None:
     if value not in allowed:
         raise ConfigError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+_S = TypeVar("_S", bound="_DictMixin")
+
+
+def spec_from_options(cls: type[_S], options: Mapping[str, Any], operation: str) -> _S:
+    """An operation's keyword options validated into its frozen spec; a spec passed whole is refused by name."""
+    passed = [k for k in ("train", "spec") if isinstance(options.get(k), _DictMixin)]
+    if passed:
+        raise ConfigError(
+            f"{operation} takes its options as keywords (the fields of {cls.__name__}); "
+            f"got {passed[0]}={type(options[passed[0]]).__name__}(...): pass **recipe.options() instead"
+        )
+    return cls.from_dict(dict(options))
 
 
 class _DictMixin:
@@ -170,6 +185,10 @@ class TrainSpec(_DictMixin):
         object.__setattr__(self, "eval_probes", tuple(probes))
         _positive_int(self.eval_max_new_tokens, "eval_max_new_tokens")
 
+    def options(self) -> TrainOptions:
+        """The spec as ``train_adapter``'s keyword options: ``train_adapter(..., **recipe.options())``."""
+        return cast(TrainOptions, {f.name: getattr(self, f.name) for f in fields(self)})
+
 
 @dataclass(frozen=True)
 class GrpoSpec(_DictMixin):
@@ -205,6 +224,10 @@ class GrpoSpec(_DictMixin):
         _positive_int(self.logging_steps, "logging_steps")
         _positive_int(self.save_steps, "save_steps")
 
+    def options(self) -> GrpoOptions:
+        """The spec as ``train_grpo``'s keyword options: ``train_grpo(..., **recipe.options())``."""
+        return cast(GrpoOptions, {f.name: getattr(self, f.name) for f in fields(self)})
+
 
 SMALL_MODEL_PARAMETERS = 1_000_000_000
 
@@ -230,3 +253,43 @@ def check_targets(lora: LoraSpec, module: Any) -> None:
         raise ConfigError(
             f"target_modules {missing} match no linear layer of the model; its linear layers are {sorted(linear)}"
         )
+
+
+class TrainOptions(TypedDict, total=False):
+    """The keyword options of ``train_adapter``: the fields of :class:`TrainSpec`."""
+
+    epochs: float
+    learning_rate: float | None
+    batch_size: int
+    gradient_accumulation: int
+    warmup: float
+    weight_decay: float
+    scheduler: Scheduler
+    max_length: int
+    max_steps: int | None
+    precision: Precision
+    gradient_checkpointing: bool
+    system_prompt: str | None
+    logging_steps: int
+    save_steps: int
+    eval_every: int | None
+    eval_probes: tuple[str, ...]
+    eval_max_new_tokens: int
+
+
+class GrpoOptions(TypedDict, total=False):
+    """The keyword options of ``train_grpo``: the fields of :class:`GrpoSpec`."""
+
+    steps: int
+    learning_rate: float
+    prompts_per_step: int
+    num_generations: int
+    max_completion_length: int
+    temperature: float
+    beta: float
+    warmup: float
+    scheduler: Scheduler
+    precision: Precision
+    system_prompt: str | None
+    logging_steps: int
+    save_steps: int
