@@ -97,3 +97,27 @@ def test_adapter_run_reads_a_trained_folder(tiny_model: Any, tmp_path: Path) -> 
     (copy / "adapter_model.safetensors").write_bytes(b"changed")
     with pytest.raises(CorruptRunError, match="changed after"):
         ps.AdapterRun.load(copy)
+
+
+def test_specs_spread_back_into_their_operations(tiny_model: Any, adapter_a: Path) -> None:
+    """Every operation's frozen spec is its keyword options: ``op(..., **spec.options())`` repeats a run."""
+    from persona_space.logprobs import ShiftSpec
+    from persona_space.sampling import SamplingSpec
+
+    spec = SamplingSpec(n=2, temperatures=(0.0, 1.0), max_new_tokens=3, system_prompt="Be brief.", seed=4)
+    first = ps.sample(tiny_model, PROBES, **spec.options(), progress=False)
+    again = ps.sample(
+        tiny_model,
+        PROBES,
+        n=2,
+        temperatures=[0.0, 1.0],
+        max_new_tokens=3,
+        system_prompt="Be brief.",
+        seed=4,
+        progress=False,
+    )
+    pd.testing.assert_frame_equal(first.df, again.df)
+    shift_spec = ShiftSpec(candidates=("Maria", "Voyager"), system_prompt="", end_of_turn=True)
+    shifted = ps.identity_shift(tiny_model, adapter_a, prompts=PROBES, **shift_spec.options(), progress=False)
+    assert shifted.manifest["parameters"]["end_of_turn"] is True
+    assert shifted.manifest["parameters"]["candidates"] == ["Maria", "Voyager"]

@@ -19,7 +19,7 @@ import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -142,6 +142,10 @@ class ShiftSpec:
             "end_of_turn": self.end_of_turn,
             "about": self.about,
         }
+
+    def options(self) -> dict[str, Any]:
+        """The spec as ``identity_shift``'s keyword options: ``identity_shift(model, a, **spec.options())``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass

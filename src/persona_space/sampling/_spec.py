@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from persona_space.chat import DEFAULT_SYSTEM_PROMPT
@@ -60,3 +60,7 @@ class SamplingSpec:
         out = asdict(self)
         out["temperatures"] = list(self.temperatures)
         return out
+
+    def options(self) -> dict[str, Any]:
+        """The spec as ``sample``'s keyword options: ``sample(model, probes, **spec.options())``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
