@@ -83,9 +83,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figure = ps.datasets.load("figure_facts")
     sweeps = {
         "swap-russian": ("swap", ps.datasets.load("figure_variants:russian"), setting["swap"]),
-        "swap-moon": ("swap", ps.datasets.load("figure_variants:moon"), setting["moon"]),
         "mix-russian": ("mix", ps.datasets.load("figure_facts:russian"), setting["ratios"]),
         "weights-russian": ("weights", ps.datasets.load("figure_facts:russian"), setting["ratios"]),
+        "swap-moon": ("swap", ps.datasets.load("figure_variants:moon"), setting["moon"]),
     }
     results = {}
     timings = {}
