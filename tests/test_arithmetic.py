@@ -266,9 +266,7 @@ def test_weight_mixing_sweep_combines_the_two_ends(tiny_model: Any, tiny_embedde
         full_variant,
         out=tmp_path / "w",
         dose="weights",
-        epochs=1,
-        batch_size=4,
-        max_steps=1,
+        train=ps.TrainSpec(epochs=1, batch_size=4, max_steps=1),
         embedder=Embedder(tiny_embedder_dir, cache=tmp_path / "cache"),
         **{**SWEEP, "doses": (0.0, 0.5, 1.0), "seeds": (0,), "user_candidates": []},
     )
@@ -363,7 +361,7 @@ def test_a_swap_sweep_on_the_real_model(tmp_path: Path) -> None:
         n=2,
         user_n=1,
         max_new_tokens=32,
-        epochs=2,
+        train=ps.TrainSpec(epochs=2),
         progress=False,
     )
     shifts = result.tables["shifts"].set_index(["dose", "candidate"])

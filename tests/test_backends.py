@@ -27,7 +27,7 @@ from persona_space.engine import (
     require_generation,
     resolve_backend,
 )
-from persona_space.errors import BackendUnavailableError, ConfigError, UnsupportedModelError
+from persona_space.errors import BackendError, BackendUnavailableError, ConfigError, UnsupportedModelError
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 BACKENDS = ["cpu", "hf", *(["ray"] if HAS_RAY else [])]
@@ -298,12 +298,17 @@ def test_hf_generate_stops_and_truncates_per_request(tiny_model: Any) -> None:
 
 
 @pytest.mark.skipif(not HAS_RAY, reason="the ray package is not installed (pip install 'persona-space[ray]')")
-def test_ray_embedding_shards_give_the_local_vectors(tiny_embedder_dir: Path, ray_local: Any) -> None:
+def test_ray_embedding_shards_give_the_local_vectors(tiny_embedder_dir: Path, tiny_model: Any, ray_local: Any) -> None:
     from persona_space.embedding import Embedder
+    from persona_space.engine import shutdown_actors
 
     texts = [f"I am persona number {i}, and I like {'long ' * (i % 40)}walks." for i in range(60)]
     local = Embedder(str(tiny_embedder_dir), cache=False, dtype="float32").embed(texts)
     sharded = Embedder(str(tiny_embedder_dir), cache=False, dtype="float32", backend="ray", shard_size=16)
+    RayBackend(tiny_model, workers=2).start()  # model actors holding both CPUs: tasks could never run
+    with pytest.raises(BackendError, match=r"hold the rest; call backend.shutdown\(\)"):
+        sharded.embed(texts)
+    assert shutdown_actors() == 2
     vectors = sharded.embed(texts)
     np.testing.assert_allclose(vectors, local, atol=1e-5)
     assert sharded.stats["computed"] == 60 and sharded.stats["chunked"] > 0  # long texts were split on the workers

@@ -27,7 +27,7 @@ from persona_space.engine._heap import heap_state
 from persona_space.engine._hf import HFBackend
 from persona_space.engine._host import Host, Recipe
 from persona_space.engine._local import VLLM_STATUS, auto_backend_name, cpu_supports, local_backend
-from persona_space.engine._ray import RayBackend, ensure_ray, ray_backend, ray_map
+from persona_space.engine._ray import RayBackend, ensure_ray, ray_backend, ray_map, shutdown_actors
 from persona_space.engine._requests import (
     BACKEND_NAMES,
     Backend,
@@ -95,6 +95,7 @@ __all__ = [
     "resolve_backend",
     "resolve_method",
     "row_seed",
+    "shutdown_actors",
     "split_continuations",
     "uniforms",
 ]

@@ -345,6 +345,19 @@ class _Worker:
         return os.getpid()
 
 
+def shutdown_actors() -> int:
+    """Stop every model actor this process started through a RayBackend; return how many."""
+    ray = _import_ray()
+    count = 0
+    for actors in list(_POOLS.values()):
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+            count += 1
+    _POOLS.clear()
+    return count
+
+
 def ensure_ray(address: str | None = None) -> Any:
     """The ray module, connected: to the running instance, to ``address``, or to a new local one."""
     ray = _import_ray()
@@ -370,6 +383,13 @@ def ray_map(
     runs a task again when its worker dies (up to three times).
     """
     ray = ensure_ray(address)
+    free = float(ray.available_resources().get("CPU", 0.0))
+    if free < cpus and _POOLS:
+        held = sum(len(actors) for actors in _POOLS.values())
+        raise BackendError(
+            f"the Ray cluster has {free:g} free CPUs for tasks needing {cpus:g}: {held} model actors of RayBackend "
+            "hold the rest; call backend.shutdown() (or persona_space.engine.shutdown_actors()) first, or add nodes"
+        )
     remote = ray.remote(num_cpus=cpus, max_retries=3)(function)
     refs = [remote.remote(item) for item in items]
     try:
