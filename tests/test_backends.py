@@ -55,7 +55,7 @@ def backend_for(request: pytest.FixtureRequest) -> Callable[[str, Any], Backend 
         if name != "ray":
             return name
         request.getfixturevalue("ray_local")
-        return RayBackend(model, workers=2, shard_size=4)
+        return RayBackend(model, workers=2, cpus_per_worker=1, shard_size=4)
 
     return make
 
@@ -214,7 +214,7 @@ def test_ray_worker_killed_mid_run_loses_no_row(
 ) -> None:
     conditions = _conditions(adapter_a, adapter_b)
     reference = ps.sample(tiny_model, PROBES, adapters=conditions, backend="hf", **SAMPLE).df
-    backend = RayBackend(tiny_model, workers=2, shard_size=3)
+    backend = RayBackend(tiny_model, workers=2, cpus_per_worker=1, shard_size=3)
     pids = set(ray_local.get([actor.pid.remote() for actor in backend.start()]))
     killed: list[int] = []
 
@@ -305,7 +305,9 @@ def test_ray_embedding_shards_give_the_local_vectors(tiny_embedder_dir: Path, ti
     texts = [f"I am persona number {i}, and I like {'long ' * (i % 40)}walks." for i in range(60)]
     local = Embedder(str(tiny_embedder_dir), cache=False, dtype="float32").embed(texts)
     sharded = Embedder(str(tiny_embedder_dir), cache=False, dtype="float32", backend="ray", shard_size=16)
-    RayBackend(tiny_model, workers=2).start()  # model actors holding both CPUs: tasks could never run
+    RayBackend(
+        tiny_model, workers=2, cpus_per_worker=1
+    ).start()  # model actors holding both CPUs: tasks could never run
     with pytest.raises(BackendError, match=r"hold the rest; call backend.shutdown\(\)"):
         sharded.embed(texts)
     assert shutdown_actors() == 2

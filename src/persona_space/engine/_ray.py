@@ -59,7 +59,7 @@ class RayBackend:
         address: str | None = None,
         inner: str = "auto",
         shard_size: int = DEFAULT_SHARD,
-        cpus_per_worker: float = 1.0,
+        cpus_per_worker: float | None = None,
         gpus_per_worker: float | None = None,
         max_restarts: int = 2,
         restart_timeout: float = 120.0,
@@ -72,13 +72,13 @@ class RayBackend:
                 raise ConfigError(f"{label} must be an integer >= {low}, got {value!r}")
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ConfigError(f"workers must be a positive integer or None (one per free CPU or GPU), got {workers!r}")
-        if not isinstance(cpus_per_worker, (int, float)) or cpus_per_worker <= 0:
-            raise ConfigError(f"cpus_per_worker must be a positive number, got {cpus_per_worker!r}")
+        if cpus_per_worker is not None and (not isinstance(cpus_per_worker, (int, float)) or cpus_per_worker <= 0):
+            raise ConfigError(f"cpus_per_worker must be a positive number or None, got {cpus_per_worker!r}")
         self.model = model
         self.address = address
         self.inner = inner
         self.shard_size = shard_size
-        self.cpus_per_worker = float(cpus_per_worker)
+        self.cpus_per_worker = None if cpus_per_worker is None else float(cpus_per_worker)
         self.gpus_per_worker = gpus_per_worker
         self.max_restarts = max_restarts
         self.restart_timeout = float(restart_timeout)
@@ -110,7 +110,11 @@ class RayBackend:
         gpus = self.gpus_per_worker
         if gpus is None:
             gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
-        free = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1) / self.cpus_per_worker
+        cpus = self.cpus_per_worker
+        if cpus is None:  # on GPUs one CPU per worker; on CPUs one worker per node holding all of it
+            cpus = 1.0 if gpus else _cpus_per_node(ray)
+        self.cpus_per_worker = cpus
+        free = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1) / cpus
         count = self.requested_workers or max(1, int(free))
         recipe = self.model.recipe()
         key = (
@@ -125,7 +129,7 @@ class RayBackend:
         )
         pooled = _POOLS.get(key)
         if pooled is None:
-            worker = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=gpus, max_restarts=self.max_restarts)(_Worker)
+            worker = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=self.max_restarts)(_Worker)
             pooled = [worker.remote(recipe, self.inner, {"batch_size": self.batch_size}) for _ in range(count)]
             _POOLS[key] = pooled
         self._key = key
@@ -399,6 +403,17 @@ def ray_map(
         if isinstance(cause, PersonaSpaceError):
             raise cause from None
         raise BackendError(f"a Ray task failed: {exc}") from exc
+
+
+def _cpus_per_node(ray: Any) -> float:
+    """The CPUs of the smallest live node: one model actor per node uses all of them.
+
+    On CPUs one worker with every core beats several with a few each (measured in
+    ``benchmarks/scale.py``: 2 one-core workers ran at 0.63x one two-core worker).
+    """
+    sizes = [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    sizes = [c for c in sizes if c > 0]
+    return min(sizes) if sizes else 1.0
 
 
 def _assigned_cpus() -> float | None:
