@@ -195,6 +195,7 @@ def test_gpt_neox_samples_scores_and_trains_through_hf_and_auto(neox_dir: Path, 
     assert info.name in model.adapters
     log = (tmp_path / "neo" / "probe_log.jsonl").read_text().splitlines()
     assert len(log) == 3  # steps 0, 1 and 2
+    assert ps.AdapterRun.load(tmp_path / "neo").manifest["probe_backend"] == "hf"
     # scoring: the padded reference (auto = hf here) and the packed scorer agree on this architecture too
     kwargs: dict[str, Any] = {"candidates": CANDIDATES, "prompts": PROBES, "progress": False}
     shift = ps.identity_shift(model, {"neo": info}, **kwargs)

@@ -230,6 +230,7 @@ def train_adapter(
             "resumed_from": resume.name if resume else None,
         },
         "torch_threads": torch.get_num_threads(),
+        "probe_backend": probe_callback.backend_used if train.eval_every else None,
     }
     _folder.finish(out_path, params, model, why, results, keep_checkpoints=keep_checkpoints)
     return _attach_finished(model, out_path, adapter_name)
@@ -266,6 +267,7 @@ class ProbeCallback:
         self.spec = spec
         self.system_prompt = system_prompt
         self.path = path
+        self.backend_used: str | None = None
 
     def keep_until(self, step: int) -> None:
         """Drop logged answers after ``step`` (a resumed run logs those steps again)."""
@@ -294,6 +296,7 @@ class ProbeCallback:
         ]
         backend = resolve_backend(self.model, "auto", batch_size=max(1, len(requests)))
         done = backend.generate(requests, stop_ids=frozenset(self.model.end_of_turn_ids))
+        self.backend_used = backend.name
         texts = {c.key: self.model.tokenizer.decode(list(c.token_ids), skip_special_tokens=True) for c in done}
         return [{"prompt": p, "text": texts[i]} for i, p in enumerate(prompts)]
 
