@@ -9,6 +9,7 @@ engine does not drive) samples, scores and trains through ``hf`` and ``auto``.
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -237,8 +238,13 @@ def test_ray_worker_killed_mid_run_loses_no_row(
     keys = ["adapter", "probe_id", "temperature", "sample_index"]
     assert not result.df.duplicated(keys).any() and len(result) == len(reference)
     pd.testing.assert_frame_equal(result.df, reference)
-    after = set(ray_local.get([actor.pid.remote() for actor in backend.actors]))
-    assert len(after - pids) == 1  # one worker process was replaced
+    for _ in range(300):  # the killed worker may still be restarting: the run did not wait for it
+        try:
+            after = set(ray_local.get([actor.pid.remote() for actor in backend.actors], timeout=60))
+            break
+        except ray_local.exceptions.RayError:
+            time.sleep(0.2)
+    assert len(after - pids) == 1  # one worker process was replaced, and it is back
 
 
 @pytest.mark.skipif(not HAS_RAY, reason="the ray package is not installed (pip install 'persona-space[ray]')")
@@ -336,3 +342,68 @@ def test_cpu_backend_records_the_process_state_it_changes(tiny_model: Any, monke
         assert state["mmap_threshold"] == 32 << 20 and state["during_generation"]["trim_threshold"] == 1 << 30
     monkeypatch.setenv("PERSONA_SPACE_HEAP_TUNING", "0")
     assert heap_state()["active"] is False
+
+
+class Dropping(Interrupting):
+    """A backend that loses its last request (or repeats its first)."""
+
+    def __init__(self, inner: Backend, repeat: bool = False) -> None:
+        super().__init__(inner, after=0)
+        self.repeat = repeat
+
+    def generate(self, requests: Sequence[GenerateRequest], **kwargs: Any) -> Any:
+        forward = kwargs.pop("on_complete")
+        done = self.inner.generate(requests, **kwargs)
+        for completion in [*done[:1], *done] if self.repeat else done[:-1]:
+            forward(completion)
+        return done
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_a_backend_that_loses_or_repeats_a_row_is_caught(tiny_model: Any, tmp_path: Path, repeat: bool) -> None:
+    from persona_space.errors import BackendError
+
+    backend = Dropping(CPUBackend(tiny_model), repeat=repeat)
+    with pytest.raises(BackendError, match="twice" if repeat else "completed 11 of 12 requests"):
+        ps.sample(tiny_model, PROBES, store=tmp_path / "run", backend=backend, **SAMPLE)
+    resumed = ps.sample(tiny_model, PROBES, store=tmp_path / "run", **SAMPLE)
+    assert resumed.complete and len(resumed) == 3 * 4
+
+
+@pytest.mark.parametrize("name", ["cpu", "hf"])
+def test_generating_with_an_adapter_that_is_not_attached_is_refused(
+    name: str, tiny_model: Any, adapter_a: Path
+) -> None:
+    """PEFT would quietly run an unknown adapter name as the base model."""
+    tiny_model.load_adapter(adapter_a, "a", check_base=False)
+    backend = resolve_backend(tiny_model, name)
+    request = GenerateRequest(0, (1, 2, 3), "a", 0.0, 1.0, 2, 0)
+    assert len(backend.generate([request], stop_ids=frozenset())) == 1
+    with pytest.raises(ConfigError, match=r"adapters \['gone'\] are not attached"):
+        backend.generate([GenerateRequest(0, (1, 2, 3), "gone", 0.0, 1.0, 2, 0)], stop_ids=frozenset())
+
+
+def test_detach_leaves_no_trainable_weights_and_no_lora_layers(
+    tiny_model: Any, adapter_a: Path, adapter_b: Path
+) -> None:
+    tiny_model.load_adapter(adapter_a, "a", check_base=False)
+    tiny_model.load_adapter(adapter_b, "b", check_base=False)
+    tiny_model.adapters.detach("a")
+    assert list(tiny_model.adapters) == ["b"] and not any(p.requires_grad for p in tiny_model.module.parameters())
+    tiny_model.adapters.detach("b")
+    assert type(tiny_model.module).__name__ == "LlamaForCausalLM" and len(tiny_model.adapters) == 0
+    with pytest.raises(ConfigError, match="no adapter named 'b'"):
+        tiny_model.adapters.detach("b")
+
+
+@pytest.mark.skipif(not HAS_RAY, reason="the ray package is not installed (pip install 'persona-space[ray]')")
+def test_ray_backends_recover_from_released_actors(tiny_model: Any, ray_local: Any) -> None:
+    """A backend whose pooled actors were shut down starts new ones instead of waiting on dead handles."""
+    from persona_space.engine import shutdown_actors
+
+    backend = RayBackend(tiny_model, workers=1, cpus_per_worker=1, shard_size=8)
+    first = ps.sample(tiny_model, PROBES, backend=backend, **SAMPLE).df
+    shutdown_actors()
+    again = ps.sample(tiny_model, PROBES, backend=backend, **SAMPLE).df
+    pd.testing.assert_frame_equal(first.drop(columns="run_id"), again.drop(columns="run_id"))
+    shutdown_actors()

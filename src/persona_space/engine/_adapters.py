@@ -18,7 +18,7 @@ import itertools
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,8 +102,10 @@ class AdapterSet(Mapping[str, AdapterInfo]):
                 host.module.load_adapter(str(folder), adapter_name=name, is_trainable=False)
             else:
                 host.module = PeftModel.from_pretrained(host.module, str(folder), adapter_name=name, is_trainable=False)
-        except (RuntimeError, ValueError, KeyError) as exc:
+        except Exception as exc:  # whatever PEFT raised, take out what it injected before re-raising
             self._remove(name, unwrap=not was_peft)
+            if not isinstance(exc, (RuntimeError, ValueError, KeyError)):
+                raise AdapterError(f"adapter {str(folder)!r} cannot be loaded: {exc}") from exc
             raise AdapterMismatchError(
                 f"adapter {str(folder)!r} does not fit the loaded model {host.name!r}: {exc}"
             ) from exc
@@ -314,8 +316,19 @@ class AdapterSet(Mapping[str, AdapterInfo]):
             if hasattr(base, "peft_config"):
                 del base.peft_config  # left on the base model by PEFT's injection
             host.module = base
-            for param in base.parameters():
-                param.requires_grad_(False)
+        for param in host.module.parameters():  # set_adapter above makes the remaining adapter trainable
+            param.requires_grad_(False)
+
+
+def check_routable(module: Any, names: Iterable[str | None]) -> None:
+    """Refuse adapter names the model does not hold: PEFT would run those rows through the base model silently."""
+    wanted = {n for n in names if n is not None}
+    if not wanted:
+        return
+    held = set(getattr(module, "peft_config", None) or {})
+    missing = sorted(wanted - held)
+    if missing:
+        raise ConfigError(f"adapters {missing} are not attached to this model; attached: {sorted(held)}")
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
+from persona_space.engine._adapters import AdapterRouter, check_routable
 from persona_space.engine._arch import PACK_ENV, SUPPORTED_MODEL_TYPES, check_supported
 from persona_space.engine._heap import heap_state
 from persona_space.engine._host import Host
@@ -83,6 +84,7 @@ class CPUBackend:
         check_supported(self.model.base_module)
         if not requests:
             return []
+        check_routable(self.model.module, {r.adapter for r in requests})
         jobs = [replace(r, key=i) for i, r in enumerate(requests)]  # the loop indexes jobs by position
         out: list[Completion] = []
 
@@ -133,8 +135,6 @@ class CPUBackend:
 
 
 def _router(model: Host) -> Any:
-    from persona_space.engine._adapters import AdapterRouter
-
     return AdapterRouter(model.module)
 
 

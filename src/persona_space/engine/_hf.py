@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from persona_space.engine._adapters import AdapterRouter, adapters_off
+from persona_space.engine._adapters import AdapterRouter, adapters_off, check_routable
 from persona_space.engine._host import Host
 from persona_space.engine._requests import (
     Capabilities,
@@ -183,9 +183,8 @@ def _routing(model: Host, adapters: list[str | None]) -> Any:
         with adapters_off(model.module):
             yield
         return
+    check_routable(model.module, adapters)
     router = AdapterRouter(model.module)
-    if not router.active:
-        raise ConfigError(f"adapters {sorted({a for a in adapters if a})} are not attached to {model.name!r}")
     router.set_rows(adapters)
     with router.routing():
         yield

@@ -19,6 +19,7 @@ a local Ray instance; ``"auto"`` or ``"ray://host:10001"`` joins a cluster.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from persona_space.engine._requests import (
     ScoreRequest,
     Scores,
 )
-from persona_space.errors import BackendError, BackendUnavailableError, ConfigError, PersonaSpaceError
+from persona_space.errors import AdapterError, BackendError, BackendUnavailableError, ConfigError, PersonaSpaceError
 
 DEFAULT_SHARD = 256
 _POOLS: dict[tuple[Any, ...], list[Any]] = {}  # actors by (Ray job, model recipe, options): loaded once
@@ -63,7 +64,11 @@ class RayBackend:
         gpus_per_worker: float | None = None,
         max_restarts: int = 2,
         restart_timeout: float = 120.0,
+        start_timeout: float = 600.0,
         batch_size: int | str = "auto",
+        score_method: str = "auto",
+        batch_tokens: int = 8192,
+        max_row_tokens: int = 2048,
     ) -> None:
         if inner not in ("auto", "cpu", "hf"):
             raise ConfigError(f"inner must be 'auto', 'cpu' or 'hf' (the backend each Ray actor runs), got {inner!r}")
@@ -82,10 +87,18 @@ class RayBackend:
         self.gpus_per_worker = gpus_per_worker
         self.max_restarts = max_restarts
         self.restart_timeout = float(restart_timeout)
+        self.start_timeout = float(start_timeout)
         self.batch_size = batch_size
+        self.worker_options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "score_method": score_method,
+            "batch_tokens": batch_tokens,
+            "max_row_tokens": max_row_tokens,
+        }
         self.requested_workers = workers
         self.actors: list[Any] = []
         self._key: tuple[Any, ...] | None = None
+        self._spawn: Callable[[], Any] | None = None
         self.retried_shards = 0
         self._ray = _import_ray()
         from persona_space.engine._local import auto_backend_name
@@ -102,10 +115,11 @@ class RayBackend:
     # -- the cluster ----------------------------------------------------------------------------
 
     def start(self) -> list[Any]:
-        """Join or start Ray and create the actors, or reuse those of an earlier backend for the same model."""
-        if self.actors:
-            return self.actors
+        """Join or start Ray and the actors; reuse live actors of the same model and options (any backend's)."""
         ray = ensure_ray(self.address)
+        job = ray.get_runtime_context().get_job_id()
+        if self.actors and self._key is not None and self._key[0] == job and _POOLS.get(self._key) is self.actors:
+            return self.actors
         resources = ray.cluster_resources()
         gpus = self.gpus_per_worker
         if gpus is None:
@@ -114,27 +128,49 @@ class RayBackend:
         if cpus is None:  # on GPUs one CPU per worker; on CPUs one worker per node holding all of it
             cpus = 1.0 if gpus else _cpus_per_node(ray)
         self.cpus_per_worker = cpus
-        free = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1) / cpus
-        count = self.requested_workers or max(1, int(free))
         recipe = self.model.recipe()
-        key = (
-            ray.get_runtime_context().get_job_id(),
-            recipe,
-            self.inner,
-            str(self.batch_size),
-            self.cpus_per_worker,
-            gpus,
-            count,
-            self.max_restarts,
-        )
-        pooled = _POOLS.get(key)
-        if pooled is None:
-            worker = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=self.max_restarts)(_Worker)
-            pooled = [worker.remote(recipe, self.inner, {"batch_size": self.batch_size}) for _ in range(count)]
-            _POOLS[key] = pooled
-        self._key = key
-        self.actors = pooled
-        return self.actors
+        options = json.dumps(self.worker_options, sort_keys=True, default=str)
+        config = (job, recipe, self.inner, options, cpus, gpus, self.max_restarts)
+        for key, actors in _POOLS.items():
+            if key[:-1] == config and self.requested_workers in (None, key[-1]):
+                self._key, self.actors = key, actors
+                self._spawn = self._spawner(ray, recipe, cpus, gpus)
+                return actors
+        available = ray.available_resources()
+        free = int(available.get("GPU", 0) / gpus if gpus else available.get("CPU", 0) / cpus)
+        count = self.requested_workers or free
+        if count < 1:
+            raise BackendError(
+                f"no free {'GPU' if gpus else 'CPU'} in the Ray cluster for a worker needing {gpus or cpus:g}: "
+                "model actors of other RayBackends hold them; call persona_space.engine.shutdown_actors() first"
+            )
+        self._spawn = self._spawner(ray, recipe, cpus, gpus)
+        actors = [self._spawn() for _ in range(count)]
+        ready, pending = ray.wait([a.pid.remote() for a in actors], num_returns=count, timeout=self.start_timeout)
+        if pending:
+            for actor in actors:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+            raise BackendError(
+                f"{len(pending)} of {count} Ray workers ({cpus:g} CPUs, {gpus:g} GPUs each) did not start within "
+                f"{self.start_timeout:g} s: the cluster cannot place them, or loading the model failed on a worker"
+            )
+        try:
+            ray.get(ready)
+        except ray.exceptions.RayError as exc:
+            for actor in actors:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+            raise BackendError(f"a Ray worker failed to load {self.model.name!r}: {exc}") from exc
+        self._key = (*config, count)
+        _POOLS[self._key] = actors
+        self.actors = actors
+        return actors
+
+    def _spawner(self, ray: Any, recipe: Any, cpus: float, gpus: float) -> Callable[[], Any]:
+        worker = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=self.max_restarts)(_Worker)
+        options = dict(self.worker_options)
+        return lambda: worker.remote(recipe, self.inner, options)
 
     def shutdown(self) -> None:
         """Stop the actors, also for other backends sharing them (Ray itself stays up)."""
@@ -240,10 +276,11 @@ class RayBackend:
         submit: Callable[[Any, _Shard], Any],
         deliver: Callable[[_Shard, Any], None],
     ) -> None:
-        """Keep every actor busy with two shards; a shard whose actor died waits for a live one.
+        """Keep every actor busy with two shards; a shard whose worker died goes to the next free one.
 
-        A dead actor is pinged until Ray has restarted it (or ``restart_timeout`` passes,
-        after which it gets no more work); its shards go back to the front of the queue.
+        A dead actor is pinged until Ray has restarted it; one still down after
+        ``restart_timeout`` gets no more work and is replaced in the pool for later
+        calls. Every worker down that long raises :class:`BackendError`.
         """
         ray = self._ray
         actors = self.start()
@@ -252,6 +289,7 @@ class RayBackend:
         running: dict[Any, tuple[_Shard | None, int]] = {}  # ref -> (shard, or None for a ping; actor slot)
         busy = [0] * len(actors)
         down_since: dict[int, float] = {}
+        given_up: set[int] = set()
 
         def feed(slot: int) -> None:
             while queue and busy[slot] < 2 and slot not in down_since:
@@ -259,54 +297,70 @@ class RayBackend:
                 running[submit(actors[slot], shard)] = (shard, slot)
                 busy[slot] += 1
 
-        def ping(slot: int) -> None:
-            running[actors[slot].pid.remote()] = (None, slot)
+        def check_alive() -> None:
+            now = time.monotonic()
+            for slot, since in down_since.items():
+                if now - since > self.restart_timeout:
+                    given_up.add(slot)
+            if len(given_up) == len(actors):
+                raise BackendError(f"every Ray worker has been down for over {self.restart_timeout:g} s")
 
         for slot in range(len(actors)):
             feed(slot)
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1)
-            shard, slot = running.pop(ready[0])
-            if shard is None:  # a ping: is the actor back?
-                try:
-                    ray.get(ready[0])
-                except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
-                    if time.monotonic() - down_since[slot] > self.restart_timeout:
-                        if not any(s not in down_since for s in range(len(actors))):
-                            raise BackendError(f"every Ray worker is down: {exc}") from exc
-                        continue  # this actor stays out; the others take its shards
-                    time.sleep(0.2)
-                    ping(slot)
+        try:
+            while queue or any(shard is not None for shard, _ in running.values()):
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0) if running else ([], [])
+                if not ready:
+                    check_alive()
+                    if not running:
+                        time.sleep(0.2)
                     continue
-                del down_since[slot]
+                shard, slot = running.pop(ready[0])
+                if shard is None:  # a ping: is the actor back?
+                    try:
+                        ray.get(ready[0])
+                    except ray.exceptions.RayError:
+                        check_alive()
+                        if slot not in given_up:
+                            time.sleep(0.2)
+                            running[actors[slot].pid.remote()] = (None, slot)
+                        continue
+                    del down_since[slot]
+                    feed(slot)
+                    continue
+                busy[slot] -= 1
+                try:
+                    result = ray.get(ready[0])
+                except ray.exceptions.RayTaskError as exc:
+                    cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
+                    if isinstance(cause, PersonaSpaceError):
+                        raise cause from None
+                    raise BackendError(f"shard {shard.index} failed on a Ray worker: {exc}") from exc
+                except ray.exceptions.RayError as exc:  # the worker died, ran out of memory, lost its node
+                    tries[shard.index] += 1
+                    if tries[shard.index] > self.max_restarts:
+                        raise BackendError(
+                            f"shard {shard.index} failed {tries[shard.index]} times (its worker died each time): {exc}"
+                        ) from exc
+                    self.retried_shards += 1
+                    queue.insert(0, shard)
+                    if slot not in down_since:
+                        down_since[slot] = time.monotonic()
+                        running[actors[slot].pid.remote()] = (None, slot)
+                    for other in range(len(actors)):
+                        feed(other)
+                    continue
+                deliver(shard, result)
                 feed(slot)
-                continue
-            busy[slot] -= 1
-            try:
-                result = ray.get(ready[0])
-            except ray.exceptions.RayTaskError as exc:
-                cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
-                if isinstance(cause, PersonaSpaceError):
-                    raise cause from None
-                raise BackendError(f"shard {shard.index} failed on a Ray worker: {exc}") from exc
-            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
-                tries[shard.index] += 1
-                if tries[shard.index] > self.max_restarts:
-                    raise BackendError(
-                        f"shard {shard.index} failed {tries[shard.index]} times (its worker died each time): {exc}"
-                    ) from exc
-                self.retried_shards += 1
-                queue.insert(0, shard)
-                if slot not in down_since:
-                    down_since[slot] = time.monotonic()
-                    ping(slot)
-                for other in range(len(actors)):
-                    feed(other)
-                continue
-            deliver(shard, result)
-            feed(slot)
-        if queue:
-            raise BackendError(f"{len(queue)} shards were left with no live Ray worker to run them")
+        finally:
+            for ref in running:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)
+            for slot in given_up:  # replace in the pool, for the next call
+                with contextlib.suppress(Exception):
+                    ray.kill(actors[slot])
+                if self._spawn is not None:
+                    actors[slot] = self._spawn()
 
 
 class _Worker:
@@ -321,7 +375,7 @@ class _Worker:
         if cpus:
             torch.set_num_threads(max(1, int(cpus)))
         self.model = recipe.load("cuda" if torch.cuda.is_available() else "cpu")
-        self.backend = local_backend(self.model, inner, batch_size=options.get("batch_size", "auto"))
+        self.backend = local_backend(self.model, inner, **options)
 
     def _attach(self, adapters: dict[str, tuple[str, str]]) -> None:
         """Attach each named folder; a name now standing for other weights is re-attached."""
@@ -330,8 +384,14 @@ class _Worker:
             if held is not None and held.sha256 != sha:
                 self.model.adapters.detach(name)
                 held = None
-            if held is None:
-                self.model.adapters.attach(path, name=name)
+            if held is None:  # the driver checked it against the base model already
+                self.model.adapters.attach(path, name=name, check_base=False)
+                if self.model.adapters[name].sha256 != sha:
+                    self.model.adapters.detach(name)
+                    raise AdapterError(
+                        f"adapter {name!r} at {path!r} on this Ray worker differs from the driver's (sha256 "
+                        f"{sha[:12]}): the folder changed, or the path holds other files on this node"
+                    )
 
     def generate(
         self, requests: list[GenerateRequest], stop_ids: frozenset[int], adapters: dict[str, tuple[str, str]]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import weakref
-from typing import Any, Literal
+from typing import Literal
 
 from persona_space.engine._host import Host
 from persona_space.engine._local import local_backend
@@ -13,7 +12,6 @@ from persona_space.engine._score import Method
 from persona_space.errors import ConfigError, UnsupportedModelError
 
 BackendLike = str | Backend
-_RAY: weakref.WeakKeyDictionary[Any, RayBackend] = weakref.WeakKeyDictionary()
 
 
 def resolve_backend(
@@ -28,9 +26,10 @@ def resolve_backend(
     """The backend for ``model``: a name from :data:`BACKEND_NAMES` or a backend made by the caller.
 
     ``"auto"`` is the ``cpu`` engine where it supports the architecture and ``hf``
-    otherwise; ``"ray"`` shards over a local Ray instance with default options (its
-    actors are kept for the next call on the same model). For a cluster or other
-    options pass ``RayBackend(model, address=..., workers=...)`` itself.
+    otherwise; ``"ray"`` shards over the running (or a new local) Ray instance with
+    default options (its actors are kept for the next call on the same model and
+    options). For a cluster or other options pass ``RayBackend(model, address=...,
+    workers=...)`` itself.
     """
     if not isinstance(backend, str):
         if not isinstance(backend, Backend):
@@ -43,12 +42,14 @@ def resolve_backend(
         return backend
     if backend not in BACKEND_NAMES:
         raise ConfigError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
-    if backend == "ray":
-        cached = _RAY.get(model)
-        if cached is None:
-            cached = RayBackend(model, batch_size=batch_size)
-            _RAY[model] = cached
-        return cached
+    if backend == "ray":  # a new backend object; the actors are pooled per model and options
+        return RayBackend(
+            model,
+            batch_size=batch_size,
+            score_method=score_method,
+            batch_tokens=batch_tokens,
+            max_row_tokens=max_row_tokens,
+        )
     return local_backend(
         model,
         backend,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from persona_space.engine import Backend, Completion, GenerateRequest, row_seed
-from persona_space.errors import CorruptRunError
+from persona_space.errors import BackendError, CorruptRunError
 from persona_space.store import SCHEMA_VERSION, RunStore
 
 if TYPE_CHECKING:
@@ -95,7 +95,12 @@ def run_jobs(
                 refresh=False,
             )
 
+    seen: set[int] = set()
+
     def on_complete(done_job: Completion) -> None:
+        if done_job.key in seen:
+            raise BackendError(f"backend {backend.name!r} completed request {done_job.key} twice")
+        seen.add(done_job.key)
         row = dict(meta[done_job.key])
         row["text"] = model.tokenizer.decode(list(done_job.token_ids), skip_special_tokens=True)
         row["n_tokens"] = len(done_job.token_ids)
@@ -110,6 +115,11 @@ def run_jobs(
     try:
         if todo:
             backend.generate(todo, stop_ids=stop_ids, on_complete=on_complete, on_tokens=on_tokens)
+            if counts["rows"] != len(todo):
+                raise BackendError(
+                    f"backend {backend.name!r} completed {counts['rows']} of {len(todo)} requests; "
+                    "the rows it did complete are kept, and the same call resumes the rest"
+                )
     finally:
         writer.flush()  # whatever finished is kept, even when interrupted
         if bar is not None:
