@@ -122,7 +122,7 @@ def headline(results: dict[str, Any], setting: dict[str, Any], timings: dict[str
                         "crosses_low": _num(row.get("crosses_low")),
                         "crosses_high": _num(row.get("crosses_high")),
                         "crosses_found": _num(row.get("crosses_found")),
-                        "against": row.get("against"),
+                        "against": row.get("against") if isinstance(row.get("against"), str) else None,
                         "passes_half": _num(row.get("passes_half")),
                         "passes_half_low": _num(row.get("passes_half_low")),
                         "passes_half_high": _num(row.get("passes_half_high")),
