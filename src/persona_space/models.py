@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _embedded
 from persona_space.chat import DEFAULT_SYSTEM_PROMPT, encode_chat, render_chat, system_mode
-from persona_space.engine import AdapterSet
+from persona_space.engine import AdapterSet, base_module
 from persona_space.errors import ConfigError, ModelNotFoundError
 
 if TYPE_CHECKING:
@@ -51,8 +51,7 @@ class LoadedModel:
     @property
     def base_module(self) -> Any:
         """The transformers model underneath any PEFT wrapper."""
-        get_base = getattr(self.module, "get_base_model", None)
-        return get_base() if callable(get_base) else self.module
+        return base_module(self.module)
 
     @property
     def config(self) -> Any:

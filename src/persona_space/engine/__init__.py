@@ -20,12 +20,12 @@
 ('auto', 'hf', 'cpu', 'vllm', 'ray')
 """
 
-from persona_space.engine._adapters import AdapterRouter, AdapterSet, adapters_off
+from persona_space.engine._adapters import AdapterRouter, AdapterSet, adapters_off, route_rows
 from persona_space.engine._arch import SUPPORTED_MODEL_TYPES, check_supported
 from persona_space.engine._cpu import CPUBackend, auto_batch_size, common_prefix_length
 from persona_space.engine._heap import heap_state
 from persona_space.engine._hf import HFBackend
-from persona_space.engine._host import Host, Recipe
+from persona_space.engine._host import Host, Recipe, base_module
 from persona_space.engine._local import VLLM_STATUS, auto_backend_name, cpu_supports, local_backend
 from persona_space.engine._ray import RayBackend, ensure_ray, ray_backend, ray_map, shutdown_actors
 from persona_space.engine._requests import (
@@ -78,6 +78,7 @@ __all__ = [
     "adapters_off",
     "auto_backend_name",
     "auto_batch_size",
+    "base_module",
     "check_candidates",
     "check_supported",
     "check_template",
@@ -94,6 +95,7 @@ __all__ = [
     "require_generation",
     "resolve_backend",
     "resolve_method",
+    "route_rows",
     "row_seed",
     "shutdown_actors",
     "split_continuations",

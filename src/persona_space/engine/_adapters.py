@@ -176,16 +176,9 @@ class AdapterSet(Mapping[str, AdapterInfo]):
         """A router for batches whose rows use different adapters (see :class:`AdapterRouter`)."""
         return AdapterRouter(self._host.module)
 
-    @contextlib.contextmanager
-    def routing(self, rows: Sequence[str | None]) -> Iterator[AdapterRouter]:
+    def routing(self, rows: Sequence[str | None]) -> contextlib.AbstractContextManager[None]:
         """Inside the block every forward pass runs row ``i`` through adapter ``rows[i]`` (``None``: base)."""
-        router = self.router()
-        if any(r is not None for r in rows) and not router.active:
-            names = sorted({r for r in rows if r is not None})
-            raise AdapterError(f"the model has no LoRA layers to route adapters {names} through")
-        with router.routing():
-            router.set_rows(rows)
-            yield router
+        return route_rows(self._host.module, rows)
 
     @contextlib.contextmanager
     def trainable(self, name: str, config: Any, dtype: torch.dtype, *, seed: int) -> Iterator[Any]:
@@ -329,6 +322,20 @@ def check_routable(module: Any, names: Iterable[str | None]) -> None:
     missing = sorted(wanted - held)
     if missing:
         raise ConfigError(f"adapters {missing} are not attached to this model; attached: {sorted(held)}")
+
+
+@contextlib.contextmanager
+def route_rows(module: Any, rows: Sequence[str | None]) -> Iterator[None]:
+    """Row ``i`` of every forward pass in the block through adapter ``rows[i]``; all ``None``: adapters off."""
+    if all(r is None for r in rows):
+        with adapters_off(module):
+            yield
+        return
+    check_routable(module, rows)
+    router = AdapterRouter(module)
+    router.set_rows(rows)
+    with router.routing():
+        yield
 
 
 @contextlib.contextmanager

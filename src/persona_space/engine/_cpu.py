@@ -100,7 +100,7 @@ class CPUBackend:
         self.last_prefix = common_prefix_length([r.prompt_ids for r in jobs])
         generate(
             DecoderStack(self.model.base_module),
-            _router(self.model),
+            AdapterRouter(self.model.module),
             jobs,
             slots=slots,
             stop_ids=stop_ids,
@@ -132,10 +132,6 @@ class CPUBackend:
             "packed_linear": f"{PACK_ENV}={os.environ.get(PACK_ENV, '1')}",
             "heap_tuning": heap_state(),
         }
-
-
-def _router(model: Host) -> Any:
-    return AdapterRouter(model.module)
 
 
 def check_batch_size(batch_size: object) -> None:

@@ -16,13 +16,12 @@ packed scorer of the ``cpu`` backend is tested against.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from persona_space.engine._adapters import AdapterRouter, adapters_off, check_routable
+from persona_space.engine._adapters import route_rows
 from persona_space.engine._host import Host
 from persona_space.engine._requests import (
     Capabilities,
@@ -102,7 +101,7 @@ class HFBackend:
             pad_token_id=pad,
         )
         saved = getattr(base, "generation_config", None)
-        with torch.inference_mode(), _routing(model, [r.adapter for r in batch]):
+        with torch.inference_mode(), route_rows(model.module, [r.adapter for r in batch]):
             base.generation_config = GenerationConfig()  # no hub defaults (penalties, bad words) on the logits
             try:
                 output = base.generate(
@@ -174,17 +173,3 @@ def _completion(request: GenerateRequest, new: np.ndarray, stop_ids: frozenset[i
             tokens, reason = tokens[:i], "stop"
             break
     return Completion(key=request.key, token_ids=tuple(tokens), finish_reason=reason)
-
-
-@contextlib.contextmanager
-def _routing(model: Host, adapters: list[str | None]) -> Any:
-    """Route each row to its adapter; with no adapter in the batch, run the base model with adapters off."""
-    if all(a is None for a in adapters):
-        with adapters_off(model.module):
-            yield
-        return
-    check_routable(model.module, adapters)
-    router = AdapterRouter(model.module)
-    router.set_rows(adapters)
-    with router.routing():
-        yield

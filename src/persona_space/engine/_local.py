@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Literal
 
-from persona_space.engine._arch import SUPPORTED_MODEL_TYPES
+from persona_space.engine._arch import supports
 from persona_space.engine._cpu import CPUBackend
 from persona_space.engine._hf import DEFAULT_BATCH, HFBackend
 from persona_space.engine._host import Host
@@ -22,10 +22,7 @@ VLLM_STATUS = (
 
 def cpu_supports(model: Host) -> bool:
     """Whether the ``cpu`` backend's slot engine can drive this model's architecture."""
-    base = model.base_module
-    model_type = getattr(getattr(base, "config", None), "model_type", None)
-    inner = getattr(base, "model", None)
-    return model_type in SUPPORTED_MODEL_TYPES and inner is not None and hasattr(inner, "layers")
+    return supports(model.base_module)
 
 
 def vllm_installed() -> bool:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from persona_space.engine._arch import SUPPORTED_MODEL_TYPES
 from persona_space.engine._host import Host
 from persona_space.engine._requests import (
     Capabilities,
@@ -109,7 +110,7 @@ class RayBackend:
             mixed_adapters=True,
             exact_scoring=True,
             devices=("cpu", "cuda"),
-            architectures=None if inner_name == "hf" else _cpu_types(),
+            architectures=None if inner_name == "hf" else SUPPORTED_MODEL_TYPES,
         )
 
     # -- the cluster ----------------------------------------------------------------------------
@@ -332,10 +333,7 @@ class RayBackend:
                 try:
                     result = ray.get(ready[0])
                 except ray.exceptions.RayTaskError as exc:
-                    cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
-                    if isinstance(cause, PersonaSpaceError):
-                        raise cause from None
-                    raise BackendError(f"shard {shard.index} failed on a Ray worker: {exc}") from exc
+                    raise _task_error(exc, f"shard {shard.index}") from exc
                 except ray.exceptions.RayError as exc:  # the worker died, ran out of memory, lost its node
                     tries[shard.index] += 1
                     if tries[shard.index] > self.max_restarts:
@@ -459,10 +457,7 @@ def ray_map(
     try:
         return list(ray.get(refs))
     except ray.exceptions.RayTaskError as exc:
-        cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
-        if isinstance(cause, PersonaSpaceError):
-            raise cause from None
-        raise BackendError(f"a Ray task failed: {exc}") from exc
+        raise _task_error(exc, "a Ray task") from exc
 
 
 def _cpus_per_node(ray: Any) -> float:
@@ -485,10 +480,12 @@ def _assigned_cpus() -> float | None:
         return None
 
 
-def _cpu_types() -> frozenset[str]:
-    from persona_space.engine._arch import SUPPORTED_MODEL_TYPES
-
-    return SUPPORTED_MODEL_TYPES
+def _task_error(exc: Exception, what: str) -> Exception:
+    """The error to raise for a task that failed in its own code: ours as it was, anything else wrapped."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, PersonaSpaceError):
+        return cause
+    return BackendError(f"{what} failed on a Ray worker: {exc}")
 
 
 def _import_ray() -> Any:

@@ -394,12 +394,13 @@ def identity_shift(
         if bar is not None:
             bar.close()
     table = _canonical(pd.concat(frames, ignore_index=True), probe_set, spec, list(routes))
+    described_engine = engine.describe()
     manifest = {
         **manifest,
         "state": "complete",
         "rows": len(table),
-        "method": engine.describe().get("score_method") or manifest.get("method"),
-        "backend": engine.describe(),
+        "method": described_engine.get("score_method") or manifest.get("method"),
+        "backend": described_engine,
         "timings": {"seconds": round(time.perf_counter() - start, 3), "prompts_scored": len(todo)},
     }
     if run_store is not None:
