@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,26 @@ def test_store_resumes_and_loads(
         ps.ShiftResult.load(saved)
     with pytest.raises(CorruptRunError, match="no identity-shift run"):
         ps.ShiftResult.load(tmp_path / "empty")
+
+
+def test_a_run_stored_by_an_older_schema_resumes_in_todays_columns(
+    tiny_model: Any, adapter_a: Path, tmp_path: Path
+) -> None:
+    kwargs: dict[str, Any] = {"candidates": ["Voyager 1", "Maria"], "prompts": "identity", "progress": False}
+    whole = ps.identity_shift(tiny_model, adapter_a, store=tmp_path / "run", **kwargs)
+    store = tmp_path / "run"
+    old = whole.df.rename(columns={"probe_id": "prompt_id", "adapter": "model"})  # schema 2 names
+    first = old[old["prompt_id"] == old["prompt_id"].iloc[0]]
+    (store / "shift.parquet").unlink()
+    (store / "shift.parts").mkdir()
+    first.to_parquet(store / "shift.parts" / "part-00000.parquet", index=False)
+    manifest = json.loads((store / "manifest.json").read_text())
+    (store / "manifest.json").write_text(json.dumps({**manifest, "state": "running", "schema_version": 2}))
+    resumed = ps.identity_shift(tiny_model, adapter_a, store=store, **kwargs)
+    assert resumed.manifest["timings"]["prompts_scored"] == whole.df["probe_id"].nunique() - 1
+    assert resumed.manifest["schema_version"] == ps.results.SCHEMA_VERSION
+    pd.testing.assert_frame_equal(resumed.df, whole.df, atol=1e-6)
+    pd.testing.assert_frame_equal(ps.ShiftResult.load(store).df, whole.df, atol=1e-6)
 
 
 def test_candidates_from_a_file(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:

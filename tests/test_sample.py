@@ -305,6 +305,27 @@ def test_resume_after_a_crash_between_chunks(tiny_model: Any, tmp_path: Path, mo
     pd.testing.assert_frame_equal(SampleSet.load(store).df[columns], whole.df[columns])
 
 
+def test_parts_stored_by_an_older_schema_resume_in_todays_columns(
+    tiny_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = run(tiny_model, chunk_rows=4)
+    store = tmp_path / "old"
+    with monkeypatch.context() as patch:
+        _crash_after_appends(patch, parts=2)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run(tiny_model, store=store, chunk_rows=4)
+    for part in (store / "samples.parts").glob("part-*.parquet"):  # schema 1 had no condition or train seed
+        pd.read_parquet(part).drop(columns=["condition", "train_seed"]).to_parquet(part, index=False)
+    manifest = json.loads((store / "manifest.json").read_text())
+    (store / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 1}))
+    resumed = run(tiny_model, store=store, chunk_rows=4)
+    assert resumed.manifest["timings"]["new_rows"] == len(whole.df) - 8
+    assert resumed.manifest["schema_version"] == ps.results.SCHEMA_VERSION
+    columns = [c for c in COLUMNS if c not in ("seed", "run_id")]
+    pd.testing.assert_frame_equal(resumed.df[columns], whole.df[columns])
+    pd.testing.assert_frame_equal(SampleSet.load(store).df[columns], whole.df[columns])
+
+
 def test_resumed_table_equals_an_uninterrupted_one_exactly(
     tiny_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

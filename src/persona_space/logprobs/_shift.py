@@ -227,9 +227,7 @@ class ShiftResult(Result):
         check_schema(manifest.get("schema_version"), store.manifest_path)
         frame = store.read_rows()
         assert frame is not None
-        frame = frame.rename(columns={"prompt_id": "probe_id", "model": "adapter"})  # schema 1 and 2 names
-        if "group" not in frame.columns:  # schema 1: no question groups recorded
-            frame.insert(1, "group", frame["probe_id"])
+        frame = _upgrade(frame)
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise CorruptRunError(f"{str(store.table_path)!r} lacks columns {missing}; expected {list(COLUMNS)}")
@@ -358,6 +356,7 @@ def identity_shift(
         run_store = RunStore(store, table=TABLE)
         manifest = run_store.open(manifest)
         done = run_store.read_rows()
+        done = None if done is None else _upgrade(done)  # parts written by an older version resume too
     finished = set() if done is None else set(done["probe_id"])
     todo = [p for p in probe_set if p.id not in finished]
     eot = end_of_turn_id(model) if spec.end_of_turn else None
@@ -398,6 +397,7 @@ def identity_shift(
     manifest = {
         **manifest,
         "state": "complete",
+        "schema_version": SCHEMA_VERSION,  # a resumed run's table is written in today's columns
         "rows": len(table),
         "method": described_engine.get("score_method") or manifest.get("method"),
         "backend": described_engine,
@@ -407,6 +407,14 @@ def identity_shift(
         run_store.finalize(table)
         run_store.write_manifest(manifest)
     return ShiftResult(df=table, manifest=manifest, path=run_store.path if run_store is not None else None)
+
+
+def _upgrade(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows stored by an older schema, in today's column names."""
+    frame = frame.rename(columns={"prompt_id": "probe_id", "model": "adapter"})  # schema 1 and 2 names
+    if "group" not in frame.columns:  # schema 1: no question groups recorded
+        frame.insert(1, "group", frame["probe_id"])
+    return frame
 
 
 # -- inputs -----------------------------------------------------------------------------------

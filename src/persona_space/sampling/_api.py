@@ -64,9 +64,7 @@ class SampleSet(Result):
             raise CorruptRunError(f"{str(path)!r} holds no run: no {store.manifest_path.name}")
         check_schema(manifest.get("schema_version"), store.manifest_path)
         rows = store.read_rows()
-        frame = rows if rows is not None else pd.DataFrame(columns=list(COLUMNS))
-        if "condition" not in frame.columns:  # written before conditions could hold several seeds
-            frame = frame.assign(condition=frame["adapter"], train_seed=np.nan)
+        frame = _upgrade(rows) if rows is not None else pd.DataFrame(columns=list(COLUMNS))
         params = manifest.get("parameters", {})
         adapters = list(manifest.get("conditions") or params.get("adapters", {}))
         probe_ids = [str(p.get("id")) for p in params.get("probes", []) if isinstance(p, dict)]
@@ -213,6 +211,7 @@ def sample(
     if run_store is not None:
         manifest = run_store.open(manifest)
     done = run_store.read_rows() if run_store is not None else None
+    done = None if done is None else _upgrade(done)  # parts written by an older version resume too
     frame, stats = run_jobs(
         model,
         probe_set,
@@ -227,7 +226,13 @@ def sample(
         progress=progress,
     )
     frame = _canonical_order(frame, list(routes), list(probe_set.ids))
-    finished = {"state": "complete", "rows": len(frame), "timings": stats, "backend": engine.describe()}
+    finished = {
+        "state": "complete",
+        "schema_version": SCHEMA_VERSION,  # a resumed run's table is written in today's columns
+        "rows": len(frame),
+        "timings": stats,
+        "backend": engine.describe(),
+    }
     manifest = {**manifest, **finished}
     if run_store is not None:
         run_store.finalize(frame)
@@ -244,6 +249,13 @@ def _probe_set(probes: ProbeSet | Sequence[str | Probe] | str) -> ProbeSet:
 
         return load(probes)
     return ProbeSet.from_list(list(probes))
+
+
+def _upgrade(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows stored by an older schema, in today's column names."""
+    if "condition" not in frame.columns:  # written before conditions could hold several seeds
+        frame = frame.assign(condition=frame["adapter"], train_seed=np.nan)
+    return frame
 
 
 def _canonical_order(
