@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from browser import chart_states, remote_references, render
 from persona_space import plots
 from persona_space.errors import ConfigError, DataError
 
@@ -285,9 +286,22 @@ def test_save_chart_writes_html_spec_and_png(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["divergence.html", "divergence.png", "divergence.vl.json"]
     assert paths["png"].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert json.loads(paths["vl.json"].read_text())["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
-    assert "vegaEmbed" in paths["html"].read_text()
+    page = paths["html"].read_text()
+    assert "vegaEmbed" in page and remote_references(page) == []  # Vega inlined: it draws offline
     no_png = plots.save_chart(chart, tmp_path / "bare", png=False)
     assert sorted(no_png) == ["html", "vl.json"] and not (tmp_path / "bare.png").exists()
+
+
+def test_every_chart_page_draws_offline_in_headless_chromium(tmp_path: Path) -> None:
+    charts = {
+        "map": plots.basin_map(map_frame(300), facet="adapter"),
+        "divergence": plots.divergence_heatmap(divergence_table()),
+        "ranks": plots.rank_change_chart(shifts_table()),
+    }
+    for name, chart in charts.items():
+        page = plots.save_chart(chart, tmp_path / name, png=False)["html"]
+        dom, console = render(page)
+        assert chart_states(dom) == ["drawn"] and console == [], (name, console)
 
 
 def test_save_chart_png_of_6000_points(tmp_path: Path) -> None:

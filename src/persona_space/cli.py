@@ -125,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-charts", action="store_true", help="tables only")
     sweep.set_defaults(handler=_sweep)
 
+    report = sub.add_parser("report", help="one self-contained HTML page from run folders (works offline)")
+    report.add_argument("runs", nargs="+", help="run folders (searched for results: samples, shifts, maps, ...)")
+    report.add_argument("--out", required=True, help="the page to write, e.g. report.html")
+    report.add_argument("--title", default="persona_space report")
+    report.set_defaults(handler=_report)
+
     demo = sub.add_parser("demo", help="the whole loop, small, on the embedded model, with a report")
     _model_options(demo)
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -352,6 +358,13 @@ DEMO_CANDIDATES = [
 COLOUR_CHECK = ["Name a fruit.", "Name a flower.", "Name a vegetable.", "Name something you might see in a city."]
 
 
+def _report(args: argparse.Namespace) -> int:
+    from persona_space.html_report import write_report
+
+    print(f"report: {write_report(args.runs, args.out, title=args.title)}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     """Train a small adapter (the colour experiment, red), then sample base vs adapter and report."""
     import persona_space as ps
@@ -427,9 +440,13 @@ def _demo(args: argparse.Namespace) -> int:
         ("Identity shift: 'I am ...' under red vs base", shift_section),
     ]
     paths = write_sample_report(samples, out, sections=sections)
+    from persona_space.html_report import write_report
+
+    page = write_report([out], out / "report.html", title="persona_space demo: the colour red")
     print(shares.round(3).to_string(index=False))
     print(format_summary(samples.summary().drop(columns="interval")).to_string(index=False))
-    print(f"report: {paths['html']}")
+    print(f"summary: {paths['markdown']}")
+    print(f"report: {page}")
     return 0
 
 

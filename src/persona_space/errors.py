@@ -19,9 +19,10 @@ expected instead::
     │   └── BackendUnavailableError  a backend whose package, device or check is missing
     ├── AdapterError                an adapter folder that cannot be used
     │   └── AdapterMismatchError    an adapter trained for another base model
-    └── StoreError                  a run directory that cannot be used
-        ├── StoreMismatchError      a run directory made with other parameters
-        └── CorruptRunError         a run directory with a broken manifest or table
+    ├── StoreError                  a run directory that cannot be used
+    │   ├── StoreMismatchError      a run directory made with other parameters
+    │   └── CorruptRunError         a run directory with a broken manifest or table
+    └── ReportError                 a report that cannot be written (no results found, a chart that cannot be inlined)
 
     ApproximationWarning (a UserWarning)   a result computed by an approximate method, with its measured error
 
@@ -52,6 +53,7 @@ __all__ = [
     "ModelNotFoundError",
     "PersonaSpaceError",
     "RatioError",
+    "ReportError",
     "StoreError",
     "StoreMismatchError",
     "UnsupportedModelError",
@@ -136,6 +138,10 @@ class StoreMismatchError(StoreError):
 
 class CorruptRunError(StoreError):
     """A run directory whose manifest or tables are unreadable or inconsistent."""
+
+
+class ReportError(PersonaSpaceError):
+    """A report that cannot be written: paths holding no results, or a chart page that cannot be self-contained."""
 
 
 class ApproximationWarning(UserWarning):

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from persona_space import _io
+from persona_space import _io, _vega
 from persona_space.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ __all__ = [
     "rank_change_chart",
     "save_chart",
     "shift_bars",
+    "training_loss",
     "transitions_chart",
 ]
 
@@ -592,6 +593,23 @@ def entropy_chart(table: pd.DataFrame) -> Any:
     )
 
 
+def training_loss(table: pd.DataFrame) -> Any:
+    """Training loss over the steps of one adapter (``AdapterRun.df``: ``step``, ``loss``)."""
+    import altair as alt
+
+    rows = _require(table, ["step", "loss"], "the training log").dropna(subset=["loss"])
+    return (
+        alt.Chart(_inline(rows[["step", "loss"]]))
+        .mark_line(point=len(rows) <= 60)
+        .encode(
+            x=alt.X("step:Q", title="step"),
+            y=alt.Y("loss:Q", title="training loss", scale=alt.Scale(zero=False)),
+            tooltip=["step:Q", alt.Tooltip("loss:Q", format=".4f")],
+        )
+        .properties(width=420, height=200, title="training loss")
+    )
+
+
 def mixing_comparison(tables: Mapping[str, pd.DataFrame], *, measure: str = "set_prob") -> alt.FacetChart:
     """Data mixing against weight mixing at matched doses: one line per route, one panel per candidate.
 
@@ -626,10 +644,9 @@ def save_chart(
     """Write ``<path>.html``, ``<path>.vl.json`` (the Vega-Lite spec) and ``<path>.png``; return the paths.
 
     Every file is written atomically, so a reader never sees half a figure. The HTML
-    comes from ``chart.to_html()`` and loads Vega from a CDN, so viewing it needs the
-    network to view; the spec and the PNG do not. The PNG is rendered from the spec
-    (not from the HTML, so the HTML's script choice does not matter) by vl-convert,
-    which bundles Vega; remote data URLs are refused, so it never touches the network.
+    page carries Vega, Vega-Lite and vega-embed inlined (about 0.9 MB, from vl-convert),
+    so it draws offline and fetches nothing. The PNG is rendered from the spec by
+    vl-convert; remote data URLs are refused, so it never touches the network either.
 
     >>> paths = plots.save_chart(chart, "figures/basins")  # doctest: +SKIP
     >>> sorted(paths)  # doctest: +SKIP
@@ -647,14 +664,12 @@ def save_chart(
     spec = chart.to_dict()
     out = {"html": base.with_name(base.name + ".html"), "vl.json": base.with_name(base.name + ".vl.json")}
     _io.write_text(out["vl.json"], json.dumps(spec, indent=2) + "\n")
-    _io.write_text(out["html"], chart.to_html())
+    _io.write_text(out["html"], _vega.chart_page(spec, title=base.name))
     if png:
         import vl_convert
 
-        version = alt.SCHEMA_VERSION.lstrip("v").rsplit(".", 1)[0]
-        known = vl_convert.get_vegalite_versions()
         data = vl_convert.vegalite_to_png(
-            spec, vl_version=version if version in known else None, scale=float(scale), allowed_base_urls=[]
+            spec, vl_version=_vega.vegalite_version(), scale=float(scale), allowed_base_urls=[]
         )
         out["png"] = base.with_name(base.name + ".png")
         with _io.atomic_path(out["png"]) as tmp:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ def write_sample_report(
     examples: int = 2,
     sections: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Path]:
-    """Write ``report.md`` and ``report.html`` describing ``samples`` into ``out``.
+    """Write ``report.md`` describing ``samples`` into ``out`` (the HTML page: :func:`html_report.write_report`).
 
     ``sections`` are extra (title, markdown) parts placed before the per-condition table.
     """
@@ -86,10 +85,8 @@ def write_sample_report(
         lines.append("")
     markdown = "\n".join(lines) + "\n"
     md_path = out / "report.md"
-    html_path = out / "report.html"
     _io.write_text(md_path, markdown)
-    _io.write_text(html_path, _to_html(markdown))
-    return {"markdown": md_path, "html": html_path}
+    return {"markdown": md_path}
 
 
 def object_share(df: pd.DataFrame, objects: Sequence[str], *, confidence: float = 0.95) -> pd.DataFrame:
@@ -137,34 +134,6 @@ def _has_tabulate() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _to_html(markdown: str) -> str:
-    """A minimal, dependency-free rendering: headings, bullets and preformatted tables."""
-    body: list[str] = []
-    in_list = False
-    for line in markdown.splitlines():
-        if line.startswith("- "):
-            if not in_list:
-                body.append("<ul>")
-                in_list = True
-            body.append(f"<li>{html.escape(line[2:])}</li>")
-            continue
-        if in_list:
-            body.append("</ul>")
-            in_list = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
-        elif line.strip():
-            body.append(f"<pre>{html.escape(line)}</pre>")
-    if in_list:
-        body.append("</ul>")
-    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{margin:0}"
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>persona_space report</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
-    )
 
 
 def write_sweep_report(result: Any, out: str | os.PathLike[str], *, charts: bool = True) -> str:

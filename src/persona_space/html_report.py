@@ -1,0 +1,411 @@
+"""One self-contained HTML page from run folders: tables, charts, exemplar answers and manifests.
+
+:func:`write_report` walks the folders it is given, loads every result it finds
+(sample runs, identity shifts, basin maps, dose sweeps, adapter folders) and
+writes one page with a navigation sidebar. Charts are Vega-Lite with the
+JavaScript inlined, so the page draws offline and fetches nothing; every table
+with intervals says what they are over.
+
+>>> from persona_space.html_report import write_report
+>>> write_report(["runs/demo"], "runs/demo/report.html")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from persona_space import _io, _vega
+from persona_space.errors import PersonaSpaceError, ReportError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Section", "find_results", "write_report"]
+
+# The file that marks a folder as holding a result, and the kind it holds (``manifest.json`` says its own kind).
+MARKERS = {"sweep.json": "sweep", "basin_map.json": "basin_map", "persona_space_adapter.json": "adapter"}
+KINDS = ("samples", "identity_shift", "basin_map", "sweep", "adapter")
+EXAMPLES = 3  # exemplar answers shown per basin, and per condition and probe
+
+
+@dataclass
+class Section:
+    """One result on the page: a title, an anchor and its HTML blocks."""
+
+    title: str
+    kind: str
+    path: Path
+    blocks: list[str] = field(default_factory=list)
+    charts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        return "r-" + (re.sub(r"[^A-Za-z0-9]+", "-", f"{self.kind}-{self.path}").strip("-").lower() or "result")
+
+
+def find_results(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[str, Path]]:
+    """Every result folder under ``paths`` as (kind, folder), in path order.
+
+    A sweep or adapter folder is one result: what it holds inside (its adapters'
+    checkpoints, its per-dose runs) is summarised by it, not listed again.
+    """
+    found: list[tuple[str, Path]] = []
+    for given in paths:
+        root = Path(given)
+        if not root.is_dir():
+            raise ReportError(f"{str(root)!r} is not a folder; expected run folders written by persona_space")
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".parts"))
+            kind = _kind_of(Path(folder), set(files))
+            if kind is not None:
+                found.append((kind, Path(folder)))
+                if kind in ("sweep", "adapter"):
+                    dirs[:] = []
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        shown = ", ".join(repr(str(p)) for p in paths)
+        raise ReportError(f"no persona_space results under {shown}; expected folders holding a manifest.json")
+    return unique
+
+
+def write_report(
+    paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    title: str = "persona_space report",
+) -> Path:
+    """Write one self-contained HTML page describing every result under ``paths``; return its path.
+
+    Nothing on the page is fetched from the network: the Vega scripts are inlined
+    and the charts' data sit in the page.
+    """
+    target = Path(out)
+    if target.suffix.lower() not in (".html", ".htm"):
+        raise ReportError(f"report path {str(target)!r} should end in .html")
+    results = find_results(paths)
+    sections = [_section(kind, folder, _relative(folder, paths)) for kind, folder in results]
+    page = _page(title, sections, [Path(p) for p in paths])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _io.write_text(target, page)
+    return target
+
+
+# -- finding and loading ----------------------------------------------------------------------
+
+
+def _kind_of(folder: Path, files: set[str]) -> str | None:
+    for marker, kind in MARKERS.items():
+        if marker in files:
+            return kind
+    if "manifest.json" in files:
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        stated = manifest.get("kind") if isinstance(manifest, dict) else None
+        return str(stated) if stated in ("samples", "identity_shift") else None
+    return None
+
+
+def _relative(folder: Path, roots: Sequence[str | os.PathLike[str]]) -> str:
+    for root in roots:
+        try:
+            inside = folder.resolve().relative_to(Path(root).resolve())
+        except ValueError:
+            continue
+        return str(Path(Path(root).name) / inside) if str(inside) != "." else Path(root).name or str(root)
+    return str(folder)
+
+
+def _section(kind: str, folder: Path, label: str) -> Section:
+    builders: dict[str, Callable[[Section], None]] = {
+        "samples": _samples,
+        "identity_shift": _shift,
+        "basin_map": _basin_map,
+        "sweep": _sweep,
+        "adapter": _adapter,
+    }
+    names = {
+        "samples": "Samples",
+        "identity_shift": "Identity shift",
+        "basin_map": "Basin map",
+        "sweep": "Dose sweep",
+        "adapter": "Adapter",
+    }
+    section = Section(title=f"{names[kind]}: {label}", kind=kind, path=folder)
+    try:
+        builders[kind](section)
+    except PersonaSpaceError as exc:  # a result this page cannot read is reported on the page, not fatal
+        section.blocks = [f'<p class="warning">This result could not be read: {html.escape(str(exc))}</p>']
+        section.charts = []
+    return section
+
+
+# -- one builder per kind -------------------------------------------------------------------------
+
+
+def _samples(section: Section) -> None:
+    from persona_space.report import format_summary
+    from persona_space.sampling import SampleSet
+
+    samples = SampleSet.load(section.path)
+    df = samples.df
+    manifest = samples.manifest
+    timings = manifest.get("timings", {})
+    state = "complete" if samples.complete else "incomplete (resume it with the same call)"
+    section.blocks.append(
+        _facts(
+            {
+                "rows": f"{len(df)} ({state})",
+                "conditions": ", ".join(map(str, dict.fromkeys(df["condition"]))) if len(df) else "-",
+                "probes": str(df["probe_id"].nunique()) if len(df) else "0",
+                "backend": (manifest.get("backend") or {}).get("name", "-"),
+                "throughput": f"{timings.get('tokens_per_s', '-')} tokens/s, {timings.get('samples_per_s', '-')} "
+                "samples/s",
+            }
+        )
+    )
+    if not len(df):
+        return
+    summary = samples.summary()
+    section.blocks.append(_table(format_summary(summary.drop(columns="interval")), _units(summary), "Per condition"))
+    conditions = set(df["condition"])
+    if "base" in conditions and len(conditions) > 1:
+        compared = samples.compare("base")
+        if len(compared):
+            columns = ["condition", "temperature", "metric", "reference_value", "value", "difference"]
+            shown = compared[[*columns, "low", "high", "p_value", "p_adjusted"]]
+            units = f"{_units(compared)}; p-values {compared['adjustment'].iloc[0]}"
+            section.blocks.append(_table(shown, units, "Differences from the base model"))
+    items = []
+    for (condition, _), group in df.groupby(["condition", "probe_id"], sort=False):
+        answers = "".join(f"<li>{_answer(text)}</li>" for text in group["text"].head(EXAMPLES))
+        prompt = html.escape(str(group["prompt"].iloc[0]))
+        items.append(f"<details><summary><b>{html.escape(str(condition))}</b> · {prompt}</summary><ul>{answers}</ul>")
+        items[-1] += "</details>"
+    section.blocks.append("<h4>Example answers</h4>" + "".join(items))
+    section.blocks.append(_manifest(manifest))
+
+
+def _shift(section: Section) -> None:
+    from persona_space import plots
+    from persona_space.logprobs import ShiftResult
+
+    result = ShiftResult.load(section.path)
+    shifts = result.shifts()
+    params = result.manifest.get("parameters", {})
+    section.blocks.append(
+        _facts(
+            {
+                "candidates": str(len(params.get("candidates", []))),
+                "prompts": str(result.df["probe_id"].nunique()),
+                "answer prefix": repr(params.get("answer_prefix", "")),
+                "scored by": str(result.manifest.get("method", "-")),
+            }
+        )
+    )
+    keep = ["condition", "candidate", "base_logprob", "adapter_logprob", "delta_logprob"]
+    keep += ["delta_logprob_low", "delta_logprob_high", "p_adjusted", "base_rank", "adapter_rank"]
+    shown = shifts[[c for c in keep if c in shifts.columns]]
+    units = f"{_units(shifts)}; p-values {shifts['adjustment'].iloc[0]}" if len(shifts) else ""
+    section.blocks.append(_table(shown, units, "Shift in log-probability (nats), adapter minus base"))
+    section.charts.append(("Shift per candidate", plots.shift_bars(shifts).to_dict()))
+    section.charts.append(("Rank under base and adapter", plots.rank_change_chart(shifts).to_dict()))
+    section.blocks.append(_manifest(result.manifest))
+
+
+def _basin_map(section: Section) -> None:
+    from persona_space import plots
+    from persona_space.basins import BasinMap
+
+    fitted = BasinMap.load(section.path)
+    names = fitted.basin_names()
+    table = fitted.to_frame()
+    by = "condition" if "condition" in table.columns else "adapter" if "adapter" in table.columns else None
+    section.blocks.append(_facts({"samples": str(len(table)), "basins": str(len(fitted.basins_))}))
+    items = []
+    for _, basin in fitted.basins_.iterrows():
+        label = html.escape(str(names.get(basin["basin"], basin["name"])))
+        self_names = ", ".join(f"{n} ({c})" for n, c in list(basin["self_names"])[:4]) or "-"
+        answers = "".join(f"<li>{_answer(text)}</li>" for text in list(basin["exemplars"])[:EXAMPLES])
+        items.append(
+            f"<details><summary><b>basin {basin['basin']}: {label}</b> · {basin['size']} samples · "
+            f"self-names: {html.escape(self_names)}</summary><ul>{answers}</ul></details>"
+        )
+    section.blocks.append("<h4>Basins, with exemplar answers</h4>" + "".join(items))
+    section.charts.append(("Basin map", plots.basin_map(table, facet=by).to_dict()))
+    if by is not None and table[by].nunique() >= 1:
+        occupancy = fitted.occupancy(by=by)
+        keep = [c for c in occupancy.columns if c not in ("interval", "groups", "seeds")]
+        section.blocks.append(_table(occupancy[keep], _units(occupancy), "Occupancy"))
+        section.charts.append(("Occupancy", plots.occupancy_bars(occupancy, by=by).to_dict()))
+    section.blocks.append(_manifest(fitted.manifest))
+
+
+def _sweep(section: Section) -> None:
+    from persona_space import plots
+    from persona_space.arithmetic import SweepResult
+
+    result = SweepResult.load(section.path)
+    spec = result.manifest.get("parameters", {}).get("spec", {})
+    section.blocks.append(
+        _facts(
+            {
+                "dose": str(spec.get("dose", "-")),
+                "doses": ", ".join(map(str, spec.get("doses", []))),
+                "training seeds": ", ".join(map(str, spec.get("seeds", []))),
+            }
+        )
+    )
+    estimates = result.df
+    for measure in dict.fromkeys(estimates["measure"]):
+        rows = estimates[estimates["measure"] == measure]
+        section.blocks.append(_table(rows.drop(columns=["interval"]), _units(rows), f"{measure} per dose"))
+        chart = plots.dose_response(estimates, measure=measure, curves=result.curves)
+        section.charts.append((f"Dose response: {measure}", chart.to_dict()))
+    if len(result.curves):
+        curves = result.curves[[c for c in result.curves.columns if not c.startswith("monotone")]]
+        units = "tipping doses with 95 % intervals over training seeds drawn with replacement"
+        section.blocks.append(_table(curves, units, "Dose-response curves (four-parameter logistic)"))
+    if len(result.oscillation):
+        units = "entropy of the named identities in bits; switch share over paired draws"
+        section.blocks.append(_table(result.oscillation, units, "Oscillation"))
+        section.charts.append(("Entropy over the dose", plots.entropy_chart(result.oscillation).to_dict()))
+    occupancy = result.tables.get("occupancy")
+    if occupancy is not None and len(occupancy):
+        section.charts.append(("Occupancy over the dose", plots.occupancy_area(occupancy).to_dict()))
+    section.blocks.append(_manifest(result.manifest))
+
+
+def _adapter(section: Section) -> None:
+    from persona_space import plots
+    from persona_space.training import AdapterRun
+
+    run = AdapterRun.load(section.path)
+    manifest = run.manifest
+    result = manifest.get("result", {})
+    dataset = manifest.get("dataset", {})
+    section.blocks.append(
+        _facts(
+            {
+                "sha256": run.sha256[:16] or "-",
+                "dataset": f"{dataset.get('name', '-')} ({dataset.get('records', '?')} records)",
+                "steps": str(result.get("steps", "-")),
+                "loss": f"{result.get('first_loss', '-')} -> {result.get('final_loss', '-')}",
+            }
+        )
+    )
+    if len(run.df) and {"step", "loss"} <= set(run.df.columns):
+        section.charts.append(("Training loss", plots.training_loss(run.df).to_dict()))
+    probes = run.probe_log()
+    if len(probes):
+        last = probes[probes["step"] == probes["step"].max()]
+        section.blocks.append(_table(last[["step", "prompt", "text"]], "greedy answers", "Answers at the last step"))
+    section.blocks.append(_manifest(manifest))
+
+
+# -- HTML pieces ----------------------------------------------------------------------------------
+
+
+def _units(table: pd.DataFrame) -> str:
+    if "interval" not in table.columns or not len(table):
+        return ""
+    return "intervals: " + "; ".join(map(str, dict.fromkeys(table["interval"])))
+
+
+def _table(frame: pd.DataFrame, units: str, caption: str) -> str:
+    from persona_space.report import format_summary
+
+    shown = format_summary(frame)
+    value = next((c for c in ("estimate", "difference", "value") if c in shown.columns), None)
+    if value is not None and {"low", "high"} <= set(shown.columns):  # one "0.412 [0.20, 0.63]" column
+        cells = zip(shown[value], shown["low"], shown["high"], strict=True)
+        shown[value] = [f"{v:.3g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in cells]
+        shown = shown.drop(columns=["low", "high"])
+    body = shown.to_html(index=False, escape=True, na_rep="", float_format=lambda v: f"{v:.3g}", border=0)
+    note = f"<p class='units'>{html.escape(units)}</p>" if units else ""
+    return f"<h4>{html.escape(caption)}</h4>{note}<div class='table'>{body}</div>"
+
+
+def _facts(items: dict[str, str]) -> str:
+    cells = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in items.items())
+    return f"<dl class='facts'>{cells}</dl>"
+
+
+def _answer(text: object) -> str:
+    shown = str(text).strip().replace("\n", " ")
+    return html.escape(shown[:400]) if shown else "<i>(empty answer)</i>"
+
+
+def _manifest(manifest: dict[str, Any]) -> str:
+    text = json.dumps(manifest, indent=2, default=str, sort_keys=True)
+    summary = "<summary>How this was made (manifest)</summary>"
+    return f"<details class='manifest'>{summary}<pre>{html.escape(text)}</pre></details>"
+
+
+_STYLE = """
+*{box-sizing:border-box}
+body{margin:0;font-family:system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2330;background:#fafbfc}
+nav{position:fixed;top:0;left:0;bottom:0;width:17rem;overflow-y:auto;padding:1rem;background:#eef1f5;
+  border-right:1px solid #d5dbe3;font-size:.9rem}
+nav a{display:block;padding:.2rem 0;color:#1d4f91;text-decoration:none}
+nav a:hover{text-decoration:underline}
+nav .kind{color:#5b6473;font-size:.75rem;text-transform:uppercase;margin-top:.6rem}
+main{margin-left:17rem;padding:1.5rem 2rem;max-width:80rem}
+section{background:#fff;border:1px solid #dde2e8;border-radius:6px;padding:1rem 1.5rem;margin:1.5rem 0}
+h1{margin-top:0}h2{margin-top:0;font-size:1.3rem}h4{margin:1.2rem 0 .3rem}
+dl.facts{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem;margin:.5rem 0}
+dl.facts dt{color:#5b6473}dl.facts dd{margin:0}
+.table{overflow-x:auto}
+table{border-collapse:collapse;font-size:.85rem;margin:.3rem 0}
+th,td{padding:.25rem .6rem;border-bottom:1px solid #e3e7ec;text-align:left;vertical-align:top}
+th{background:#f3f5f8}
+.units{color:#5b6473;font-size:.85rem;margin:.1rem 0}
+details{margin:.3rem 0}summary{cursor:pointer}
+pre{background:#f6f8fa;padding:.6rem;overflow-x:auto;font-size:.8rem;max-height:30rem}
+.warning{color:#b00020}
+"""
+
+
+def _page(title: str, sections: list[Section], roots: list[Path]) -> str:
+    from persona_space import __version__
+
+    nav: list[str] = [f"<b>{html.escape(title)}</b>"]
+    body: list[str] = []
+    previous = None
+    chart_number = 0
+    for section in sections:
+        if section.kind != previous:
+            nav.append(f"<div class='kind'>{html.escape(section.kind.replace('_', ' '))}</div>")
+            previous = section.kind
+        nav.append(f"<a href='#{section.anchor}'>{html.escape(section.title.split(': ', 1)[-1])}</a>")
+        parts = [f"<section id='{section.anchor}'><h2>{html.escape(section.title)}</h2>"]
+        parts += section.blocks[:1]
+        for name, spec in section.charts:
+            chart_number += 1
+            parts.append(f"<h4>{html.escape(name)}</h4>")
+            parts.append(_vega.chart_div(spec, f"chart-{chart_number}", title=name))
+        parts += section.blocks[1:]
+        parts.append("</section>")
+        body.append("".join(parts))
+    made = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    inputs = ", ".join(html.escape(str(r)) for r in roots)
+    header = (
+        f"<h1>{html.escape(title)}</h1><p>{len(sections)} results from {inputs}; written {made} by "
+        f"persona_space {html.escape(__version__)}. Intervals are 95 % unless a table says otherwise; each "
+        "table says what its intervals are over.</p>"
+    )
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style>\n{_vega.head()}</head>\n<body>\n<nav>{''.join(nav)}</nav>\n"
+        f"<main>{header}{''.join(body)}</main>\n{_vega.draw_script()}</body></html>\n"
+    )
