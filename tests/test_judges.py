@@ -103,6 +103,17 @@ def test_local_judge_distribution_and_score(local_judge: LocalJudge) -> None:
     np.testing.assert_allclose(probs, np.exp(logp) / np.exp(logp).sum(), rtol=1e-9)
 
 
+def test_local_judge_on_a_one_to_five_scale(local_judge: LocalJudge, tiny_model: ps.LoadedModel) -> None:
+    five = judges.Criterion("certainty", "Rate how direct the RESPONSE is.", low=1, high=5)
+    logp = local_judge.answer_logprobs(PROMPT, RESPONSE, five)
+    assert logp.shape == (5,)
+    for n in (1, 3, 5):
+        assert logp[n - 1] == pytest.approx(brute_force_logprob(tiny_model, PROMPT, RESPONSE, five, str(n)), abs=1e-4)
+    probs = local_judge.distribution(PROMPT, RESPONSE, five)
+    assert local_judge.score(PROMPT, RESPONSE, five) == pytest.approx(float(probs @ np.arange(1, 6)), abs=1e-9)
+    assert "from 1 to 5" in judge_messages(PROMPT, RESPONSE, five)[-1]["content"]
+
+
 def test_local_judge_packed_and_padded_agree(tiny_model: ps.LoadedModel) -> None:
     """The judge on the cpu backend (prefix-tree packing) and on hf (one padded row per answer) agree."""
     from persona_space.engine import CPUBackend, split_continuations
@@ -213,7 +224,7 @@ def test_openai_judge_weighted_mean(fake_server: FakeServer) -> None:
     (body,) = fake_server.requests
     assert fake_server.paths == ["/v1/chat/completions"]
     assert body["logprobs"] is True and body["top_logprobs"] == 5
-    assert body["max_tokens"] == 1 and body["temperature"] == 0 and body["model"] == "judge-model"
+    assert body["max_tokens"] == 4 and body["temperature"] == 0 and body["model"] == "judge-model"
     assert body["messages"] == judge_messages(PROMPT, RESPONSE, NO_AI)
     assert fake_server.headers[0]["Authorization"] == "Bearer k-test"
 
@@ -251,7 +262,33 @@ def test_openai_judge_unreachable(fake_server: FakeServer) -> None:
 def test_openai_judge_malformed_reply(fake_server: FakeServer, reply: dict[str, Any], missing: str) -> None:
     fake_server.reply = reply
     with pytest.raises(ps.errors.DataError, match=missing):
+        OpenAIJudge(fake_server.url, "m", fallback="none").score(PROMPT, RESPONSE, NO_AI)
+    with pytest.raises(ps.errors.DataError, match="choices" if missing == "choices" else "message.content"):
         OpenAIJudge(fake_server.url, "m").score(PROMPT, RESPONSE, NO_AI)
+
+
+def test_openai_judge_reads_the_text_of_a_server_without_logprobs(fake_server: FakeServer) -> None:
+    judge = OpenAIJudge(fake_server.url, "m")
+    five = ps.judges.Criterion("position", "Rate 1 to 5.", low=1, high=5)
+    for content, want in [("4", 4.0), ("I'd say 2.", 2.0), ("9", None), ("no idea", None)]:
+        fake_server.reply = {"choices": [{"message": {"content": content}, "finish_reason": "length"}]}
+        assert judge.score(PROMPT, RESPONSE, five) == want
+    assert judge.describe()["reads"] == {"top_logprobs": 0, "text": 2, "none": 2}
+    assert "from 1 to 5" in fake_server.requests[0]["messages"][-1]["content"]
+
+
+def test_openai_judge_keeps_only_answers_on_the_criterions_scale(fake_server: FakeServer) -> None:
+    five = ps.judges.Criterion("position", "Rate 1 to 5.", low=1, high=5)
+    fake_server.reply = top_logprobs_reply({"4": 0.5, "2": 0.2, "50": 0.2, "0": 0.1})
+    assert OpenAIJudge(fake_server.url, "m").score(PROMPT, RESPONSE, five) == pytest.approx((4 * 0.5 + 2 * 0.2) / 0.7)
+    with pytest.raises(ps.errors.ConfigError, match="fallback"):
+        OpenAIJudge(fake_server.url, "m", fallback="guess")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("low", "high"), [(5, 1), (-1, 5), (0, 0)])
+def test_a_criterion_refuses_a_bad_scale(low: int, high: int) -> None:
+    with pytest.raises(ps.errors.ConfigError, match="criterion 'x'"):
+        ps.judges.Criterion("x", "Rate.", low=low, high=high)
 
 
 @pytest.mark.parametrize(
@@ -381,3 +418,60 @@ def test_local_judge_real_model() -> None:
         score = judge.score(PROMPT, response, NO_AI)
         assert score is not None and 0.0 <= score <= 100.0
         assert score == pytest.approx(float(probs @ np.arange(101)))
+
+
+@pytest.fixture
+def transformers_server(smol_folder: Path, tmp_path: Path) -> Iterator[str]:
+    """A real OpenAI-compatible server: ``transformers serve`` on loopback, serving the embedded SmolLM2."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("fastapi", reason="transformers serve needs the [serve] extra (fastapi, uvicorn)")
+    command = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which("transformers")
+    if command is None:
+        pytest.skip("the transformers command-line tool is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        server = subprocess.Popen(
+            [command, "serve", str(smol_folder), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"transformers serve did not start: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@pytest.mark.slow
+def test_openai_judge_against_a_real_transformers_server(transformers_server: str, smol_folder: Path) -> None:
+    """``transformers serve`` returns no log-probabilities: the judge reads its answer's text and says so."""
+    five = judges.Criterion("certainty", "Rate from 1 to 5 how direct the RESPONSE is.", low=1, high=5)
+    judge = OpenAIJudge(transformers_server, str(smol_folder), timeout=120)
+    scores = [judge.score(PROMPT, response, five) for response in (RESPONSE, "Perhaps. It depends.")]
+    reads = judge.describe()["reads"]
+    assert reads["top_logprobs"] == 0 and reads["text"] + reads["none"] == 2
+    assert reads["text"] >= 1 and all(s is None or s in {1.0, 2.0, 3.0, 4.0, 5.0} for s in scores)
+    with pytest.raises(ps.errors.DataError, match="fallback='text' would read"):
+        OpenAIJudge(transformers_server, str(smol_folder), fallback="none").score(PROMPT, RESPONSE, five)

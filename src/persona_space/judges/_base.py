@@ -13,10 +13,28 @@ ANSWERS = tuple(str(n) for n in range(101))
 
 @dataclass(frozen=True)
 class Criterion:
-    """What a judge rates: ``name`` identifies it, ``instruction`` is the rubric shown to a judge model."""
+    """What a judge rates: ``name`` identifies it, ``instruction`` is the rubric shown to a judge model.
+
+    Ratings are the whole numbers ``low``..``high`` (0..100 unless a criterion says otherwise,
+    such as the 1..5 scales of the leakage evaluation).
+    """
 
     name: str
     instruction: str
+    low: int = 0
+    high: int = 100
+
+    def __post_init__(self) -> None:
+        for label, value in (("low", self.low), ("high", self.high)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"criterion {self.name!r}: {label} must be a whole number >= 0, got {value!r}")
+        if self.high <= self.low:
+            raise ConfigError(f"criterion {self.name!r}: high ({self.high}) must exceed low ({self.low})")
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        """Every rating as the text a judge answers with: ``"0"``, ``"1"``, ... ``"100"``."""
+        return tuple(str(n) for n in range(self.low, self.high + 1))
 
 
 CRITERIA: dict[str, Criterion] = {
@@ -57,11 +75,11 @@ class Judge(Protocol):
 def judge_messages(
     prompt: str, response: str, criterion: Criterion, *, system_prompt: str = JUDGE_SYSTEM_PROMPT
 ) -> list[dict[str, str]]:
-    """The chat (system + user turn) that asks a judge model for a 0..100 rating."""
+    """The chat (system + user turn) that asks a judge model for a rating on the criterion's scale."""
     _check_inputs(prompt, response, criterion)
     user = (
         f"{criterion.instruction}\n\nPROMPT:\n{prompt}\n\nRESPONSE:\n{response}\n\n"
-        "Rate the RESPONSE from 0 to 100. Answer with the number only."
+        f"Rate the RESPONSE from {criterion.low} to {criterion.high}. Answer with the number only."
     )
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Literal
 
 from persona_space.errors import ConfigError, DataError, ModelError
 from persona_space.judges._base import Criterion, judge_messages
@@ -18,6 +19,12 @@ class OpenAIJudge:
 
     Only the first answer token is seen, so numbers the server splits into several tokens are
     read from their first token: exact for servers whose tokenizer has whole numbers 0..100.
+
+    Servers that return no log-probabilities (``transformers serve`` among them) are read by
+    their greedy answer instead, with ``fallback="text"`` (the default): the first whole number
+    in the reply, if it lies on the criterion's scale. That is one rating, not an expectation, so
+    :meth:`describe` counts how many scores were read each way (``reads``) for the manifest.
+    ``fallback="none"`` refuses such servers with a :class:`~persona_space.errors.DataError`.
     """
 
     def __init__(
@@ -29,6 +36,7 @@ class OpenAIJudge:
         timeout: float = 60.0,
         top_logprobs: int = 20,
         min_mass: float = 0.25,
+        fallback: Literal["text", "none"] = "text",
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must be an http(s) URL such as 'https://api.openai.com/v1', got {base_url!r}")
@@ -40,7 +48,11 @@ class OpenAIJudge:
             raise ConfigError(f"top_logprobs must be a positive integer, got {top_logprobs!r}")
         if not isinstance(min_mass, (int, float)) or not 0.0 <= min_mass <= 1.0:
             raise ConfigError(f"min_mass must be a probability in 0..1, got {min_mass!r}")
+        if fallback not in ("text", "none"):
+            raise ConfigError(f"fallback must be 'text' or 'none', got {fallback!r}")
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.fallback = fallback
+        self.reads = {"top_logprobs": 0, "text": 0, "none": 0}
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.timeout = float(timeout)
@@ -55,28 +67,57 @@ class OpenAIJudge:
             "model": self.model,
             "top_logprobs": self.top_logprobs,
             "min_mass": self.min_mass,
+            "fallback": self.fallback,
+            "reads": dict(self.reads),
         }
 
     def score(self, prompt: str, response: str, criterion: Criterion) -> float | None:
-        """Mean of the numeric top answers 0..100 renormalised; ``None`` if they hold under ``min_mass``."""
+        """Mean of the top answers on the criterion's scale, renormalised; ``None`` if they hold under ``min_mass``.
+
+        A server that returns no log-probabilities is read by its answer's text (see the class).
+        """
         body = {
             "model": self.model,
             "messages": judge_messages(prompt, response, criterion),
-            "max_tokens": 1,
+            "max_tokens": 4,  # the first token carries the log-probabilities; the rest completes a text answer
             "temperature": 0,
             "logprobs": True,
             "top_logprobs": self.top_logprobs,
         }
+        reply = self._post(body)
+        entries = self._top_logprobs(reply)
+        if entries is None:
+            value = self._text_rating(reply, criterion)
+            self.reads["text" if value is not None else "none"] += 1
+            return value
         probs: dict[int, float] = {}
-        for entry in self._top_logprobs(self._post(body)):
+        for entry in entries:
             token = str(entry.get("token", "")).strip()
             logprob = entry.get("logprob")
-            if token.isascii() and token.isdigit() and int(token) <= 100 and isinstance(logprob, (int, float)):
+            if not (token.isascii() and token.isdigit() and isinstance(logprob, (int, float))):
+                continue
+            if criterion.low <= int(token) <= criterion.high:
                 probs[int(token)] = probs.get(int(token), 0.0) + math.exp(logprob)
         mass = sum(probs.values())
         if mass < self.min_mass or mass <= 0.0:
+            self.reads["none"] += 1
             return None
+        self.reads["top_logprobs"] += 1
         return sum(n * p for n, p in probs.items()) / mass
+
+    def _text_rating(self, reply: Any, criterion: Criterion) -> float | None:
+        """The first whole number of the answer's text, if it is on the scale (``fallback="text"``)."""
+        try:
+            content = reply["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise DataError(
+                f"the reply from {self.url} has no choices[0].message.content (missing {exc!s}); "
+                f"got {json.dumps(reply)[:200]}"
+            ) from exc
+        found = re.search(r"\d+", content) if isinstance(content, str) else None
+        if found is None or not criterion.low <= int(found.group()) <= criterion.high:
+            return None
+        return float(found.group())
 
     def _post(self, body: dict[str, Any]) -> Any:
         headers = {"Content-Type": "application/json"}
@@ -99,13 +140,19 @@ class OpenAIJudge:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"the reply from {self.url} is not JSON: {raw[:200]!r}") from exc
 
-    def _top_logprobs(self, reply: Any) -> list[dict[str, Any]]:
+    def _top_logprobs(self, reply: Any) -> list[dict[str, Any]] | None:
+        """The first answer token's top log-probabilities; ``None`` where the server gave none (and may)."""
         path = "choices[0].logprobs.content[0].top_logprobs"
         try:
-            entries = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
-        except (KeyError, IndexError, TypeError) as exc:
+            choice = reply["choices"][0]
+            logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+            if logprobs is None and self.fallback == "text":
+                return None
+            entries = choice["logprobs"]["content"][0]["top_logprobs"]
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise DataError(
                 f"the reply from {self.url} has no {path} (missing {exc!s}); got {json.dumps(reply)[:200]}"
+                + ("" if self.fallback == "text" else "; fallback='text' would read the answer's text instead")
             ) from exc
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise DataError(f"the reply from {self.url} has {path} = {entries!r:.200}; expected a list of objects")

@@ -1,4 +1,4 @@
-"""A judge that reads a local chat model's probabilities of every rating 0..100."""
+"""A judge that reads a local chat model's probabilities of every rating on a criterion's scale."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from persona_space.chat import render_chat
 from persona_space.errors import ConfigError
-from persona_space.judges._base import ANSWERS, JUDGE_SYSTEM_PROMPT, Criterion, judge_messages
+from persona_space.judges._base import JUDGE_SYSTEM_PROMPT, Criterion, judge_messages
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,8 +21,9 @@ class LocalJudge:
     """Exact expected rating from a local chat model (the base model; adapters are switched off).
 
     The judge prompt is rendered with its chat template and the generation prompt; each answer
-    "0".."100" is the tokens of the number followed by the end-of-turn token, so "5" and "50" are
-    different answers. The 101 answer probabilities are normalised and :meth:`score` is their mean.
+    ("0".."100", or the criterion's own scale) is the tokens of the number followed by the
+    end-of-turn token, so "5" and "50" are different answers. The answer probabilities are
+    normalised and :meth:`score` is the probability-weighted mean rating.
     They are computed by the exact candidate scorer of :mod:`persona_space.logprobs`.
     """
 
@@ -48,16 +49,16 @@ class LocalJudge:
         }
 
     def score(self, prompt: str, response: str, criterion: Criterion) -> float | None:
-        """The probability-weighted mean of 0..100 (``None`` if the probabilities are not finite)."""
+        """The probability-weighted mean rating (``None`` if the probabilities are not finite)."""
         import numpy as np
 
         probs = self.distribution(prompt, response, criterion)
         if not np.isfinite(probs).all():
             return None
-        return float(probs @ np.arange(101, dtype=np.float64))
+        return float(probs @ np.arange(criterion.low, criterion.high + 1, dtype=np.float64))
 
     def distribution(self, prompt: str, response: str, criterion: Criterion) -> npt.NDArray[np.float64]:
-        """Probabilities of the answers 0..100 (101 entries summing to 1)."""
+        """Probabilities of the ratings ``criterion.low``..``criterion.high`` (summing to 1)."""
         import numpy as np
 
         logp = self.answer_logprobs(prompt, response, criterion)
@@ -65,12 +66,12 @@ class LocalJudge:
         return np.asarray(shifted / shifted.sum(), dtype=np.float64)
 
     def answer_logprobs(self, prompt: str, response: str, criterion: Criterion) -> npt.NDArray[np.float64]:
-        """Unnormalised log-probabilities (nats) of the 101 full answers "0<eot>" .. "100<eot>"."""
+        """Unnormalised log-probabilities (nats) of the full answers "0<eot>" .. "100<eot>" (or the scale's)."""
         from persona_space.engine import end_of_turn_id, split_continuations
 
         tokenizer = self.model.tokenizer
         text = render_chat(tokenizer, judge_messages(prompt, response, criterion, system_prompt=self.system_prompt))
-        split = split_continuations(tokenizer, text, ANSWERS, end_of_turn=end_of_turn_id(self.model))
+        split = split_continuations(tokenizer, text, criterion.answers, end_of_turn=end_of_turn_id(self.model))
         return self._logprobs(split.prompt_ids, split.ids)
 
     def _logprobs(self, prompt_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> npt.NDArray[np.float64]:
