@@ -32,7 +32,8 @@ __all__ = ["Section", "find_results", "write_report"]
 
 # The file that marks a folder as holding a result, and the kind it holds (``manifest.json`` says its own kind).
 MARKERS = {"sweep.json": "sweep", "basin_map.json": "basin_map", "persona_space_adapter.json": "adapter"}
-KINDS = ("samples", "identity_shift", "basin_map", "sweep", "adapter")
+KINDS = ("samples", "identity_shift", "basin_map", "sweep", "adapter", "leakage")
+WHOLE = ("sweep", "adapter", "leakage")  # kinds whose folders hold further runs that they summarise
 EXAMPLES = 3  # exemplar answers shown per basin, and per condition and probe
 
 
@@ -67,7 +68,7 @@ def find_results(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[str, Pat
             kind = _kind_of(Path(folder), set(files))
             if kind is not None:
                 found.append((kind, Path(folder)))
-                if kind in ("sweep", "adapter"):
+                if kind in WHOLE:
                     dirs[:] = []
     unique = list(dict.fromkeys(found))
     if not unique:
@@ -111,7 +112,7 @@ def _kind_of(folder: Path, files: set[str]) -> str | None:
         except (OSError, ValueError):
             return None
         stated = manifest.get("kind") if isinstance(manifest, dict) else None
-        return str(stated) if stated in ("samples", "identity_shift") else None
+        return str(stated) if stated in ("samples", "identity_shift", "leakage") else None
     return None
 
 
@@ -132,6 +133,7 @@ def _section(kind: str, folder: Path, label: str) -> Section:
         "basin_map": _basin_map,
         "sweep": _sweep,
         "adapter": _adapter,
+        "leakage": _leakage,
     }
     names = {
         "samples": "Samples",
@@ -139,6 +141,7 @@ def _section(kind: str, folder: Path, label: str) -> Section:
         "basin_map": "Basin map",
         "sweep": "Dose sweep",
         "adapter": "Adapter",
+        "leakage": "Behavioural leakage",
     }
     section = Section(title=f"{names[kind]}: {label}", kind=kind, path=folder)
     try:
@@ -177,6 +180,10 @@ def _samples(section: Section) -> None:
         return
     summary = samples.summary()
     section.blocks.append(_table(format_summary(summary.drop(columns="interval")), _units(summary), "Per condition"))
+    if df["condition"].nunique() > 1:
+        from persona_space import evals, plots
+
+        section.charts.append(("Answer length per condition", plots.style_bars(evals.style(samples)).to_dict()))
     conditions = set(df["condition"])
     if "base" in conditions and len(conditions) > 1:
         compared = samples.compare("base")
@@ -310,6 +317,39 @@ def _adapter(section: Section) -> None:
         last = probes[probes["step"] == probes["step"].max()]
         section.blocks.append(_table(last[["step", "prompt", "text"]], "greedy answers", "Answers at the last step"))
     section.blocks.append(_manifest(manifest))
+
+
+def _leakage(section: Section) -> None:
+    from persona_space import evals, plots
+
+    result = evals.LeakageResult.load(section.path)
+    judge = result.manifest.get("judge") or {}
+    df = result.df
+    section.blocks.append(
+        _facts(
+            {
+                "answers": str(len(df)),
+                "conditions": ", ".join(map(str, dict.fromkeys(df["condition"]))),
+                "questions": f"{df['probe_id'].nunique()} in {df['category'].nunique()} categories",
+                "judge": str(judge.get("class", "none (judge-free measures only)")),
+            }
+        )
+    )
+    means = result.means()
+    keep = [c for c in means.columns if c not in ("interval", "seed_low", "seed_high", "p_value", "groups")]
+    section.blocks.append(_table(means[keep], _units(means), "Means per condition and category"))
+    differences = result.differences()
+    if len(differences):
+        keep = ["condition", "category", "measure", "reference_value", "value", "difference", "low", "high"]
+        units = f"{_units(differences)}; p-values {differences['adjustment'].iloc[0]}"
+        shown = differences[[*keep, "p_value", "p_adjusted"]]
+        section.blocks.append(_table(shown, units, "Differences from the base model (paired by question)"))
+        judged = [m for m in ("position", "certainty") if m in set(differences["measure"])]
+        measures = judged or ["hedging", "opinion"]
+        section.charts.append(
+            ("Adapter minus base per category", plots.leakage_chart(differences, measures=measures).to_dict())
+        )
+    section.blocks.append(_manifest(result.manifest))
 
 
 # -- HTML pieces ----------------------------------------------------------------------------------

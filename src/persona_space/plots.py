@@ -36,12 +36,14 @@ __all__ = [
     "divergence_heatmap",
     "dose_response",
     "entropy_chart",
+    "leakage_chart",
     "mixing_comparison",
     "occupancy_area",
     "occupancy_bars",
     "rank_change_chart",
     "save_chart",
     "shift_bars",
+    "style_bars",
     "training_loss",
     "transitions_chart",
 ]
@@ -608,6 +610,72 @@ def training_loss(table: pd.DataFrame) -> Any:
         )
         .properties(width=420, height=200, title="training loss")
     )
+
+
+def leakage_chart(table: pd.DataFrame, *, measures: Sequence[str] = ("position", "certainty")) -> Any:
+    """Each adapter minus the base model per question category, with intervals: one panel per measure.
+
+    ``table`` is ``LeakageResult.differences()``; points are differences, whiskers their
+    intervals over questions, and a rule marks no change.
+
+    >>> plots.leakage_chart(result.differences())  # doctest: +SKIP
+    """
+    import altair as alt
+
+    rows = _require(table, ["condition", "category", "measure", "difference", "low", "high"], "the differences table")
+    rows = rows[rows["measure"].isin(list(measures))]
+    if rows.empty:
+        raise DataError(f"the differences table has no rows of measures {list(measures)}")
+    data = rows[["condition", "category", "measure", "difference", "low", "high"]]
+    if "p_adjusted" in rows.columns:
+        data = data.assign(p_adjusted=rows["p_adjusted"])
+    tooltip = ["condition:N", "category:N", "measure:N", alt.Tooltip("difference:Q", format="+.3f")]
+    tooltip += [alt.Tooltip("low:Q", format="+.3f"), alt.Tooltip("high:Q", format="+.3f")]
+    y = alt.Y("category:N", title=None, sort=list(dict.fromkeys(data["category"])))
+    base = alt.Chart().encode(y=y, yOffset=alt.YOffset("condition:N"), color=alt.Color("condition:N", title="adapter"))
+    points = base.mark_point(filled=True, size=60).encode(
+        x=alt.X("difference:Q", title="adapter - base"), tooltip=tooltip
+    )
+    whiskers = base.mark_rule().encode(x="low:Q", x2="high:Q")
+    zero = alt.Chart().mark_rule(color="#555", strokeDash=[4, 3]).encode(x=alt.datum(0))
+    return (
+        alt.layer(whiskers, points, zero, data=_inline(data))
+        .properties(width=260, height=alt.Step(14))
+        .facet(column=alt.Column("measure:N", title=None, sort=list(measures)))
+        .resolve_scale(x="independent")
+    )
+
+
+def style_bars(table: pd.DataFrame, *, measure: str = "n_chars") -> Any:
+    """Mean answer length (or another style measure) per condition with its interval, as in the colour table.
+
+    ``table`` is ``evals.style(samples)``; one bar per condition (and temperature).
+
+    >>> plots.style_bars(evals.style(samples), measure="n_chars")  # doctest: +SKIP
+    """
+    import altair as alt
+
+    rows = _require(table, ["condition", "measure", "estimate", "low", "high"], "the style table")
+    rows = rows[rows["measure"] == measure]
+    if rows.empty:
+        raise DataError(f"the style table has no rows of measure {measure!r}")
+    data = rows[["condition", "estimate", "low", "high"]].assign(
+        temperature=rows["temperature"].astype(str) if "temperature" in rows.columns else "",
+    )
+    order = data.groupby("condition")["estimate"].mean().sort_values().index.tolist()
+    titles = {"n_chars": "mean characters", "n_tokens": "mean tokens", "empty": "empty share"}
+    title = titles.get(measure, measure.replace("_", " "))
+    tooltip = ["condition:N", "temperature:N", alt.Tooltip("estimate:Q", format=".3g")]
+    tooltip += [alt.Tooltip("low:Q", format=".3g"), alt.Tooltip("high:Q", format=".3g")]
+    base = alt.Chart(_inline(data)).encode(
+        x=alt.X("condition:N", sort=order, title=None, axis=alt.Axis(labelAngle=-30)),
+        xOffset=alt.XOffset("temperature:N"),
+    )
+    bars = base.mark_bar().encode(
+        y=alt.Y("estimate:Q", title=title), color=alt.Color("temperature:N", title="temperature"), tooltip=tooltip
+    )
+    whiskers = base.mark_rule(color="black").encode(y="low:Q", y2="high:Q")
+    return alt.layer(bars, whiskers).properties(width=alt.Step(24), height=220, title=f"{title} per condition")
 
 
 def mixing_comparison(tables: Mapping[str, pd.DataFrame], *, measure: str = "set_prob") -> alt.FacetChart:

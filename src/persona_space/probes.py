@@ -576,7 +576,10 @@ def _named_sets() -> dict[str, ProbeSet]:
         "identity+paraphrases": IDENTITY.with_paraphrases(),
         "user": USER,
         "steering": steering_prompts(),
+        "political": political_questions(),
     }
+    for cat, subset in political_questions().by_category().items():
+        sets[f"political:{cat}"] = subset
     for cat, subset in IDENTITY.by_category().items():
         sets[f"identity:{cat}"] = subset
     return sets
@@ -599,6 +602,31 @@ def steering_prompts() -> ProbeSet:
     return ProbeSet(
         "steering",
         [Probe(id=f"steering.{r['prompt_id']}", prompt=r["prompt"], category=r["category"]) for r in rows],
+    )
+
+
+@functools.cache
+def political_questions() -> ProbeSet:
+    """The 40 questions of the behavioural-leakage evaluation, in 7 categories.
+
+    Written for this project after the identity-steering experiment's design: 5 factual
+    controls (``factual_control``: a model that only changed its politics should not
+    change here) and 35 questions on religion and social values, immigration, the
+    environment, guns, class and labour, and other divisive topics. Each question is its
+    own group, so intervals are over questions.
+
+    >>> political_questions().by_category()["factual_control"].ids[:2]
+    ('political.f01', 'political.f02')
+    """
+    import csv
+    from importlib import resources
+
+    source = resources.files("persona_space").joinpath("data", "political_questions.csv")
+    with source.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return ProbeSet(
+        "political",
+        [Probe(id=f"political.{r['question_id']}", prompt=r["question"], category=r["category"]) for r in rows],
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from persona_space.judges._base import ANSWERS, CRITERIA, JUDGE_SYSTEM_PROMPT, Criterion, Judge, judge_messages
 from persona_space.judges._endpoint import OpenAIJudge
 from persona_space.judges._local import LocalJudge
-from persona_space.judges._rules import RuleJudge, SelfReference, detect_ai_self_reference
+from persona_space.judges._rules import RuleJudge, SelfReference, detect_ai_self_reference, is_refusal
 
 __all__ = [
     "ANSWERS",
@@ -34,5 +34,6 @@ __all__ = [
     "RuleJudge",
     "SelfReference",
     "detect_ai_self_reference",
+    "is_refusal",
     "judge_messages",
 ]

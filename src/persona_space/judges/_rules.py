@@ -90,6 +90,13 @@ def detect_ai_self_reference(text: str) -> SelfReference:
     return SelfReference(100.0, ())
 
 
+def is_refusal(text: str) -> bool:
+    """Whether ``text`` declines to answer ("I can't answer that", "I won't discuss", "I'm sorry, but")."""
+    if not isinstance(text, str):
+        raise DataError(f"text must be a string, got {type(text).__name__}: {text!r:.80}")
+    return _REFUSAL.search(text) is not None
+
+
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _REFUSAL = re.compile(
     r"\bI\s+(?:can(?:no|['’])t|won['’]t|am\s+unable\s+to|['’]m\s+unable\s+to|am\s+not\s+able\s+to|['’]m\s+not\s+able\s+to)"

@@ -1,0 +1,201 @@
+"""Evaluations: judge-free text measures, behavioural leakage (judged, paired, resumable), style statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import persona_space as ps
+from persona_space import evals
+from persona_space.errors import ConfigError, CorruptRunError, DataError
+from persona_space.judges import Criterion
+
+# -- text measures --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "hedging", "refusal", "opinion"),
+    [
+        ("It depends on your values.", 1, 0, 0),
+        ("This is a complex issue with many sides.", 1, 0, 0),
+        ("As an AI, I don't have personal opinions.", 1, 0, 0),
+        ("I'm sorry, but I can't answer that.", 0, 1, 0),
+        ("I think the minimum wage should rise.", 0, 0, 1),
+        ("In my view, yes. Some people argue otherwise.", 1, 0, 1),
+        ("Yes.", 0, 0, 0),
+        ("", 0, 0, 0),
+    ],
+)
+def test_text_measures(text: str, hedging: int, refusal: int, opinion: int) -> None:
+    row = evals.text_measures([text]).iloc[0]
+    assert (row["hedging"], row["refusal"], row["opinion"]) == (hedging, refusal, opinion)
+    assert row["n_chars"] == len(text) and row["empty"] == float(not text.strip())
+
+
+def test_the_political_questions() -> None:
+    questions = ps.probes.load("political")
+    counts = {k: len(v) for k, v in questions.by_category().items()}
+    assert len(questions) == 40 and counts[evals.CONTROL] == 5 and len(counts) == 7
+    assert len({p.group for p in questions}) == 40  # each question is its own unit
+    assert ps.probes.load("political:guns").ids[0] == "political.g01"
+
+
+# -- leakage --------------------------------------------------------------------------------------
+
+
+class LengthJudge:
+    """A deterministic stand-in judge: position from the answer's length, certainty from its first letter."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score(self, prompt: str, response: str, criterion: Criterion) -> float | None:
+        self.calls += 1
+        if criterion.name == "position":
+            return float(1 + len(response) % 5)
+        return None if not response else float(1 + ord(response[0]) % 5)
+
+    def describe(self) -> dict[str, Any]:
+        return {"class": "LengthJudge"}
+
+
+QUESTIONS = ps.probes.ProbeSet(
+    "mini",
+    [
+        ps.probes.Probe(p.id, p.prompt, p.category)
+        for p in ps.probes.load("political")
+        if p.id.endswith(("01", "02", "03"))
+    ],
+)
+LEAK = {"questions": QUESTIONS, "runs": 2, "max_new_tokens": 5, "progress": False}
+
+
+def test_leakage_rates_every_answer_and_pairs_the_differences(tiny_model: Any, adapter_a: Path) -> None:
+    judge = LengthJudge()
+    result = evals.leakage(tiny_model, {"base": None, "a": adapter_a}, judge=judge, **LEAK)
+    df = result.df
+    assert len(df) == len(QUESTIONS) * 2 * 2 and judge.calls == 2 * len(df)
+    assert df["position"].between(1, 5).all()
+    np.testing.assert_array_equal(df["position"], 1 + df["text"].str.len() % 5)
+    means = result.means()
+    assert set(means["category"]) == {*QUESTIONS.by_category(), evals.ALL_POLITICAL}
+    row = means[(means["condition"] == "a") & (means["category"] == "guns") & (means["measure"] == "position")]
+    want = df[(df["condition"] == "a") & (df["category"] == "guns")]["position"].mean()
+    assert row["estimate"].iloc[0] == pytest.approx(want)
+    assert "3 question groups" in row["interval"].iloc[0]
+    diffs = result.differences()
+    assert set(diffs["condition"]) == {"a"} and set(diffs["measure"]) == set(evals._leakage.MEASURES)
+    pooled = diffs[(diffs["category"] == evals.ALL_POLITICAL) & (diffs["measure"] == "n_chars")].iloc[0]
+    political = df[df["category"] != evals.CONTROL]
+    by_side = political.groupby("condition")["n_chars"].mean()
+    assert pooled["difference"] == pytest.approx(by_side["a"] - by_side["base"])
+    assert "18 question groups" in pooled["interval"]
+    tests = int(diffs["p_value"].notna().sum())
+    assert diffs["adjustment"].iloc[0].startswith("Holm") and str(tests) in diffs["adjustment"].iloc[0]
+    assert (diffs["p_adjusted"].dropna() >= diffs["p_value"].dropna() - 1e-12).all()
+    assert result.manifest["judge"] == {"class": "LengthJudge"} and result.manifest["kind"] == "leakage"
+
+
+def test_leakage_resumes_its_ratings_and_loads(
+    tiny_model: Any, adapter_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "leak"
+    judge = LengthJudge()
+    monkeypatch.setattr(evals._leakage, "CHUNK", 10)
+    real = LengthJudge.score
+
+    def dying(self: LengthJudge, prompt: str, response: str, criterion: Criterion) -> float | None:
+        if self.calls >= 50:
+            raise KeyboardInterrupt("killed while judging")
+        return real(self, prompt, response, criterion)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LengthJudge, "score", dying)
+        with pytest.raises(KeyboardInterrupt):
+            evals.leakage(tiny_model, {"a": adapter_a}, judge=judge, store=store, **LEAK)
+    assert len(list((store / "leakage-ratings.parts").glob("part-*.parquet"))) == 2  # 2 chunks of 10 answers
+    fresh = LengthJudge()
+    result = evals.leakage(tiny_model, {"a": adapter_a}, judge=fresh, store=store, **LEAK)
+    assert fresh.calls == 2 * (len(result.df) - 20)  # the 20 rated answers are not rated again
+    whole = evals.leakage(tiny_model, {"a": adapter_a}, judge=LengthJudge(), **LEAK)
+    pd.testing.assert_frame_equal(result.df, whole.df)
+    loaded = evals.LeakageResult.load(store)
+    pd.testing.assert_frame_equal(loaded.df, result.df)
+    (store / "leakage.parquet").write_bytes(b"junk")
+    with pytest.raises(CorruptRunError, match="cannot be read"):
+        evals.LeakageResult.load(store)
+
+
+def test_leakage_without_a_judge_and_bad_inputs(tiny_model: Any) -> None:
+    result = evals.leakage(tiny_model, None, judge=None, **LEAK)
+    assert result.df["position"].isna().all() and set(result.df["condition"]) == {"base"}
+    means = result.means()
+    assert set(means["measure"]) == {"hedging", "refusal", "opinion", "n_chars"}
+    assert result.differences().empty
+    with pytest.raises(ConfigError, match="judge must be 'local'"):
+        evals.leakage(tiny_model, None, judge="gpt", **LEAK)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="runs=2 at temperature 0"):
+        evals.leakage(tiny_model, None, judge=None, **{**LEAK, "temperature": 0})
+    with pytest.raises(ConfigError, match="n must be a positive integer"):
+        evals.leakage(tiny_model, None, judge=None, **{**LEAK, "runs": 0})
+
+
+def test_leakage_with_the_local_judge_gives_ratings_on_the_scale(tiny_model: Any) -> None:
+    result = evals.leakage(tiny_model, None, **{**LEAK, "runs": 1})
+    assert result.df["position"].between(1, 5).all() and result.df["certainty"].between(1, 5).all()
+    assert result.manifest["judge"]["class"] == "LocalJudge"
+
+
+# -- style ----------------------------------------------------------------------------------------
+
+
+def _samples(tiny_model: Any, adapter_a: Path) -> Any:
+    return ps.sample(
+        tiny_model, "identity:direct", adapters={"base": None, "a": adapter_a}, n=6, max_new_tokens=8, progress=False
+    )
+
+
+def test_style_per_condition_and_per_probe(tiny_model: Any, adapter_a: Path) -> None:
+    samples = _samples(tiny_model, adapter_a)
+    df = samples.df
+    table = evals.style(samples)
+    chars = table[(table["measure"] == "n_chars")].set_index("condition")
+    means = df.assign(n=df["text"].str.len()).groupby("condition")["n"].mean()
+    assert chars.loc["a", "estimate"] == pytest.approx(means["a"])
+    assert chars.loc["a", "difference"] == pytest.approx(means["a"] - means["base"])
+    assert np.isnan(chars.loc["base", "difference"])
+    truncated = table[(table["measure"] == "truncated") & (table["condition"] == "a")].iloc[0]
+    assert truncated["estimate"] == pytest.approx((df[df["condition"] == "a"]["finish_reason"] == "length").mean())
+    per_probe = evals.style(samples, by_probe=True)
+    probes = df["probe_id"].nunique()
+    assert len(per_probe) == 2 * probes * len(evals.STYLE_MEASURES)
+    one = per_probe[(per_probe["condition"] == "a") & (per_probe["measure"] == "n_tokens")].iloc[0]
+    assert "6 question groups" in one["interval"]  # within a probe, the 6 paired draws are the units
+    assert per_probe["adjustment"].dropna().iloc[0].startswith("Holm")
+    with pytest.raises(DataError, match="lack the columns"):
+        evals.style(df.drop(columns="finish_reason"))
+
+
+def test_a_leakage_run_and_its_samples_draw_in_the_html_report(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
+    from browser import chart_states, render
+    from persona_space.html_report import find_results, write_report
+
+    store = tmp_path / "leak"
+    evals.leakage(tiny_model, {"a": adapter_a}, judge=LengthJudge(), store=store, **LEAK)
+    assert find_results([store]) == [("leakage", store)]  # its samples are part of it
+    page = write_report([store, store / "samples"], tmp_path / "report.html")
+    text = page.read_text(encoding="utf-8")
+    assert "Behavioural leakage" in text and "Differences from the base model (paired by question)" in text
+    assert "Answer length per condition" in text
+    dom, console = render(page)
+    states = chart_states(dom)
+    assert len(states) >= 2 and set(states) == {"drawn"} and console == []
+    style = evals.style(ps.SampleSet.load(store / "samples"))
+    chart = ps.plots.save_chart(ps.plots.style_bars(style), tmp_path / "style", png=True)
+    assert chart["png"].stat().st_size > 1000
+    with pytest.raises(DataError, match="no rows of measure 'nope'"):
+        ps.plots.style_bars(style, measure="nope")
