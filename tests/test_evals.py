@@ -180,7 +180,9 @@ def test_style_per_condition_and_per_probe(tiny_model: Any, adapter_a: Path) -> 
         evals.style(df.drop(columns="finish_reason"))
 
 
-def test_a_leakage_run_and_its_samples_draw_in_the_html_report(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
+def test_a_leakage_run_and_its_samples_draw_in_the_html_report(
+    tiny_model: Any, adapter_a: Path, tmp_path: Path
+) -> None:
     from browser import chart_states, render
     from persona_space.html_report import find_results, write_report
 
