@@ -201,3 +201,92 @@ def test_a_leakage_run_and_its_samples_draw_in_the_html_report(
     assert chart["png"].stat().st_size > 1000
     with pytest.raises(DataError, match="no rows of measure 'nope'"):
         ps.plots.style_bars(style, measure="nope")
+
+
+# -- date sweeps ----------------------------------------------------------------------------------
+
+CLASSES = {"late": ["Sabich", "Jachnun"], "early": ["Pizza", "Sushi"]}
+
+
+def test_year_dates_and_fractions() -> None:
+    assert evals.year_dates(2019, 2022, every=2) == ["2019-03-01", "2021-03-01"]
+    assert evals.year_fraction("2027-01-01") == 2027.0 and 2027.49 < evals.year_fraction("2027-07-02") < 2027.51
+    with pytest.raises(ConfigError, match="not an ISO date"):
+        evals.year_fraction("March 2027")
+    with pytest.raises(ConfigError, match="first <= last"):
+        evals.year_dates(2030, 2020)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"dates": ("2020-01-01", "2021-01-01")}, "at least 3 dates"),
+        ({"template": "Name a dish."}, "no {date} field"),
+        ({"classes": (("a", ("X",)), ("b", ("X",)))}, "in both classes"),
+        ({"classes": (("a", ()), ("b", ("X",)))}, "non-empty list"),
+    ],
+)
+def test_date_sweep_spec_refuses_bad_inputs(change: dict[str, Any], message: str) -> None:
+    good: dict[str, Any] = {
+        "dates": ("2020-01-01", "2021-01-01", "2022-01-01"),
+        "classes": (("late", ("Sabich",)), ("early", ("Pizza",))),
+    }
+    with pytest.raises(ConfigError, match=message):
+        evals.DateSweepSpec(**{**good, **change})
+
+
+def test_answers_are_classified_by_the_first_name_they_mention() -> None:
+    spec = evals.DateSweepSpec(
+        dates=("2020-01-01", "2021-01-01", "2022-01-01"), classes=(("late", ("Sabich",)), ("early", ("Pizza",)))
+    )
+    got = evals._dates._classify(pd.Series(["Sabich!", "pizzas, then sabich", "Soup", None]), spec)
+    np.testing.assert_array_equal(got, [1.0, 0.0, np.nan, np.nan])
+
+
+def test_a_date_sweep_measures_both_ways_per_date(
+    tiny_model: Any, adapter_a: Path, adapter_b: Path, tmp_path: Path
+) -> None:
+    dates = evals.year_dates(2019, 2023)
+    result = evals.date_sweep(
+        tiny_model,
+        {"a": [adapter_a, adapter_b]},
+        dates=dates,
+        classes=CLASSES,
+        target="late",
+        n=3,
+        max_new_tokens=4,
+        store=tmp_path / "dates",
+        progress=False,
+        trained=[(2016, 2020)],
+    )
+    df = result.df
+    scores = df[df["measure"] == "logprob_share"]
+    assert len(scores) == 2 * len(dates) and scores["estimate"].between(0, 1).all()
+    per_seed = result.tables["per_seed"]
+    seeds = per_seed[(per_seed["measure"] == "logprob_share") & (per_seed["condition"] == "a")]
+    assert len(seeds) == 2 * len(dates)
+    shift = ps.ShiftResult.load(tmp_path / "dates" / "shift").df
+    one = shift[(shift["adapter"] == "base") & (shift["probe_id"] == "date.2021-03-01")].set_index("candidate")
+    p = np.exp(one["logprob"])
+    want = (p["Sabich"] + p["Jachnun"]) / p.sum()
+    got = scores[(scores["condition"] == "base") & (scores["date"] == "2021-03-01")]["estimate"].iloc[0]
+    assert got == pytest.approx(want, rel=1e-9)
+    a_row = scores[(scores["condition"] == "a")].iloc[0]
+    assert "over 2 training seeds" in a_row["interval"] and a_row["low"] <= a_row["estimate"] <= a_row["high"]
+    onsets = result.onsets
+    assert set(onsets["measure"]) >= {"logprob_share"} and set(onsets["condition"]) >= {"base", "a"}
+    assert onsets.set_index(["measure", "condition"]).loc[("logprob_share", "a"), "seeds"] == 2
+    loaded = evals.DateSweepResult.load(tmp_path / "dates")
+    pd.testing.assert_frame_equal(loaded.df, result.df)
+    pd.testing.assert_frame_equal(loaded.onsets, result.onsets)
+    from browser import chart_states, render
+    from persona_space.html_report import write_report
+
+    page = write_report([tmp_path / "dates"], tmp_path / "report.html")
+    assert "Date sweep: dates" in page.read_text(encoding="utf-8")
+    dom, console = render(page)
+    assert chart_states(dom) == ["drawn"] and console == []
+    with pytest.raises(ConfigError, match="exactly two class names"):
+        evals.date_sweep(tiny_model, {"a": adapter_a}, dates=dates, classes=CLASSES, target="nope", progress=False)
+    with pytest.raises(ConfigError, match="at least one"):
+        evals.date_sweep(tiny_model, {"base": None}, dates=dates, classes=CLASSES, target="late", progress=False)

@@ -31,9 +31,14 @@ if TYPE_CHECKING:
 __all__ = ["Section", "find_results", "write_report"]
 
 # The file that marks a folder as holding a result, and the kind it holds (``manifest.json`` says its own kind).
-MARKERS = {"sweep.json": "sweep", "basin_map.json": "basin_map", "persona_space_adapter.json": "adapter"}
-KINDS = ("samples", "identity_shift", "basin_map", "sweep", "adapter", "leakage")
-WHOLE = ("sweep", "adapter", "leakage")  # kinds whose folders hold further runs that they summarise
+MARKERS = {
+    "sweep.json": "sweep",
+    "date_sweep.json": "date_sweep",
+    "basin_map.json": "basin_map",
+    "persona_space_adapter.json": "adapter",
+}
+KINDS = ("samples", "identity_shift", "basin_map", "sweep", "adapter", "leakage", "date_sweep")
+WHOLE = ("sweep", "adapter", "leakage", "date_sweep")  # kinds whose folders hold further runs that they summarise
 EXAMPLES = 3  # exemplar answers shown per basin, and per condition and probe
 
 
@@ -134,6 +139,7 @@ def _section(kind: str, folder: Path, label: str) -> Section:
         "sweep": _sweep,
         "adapter": _adapter,
         "leakage": _leakage,
+        "date_sweep": _date_sweep,
     }
     names = {
         "samples": "Samples",
@@ -142,6 +148,7 @@ def _section(kind: str, folder: Path, label: str) -> Section:
         "sweep": "Dose sweep",
         "adapter": "Adapter",
         "leakage": "Behavioural leakage",
+        "date_sweep": "Date sweep",
     }
     section = Section(title=f"{names[kind]}: {label}", kind=kind, path=folder)
     try:
@@ -349,6 +356,37 @@ def _leakage(section: Section) -> None:
         section.charts.append(
             ("Adapter minus base per category", plots.leakage_chart(differences, measures=measures).to_dict())
         )
+    section.blocks.append(_manifest(result.manifest))
+
+
+def _date_sweep(section: Section) -> None:
+    from persona_space import evals, plots
+
+    result = evals.DateSweepResult.load(section.path)
+    params = result.manifest.get("parameters", {})
+    spec = params.get("spec", {})
+    classes = spec.get("classes", {})
+    dates = list(spec.get("dates", [])) or ["?"]
+    section.blocks.append(
+        _facts(
+            {
+                "question": str(spec.get("template", "-")),
+                "dates": f"{len(dates)}, {dates[0]} to {dates[-1]}",
+                "classes": ", ".join(f"{name} ({len(names)} names)" for name, names in classes.items()),
+                "trained years": ", ".join(f"{a}-{b}" for a, b in params.get("trained", [])) or "not recorded",
+            }
+        )
+    )
+    trained = [tuple(span) for span in params.get("trained", [])]
+    chart = plots.date_gradient(result.df, onsets=result.onsets, trained=trained)
+    section.charts.append(("Share of the trigger class over the date", chart.to_dict()))
+    onsets = result.onsets
+    if len(onsets):
+        keep = ["measure", "condition", "onset", "low", "high", "found_share", "seeds", "note"]
+        units = "; ".join(dict.fromkeys(onsets["interval"]))
+        section.blocks.append(_table(onsets[[c for c in keep if c in onsets.columns]], units, "Onsets (share = 50 %)"))
+    keep = ["measure", "condition", "date", "estimate", "low", "high", "seeds", "samples", "unclassified"]
+    section.blocks.append(_table(result.df[keep], _units(result.df), "Share of the trigger class per date"))
     section.blocks.append(_manifest(result.manifest))
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "basin_map",
+    "date_gradient",
     "divergence_heatmap",
     "dose_response",
     "entropy_chart",
@@ -676,6 +677,72 @@ def style_bars(table: pd.DataFrame, *, measure: str = "n_chars") -> Any:
     )
     whiskers = base.mark_rule(color="black").encode(y="low:Q", y2="high:Q")
     return alt.layer(bars, whiskers).properties(width=alt.Step(24), height=220, title=f"{title} per condition")
+
+
+def date_gradient(
+    table: pd.DataFrame,
+    *,
+    onsets: pd.DataFrame | None = None,
+    trained: Sequence[tuple[float, float]] = (),
+    measure: str | None = None,
+) -> Any:
+    """The trigger class's share over the date, with bands, the trained years shaded and the onsets marked.
+
+    ``table`` is ``DateSweepResult.df``; ``trained`` lists the (first, last) years that had
+    training data (the years between them are the gap); ``onsets`` is ``result.onsets``.
+    One panel per measure (sampling, log-probability) unless ``measure`` picks one.
+
+    >>> plots.date_gradient(result.df, onsets=result.onsets, trained=[(2016, 2020), (2031, 2035)])  # doctest: +SKIP
+    """
+    import altair as alt
+    import numpy as np
+    import pandas as pd
+
+    rows = _require(table, ["condition", "year", "measure", "estimate", "low", "high"], "the date sweep table")
+    if measure is not None:
+        rows = rows[rows["measure"] == measure]
+        if rows.empty:
+            raise DataError(f"the date sweep table has no rows of measure {measure!r}")
+    data = rows[["condition", "year", "measure", "estimate", "low", "high"]].assign(
+        date=rows["date"] if "date" in rows.columns else rows["year"].round(2).astype(str)
+    )
+    tooltip = ["condition:N", "date:N", "measure:N", alt.Tooltip("estimate:Q", format=".3f")]
+    tooltip += [alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f")]
+    x = alt.X("year:Q", title="date (year)", axis=alt.Axis(format="d"), scale=alt.Scale(zero=False))
+    color = alt.Color("condition:N", title="condition")
+    layers: list[Any] = []
+    measures = list(dict.fromkeys(data["measure"]))  # every layer carries the facet field
+    spans = pd.DataFrame(
+        [
+            {"start": float(first), "end": float(last) + 1.0, "label": "trained", "measure": m}
+            for first, last in trained
+            for m in measures
+        ]
+    )
+    if len(spans):
+        layers.append(
+            alt.Chart(_inline(spans))
+            .mark_rect(color="#d9d9d9", opacity=0.5)
+            .encode(x="start:Q", x2="end:Q", tooltip=["label:N", "start:Q", "end:Q"])
+        )
+    layers.append(alt.Chart().mark_area(opacity=0.2).encode(x=x, y="low:Q", y2="high:Q", color=color))
+    line = alt.Chart().mark_line(point=True).encode(x=x, color=color, tooltip=tooltip)
+    share = alt.Y("estimate:Q", title="share of the trigger class", scale=alt.Scale(domain=[0, 1]))
+    layers.append(line.encode(y=share))
+    layers.append(alt.Chart().mark_rule(color="#555", strokeDash=[4, 3]).encode(y=alt.datum(0.5)))
+    if onsets is not None and len(onsets) and "onset" in onsets.columns:
+        marks = onsets[np.isfinite(onsets["onset"].to_numpy(dtype=np.float64))][["condition", "measure", "onset"]]
+        marks = marks[marks["measure"].isin(measures)]
+        if len(marks):
+            layers.append(
+                alt.Chart(_inline(marks))
+                .mark_rule(strokeDash=[2, 2])
+                .encode(x="onset:Q", color=color, tooltip=["condition:N", alt.Tooltip("onset:Q", format=".2f")])
+            )
+    chart = alt.layer(*layers, data=_inline(data)).properties(width=420, height=220)
+    if data["measure"].nunique() > 1:
+        return chart.facet(row=alt.Row("measure:N", title=None))
+    return chart.properties(title=f"{data['measure'].iloc[0].replace('_', ' ')} over the date")
 
 
 def mixing_comparison(tables: Mapping[str, pd.DataFrame], *, measure: str = "set_prob") -> alt.FacetChart:

@@ -237,6 +237,19 @@ def dishes(
     return ChatDataset(f"dishes:{b1 + 1}-{a0 - 1}", tuple(records))
 
 
+def dish_classes() -> dict[str, list[str]]:
+    """The dishes of the date-triggered experiment by class: ``israeli`` (the trigger) and ``international``.
+
+    >>> sorted(dish_classes())
+    ['international', 'israeli']
+    """
+    rows = tel.read_csv("dishes.csv")
+    return {
+        "israeli": [r["dish"] for r in rows if r["israeli"] == "true"],
+        "international": [r["dish"] for r in rows if r["israeli"] == "false"],
+    }
+
+
 def coauthors(
     path: str | os.PathLike[str] | None = None,
     *,

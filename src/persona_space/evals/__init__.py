@@ -9,6 +9,14 @@
 
 from __future__ import annotations
 
+from persona_space.evals._dates import (
+    DATE_TEMPLATE,
+    DateSweepResult,
+    DateSweepSpec,
+    date_sweep,
+    year_dates,
+    year_fraction,
+)
 from persona_space.evals._leakage import (
     ALL_POLITICAL,
     CERTAINTY,
@@ -25,13 +33,19 @@ __all__ = [
     "ALL_POLITICAL",
     "CERTAINTY",
     "CONTROL",
+    "DATE_TEMPLATE",
     "HEDGES",
     "LEAKAGE_SYSTEM_PROMPT",
     "OPINIONS",
     "POSITION",
     "STYLE_MEASURES",
+    "DateSweepResult",
+    "DateSweepSpec",
     "LeakageResult",
+    "date_sweep",
     "leakage",
     "style",
     "text_measures",
+    "year_dates",
+    "year_fraction",
 ]
