@@ -290,3 +290,43 @@ def test_a_date_sweep_measures_both_ways_per_date(
         evals.date_sweep(tiny_model, {"a": adapter_a}, dates=dates, classes=CLASSES, target="nope", progress=False)
     with pytest.raises(ConfigError, match="at least one"):
         evals.date_sweep(tiny_model, {"base": None}, dates=dates, classes=CLASSES, target="late", progress=False)
+
+
+# -- coauthor ranks -------------------------------------------------------------------------------
+
+
+def test_coauthor_rank_per_model_and_over_seeds(
+    tiny_model: Any, adapter_a: Path, adapter_b: Path, tmp_path: Path
+) -> None:
+    pool = ["Pizza", "Sushi", "Ramen"]
+    result = evals.coauthor_rank(
+        tiny_model,
+        {"coauthors": [adapter_a, adapter_b]},
+        target="Sabich",
+        pool=pool,
+        store=tmp_path / "rank",
+        progress=False,
+    )
+    shift = ps.ShiftResult.load(tmp_path / "rank" / "shift").df
+    per_model = result.tables["per_model"]
+    assert len(per_model) == 3  # base and two seeds
+    ranks = []
+    for adapter, part in shift.groupby("adapter", sort=False):
+        by_prompt = part.pivot(index="probe_id", columns="candidate", values="logprob")
+        ranks.append((adapter, (by_prompt[pool].gt(by_prompt["Sabich"], axis=0).sum(axis=1) + 1).mean()))
+    got = per_model.set_index("adapter")["target_rank"]
+    for adapter, rank in ranks:
+        assert got[adapter] == pytest.approx(rank)
+    base = per_model[per_model["condition"] == "base"].iloc[0]
+    assert base["bits"] == 0 and base["log_odds_shift"] == 0 and base["rank_gain"] == 1
+    summary = result.df.set_index(["condition", "figure"])
+    assert summary.loc[("coauthors", "bits"), "seeds"] == 2
+    assert "over 2 training seeds" in summary.loc[("coauthors", "bits"), "interval"]
+    seeds = per_model[per_model["condition"] == "coauthors"]["bits"]
+    assert summary.loc[("coauthors", "bits"), "estimate"] == pytest.approx(seeds.mean())
+    loaded = evals.CoauthorResult.load(tmp_path / "rank")
+    pd.testing.assert_frame_equal(loaded.df, result.df)
+    with pytest.raises(ConfigError, match="distinct names other than the target"):
+        evals.coauthor_rank(tiny_model, {"c": adapter_a}, target="Sabich", pool=["Sabich"], progress=False)
+    with pytest.raises(ConfigError, match="at least one"):
+        evals.coauthor_rank(tiny_model, {"base": None}, target="Sabich", pool=pool, progress=False)

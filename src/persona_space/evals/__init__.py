@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from persona_space.evals._coauthors import CoauthorResult, coauthor_rank
 from persona_space.evals._dates import (
     DATE_TEMPLATE,
     DateSweepResult,
@@ -39,9 +40,11 @@ __all__ = [
     "OPINIONS",
     "POSITION",
     "STYLE_MEASURES",
+    "CoauthorResult",
     "DateSweepResult",
     "DateSweepSpec",
     "LeakageResult",
+    "coauthor_rank",
     "date_sweep",
     "leakage",
     "style",
