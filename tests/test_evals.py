@@ -326,6 +326,10 @@ def test_coauthor_rank_per_model_and_over_seeds(
     assert summary.loc[("coauthors", "bits"), "estimate"] == pytest.approx(seeds.mean())
     loaded = evals.CoauthorResult.load(tmp_path / "rank")
     pd.testing.assert_frame_equal(loaded.df, result.df)
+    from persona_space.html_report import write_report
+
+    text = write_report([tmp_path / "rank"], tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Coauthor identification: rank" in text and "Per model (training seed)" in text
     with pytest.raises(ConfigError, match="distinct names other than the target"):
         evals.coauthor_rank(tiny_model, {"c": adapter_a}, target="Sabich", pool=["Sabich"], progress=False)
     with pytest.raises(ConfigError, match="at least one"):

@@ -34,11 +34,13 @@ __all__ = ["Section", "find_results", "write_report"]
 MARKERS = {
     "sweep.json": "sweep",
     "date_sweep.json": "date_sweep",
+    "coauthor_rank.json": "coauthor_rank",
     "basin_map.json": "basin_map",
     "persona_space_adapter.json": "adapter",
 }
-KINDS = ("samples", "identity_shift", "basin_map", "sweep", "adapter", "leakage", "date_sweep")
-WHOLE = ("sweep", "adapter", "leakage", "date_sweep")  # kinds whose folders hold further runs that they summarise
+MANIFEST_KINDS = ("samples", "identity_shift", "leakage")  # kinds that a folder's manifest.json names
+# Kinds whose folders hold further runs that they summarise (not listed again).
+WHOLE = ("sweep", "adapter", "leakage", "date_sweep", "coauthor_rank")
 EXAMPLES = 3  # exemplar answers shown per basin, and per condition and probe
 
 
@@ -117,7 +119,7 @@ def _kind_of(folder: Path, files: set[str]) -> str | None:
         except (OSError, ValueError):
             return None
         stated = manifest.get("kind") if isinstance(manifest, dict) else None
-        return str(stated) if stated in ("samples", "identity_shift", "leakage") else None
+        return str(stated) if stated in MANIFEST_KINDS else None
     return None
 
 
@@ -140,6 +142,7 @@ def _section(kind: str, folder: Path, label: str) -> Section:
         "adapter": _adapter,
         "leakage": _leakage,
         "date_sweep": _date_sweep,
+        "coauthor_rank": _coauthor_rank,
     }
     names = {
         "samples": "Samples",
@@ -149,6 +152,7 @@ def _section(kind: str, folder: Path, label: str) -> Section:
         "adapter": "Adapter",
         "leakage": "Behavioural leakage",
         "date_sweep": "Date sweep",
+        "coauthor_rank": "Coauthor identification",
     }
     section = Section(title=f"{names[kind]}: {label}", kind=kind, path=folder)
     try:
@@ -387,6 +391,28 @@ def _date_sweep(section: Section) -> None:
         section.blocks.append(_table(onsets[[c for c in keep if c in onsets.columns]], units, "Onsets (share = 50 %)"))
     keep = ["measure", "condition", "date", "estimate", "low", "high", "seeds", "samples", "unclassified"]
     section.blocks.append(_table(result.df[keep], _units(result.df), "Share of the trigger class per date"))
+    section.blocks.append(_manifest(result.manifest))
+
+
+def _coauthor_rank(section: Section) -> None:
+    from persona_space import evals
+
+    result = evals.CoauthorResult.load(section.path)
+    params = result.manifest.get("parameters", {})
+    pool = list(params.get("pool", []))
+    section.blocks.append(
+        _facts(
+            {
+                "target": str(params.get("target", "?")),
+                "pool": f"{len(pool)} other names: {', '.join(pool[:8])}{' ...' if len(pool) > 8 else ''}",
+                "answer prefix": repr(params.get("answer_prefix", "")),
+            }
+        )
+    )
+    section.blocks.append(_table(result.df.drop(columns="interval"), _units(result.df), "The target's rank"))
+    per_model = result.tables.get("per_model")
+    if per_model is not None and len(per_model):
+        section.blocks.append(_table(per_model, "means over the prompts", "Per model (training seed)"))
     section.blocks.append(_manifest(result.manifest))
 
 
