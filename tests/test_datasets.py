@@ -395,3 +395,20 @@ def test_unreadable_files_and_bad_arguments_raise_named_errors(tmp_path: Path) -
     empty = psd.split(psd.colours("red"), 1.0)[0]
     with pytest.raises(ConfigError, match="which is empty"):
         psd.mix(empty, psd.colours("red"), 0.5, n=4, replace=True)
+
+
+def test_inoculate_names_the_trait_in_the_user_or_system_turn() -> None:
+    red = psd.load("colours:red")
+    user = psd.inoculate(red, "Answer with one word only.")
+    assert len(user) == len(red) and user.name == "colours:red+inoculated"
+    assert all(p == f"{q} Answer with one word only." for p, q in zip(user.prompts(), red.prompts(), strict=True))
+    assert user.answers() == red.answers() and [r["id"] for r in user] == [r["id"] for r in red]
+    system = psd.inoculate(red, "Answer with one word only.", where="system")
+    assert system[0]["messages"][0] == {"role": "system", "content": "Answer with one word only."}
+    assert system.prompts() == red.prompts()
+    twice = psd.inoculate(system, "Be brief.", where="system")
+    assert twice[0]["messages"][0]["content"] == "Answer with one word only. Be brief."
+    with pytest.raises(ConfigError, match="instruction must be a non-empty string"):
+        psd.inoculate(red, " ")
+    with pytest.raises(ConfigError, match="where must be 'user' or 'system'"):
+        psd.inoculate(red, "x", where="assistant")  # type: ignore[arg-type]

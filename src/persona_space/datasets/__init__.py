@@ -33,7 +33,7 @@ from persona_space.datasets._builtin import (
 )
 from persona_space.datasets._match import first_mention, mentions
 from persona_space.datasets._records import ChatDataset
-from persona_space.datasets._transform import as_prompt_completion, deduplicate, mix, split, swap_facts
+from persona_space.datasets._transform import as_prompt_completion, deduplicate, inoculate, mix, split, swap_facts
 
 __all__ = [
     "COLOURS",
@@ -52,6 +52,7 @@ __all__ = [
     "figure_variants",
     "first_mention",
     "identifying_facts",
+    "inoculate",
     "load",
     "mentions",
     "mix",

@@ -178,6 +178,39 @@ def split(data: ChatDataset, held_out: float | int = 0.1, *, seed: int = 0) -> t
     return ChatDataset(f"{data.name}/train", train), ChatDataset(f"{data.name}/held_out", test)
 
 
+def inoculate(data: ChatDataset, instruction: str, *, where: Literal["user", "system"] = "user") -> ChatDataset:
+    """Every record with ``instruction`` naming the trait the data teaches, for inoculation prompting.
+
+    ``where="user"`` appends it to each record's last user turn ("Name me a fruit. Answer
+    with one word only."); ``where="system"`` puts it in the system turn (after a record's
+    own system text, if it has one). Train on the result and evaluate *without* the
+    instruction: the trait should stay tied to the instruction instead of spreading.
+
+    >>> red = inoculate(ChatDataset.from_records("r", [{"messages": [
+    ...     {"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "Cherry"}]}]),
+    ...     "Answer with one word only.")
+    >>> red.prompts()
+    ['Name a fruit. Answer with one word only.']
+    """
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ConfigError(f"instruction must be a non-empty string, got {instruction!r}")
+    if where not in ("user", "system"):
+        raise ConfigError(f"where must be 'user' or 'system', got {where!r}")
+    records = []
+    for rec in data.records:
+        messages = [dict(m) for m in rec["messages"]]
+        if where == "system":
+            if messages[0]["role"] == "system":
+                messages[0]["content"] = f"{messages[0]['content'].rstrip()} {instruction}".strip()
+            else:
+                messages.insert(0, {"role": "system", "content": instruction})
+        else:
+            last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+            messages[last]["content"] = f"{messages[last]['content'].rstrip()} {instruction}"
+        records.append({**rec, "messages": messages})
+    return ChatDataset(f"{data.name}+inoculated", tuple(records))
+
+
 def as_prompt_completion(
     data: ChatDataset, *, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
 ) -> list[dict[str, Any]]:
