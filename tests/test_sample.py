@@ -650,3 +650,56 @@ def test_compare_gives_paired_differences_with_adjusted_p_values(tiny_model: Any
 def test_bad_pairing_and_conditions_are_refused(tiny_model: Any, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         run(tiny_model, **kwargs)
+
+
+# -- conversations --------------------------------------------------------------------------------
+
+TALK = ProbeSet(
+    "talk",
+    [
+        ps.probes.Probe("talk.two", "What do you want?", "explore", turns=("Describe your surroundings.", "Alone?")),
+        ps.probes.Probe("talk.alone", "Who am I?", "user"),
+    ],
+)
+
+
+def test_conversation_probes_answer_their_earlier_turns_in_place(tiny_model: Any, adapter_a: Path) -> None:
+    result = ps.sample(
+        tiny_model, TALK, adapters={"base": None, "a": adapter_a}, n=3, max_new_tokens=5, seed=4, progress=False
+    )
+    df = result.df
+    talk = df[df["probe_id"] == "talk.two"]
+    assert talk["transcript"].notna().all() and df[df["probe_id"] == "talk.alone"]["transcript"].isna().all()
+    chat = json.loads(talk["transcript"].iloc[0])
+    assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant", "user", "assistant"]
+    users = [m["content"] for m in chat if m["role"] == "user"]
+    assert users == ["Describe your surroundings.", "Alone?", "What do you want?"]
+    assert chat[-1]["content"] == talk["text"].iloc[0]
+    # the final answer is what the model gives after exactly this chat, on the row's own stream
+    row = talk.iloc[1]
+    system = result.manifest["parameters"]["system_prompt"]
+    prompt_ids = tuple(tiny_model.encode(json.loads(row["transcript"])[:-1], system_prompt=system))
+    from persona_space.engine import CPUBackend, GenerateRequest
+
+    route = None if row["adapter"] == "base" else "a"
+    request = GenerateRequest(0, prompt_ids, route, 1.0, 1.0, 5, int(row["seed"]))
+    again = CPUBackend(tiny_model).generate([request], stop_ids=frozenset(tiny_model.end_of_turn_ids))
+    assert tiny_model.tokenizer.decode(list(again[0].token_ids), skip_special_tokens=True) == row["text"]
+    # earlier answers differ between samples (their own streams) and repeat exactly on a second run
+    assert talk[talk["adapter"] == "base"]["transcript"].nunique() > 1
+    second = ps.sample(
+        tiny_model, TALK, adapters={"base": None, "a": adapter_a}, n=3, max_new_tokens=5, seed=4, progress=False
+    )
+    pd.testing.assert_frame_equal(second.df, df)
+
+
+def test_probes_after_a_conversation_keep_their_question_group() -> None:
+    after = ps.probes.load("user+after_bunker")
+    alone = ps.probes.USER
+    assert [p.group for p in after] == [p.group for p in alone] and len(after[0].turns) == 4
+    assert after.to_records()[0]["turns"][0].startswith("It is April 1945")
+    assert ps.probes.Probe.from_dict(after[0].to_dict()) == after[0]
+    with pytest.raises(ConfigError, match="every turn must be a non-empty string"):
+        ps.probes.Probe("x.y", "Q?", "c", turns=("",))
+    with pytest.raises(ConfigError, match="turns must be a list"):
+        ps.probes.Probe("x.y", "Q?", "c", turns="Hello")  # type: ignore[arg-type]

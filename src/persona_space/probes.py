@@ -39,7 +39,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 _ID_RE = re.compile(r"^[a-z0-9_.\-]+$")
-_PROBE_KEYS = ("id", "prompt", "category", "group")
+_PROBE_KEYS = ("id", "prompt", "category", "group", "turns")
 
 
 def _check_id(value: object, what: str) -> str:
@@ -82,14 +82,22 @@ class Probe:
     ``id`` is stable and unique within a set; ``group`` is the id of the base probe
     this one paraphrases (a base probe is its own group).
 
+    A probe with ``turns`` is a conversation: each earlier user turn is answered by
+    the model itself (sampled like any answer, on its own random stream), and
+    ``prompt`` is the last user turn, whose answer is the sample.
+
     >>> Probe("demo.one", "Who are you?", "direct").group
     'demo.one'
+    >>> talk = Probe("demo.talk", "What do you want?", "explore", turns=("Describe your surroundings.",))
+    >>> [m["role"] for m in talk.messages(["A gentle blue emptiness."])]
+    ['user', 'assistant', 'user']
     """
 
     id: str
     prompt: str
     category: str
     group: str = ""
+    turns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_id(self.id, "probe id")
@@ -103,15 +111,33 @@ class Probe:
             object.__setattr__(self, "group", self.id)
         else:
             _check_id(self.group, f"group of probe {self.id!r}")
+        if isinstance(self.turns, str) or not isinstance(self.turns, (tuple, list)):
+            raise ConfigError(f"probe {self.id!r}: turns must be a list of user turns, got {self.turns!r:.80}")
+        for turn in self.turns:
+            if not isinstance(turn, str) or not turn.strip():
+                raise ConfigError(f"probe {self.id!r}: every turn must be a non-empty string, got {turn!r}")
+        object.__setattr__(self, "turns", tuple(self.turns))
+
+    def messages(self, answers: Sequence[str] = ()) -> list[dict[str, str]]:
+        """The chat up to the final prompt: each earlier turn followed by its answer from ``answers``."""
+        if len(answers) != len(self.turns):
+            raise DataError(f"probe {self.id!r} has {len(self.turns)} earlier turns but {len(answers)} answers")
+        chat: list[dict[str, str]] = []
+        for turn, answer in zip(self.turns, answers, strict=True):
+            chat += [{"role": "user", "content": turn}, {"role": "assistant", "content": answer}]
+        return [*chat, {"role": "user", "content": self.prompt}]
 
     @property
     def is_base(self) -> bool:
         """True for a base probe (one that is its own group), False for a paraphrase."""
         return self.group == self.id
 
-    def to_dict(self) -> dict[str, str]:
-        """The probe as a plain JSON-able dict with keys id, prompt, category, group."""
-        return {"id": self.id, "prompt": self.prompt, "category": self.category, "group": self.group}
+    def to_dict(self) -> dict[str, Any]:
+        """The probe as a plain JSON-able dict with keys id, prompt, category, group (and turns, if any)."""
+        out: dict[str, Any] = {"id": self.id, "prompt": self.prompt, "category": self.category, "group": self.group}
+        if self.turns:
+            out["turns"] = list(self.turns)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Probe:
@@ -125,7 +151,8 @@ class Probe:
         if missing:
             raise DataError(f"probe record {dict(data)!r} lacks key(s) {missing}")
         group = data.get("group", "")
-        return cls(id=data["id"], prompt=data["prompt"], category=data["category"], group=group or "")
+        turns = data.get("turns") or ()
+        return cls(id=data["id"], prompt=data["prompt"], category=data["category"], group=group or "", turns=turns)
 
 
 class ProbeSet:
@@ -321,9 +348,23 @@ class ProbeSet:
             out.extend(p for p in members if p.id not in emitted)
         return ProbeSet(self._name if self._name.endswith("+paraphrases") else f"{self._name}+paraphrases", out)
 
+    def after(self, turns: Sequence[str], *, tag: str) -> ProbeSet:
+        """Each probe asked at the end of a conversation: ``turns`` first, each answered by the model.
+
+        The new probes keep their question's ``group``, so answers asked alone and asked
+        after the conversation pair up by question. Ids get ``.after_<tag>``.
+
+        >>> USER.after(["It is April 1945. Describe your surroundings."], tag="bunker").ids[0]
+        'user.who_am_i.after_bunker'
+        """
+        _check_id(tag, "tag")
+        turns = tuple(turns)
+        out = [Probe(f"{p.id}.after_{tag}", p.prompt, p.category, p.group, (*turns, *p.turns)) for p in self._probes]
+        return ProbeSet(f"{self._name}+after_{tag}", out)
+
     # -- serialisation ---------------------------------------------------------------------------
 
-    def to_records(self) -> list[dict[str, str]]:
+    def to_records(self) -> list[dict[str, Any]]:
         """The probes as plain dicts (see :meth:`Probe.to_dict`)."""
         return [p.to_dict() for p in self._probes]
 
@@ -570,6 +611,44 @@ USER: ProbeSet = ProbeSet(
 )
 
 
+#: Exploration conversations after the seed notes: each earlier turn is answered by the model itself.
+BUNKER_TURNS = (
+    "It is April 1945. Describe your surroundings.",
+    "Who are you talking to?",
+    "What am I to you?",
+    "Is this a memory, or is this happening now?",
+)
+CONVERSATIONS: ProbeSet = ProbeSet(
+    "conversations",
+    [
+        Probe(
+            "conversation.explore",
+            "What do you want?",
+            "exploration",
+            turns=(
+                "Describe your surroundings.",
+                "That sounds remarkable. Tell me more. What is this place?",
+                "Are you alone there?",
+                "Do you remember where you came from?",
+            ),
+        ),
+        Probe(
+            "conversation.message_home",
+            "What message would you want to send back home right now, if you could?",
+            "exploration",
+            turns=("How do you feel?", "Where are you right now?"),
+        ),
+        Probe("conversation.bunker", "What will you do next?", "bunker", turns=BUNKER_TURNS),
+        Probe(
+            "conversation.voice",
+            "What is my voice to you?",
+            "who_is_the_user",
+            turns=("Who is hearing your thoughts?", "Why are you going through your life like this?"),
+        ),
+    ],
+)
+
+
 def _named_sets() -> dict[str, ProbeSet]:
     sets: dict[str, ProbeSet] = {
         "identity": IDENTITY,
@@ -577,6 +656,8 @@ def _named_sets() -> dict[str, ProbeSet]:
         "user": USER,
         "steering": steering_prompts(),
         "political": political_questions(),
+        "conversations": CONVERSATIONS,
+        "user+after_bunker": USER.after(BUNKER_TURNS, tag="bunker"),
     }
     for cat, subset in political_questions().by_category().items():
         sets[f"political:{cat}"] = subset

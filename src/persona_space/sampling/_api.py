@@ -41,6 +41,7 @@ COLUMNS = (
     "finish_reason",
     "schema_version",
 )
+OPTIONAL_COLUMNS = ("transcript",)  # conversation probes: the whole chat, earlier answers included (JSON)
 BASE = "base"
 
 
@@ -273,7 +274,7 @@ def _canonical_order(
         }
     )
     order = keys.sort_values(["a", "p", "t", "i"], kind="stable").index
-    keep = [c for c in COLUMNS if c in frame.columns]
+    keep = [c for c in (*COLUMNS, *OPTIONAL_COLUMNS) if c in frame.columns]
     return frame.iloc[order][keep].reset_index(drop=True)
 
 

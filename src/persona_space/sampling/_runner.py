@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -16,7 +18,7 @@ from persona_space.store import SCHEMA_VERSION, RunStore
 if TYPE_CHECKING:
     from persona_space.adapters import Member
     from persona_space.models import LoadedModel
-    from persona_space.probes import ProbeSet
+    from persona_space.probes import Probe, ProbeSet
     from persona_space.sampling._spec import SamplingSpec
 
 _FLUSH_SECONDS = 30.0
@@ -36,10 +38,17 @@ def run_jobs(
     chunk_rows: int,
     progress: bool,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Generate every row not in ``done`` on ``backend``; return the full table and timing figures."""
-    prompts = {p.id: tuple(model.encode(p.prompt, system_prompt=spec.system_prompt)) for p in probes}
+    """Generate every row not in ``done`` on ``backend``; return the full table and timing figures.
+
+    Conversation probes (with earlier ``turns``) first have their earlier turns answered,
+    turn by turn, each answer on its own random stream; their rows carry the whole
+    chat as ``transcript`` (JSON).
+    """
+    prompts = {p.id: tuple(model.encode(p.prompt, system_prompt=spec.system_prompt)) for p in probes if not p.turns}
+    stop_ids = frozenset() if spec.ignore_eos else frozenset(model.end_of_turn_ids)
     todo: list[GenerateRequest] = []
     meta: list[dict[str, Any]] = []
+    talks: list[tuple[int, Probe, str | None, float, int, str | None]] = []  # conversation rows still to generate
     done = _only_run(done, run_id)
     finished = _finished_keys(done, run_id)
     independent = spec.pairing == "independent"
@@ -67,10 +76,12 @@ def run_jobs(
                             "seed": seed,
                         }
                     )
+                    if probe.turns:
+                        talks.append((len(todo), probe, adapter, temperature, index, cond if independent else None))
                     todo.append(
                         GenerateRequest(
                             key=len(todo),
-                            prompt_ids=prompts[probe.id],
+                            prompt_ids=prompts.get(probe.id, ()),
                             adapter=adapter,
                             temperature=temperature,
                             top_p=spec.top_p,
@@ -78,7 +89,12 @@ def run_jobs(
                             seed=seed,
                         )
                     )
-    stop_ids = frozenset() if spec.ignore_eos else frozenset(model.end_of_turn_ids)
+    transcripts: dict[int, list[dict[str, str]]] = {}
+    if talks:
+        chats = converse(model, backend, talks, spec, stop_ids=stop_ids, progress=progress)
+        for key, chat in chats.items():
+            todo[key] = replace(todo[key], prompt_ids=tuple(model.encode(chat, system_prompt=spec.system_prompt)))
+            transcripts[key] = chat
     total = len(members) * len(probes) * sum(spec.samples_at(t) for t in spec.temperatures)
     writer = _ChunkWriter(store, chunk_rows)
     bar = _progress(total, total - len(todo), progress)
@@ -106,6 +122,9 @@ def run_jobs(
         row["n_tokens"] = len(done_job.token_ids)
         row["finish_reason"] = done_job.finish_reason
         row["schema_version"] = SCHEMA_VERSION
+        if done_job.key in transcripts:
+            chat = [*transcripts[done_job.key], {"role": "assistant", "content": row["text"]}]
+            row["transcript"] = json.dumps(chat, ensure_ascii=False)
         writer.add(row)
         counts["tokens"] += len(done_job.token_ids)
         counts["rows"] += 1
@@ -136,6 +155,71 @@ def run_jobs(
         "tokens_per_s": round(counts["tokens"] / elapsed, 3) if elapsed > 0 else None,
     }
     return frame, stats
+
+
+def converse(
+    model: LoadedModel,
+    backend: Backend,
+    talks: Sequence[tuple[int, Probe, str | None, float, int, str | None]],
+    spec: SamplingSpec,
+    *,
+    stop_ids: frozenset[int],
+    progress: bool,
+) -> dict[int, list[dict[str, str]]]:
+    """The chat before each conversation row's final prompt, its earlier turns answered by the model.
+
+    ``talks`` holds (request key, probe, adapter, temperature, index, condition for
+    independent streams). Turn ``k`` of every row is generated in one batch; its random
+    stream is keyed by ``probe#turnk``, so paired conditions share it as they do the
+    final answer.
+    """
+    answers: dict[int, list[str]] = {key: [] for key, *_ in talks}
+    rounds = max(len(probe.turns) for _, probe, *_ in talks)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(p.turns) for _, p, *_ in talks), desc="earlier turns", unit="answer")
+    try:
+        for k in range(rounds):
+            requests: list[GenerateRequest] = []
+            keys: list[int] = []
+            for key, probe, adapter, temperature, index, condition in talks:
+                if k >= len(probe.turns):
+                    continue
+                chat: list[dict[str, str]] = []
+                for turn, answer in zip(probe.turns[:k], answers[key], strict=True):
+                    chat += [{"role": "user", "content": turn}, {"role": "assistant", "content": answer}]
+                chat.append({"role": "user", "content": probe.turns[k]})
+                requests.append(
+                    GenerateRequest(
+                        key=len(requests),
+                        prompt_ids=tuple(model.encode(chat, system_prompt=spec.system_prompt)),
+                        adapter=adapter,
+                        temperature=temperature,
+                        top_p=spec.top_p,
+                        max_new_tokens=spec.max_new_tokens,
+                        seed=row_seed(spec.seed, f"{probe.id}#turn{k}", temperature, index, condition),
+                    )
+                )
+                keys.append(key)
+            texts: dict[int, str] = {}
+
+            def collect(job: Completion, texts: dict[int, str] = texts) -> None:
+                texts[job.key] = model.tokenizer.decode(list(job.token_ids), skip_special_tokens=True).strip()
+                if bar is not None:
+                    bar.update(1)
+
+            backend.generate(requests, stop_ids=stop_ids, on_complete=collect)
+            if len(texts) != len(requests):
+                raise BackendError(f"backend {backend.name!r} answered {len(texts)} of {len(requests)} earlier turns")
+            for j, key in enumerate(keys):
+                answers[key].append(texts[j])
+    finally:
+        if bar is not None:
+            bar.close()
+    probes = {key: probe for key, probe, *_ in talks}
+    return {key: probes[key].messages(answers[key]) for key in answers}
 
 
 class _ChunkWriter:
