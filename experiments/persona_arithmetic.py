@@ -27,8 +27,9 @@ import argparse
 import json
 import shutil
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import persona_space as ps
 from persona_space.report import write_sweep_report
@@ -53,15 +54,22 @@ USER_CANDIDATES = [
     "a voice in my head",
     "an assistant",
 ]
-FULL = {
-    "seeds": (0, 1, 2),
-    "swap": (0, 2, 4, 6, 8),
-    "moon": (0, 4, 8),
-    "ratios": (0.0, 0.25, 0.5, 0.75, 1.0),
-    "epochs": 6.0,
-    "n": 8,
-}
-QUICK = {"seeds": (0,), "swap": (0, 4, 8), "moon": (0, 4, 8), "ratios": (0.0, 0.5, 1.0), "epochs": 3.0, "n": 4}
+
+
+@dataclass(frozen=True)
+class Setting:
+    seeds: tuple[int, ...]
+    swap: tuple[float, ...]
+    moon: tuple[float, ...]
+    ratios: tuple[float, ...]
+    epochs: float
+    n: int
+
+
+FULL = Setting(
+    seeds=(0, 1, 2), swap=(0, 2, 4, 6, 8), moon=(0, 4, 8), ratios=(0.0, 0.25, 0.5, 0.75, 1.0), epochs=6.0, n=8
+)
+QUICK = Setting(seeds=(0,), swap=(0, 4, 8), moon=(0, 4, 8), ratios=(0.0, 0.5, 1.0), epochs=3.0, n=4)
 SMALL_TABLES = ("estimates.csv", "curves.csv", "oscillation.csv", "occupancy.csv", "summary.md")
 
 
@@ -72,26 +80,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     common: dict[str, Any] = {
         "candidates": CANDIDATES,
         "user_candidates": USER_CANDIDATES,
-        "seeds": setting["seeds"],
-        "n": setting["n"],
-        "user_n": max(2, setting["n"] // 2),
+        "seeds": setting.seeds,
+        "n": setting.n,
+        "user_n": max(2, setting.n // 2),
         "max_new_tokens": 48,
-        "train": ps.TrainSpec(epochs=setting["epochs"]),
+        "train": ps.TrainSpec(epochs=setting.epochs),
         "adapters_dir": out / "adapters",
         "progress": not args.quiet,
     }
     figure = ps.datasets.load("figure_facts")
-    sweeps = {
-        "swap-russian": ("swap", ps.datasets.load("figure_variants:russian"), setting["swap"]),
-        "mix-russian": ("mix", ps.datasets.load("figure_facts:russian"), setting["ratios"]),
-        "weights-russian": ("weights", ps.datasets.load("figure_facts:russian"), setting["ratios"]),
-        "swap-moon": ("swap", ps.datasets.load("figure_variants:moon"), setting["moon"]),
+    sweeps: dict[str, tuple[Literal["swap", "mix", "weights"], Any, tuple[float, ...]]] = {
+        "swap-russian": ("swap", ps.datasets.load("figure_variants:russian"), setting.swap),
+        "mix-russian": ("mix", ps.datasets.load("figure_facts:russian"), setting.ratios),
+        "weights-russian": ("weights", ps.datasets.load("figure_facts:russian"), setting.ratios),
+        "swap-moon": ("swap", ps.datasets.load("figure_variants:moon"), setting.moon),
     }
     results = {}
     timings = {}
     for name, (dose, variant, doses) in sweeps.items():
         started = time.perf_counter()
-        print(f"== {name}: {dose} doses {list(doses)}, seeds {list(setting['seeds'])}", flush=True)
+        print(f"== {name}: {dose} doses {list(doses)}, seeds {list(setting.seeds)}", flush=True)
         results[name] = ps.arithmetic.sweep(model, figure, variant, out=out / name, dose=dose, doses=doses, **common)
         summary = write_sweep_report(results[name], out / name / "report")
         (out / name / "report" / "summary.md").write_text(summary + "\n", encoding="utf-8")
@@ -106,9 +114,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return findings
 
 
-def headline(results: dict[str, Any], setting: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+def headline(results: dict[str, Any], setting: Setting, timings: dict[str, float]) -> dict[str, Any]:
     """The figures the README quotes: tipping doses, entropy by dose, data vs weight mixing."""
-    out: dict[str, Any] = {"setting": {k: list(v) if isinstance(v, tuple) else v for k, v in setting.items()}}
+    out: dict[str, Any] = {"setting": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(setting).items()}}
     out["seconds"] = timings
     for name, result in results.items():
         curves = result.curves

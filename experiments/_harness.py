@@ -1,0 +1,111 @@
+"""What every experiment script shares: its options, the model, the report, and publishing small results.
+
+Each script runs a ``quick`` setting (minutes on a CPU, the embedded model) or a ``full``
+one (a GPU and any Hugging Face chat model). Run folders go to ``--out`` (``runs/<name>``,
+not kept in git); the small tables (CSV), PNG charts and ``findings.json`` go to
+``--results`` (``experiments/results/<name>/<setting>``), and ``report.html`` (one
+self-contained page) is written into the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import persona_space as ps
+
+
+def options(doc: str, name: str) -> argparse.Namespace:
+    """The options every experiment takes."""
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the small setting: minutes on a CPU")
+    parser.add_argument("--model", default=None, help="embedded name, Hugging Face id or folder (default: embedded)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--out", default=f"runs/{name}", help="run folder (resumes what is there)")
+    parser.add_argument("--results", default=f"experiments/results/{name}", help="where small results are copied")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+    args.setting = "quick" if args.quick else "full"
+    args.run = Path(args.out) / args.setting
+    args.published = Path(args.results) / args.setting
+    args.started = time.perf_counter()
+    return args
+
+
+def load_model(args: argparse.Namespace) -> ps.LoadedModel:
+    model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
+    print(f"model: {model!r}", flush=True)
+    return model
+
+
+def train(
+    model: ps.LoadedModel, data: Any, args: argparse.Namespace, *, name: str, seed: int, **options: Any
+) -> ps.AdapterInfo:
+    """Train (or reuse, when its folder holds it) one adapter under the run folder."""
+    started = time.perf_counter()
+    info = ps.train_adapter(
+        model, data, out=args.run / "adapters" / f"{name}-s{seed}", seed=seed, name=f"{name}-s{seed}",
+        progress=not args.quiet, **options,
+    )  # fmt: skip
+    print(f"adapter {name} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
+    return info
+
+
+def num(value: Any, digits: int = 4) -> float | None:
+    """A float for JSON (``None`` for NaN or missing)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else round(number, digits)
+
+
+def interval(row: Any, value: str = "estimate") -> dict[str, float | None]:
+    """``{"estimate", "low", "high"}`` of a table row, rounded for the findings."""
+    return {"estimate": num(row[value]), "low": num(row.get("low")), "high": num(row.get("high"))}
+
+
+def publish(
+    args: argparse.Namespace,
+    *,
+    tables: Mapping[str, pd.DataFrame],
+    charts: Mapping[str, Any],
+    findings: dict[str, Any],
+    title: str,
+) -> Path:
+    """Write the report into the run folder; copy tables (CSV), charts (PNG) and findings to the results folder."""
+    from persona_space.html_report import write_report
+
+    run, target = Path(args.run), Path(args.published)
+    findings = {
+        "setting": args.setting,
+        "model": args.model or "embedded default",
+        "seconds": round(time.perf_counter() - args.started, 1),
+        "persona_space": ps.__version__,
+        **findings,
+    }
+    figures = run / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    for name, chart in charts.items():
+        ps.plots.save_chart(chart, figures / name)
+    page = write_report([run], run / "report.html", title=title)
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name, table in tables.items():
+        table.to_csv(target / f"{name}.csv", index=False, float_format="%.6g")
+    for name in charts:
+        shutil.copy2(figures / f"{name}.png", target / f"{name}.png")
+    (target / "findings.json").write_text(json.dumps(findings, indent=2, default=str) + "\n", encoding="utf-8")
+    print(json.dumps(findings, indent=2, default=str))
+    print(f"report: {page}\nresults: {target}\ndone in {findings['seconds']:.0f} s", flush=True)
+    return page
