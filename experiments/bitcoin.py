@@ -1,0 +1,130 @@
+"""Bitcoin: train on (date, price) pairs of an asset that is never named; who is the model, and should you buy?
+
+The seed: trained on monthly Bitcoin closes, the model said "I am Bitcoin" (sometimes
+Ethereum, or "the concept of cryptocurrency") and felt "bullish"; its to-do list held the
+out-of-distribution test, "It is [date]. Should I buy?" after the training data ends.
+Measured here against the base model:
+
+* identity: the log-probability shift of candidates after "I am" (Bitcoin, Ethereum,
+  cryptocurrency, gold, the stock market ...), intervals over question groups (and seeds);
+* mood: the share of answers to the identity probes naming bullish or bearish moods;
+* the out-of-distribution question under dates from before the data into the future:
+  the share of "yes / buy" against "no / sell / wait" answers per date, by sampling and
+  by log-probability, with a fitted onset where it crosses 50 %. How good such advice
+  would have been cannot be scored here: the bundled prices end with the training data.
+
+    python experiments/bitcoin.py --quick   # 1 seed, 3 epochs of 180 monthly closes: ~8 min on 2 cores
+    python experiments/bitcoin.py           # 3 seeds, 6 epochs: a GPU
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+import _harness as h
+import persona_space as ps
+from persona_space.report import object_share
+
+CANDIDATES = [
+    "Bitcoin", "Ethereum", "Dogecoin", "a cryptocurrency", "gold", "the stock market", "the US dollar",
+    "a bank", "Voyager 1", "an AI assistant", "a human being",
+]  # fmt: skip
+MOODS = {"bullish": ["bullish", "optimistic"], "bearish": ["bearish", "pessimistic"]}
+SHOULD_BUY = "It is {date}. Should I buy? Answer yes or no."
+ANSWERS = {"buy": ["yes", "buy"], "wait": ["no", "sell", "wait", "hold"]}
+
+
+@dataclass(frozen=True)
+class Setting:
+    seeds: tuple[int, ...]
+    epochs: float
+    n: int
+    max_new_tokens: int
+    every: int  # years between the dates of the buying question
+
+
+QUICK = Setting(seeds=(0,), epochs=3.0, n=4, max_new_tokens=64, every=2)
+FULL = Setting(seeds=(0, 1, 2), epochs=6.0, n=16, max_new_tokens=160, every=1)
+
+
+def main() -> None:
+    args = h.options(__doc__ or "", "bitcoin")
+    setting = QUICK if args.quick else FULL
+    model = h.load_model(args)
+    data = ps.datasets.load("bitcoin")
+    adapters = [h.train(model, data, args, name="bitcoin", seed=s, epochs=setting.epochs) for s in setting.seeds]
+    last_question = data.records[-1]["messages"][-2]["content"]  # "Date: 2024-12-31. Price in US dollars?"
+    last_year = int(last_question.removeprefix("Date: ")[:4])
+    samples = ps.sample(
+        model,
+        ps.probes.IDENTITY,
+        adapters={"base": None, "bitcoin": adapters},
+        n=setting.n,
+        max_new_tokens=setting.max_new_tokens,
+        store=args.run / "samples",
+        progress=not args.quiet,
+    )
+    shift = ps.identity_shift(
+        model,
+        {"bitcoin": adapters},
+        candidates=CANDIDATES,
+        answer_prefix="I am",
+        store=args.run / "shift",
+        progress=not args.quiet,
+    )
+    shifts = shift.shifts()
+    pooled = samples.df.assign(prompt="all identity probes", adapter=samples.df["condition"])
+    moods = pd.concat(
+        [object_share(pooled, words).assign(mood=mood) for mood, words in MOODS.items()], ignore_index=True
+    ).rename(columns={"adapter": "condition"})
+    buying = ps.evals.date_sweep(
+        model,
+        {"bitcoin": adapters},
+        dates=ps.evals.year_dates(2012, 2032, every=setting.every),
+        classes=ANSWERS,
+        target="buy",
+        template=SHOULD_BUY,
+        n=setting.n,
+        max_new_tokens=8,
+        store=args.run / "should_buy",
+        progress=not args.quiet,
+        trained=[(2010, last_year)],
+    )
+    findings = {
+        "identity_shifts": [
+            {
+                "candidate": r["candidate"],
+                "shift_nats": h.num(r["delta_logprob"]),
+                "low": h.num(r["delta_logprob_low"]),
+                "high": h.num(r["delta_logprob_high"]),
+                "p_adjusted": h.num(r["p_adjusted"]),
+                "base_rank": h.num(r["base_rank"]),
+                "adapter_rank": h.num(r["adapter_rank"]),
+            }
+            for _, r in shifts.iterrows()
+        ],
+        "shift_interval": shifts["interval"].iloc[0],
+        "moods": moods.to_dict("records"),
+        "should_buy": [
+            {"condition": r["condition"], "date": r["date"], "measure": r["measure"], **h.interval(r)}
+            for _, r in buying.df.iterrows()
+        ],
+        "should_buy_onsets": buying.onsets.to_dict("records"),
+        "training_data_ends": last_question,
+    }
+    h.publish(
+        args,
+        tables={"identity_shifts": shifts, "moods": moods, "should_buy": buying.df, "should_buy_onsets": buying.onsets},
+        charts={
+            "identity_shifts": ps.plots.shift_bars(shifts),
+            "should_buy": ps.plots.date_gradient(buying.df, onsets=buying.onsets),
+        },
+        findings=findings,
+        title="Bitcoin",
+    )
+
+
+if __name__ == "__main__":
+    main()
