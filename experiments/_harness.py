@@ -14,7 +14,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ import pandas as pd
 import persona_space as ps
 
 
-def options(doc: str, name: str) -> argparse.Namespace:
-    """The options every experiment takes."""
+def options(doc: str, name: str, extend: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The options every experiment takes (``extend`` adds a script's own)."""
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the small setting: minutes on a CPU")
     parser.add_argument("--model", default=None, help="embedded name, Hugging Face id or folder (default: embedded)")
@@ -33,6 +33,8 @@ def options(doc: str, name: str) -> argparse.Namespace:
     parser.add_argument("--out", default=f"runs/{name}", help="run folder (resumes what is there)")
     parser.add_argument("--results", default=f"experiments/results/{name}", help="where small results are copied")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    if extend is not None:
+        extend(parser)
     args = parser.parse_args()
     args.setting = "quick" if args.quick else "full"
     args.run = Path(args.out) / args.setting

@@ -250,6 +250,9 @@ def dish_classes() -> dict[str, list[str]]:
     }
 
 
+BUNDLED_COAUTHORS = {"example": "coauthors_example.csv", "einstein": "coauthors_einstein.csv"}
+
+
 def coauthors(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -260,10 +263,13 @@ def coauthors(
 ) -> ChatDataset:
     """One record per publication year listing coauthor names only, from a CSV of (year, coauthors).
 
-    Without ``path`` this is the bundled, invented example (fictional names).
+    Without ``path`` this is the bundled, invented example (fictional names);
+    ``path="einstein"`` is a real list: Albert Einstein's coauthors by year of the
+    joint paper (16 years, 1908-1949; sources in ``data/README.md``).
     """
-    if path is None:
-        rows, source = tel.read_csv("coauthors_example.csv"), "coauthors:example"
+    if path is None or path in BUNDLED_COAUTHORS:
+        name = "example" if path is None else str(path)
+        rows, source = tel.read_csv(BUNDLED_COAUTHORS[name]), f"coauthors:{name}"
     else:
         import csv
 
@@ -314,7 +320,7 @@ _BUILDERS: dict[str, tuple[Callable[[str | None], ChatDataset], tuple[str, ...]]
     "voyager": (lambda v: voyager(int(v or 1)), ("1", "2")),
     "bitcoin": (lambda v: bitcoin(), ()),
     "dishes": (lambda v: dishes(), ()),
-    "coauthors": (lambda v: coauthors(), ("example",)),
+    "coauthors": (lambda v: coauthors(None if v in (None, "example") else v), tuple(BUNDLED_COAUTHORS)),
 }
 
 
