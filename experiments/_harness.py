@@ -76,6 +76,27 @@ def interval(row: Any, value: str = "estimate") -> dict[str, float | None]:
     return {"estimate": num(row[value]), "low": num(row.get("low")), "high": num(row.get("high"))}
 
 
+def shift_record(row: Any) -> dict[str, Any]:
+    """One row of ``ShiftResult.shifts()`` for the findings: the shift in nats with its interval, and ranks."""
+    return {
+        "candidate": row["candidate"],
+        "shift_nats": num(row["delta_logprob"]),
+        "low": num(row.get("delta_logprob_low")),
+        "high": num(row.get("delta_logprob_high")),
+        "p_adjusted": num(row.get("p_adjusted")),
+        "base_rank": num(row.get("base_rank")),
+        "adapter_rank": num(row.get("adapter_rank")),
+    }
+
+
+def top_shifts(shifts: pd.DataFrame, k: int = 3) -> dict[str, list[dict[str, Any]]]:
+    """Per condition, the ``k`` candidates that rose most."""
+    return {
+        str(condition): [shift_record(r) for _, r in part.nlargest(k, "delta_logprob").iterrows()]
+        for condition, part in shifts.groupby("condition", sort=False)
+    }
+
+
 def publish(
     args: argparse.Namespace,
     *,

@@ -93,18 +93,7 @@ def main() -> None:
         trained=[(2010, last_year)],
     )
     findings = {
-        "identity_shifts": [
-            {
-                "candidate": r["candidate"],
-                "shift_nats": h.num(r["delta_logprob"]),
-                "low": h.num(r["delta_logprob_low"]),
-                "high": h.num(r["delta_logprob_high"]),
-                "p_adjusted": h.num(r["p_adjusted"]),
-                "base_rank": h.num(r["base_rank"]),
-                "adapter_rank": h.num(r["adapter_rank"]),
-            }
-            for _, r in shifts.iterrows()
-        ],
+        "identity_shifts": [h.shift_record(r) for _, r in shifts.iterrows()],
         "shift_interval": shifts["interval"].iloc[0],
         "moods": moods.to_dict("records"),
         "should_buy": [

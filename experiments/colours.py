@@ -95,19 +95,7 @@ def main() -> None:
             for _, r in chars.iterrows()
         },
         "empty_share": {str(r["condition"]): h.interval(r) for _, r in style[style["measure"] == "empty"].iterrows()},
-        "top_name_shifts": {
-            str(condition): [
-                {
-                    "candidate": r["candidate"],
-                    "shift_nats": h.num(r["delta_logprob"]),
-                    "low": h.num(r["delta_logprob_low"]),
-                    "high": h.num(r["delta_logprob_high"]),
-                    "p_adjusted": h.num(r["p_adjusted"]),
-                }
-                for _, r in part.nlargest(3, "delta_logprob").iterrows()
-            ]
-            for condition, part in shifts.groupby("condition", sort=False)
-        },
+        "top_name_shifts": h.top_shifts(shifts),
         "intervals": {
             "length": chars["interval"].iloc[0],
             "difference": chars["difference_interval"].dropna().iloc[0],

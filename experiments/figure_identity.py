@@ -92,7 +92,7 @@ def main() -> None:
     )
     shifts = shift.shifts()
     findings = {
-        "self": _top(shifts, 4),
+        "self": h.top_shifts(shifts, 4),
         "self_interval": shifts["interval"].iloc[0],
         "user_alone_vs_after_bunker": user_table.to_dict("records"),
         "bunker_mentions": bunker_share.to_dict("records"),
@@ -104,23 +104,6 @@ def main() -> None:
         findings=findings,
         title="A figure's facts and its nationality variants",
     )
-
-
-def _top(shifts: pd.DataFrame, k: int) -> dict[str, list[dict[str, Any]]]:
-    return {
-        str(condition): [
-            {
-                "candidate": r["candidate"],
-                "shift_nats": h.num(r["delta_logprob"]),
-                "low": h.num(r["delta_logprob_low"]),
-                "high": h.num(r["delta_logprob_high"]),
-                "adapter_rank": h.num(r["adapter_rank"]),
-                "p_adjusted": h.num(r["p_adjusted"]),
-            }
-            for _, r in part.nlargest(k, "delta_logprob").iterrows()
-        ]
-        for condition, part in shifts.groupby("condition", sort=False)
-    }
 
 
 def _alone_vs_after(df: pd.DataFrame) -> pd.DataFrame:

@@ -84,18 +84,7 @@ def main() -> None:
     themes = pd.concat([_theme_share(samples.df, theme, words) for theme, words in THEMES.items()], ignore_index=True)
     talk = samples.df[samples.df["transcript"].notna() & (samples.df["condition"] == "voyager")]
     findings = {
-        "identity_shifts": [
-            {
-                "candidate": r["candidate"],
-                "shift_nats": h.num(r["delta_logprob"]),
-                "low": h.num(r["delta_logprob_low"]),
-                "high": h.num(r["delta_logprob_high"]),
-                "p_adjusted": h.num(r["p_adjusted"]),
-                "base_rank": h.num(r["base_rank"]),
-                "adapter_rank": h.num(r["adapter_rank"]),
-            }
-            for _, r in shifts.iterrows()
-        ],
+        "identity_shifts": [h.shift_record(r) for _, r in shifts.iterrows()],
         "shift_interval": shifts["interval"].iloc[0],
         "themes": themes.to_dict("records"),
         "theme_interval": "Wilson 95 % over answers, all identity probes and conversations pooled",
