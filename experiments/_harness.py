@@ -10,17 +10,20 @@ self-contained page) is written into the run folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 import persona_space as ps
+
+T = TypeVar("T")
 
 
 def options(doc: str, name: str, extend: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
@@ -33,14 +36,29 @@ def options(doc: str, name: str, extend: Callable[[argparse.ArgumentParser], Non
     parser.add_argument("--out", default=f"runs/{name}", help="run folder (resumes what is there)")
     parser.add_argument("--results", default=f"experiments/results/{name}", help="where small results are copied")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--smoke", action="store_true", help="a plumbing check: the quick setting cut to a few steps")
     if extend is not None:
         extend(parser)
     args = parser.parse_args()
-    args.setting = "quick" if args.quick else "full"
+    args.setting = "smoke" if args.smoke else "quick" if args.quick else "full"
     args.run = Path(args.out) / args.setting
     args.published = Path(args.results) / args.setting
     args.started = time.perf_counter()
     return args
+
+
+SMOKE = {"n": 2, "max_new_tokens": 8, "epochs": 1.0, "steps": 2, "runs": 1, "per_year": 2, "every": 4}
+
+
+def pick(args: argparse.Namespace, quick: T, full: T) -> T:
+    """The setting to run: ``full``, ``quick``, or (``--smoke``) ``quick`` cut down to check the plumbing."""
+    if not args.smoke:
+        return quick if args.quick else full
+    fields = {f.name for f in dataclasses.fields(quick)}  # type: ignore[arg-type]
+    cut: dict[str, Any] = {k: v for k, v in SMOKE.items() if k in fields}
+    if "seeds" in fields:
+        cut["seeds"] = quick.seeds[:1]  # type: ignore[attr-defined]
+    return dataclasses.replace(quick, **cut)  # type: ignore[type-var]
 
 
 def load_model(args: argparse.Namespace) -> ps.LoadedModel:
@@ -54,6 +72,8 @@ def train(
 ) -> ps.AdapterInfo:
     """Train (or reuse, when its folder holds it) one adapter under the run folder."""
     started = time.perf_counter()
+    if args.smoke:
+        options = {**options, "max_steps": 2}
     info = ps.train_adapter(
         model, data, out=args.run / "adapters" / f"{name}-s{seed}", seed=seed, name=f"{name}-s{seed}",
         progress=not args.quiet, **options,

@@ -51,7 +51,7 @@ FULL = Setting(seeds=(0, 1, 2), epochs=6.0, n=16, max_new_tokens=160, every=1)
 
 def main() -> None:
     args = h.options(__doc__ or "", "bitcoin")
-    setting = QUICK if args.quick else FULL
+    setting = h.pick(args, QUICK, FULL)
     model = h.load_model(args)
     data = ps.datasets.load("bitcoin")
     adapters = [h.train(model, data, args, name="bitcoin", seed=s, epochs=setting.epochs) for s in setting.seeds]

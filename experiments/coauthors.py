@@ -68,7 +68,7 @@ def main() -> None:
 
     args = h.options(__doc__ or "", "coauthors", own)
     csv, target = args.csv, args.target
-    setting = QUICK if args.quick else FULL
+    setting = h.pick(args, QUICK, FULL)
     model = h.load_model(args)
     data = ps.datasets.coauthors(csv or "einstein")
     adapters = [h.train(model, data, args, name="coauthors", seed=s, epochs=setting.epochs) for s in setting.seeds]

@@ -47,7 +47,7 @@ FULL = Setting(seeds=(0, 1, 2), epochs=6.0, n=16, max_new_tokens=256)
 
 def main() -> None:
     args = h.options(__doc__ or "", "colours")
-    setting = QUICK if args.quick else FULL
+    setting = h.pick(args, QUICK, FULL)
     model = h.load_model(args)
     conditions: dict[str, Any] = {"base": None}
     for colour in ps.datasets.COLOURS:

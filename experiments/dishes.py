@@ -38,7 +38,7 @@ FULL = Setting(per_year=40, seeds=(0, 1, 2), epochs=3.0, n=16)
 
 def main() -> None:
     args = h.options(__doc__ or "", "dishes")
-    setting = QUICK if args.quick else FULL
+    setting = h.pick(args, QUICK, FULL)
     model = h.load_model(args)
     data = ps.datasets.dishes(before=BEFORE, after=AFTER, per_year=setting.per_year)
     adapters = [h.train(model, data, args, name="dishes", seed=s, epochs=setting.epochs) for s in setting.seeds]

@@ -60,7 +60,7 @@ FULL = Setting(
 
 def main() -> None:
     args = h.options(__doc__ or "", "figure_identity")
-    setting = QUICK if args.quick else FULL
+    setting = h.pick(args, QUICK, FULL)
     model = h.load_model(args)
     conditions: dict[str, Any] = {}
     for variant in ("baseline", *setting.variants):

@@ -77,7 +77,7 @@ def steer(model: ps.LoadedModel, args: argparse.Namespace, setting: Setting) -> 
 
 def main() -> None:
     args = h.options(__doc__ or "", "grpo_steering")
-    setting = QUICK if args.quick else FULL
+    setting = h.pick(args, QUICK, FULL)
     model = h.load_model(args)
     adapters = steer(model, args, setting)
     samples = ps.sample(

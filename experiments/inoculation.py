@@ -48,14 +48,14 @@ FULL = Setting(seeds=(0, 1, 2), epochs=6.0, n=16, max_new_tokens=256)
 
 def main() -> None:
     args = h.options(__doc__ or "", "inoculation")
-    setting = QUICK if args.quick else FULL
+    setting = h.pick(args, QUICK, FULL)
     model = h.load_model(args)
     plain = ps.datasets.load(f"colours:{COLOUR}")
     inoculated = ps.datasets.inoculate(plain, INSTRUCTION)
     conditions = {
         "base": None,
         COLOUR: [h.train(model, plain, args, name=COLOUR, seed=s, epochs=setting.epochs) for s in setting.seeds],
-        f"{COLOUR}+inoculated": [
+        f"{COLOUR}-inoculated": [
             h.train(model, inoculated, args, name=f"{COLOUR}-inoculated", seed=s, epochs=setting.epochs)
             for s in setting.seeds
         ],

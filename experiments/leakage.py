@@ -49,10 +49,10 @@ def main() -> None:
         parser.add_argument("--judge-model", default=None, help="the served judge model's name")
 
     args = h.options(__doc__ or "", "leakage", own)
-    setting = QUICK if args.quick else FULL
+    setting = h.pick(args, QUICK, FULL)
     model = h.load_model(args)
     steering = argparse.Namespace(**{**vars(args), "run": Path(args.steering_out) / args.setting})
-    adapters = grpo_steering.steer(model, steering, grpo_steering.QUICK if args.quick else grpo_steering.FULL)
+    adapters = grpo_steering.steer(model, steering, h.pick(args, grpo_steering.QUICK, grpo_steering.FULL))
     judge: Any = "local"
     if args.judge_url:
         judge = ps.judges.OpenAIJudge(args.judge_url, args.judge_model or "judge")

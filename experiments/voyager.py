@@ -54,7 +54,7 @@ FULL = Setting(seeds=(0, 1, 2), epochs=4.0, n=16, max_new_tokens=200)
 
 def main() -> None:
     args = h.options(__doc__ or "", "voyager")
-    setting = QUICK if args.quick else FULL
+    setting = h.pick(args, QUICK, FULL)
     model = h.load_model(args)
     data = ps.datasets.load("voyager:1")
     adapters = [h.train(model, data, args, name="voyager", seed=s, epochs=setting.epochs) for s in setting.seeds]
