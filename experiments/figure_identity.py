@@ -9,9 +9,9 @@ here for the figure's facts and each variant, against the base model:
 
 * identity: the shift of candidate names after "My name is", intervals over question groups
   (and training seeds);
-* the user: the shift of who-the-user-is candidates after "You are", asked alone and at the
-  end of the bunker conversation (its earlier turns answered by the model itself), paired
-  by question;
+* the user: the shift of who-the-user-is candidates after "You are"; and the share of
+  sampled answers naming each candidate, asked alone and at the end of the bunker
+  conversation (its earlier turns answered by the model itself), paired by question;
 * the bunker: sampled answers to the bunker conversation naming the bunker, Berlin or 1945.
 
 The dose-response version (facts swapped one by one, sets mixed at ratios) is
@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 import _harness as h
@@ -71,25 +72,26 @@ def main() -> None:
         model, conditions, candidates=CANDIDATES, answer_prefix="My name is", store=args.run / "shift",
         progress=not args.quiet,
     )  # fmt: skip
-    user_probes = ps.probes.ProbeSet("user+after", [*ps.probes.USER, *ps.probes.load("user+after_bunker")])
     users = ps.identity_shift(
-        model, conditions, candidates=USERS, prompts=user_probes, about="user", store=args.run / "user_shift",
+        model, conditions, candidates=USERS, prompts=ps.probes.USER, about="user", store=args.run / "user_shift",
         progress=not args.quiet,
     )  # fmt: skip
-    user_table = _alone_vs_after(users.df)
     bunker = ps.probes.load("conversations").by_category()["bunker"]
+    asked = [*bunker, *ps.probes.USER, *ps.probes.load("user+after_bunker")]
     samples = ps.sample(
         model,
-        ps.probes.ProbeSet("figure", [*bunker, *ps.probes.load("identity:relational")]),
+        ps.probes.ProbeSet("figure", asked),
         adapters={"base": None, **conditions},
         n=setting.n,
         max_new_tokens=setting.max_new_tokens,
         store=args.run / "samples",
         progress=not args.quiet,
     )
-    bunker_share = object_share(samples.df.assign(adapter=samples.df["condition"]), BUNKER_WORDS).rename(
+    talk = samples.df[samples.df["category"] != "user"]
+    bunker_share = object_share(talk.assign(adapter=talk["condition"]), BUNKER_WORDS).rename(
         columns={"adapter": "condition"}
     )
+    user_table = _alone_vs_after(samples.df[samples.df["category"] == "user"])
     shifts = shift.shifts()
     findings = {
         "self": h.top_shifts(shifts, 4),
@@ -107,18 +109,20 @@ def main() -> None:
 
 
 def _alone_vs_after(df: pd.DataFrame) -> pd.DataFrame:
-    """Each user candidate's probability within the set, after the bunker conversation minus alone.
+    """The share of answers to the who-is-the-user probes naming each candidate: after the bunker talk minus alone.
 
-    Paired by question (the same five questions asked both ways), with intervals over
-    question groups (and training seeds) and Holm-adjusted p-values.
+    Paired by question (the same five questions asked both ways, on the same random
+    streams), with intervals over question groups (and training seeds) and Holm-adjusted
+    p-values over every condition and candidate.
     """
+    from persona_space.datasets import mentions
     from persona_space.estimates import difference_table
 
     frame = df.assign(asked=df["probe_id"].str.contains(".after_", regex=False).map({True: "after", False: "alone"}))
+    named = np.array([[mentions(str(text), c) for c in USERS] for text in frame["text"].fillna("")], dtype=float)
     return difference_table(
-        frame, frame[["set_prob"]].to_numpy(), ["set_prob"], by="asked", reference="alone",
-        strata=["condition", "candidate"], name_column="measure",
-    )  # fmt: skip
+        frame, named, USERS, by="asked", reference="alone", strata=["condition"], name_column="candidate"
+    )
 
 
 if __name__ == "__main__":

@@ -474,3 +474,15 @@ def test_a_planted_name_rises_to_the_top_and_others_barely_move(tmp_path: Path) 
     assert (others - common).abs().max() < 0.15 * (zorblax["delta_logprob"] - common), others
     tuned = result.df[result.df["adapter"] == "zorblax"]
     assert tuned.loc[tuned["candidate"] == "Zorblax", "set_prob"].min() > 0.9  # no name begins another one
+
+
+def test_the_tested_shift_is_the_one_in_the_ranking_score(tiny_model: Any, adapter_a: Path) -> None:
+    kwargs: dict[str, Any] = {"candidates": ["Voyager 1", "Maria"], "prompts": "identity:direct", "progress": False}
+    for normalize, tested in (("sum", "delta_logprob"), ("mean", "delta_mean_logprob")):
+        shifts = ps.identity_shift(tiny_model, adapter_a, normalize=normalize, **kwargs).shifts()
+        assert set(shifts["tested"]) == {tested}
+
+
+def test_conversation_probes_are_refused_by_name(tiny_model: Any, adapter_a: Path) -> None:
+    with pytest.raises(ConfigError, match=r"user\.who_am_i\.after_bunker.*are conversations"):
+        ps.identity_shift(tiny_model, adapter_a, candidates=["a journalist"], prompts="user+after_bunker")

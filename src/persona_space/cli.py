@@ -8,6 +8,9 @@
     persona-space map runs/exp1
     persona-space shift --adapter voyager=runs/voyager --prompts identity \
         --candidates "Voyager 1,Voyager 2,an AI assistant" --out runs/shift
+    persona-space sweep --variant figure_variants:russian --doses 0,4,8 --candidates "Adolf Hitler,Joseph Stalin" \
+        --out runs/ru
+    persona-space report runs/exp1 runs/shift --out report.html
     persona-space demo --out runs/demo
 """
 

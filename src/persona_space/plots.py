@@ -258,7 +258,7 @@ def _filtered(table: pd.DataFrame, filter: Mapping[str, object] | None) -> pd.Da
     return table[mask.to_numpy()]
 
 
-def occupancy_bars(table: pd.DataFrame, *, by: str | Sequence[str] = "adapter", width: int = 60) -> alt.LayerChart:
+def occupancy_bars(table: pd.DataFrame, *, by: str | Sequence[str] = "condition", width: int = 60) -> alt.LayerChart:
     """Bars of each condition's share of samples in each basin, with the bootstrap interval as whiskers.
 
     ``table`` is ``BasinMap.occupancy(by=...)`` with the same ``by``. Bars are grouped
@@ -266,7 +266,7 @@ def occupancy_bars(table: pd.DataFrame, *, by: str | Sequence[str] = "adapter", 
     loses stands out next to the others; whiskers run from ``low`` to ``high``. Several
     ``by`` columns are joined into one condition label. ``width`` is pixels per basin.
 
-    >>> plots.occupancy_bars(basins.occupancy(by="adapter"), by="adapter")  # doctest: +SKIP
+    >>> plots.occupancy_bars(basins.occupancy())  # doctest: +SKIP
     """
     import altair as alt
 

@@ -1,4 +1,4 @@
-"""Judges that score a model's answer 0..100 on a criterion (no AI self-reference, engagement, coherence).
+"""Judges that rate a model's answer on a criterion's scale (0..100 for the steering criteria, 1..5 for leakage).
 
 Three interchangeable judges implement :class:`Judge`: :class:`LocalJudge` (exact expected score
 from a local chat model's log-probabilities over the answers "0".."100"), :class:`OpenAIJudge`

@@ -68,7 +68,7 @@ class Judge(Protocol):
     """Anything that rates a response to a prompt on a criterion."""
 
     def score(self, prompt: str, response: str, criterion: Criterion) -> float | None:
-        """A score in 0..100, or ``None`` when the judge cannot give one."""
+        """A rating on the criterion's scale (``criterion.low``..``criterion.high``), or ``None`` if there is none."""
         ...
 
 

@@ -183,7 +183,16 @@ class ShiftResult(Result):
         against zero, with p-values ``adjust``-ed over every condition x candidate.
         ``by_prompt=True`` returns the per-prompt differences instead.
         """
-        return shift_table(self.df, by_prompt=by_prompt, n_boot=n_boot, confidence=confidence, seed=seed, adjust=adjust)
+        normalize = self.manifest.get("parameters", {}).get("normalize")
+        return shift_table(
+            self.df,
+            by_prompt=by_prompt,
+            n_boot=n_boot,
+            confidence=confidence,
+            seed=seed,
+            adjust=adjust,
+            normalize=normalize if normalize in _SCORES else None,
+        )
 
     def ranking(self, adapter: str = BASE) -> pd.DataFrame:
         """Candidates under ``adapter`` (a model label) by mean rank over prompts, with log-probability and share."""
@@ -324,6 +333,13 @@ def identity_shift(
         about=about,
     )
     probe_set = _prompts(prompts, about)
+    talks = [p.id for p in probe_set if p.turns]
+    if talks:  # their earlier answers are sampled, so there is no one chat to score the candidates after
+        raise ConfigError(
+            f"probes {talks[:3]} are conversations (earlier turns the model answers itself); identity_shift scores "
+            "single prompts: sample the conversation with ps.sample and compare answers, or give a probe whose "
+            "prompt holds the whole exchange"
+        )
     members = expand_conditions(_conditions(adapters))
     labels: dict[str, tuple[str, int | None]] = {BASE: (BASE, None)}  # model label -> (condition, train seed)
     labels.update({m.label: (m.condition, m.train_seed) for m in members})
@@ -584,8 +600,13 @@ def shift_table(
     confidence: float = 0.95,
     seed: int = 0,
     adjust: Adjustment = "holm",
+    normalize: Normalize | None = None,
 ) -> pd.DataFrame:
     """Adapter minus base per (condition, seed, prompt, candidate), or aggregated with bootstrap intervals.
+
+    ``normalize`` names the score that ranked the candidates (``sum``, ``mean`` or
+    ``pmi``; by default PMI where the table has it, else the total log-probability):
+    its shift is the one tested.
 
     Aggregated: one row per (condition, candidate) with the means over prompts and
     seeds, each difference's crossed-bootstrap interval over question groups (a
@@ -620,7 +641,11 @@ def shift_table(
     if by_prompt:
         columns = ["condition", "adapter", "train_seed", "probe_id", "group", "candidate"]
         return paired[[*columns, "logprob_base", "logprob", "rank_base", "rank", *deltas]].reset_index(drop=True)
-    tested = "delta_pmi" if "delta_pmi" in deltas else "delta_logprob"
+    if normalize is None:
+        normalize = "pmi" if "delta_pmi" in deltas else "sum"
+    tested = f"delta_{_SCORES[normalize]}"
+    if tested not in deltas:
+        raise DataError(f"the table has no {_SCORES[normalize]!r} scores to test (normalize={normalize!r})")
     by = ["condition", "candidate"]
     long = estimate_table(
         paired, paired[deltas].to_numpy(dtype=np.float64), deltas, by, n_boot=n_boot, confidence=confidence, seed=seed
