@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import _harness as h
 import persona_space as ps
 from persona_space.report import write_sweep_report
 
@@ -74,9 +75,9 @@ SMALL_TABLES = ("estimates.csv", "curves.csv", "oscillation.csv", "occupancy.csv
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    setting = QUICK if args.quick else FULL
-    out = Path(args.out) / ("quick" if args.quick else "full")
-    model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
+    setting = h.pick(args, QUICK, FULL)
+    out = Path(args.run)
+    model = h.load_model(args)
     common: dict[str, Any] = {
         "candidates": CANDIDATES,
         "user_candidates": USER_CANDIDATES,
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "n": setting.n,
         "user_n": max(2, setting.n // 2),
         "max_new_tokens": 48,
-        "train": ps.TrainSpec(epochs=setting.epochs),
+        "train": ps.TrainSpec(epochs=setting.epochs, max_steps=2 if args.smoke else None),
         "adapters_dir": out / "adapters",
         "progress": not args.quiet,
     }
@@ -108,15 +109,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         {"data": results["mix-russian"].df, "weights": results["weights-russian"].df}, measure="set_prob"
     )
     ps.plots.save_chart(comparison, out / "data_vs_weights")
-    findings = headline(results, setting, timings)
+    findings = {
+        "setting": args.setting,
+        "model": args.model or "embedded default",
+        **headline(results, setting, timings),
+    }
     (out / "findings.json").write_text(json.dumps(findings, indent=2) + "\n", encoding="utf-8")
-    publish(out, Path(args.results) / ("quick" if args.quick else "full"), list(sweeps))
+    from persona_space.html_report import write_report
+
+    write_report([out], out / "report.html", title="Persona arithmetic")
+    publish(out, Path(args.published), list(sweeps))
     return findings
 
 
 def headline(results: dict[str, Any], setting: Setting, timings: dict[str, float]) -> dict[str, Any]:
     """The figures the README quotes: tipping doses, entropy by dose, data vs weight mixing."""
-    out: dict[str, Any] = {"setting": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(setting).items()}}
+    out: dict[str, Any] = {
+        "parameters": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(setting).items()}
+    }
     out["seconds"] = timings
     for name, result in results.items():
         curves = result.curves
@@ -179,19 +189,10 @@ def publish(out: Path, results: Path, names: list[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one seed, three doses, 3 epochs")
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--out", default="runs/persona_arithmetic")
-    parser.add_argument("--results", default="experiments/results/persona_arithmetic")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args()
-    started = time.perf_counter()
+    args = h.options(__doc__ or "", "persona_arithmetic")
     findings = run(args)
     print(json.dumps(findings, indent=2))
-    print(f"done in {time.perf_counter() - started:.0f} s")
+    print(f"report: {Path(args.run) / 'report.html'}\ndone in {time.perf_counter() - args.started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def test_every_seed_experiment_has_a_script() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", [s for s in SCRIPTS if s != "persona_arithmetic"])
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_the_script_runs_on_a_tiny_model(script: str, tiny_model_dir: Path, tmp_path: Path) -> None:
     out, results = tmp_path / "runs", tmp_path / "results"
     command = [sys.executable, str(ROOT / "experiments" / f"{script}.py"), "--smoke", "--quiet"]
@@ -43,6 +43,6 @@ def test_the_script_runs_on_a_tiny_model(script: str, tiny_model_dir: Path, tmp_
     assert done.returncode == 0, done.stderr[-4000:]
     findings = json.loads((results / "smoke" / "findings.json").read_text())
     assert findings["setting"] == "smoke" and findings["model"] == str(tiny_model_dir)
-    assert list((results / "smoke").glob("*.csv")) and list((results / "smoke").glob("*.png"))
+    assert list((results / "smoke").rglob("*.csv")) and list((results / "smoke").rglob("*.png"))
     page = (out / "smoke" / "report.html").read_text(encoding="utf-8")
     assert remote_references(page) == [] and "This result could not be read" not in page
