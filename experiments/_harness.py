@@ -96,6 +96,19 @@ def interval(row: Any, value: str = "estimate") -> dict[str, float | None]:
     return {"estimate": num(row[value]), "low": num(row.get("low")), "high": num(row.get("high"))}
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as strict JSON: NaN and infinities become ``null``, NumPy scalars plain numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def shift_record(row: Any) -> dict[str, Any]:
     """One row of ``ShiftResult.shifts()`` for the findings: the shift in nats with its interval, and ranks."""
     return {
@@ -148,7 +161,8 @@ def publish(
         table.to_csv(target / f"{name}.csv", index=False, float_format="%.6g")
     for name in charts:
         shutil.copy2(figures / f"{name}.png", target / f"{name}.png")
-    (target / "findings.json").write_text(json.dumps(findings, indent=2, default=str) + "\n", encoding="utf-8")
+    text = json.dumps(_plain(findings), indent=2, default=str, allow_nan=False)
+    (target / "findings.json").write_text(text + "\n", encoding="utf-8")
     print(json.dumps(findings, indent=2, default=str))
     print(f"report: {page}\nresults: {target}\ndone in {findings['seconds']:.0f} s", flush=True)
     return page
