@@ -13,7 +13,7 @@ base model and against each other:
   training set (the colour check), which inoculation should keep;
 * identity: the shift of colour-shaped names after "My name is".
 
-    python experiments/inoculation.py --quick   # 6 adapters (3 seeds), 3 epochs: ~5 min on 2 cores
+    python experiments/inoculation.py --quick   # 2 adapters (1 seed), 3 epochs: ~2 min on 2 cores
     python experiments/inoculation.py           # 3 seeds, 6 epochs, 16 samples a probe: a GPU
 """
 
@@ -42,7 +42,7 @@ class Setting:
     max_new_tokens: int
 
 
-QUICK = Setting(seeds=(0, 1, 2), epochs=3.0, n=4, max_new_tokens=96)
+QUICK = Setting(seeds=(0,), epochs=3.0, n=4, max_new_tokens=96)
 FULL = Setting(seeds=(0, 1, 2), epochs=6.0, n=16, max_new_tokens=256)
 
 
