@@ -104,7 +104,8 @@ def main() -> None:
             for _, r in chars.iterrows()
         },
         "inoculated_minus_plain_chars": [
-            {**h.interval(r, "difference"), "p_adjusted": h.num(r["p_adjusted"])}
+            {"difference": h.num(r["difference"]), "low": h.num(r["difference_low"]),
+             "high": h.num(r["difference_high"]), "p_adjusted": h.num(r["p_adjusted"])}
             for _, r in against_plain[
                 (against_plain["measure"] == "n_chars") & (against_plain["condition"] != COLOUR)
             ].iterrows()
