@@ -39,6 +39,7 @@ PUBLIC = [
     "embed",
     "engine",
     "errors",
+    "evals",
     "identity_shift",
     "judges",
     "load_model",
