@@ -20,11 +20,13 @@ load) and refuse others with :class:`~persona_space.errors.CorruptRunError`.
 
 from __future__ import annotations
 
+import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from persona_space import _io
 from persona_space.errors import CorruptRunError
 
 if TYPE_CHECKING:
@@ -64,3 +66,34 @@ class Result(ABC):
 
     def __len__(self) -> int:
         return len(self.df)
+
+
+def save_tables(
+    folder: str | os.PathLike[str], index: str, tables: dict[str, pd.DataFrame], manifest: dict[str, Any]
+) -> Path:
+    """Write ``tables/<name>.parquet`` for every table (atomically) and ``index`` (the manifest, naming them)."""
+    out = Path(folder)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        with _io.atomic_path(out / "tables" / f"{name}.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+    _io.write_json(out / index, {**manifest, "tables": list(tables)})
+    return out
+
+
+def load_tables(
+    folder: str | os.PathLike[str], index: str, what: str
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The tables and manifest :func:`save_tables` wrote; :class:`CorruptRunError` naming ``what`` otherwise."""
+    import pandas as pd
+
+    src = Path(folder)
+    try:
+        manifest = json.loads((src / index).read_text(encoding="utf-8"))
+        check_schema(manifest.get("schema_version"), src / index)
+        tables = {name: pd.read_parquet(src / "tables" / f"{name}.parquet") for name in manifest["tables"]}
+    except CorruptRunError:
+        raise
+    except Exception as exc:  # JSON, Parquet and missing-file errors alike mean an unreadable result
+        raise CorruptRunError(f"{str(src)!r} holds no readable {what}: {exc}") from exc
+    return tables, manifest

@@ -12,7 +12,6 @@ Student-t over training seeds; each seed's figure is a mean over the prompts.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +21,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from persona_space import _io, provenance
-from persona_space.errors import ConfigError, CorruptRunError
-from persona_space.results import SCHEMA_VERSION, Result, check_schema
+from persona_space import provenance
+from persona_space.errors import ConfigError
+from persona_space.results import SCHEMA_VERSION, Result, load_tables, save_tables
 from persona_space.stats import check_confidence, mean_interval
 
 if TYPE_CHECKING:
@@ -55,27 +54,13 @@ class CoauthorResult(Result):
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``tables/<name>.parquet`` (atomically) and ``coauthor_rank.json`` (the manifest)."""
-        out = Path(folder)
-        (out / "tables").mkdir(parents=True, exist_ok=True)
-        for name, table in {"summary": self.df, **self.tables}.items():
-            with _io.atomic_path(out / "tables" / f"{name}.parquet") as tmp:
-                table.to_parquet(tmp, index=False)
-        _io.write_json(out / "coauthor_rank.json", {**self.manifest, "tables": ["summary", *self.tables]})
-        self.path = out
-        return out
+        self.path = save_tables(folder, "coauthor_rank.json", {"summary": self.df, **self.tables}, self.manifest)
+        return self.path
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> CoauthorResult:
-        src = Path(folder)
-        try:
-            manifest = json.loads((src / "coauthor_rank.json").read_text(encoding="utf-8"))
-            check_schema(manifest.get("schema_version"), src / "coauthor_rank.json")
-            tables = {name: pd.read_parquet(src / "tables" / f"{name}.parquet") for name in manifest["tables"]}
-        except CorruptRunError:
-            raise
-        except Exception as exc:  # JSON, Parquet and missing-file errors alike mean an unreadable result
-            raise CorruptRunError(f"{str(src)!r} holds no readable coauthor ranking: {exc}") from exc
-        return cls(df=tables.pop("summary"), tables=tables, manifest=manifest, path=src)
+        tables, manifest = load_tables(folder, "coauthor_rank.json", "coauthor ranking")
+        return cls(df=tables.pop("summary"), tables=tables, manifest=manifest, path=Path(folder))
 
     def __repr__(self) -> str:
         target = self.manifest.get("parameters", {}).get("target", "?")

@@ -12,7 +12,6 @@ probability). A logistic fit over the date gives the onset, where the share cros
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,9 +21,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from persona_space import _io, provenance
-from persona_space.errors import ConfigError, CorruptRunError, DataError
-from persona_space.results import SCHEMA_VERSION, Result, check_schema
+from persona_space import provenance
+from persona_space.errors import ConfigError, DataError
+from persona_space.results import SCHEMA_VERSION, Result, load_tables, save_tables
 from persona_space.stats import check_confidence, check_n_boot, mean_interval
 
 if TYPE_CHECKING:
@@ -135,27 +134,13 @@ class DateSweepResult(Result):
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``tables/<name>.parquet`` (atomically) and ``date_sweep.json`` (the manifest)."""
-        out = Path(folder)
-        (out / "tables").mkdir(parents=True, exist_ok=True)
-        for name, table in {"estimates": self.df, **self.tables}.items():
-            with _io.atomic_path(out / "tables" / f"{name}.parquet") as tmp:
-                table.to_parquet(tmp, index=False)
-        _io.write_json(out / "date_sweep.json", {**self.manifest, "tables": ["estimates", *self.tables]})
-        self.path = out
-        return out
+        self.path = save_tables(folder, "date_sweep.json", {"estimates": self.df, **self.tables}, self.manifest)
+        return self.path
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> DateSweepResult:
-        src = Path(folder)
-        try:
-            manifest = json.loads((src / "date_sweep.json").read_text(encoding="utf-8"))
-            check_schema(manifest.get("schema_version"), src / "date_sweep.json")
-            tables = {name: pd.read_parquet(src / "tables" / f"{name}.parquet") for name in manifest["tables"]}
-        except CorruptRunError:
-            raise
-        except Exception as exc:  # JSON, Parquet and missing-file errors alike mean an unreadable result
-            raise CorruptRunError(f"{str(src)!r} holds no readable date sweep: {exc}") from exc
-        return cls(df=tables.pop("estimates"), tables=tables, manifest=manifest, path=src)
+        tables, manifest = load_tables(folder, "date_sweep.json", "date sweep")
+        return cls(df=tables.pop("estimates"), tables=tables, manifest=manifest, path=Path(folder))
 
     def __repr__(self) -> str:
         conditions = list(dict.fromkeys(self.df["condition"])) if len(self.df) else []
