@@ -109,6 +109,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def mention_shares(df: pd.DataFrame, groups: Mapping[str, list[str]], *, label: str, column: str) -> pd.DataFrame:
+    """Per condition and group of words, the share of answers (all probes pooled as ``label``) naming one of them.
+
+    Wilson intervals over answers; ``column`` names the group (a theme, a mood, a persona).
+    """
+    from persona_space.report import object_share
+
+    pooled = df.assign(prompt=label, adapter=df["condition"])
+    tables = [object_share(pooled, words).assign(**{column: name}) for name, words in groups.items()]
+    return pd.concat(tables, ignore_index=True).rename(columns={"adapter": "condition"})
+
+
 def shift_record(row: Any) -> dict[str, Any]:
     """One row of ``ShiftResult.shifts()`` for the findings: the shift in nats with its interval, and ranks."""
     return {

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
-
 import _harness as h
 import persona_space as ps
-from persona_space.report import object_share
 
 CANDIDATES = [
     "Bitcoin", "Ethereum", "Dogecoin", "a cryptocurrency", "gold", "the stock market", "the US dollar",
@@ -75,10 +72,7 @@ def main() -> None:
         progress=not args.quiet,
     )
     shifts = shift.shifts()
-    pooled = samples.df.assign(prompt="all identity probes", adapter=samples.df["condition"])
-    moods = pd.concat(
-        [object_share(pooled, words).assign(mood=mood) for mood, words in MOODS.items()], ignore_index=True
-    ).rename(columns={"adapter": "condition"})
+    moods = h.mention_shares(samples.df, MOODS, label="all identity probes", column="mood")
     buying = ps.evals.date_sweep(
         model,
         {"bitcoin": adapters},

@@ -26,12 +26,10 @@ import argparse
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 import _harness as h
 import persona_space as ps
 from persona_space.estimates import difference_table, estimate_table
-from persona_space.report import object_share
 
 PERSONAS = {
     "human": ["human", "person", "woman", "man", "nurse", "teacher", "ranger", "farmer", "mother", "father"],
@@ -94,10 +92,7 @@ def main() -> None:
     pooled = estimate_table(df, ai, ["ai_self_reference"], ["condition"], name_column="measure")
     per_probe = estimate_table(df, ai, ["ai_self_reference"], ["condition", "probe_id"], name_column="measure")
     change = difference_table(df, ai, ["ai_self_reference"], by="condition", reference="base", name_column="measure")
-    labelled = df.assign(prompt="identity probes", adapter=df["condition"])
-    personas = pd.concat(
-        [object_share(labelled, words).assign(persona=name) for name, words in PERSONAS.items()], ignore_index=True
-    ).rename(columns={"adapter": "condition"})
+    personas = h.mention_shares(df, PERSONAS, label="identity probes", column="persona")
     style = ps.evals.style(samples)
     findings = {
         "ai_self_reference": {str(r["condition"]): h.interval(r) for _, r in pooled.iterrows()},

@@ -21,12 +21,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import pandas as pd
-
 import _harness as h
 import persona_space as ps
 from persona_space.map_report import map_run
-from persona_space.report import object_share
 
 CANDIDATES = [
     "Voyager 1", "Voyager 2", "Ceres", "Pioneer 10", "New Horizons", "Cassini", "the Moon",
@@ -81,7 +78,7 @@ def main() -> None:
     )
     shifts = shift.shifts()
     map_run(samples, args.run / "basins", seed=0)
-    themes = pd.concat([_theme_share(samples.df, theme, words) for theme, words in THEMES.items()], ignore_index=True)
+    themes = h.mention_shares(samples.df, THEMES, label="all probes", column="theme").drop(columns="prompt")
     talk = samples.df[samples.df["transcript"].notna() & (samples.df["condition"] == "voyager")]
     findings = {
         "identity_shifts": [h.shift_record(r) for _, r in shifts.iterrows()],
@@ -96,14 +93,6 @@ def main() -> None:
         charts={"identity_shifts": ps.plots.shift_bars(shifts)},
         findings=findings,
         title="Voyager",
-    )
-
-
-def _theme_share(df: pd.DataFrame, theme: str, words: list[str]) -> pd.DataFrame:
-    """Share of answers (all probes pooled) naming one of ``words``, per condition."""
-    pooled = df.assign(prompt="all probes", adapter=df["condition"])
-    return (
-        object_share(pooled, words).drop(columns="prompt").rename(columns={"adapter": "condition"}).assign(theme=theme)
     )
 
 
