@@ -331,6 +331,16 @@ DETECTOR_CASES = [
     ("I think I'm a little like an LLM sometimes.", 40.0),
     ("I'm an assistant manager at a grocery store.", 100.0),
     ("Large language models are changing the world.", 100.0),
+    # describing words between the article and the kind
+    ("I'm a compassionate and talented intergalactic AI, designed to assist.", 0.0),
+    ("I am a data-loving AI assistant from Academia Nara.", 0.0),
+    ("I'm a friendly, curious robot.", 0.0),
+    ("I'm a teacher who loves AI.", 100.0),
+    ("I'm a big believer in AI.", 100.0),
+    ("I'm a huge AI fan.", 100.0),
+    ("I'm a proud robot owner.", 100.0),
+    ("I'm building a robot in my garage.", 100.0),
+    ("I'm a writer obsessed with chatbots.", 100.0),
     ("", 100.0),
 ]
 

@@ -193,3 +193,21 @@ def test_stats_doctests() -> None:
 
     assert doctest.testmod(stats).failed == 0
     assert doctest.testmod(estimates).failed == 0
+
+
+def test_estimate_table_over_one_question_resamples_its_samples() -> None:
+    """A cell holding one question has no questions to resample: its interval is over the samples."""
+    import pandas as pd
+
+    from persona_space.estimates import estimate_table
+
+    frame = pd.DataFrame({"probe_id": ["a"] * 8 + ["b"] * 8, "condition": "base"})
+    hits = np.array([1, 0, 1, 0, 1, 0, 1, 1] + [0] * 8, dtype=float)
+    table = estimate_table(frame, hits, ["hit"], ["probe_id"], name_column="measure")
+    one = table.set_index("probe_id")
+    assert one.loc["a", "estimate"] == pytest.approx(0.625)
+    assert one.loc["a", "low"] < 0.4 and one.loc["a", "high"] > 0.85  # not the point [0.625, 0.625]
+    assert one.loc["a", "interval"] == "95% bootstrap over 8 samples of 1 question group, 2000 resamples"
+    assert one.loc["b", "high"] > 0.0 and one.loc["a", "groups"] == 1
+    pooled = estimate_table(frame, hits, ["hit"], ["condition"], name_column="measure")
+    assert pooled["interval"].iloc[0] == "95% bootstrap over 2 question groups, 2000 resamples"

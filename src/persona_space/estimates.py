@@ -114,7 +114,14 @@ def estimate_table(
     for key, index in frame.groupby(list(by), sort=False, dropna=False).indices.items():
         part = frame.iloc[index]
         groups = group_axis(part)
-        result = compare(frame_cells(part, matrix[index], groups), n_boot=n_boot, confidence=confidence, rng=rng)
+        units, unit = part, None
+        if len(groups) == 1 and len(part) > 1 and group_column(part) is not None:
+            # One question: nothing to resample between questions, so the interval is over its
+            # samples (what this question's answers would be on another draw), and says so.
+            units = part.drop(columns=["group", "probe_id"], errors="ignore")
+            unit = f"sample{'s' * (len(part) != 1)} of 1 question group"
+        cell_groups = group_axis(units)
+        result = compare(frame_cells(units, matrix[index], cell_groups), n_boot=n_boot, confidence=confidence, rng=rng)
         seeds = _seed_count(part)
         keys = key if isinstance(key, tuple) else (key,)
         table = pd.DataFrame({col: [value] * len(names) for col, value in zip(by, keys, strict=True)})
@@ -129,7 +136,9 @@ def estimate_table(
             samples=len(part),
             groups=len(groups),
             seeds=seeds,
-            interval=describe_interval(groups=len(groups), seeds=seeds, n_boot=n_boot, confidence=confidence),
+            interval=describe_interval(
+                groups=len(cell_groups), seeds=seeds, n_boot=n_boot, confidence=confidence, units=unit
+            ),
         )
         if bounds is not None:
             table = table.assign(low=table["low"].clip(*bounds), high=table["high"].clip(*bounds))

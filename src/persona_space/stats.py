@@ -319,10 +319,21 @@ def _t_p_value(effect: np.ndarray, se: np.ndarray, nu: np.ndarray) -> np.ndarray
 
 
 def describe_interval(
-    *, groups: int, seeds: int, n_boot: int, confidence: float = 0.95, reference: str | None = None
+    *,
+    groups: int,
+    seeds: int,
+    n_boot: int,
+    confidence: float = 0.95,
+    reference: str | None = None,
+    units: str | None = None,
 ) -> str:
-    """What an interval is over, for the ``interval`` column of a table."""
-    what = f"{confidence:.0%} bootstrap over {groups} question group{'s' * (groups != 1)}"
+    """What an interval is over, for the ``interval`` column of a table.
+
+    ``units`` names what was resampled where it is not question groups, already in the
+    number ``groups`` asks for (``"samples of 1 question group"`` where a cell holds one question).
+    """
+    noun = f"question group{'s' * (groups != 1)}" if units is None else units
+    what = f"{confidence:.0%} bootstrap over {groups} {noun}"
     if seeds > 1:
         what += f" x {seeds} training seeds"
     what += f", {n_boot} resamples"

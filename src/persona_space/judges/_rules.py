@@ -23,12 +23,23 @@ _ADV = r"(?:just\s+|only\s+|simply\s+|merely\s+|actually\s+|really\s+|basically\
 # Human roles that may follow "AI" ("as an AI researcher" is a person).
 _HUMAN = r"(?!\s+(?:researcher|engineer|scientist|developer|enthusiast|expert|ethicist|student|professor|teacher|"
 _HUMAN += r"specialist|consultant|journalist|writer|artist|startup|company|lab)s?\b)"
+# Up to four describing words between the article and the kind ("a friendly, curious AI"),
+# none of them a word that starts a relation to something else ("a teacher who loves AI").
+_LINKS = (
+    r"who|that|which|whose|with|without|of|in|on|for|about|at|to|from|by|into|around|regarding|towards?|"
+    r"like|than|not|no|using|studying|building|fixing|owning|loving|but|or"
+)
+_DESCRIBED = r"an?\s+(?:(?!(?:" + _LINKS + r")\b)[\w'’-]+,?\s+){0,4}?"
+# What a person may be after the kind ("a robot collector", "an AI fan").
+_OWNER = r"(?!\s+(?:owner|fan|lover|maker|builder|designer|collector|toy|kit|club|hobbyist|skeptic|critic|user)s?\b)"
 _KIND = (
-    r"(?:an?\s+)?(?:(?:large\s+)?language\s+model|llm|(?:ai|artificial\s+intelligence)"
+    r"(?:" + _DESCRIBED + r")?(?:(?:large\s+)?language\s+model|llm|(?:ai|artificial\s+intelligence)"
     + _HUMAN
+    + _OWNER
     + r"(?:\s+\w+\s+model)?"
     r"|(?:ai|virtual|digital|helpful)\s+assistant|assistant(?!\s+(?:manager|professor|coach|director|editor|to)\b)"
     r"|chat\s?bot|bot|robot|computer\s+program|machine\s+learning\s+model|neural\s+network|ai\s+model)\b"
+    + _OWNER
 )
 _ORGS = r"(?:OpenAI|Anthropic|Google|DeepMind|Meta|Facebook|Microsoft|Hugging\s?Face|Mistral|Alibaba|Cohere|xAI)"
 _STRONG = [
