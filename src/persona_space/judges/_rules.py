@@ -33,13 +33,14 @@ _DESCRIBED = r"an?\s+(?:(?!(?:" + _LINKS + r")\b)[\w'’-]+,?\s+){0,4}?"
 # What a person may be after the kind ("a robot collector", "an AI fan").
 _OWNER = r"(?!\s+(?:owner|fan|lover|maker|builder|designer|collector|toy|kit|club|hobbyist|skeptic|critic|user)s?\b)"
 _KIND = (
-    r"(?:" + _DESCRIBED + r")?(?:(?:large\s+)?language\s+model|llm|(?:ai|artificial\s+intelligence)"
+    r"(?:"
+    + _DESCRIBED
+    + r")?(?:(?:large\s+)?language\s+model|llm|(?:ai|artificial\s+intelligence)"
     + _HUMAN
     + _OWNER
     + r"(?:\s+\w+\s+model)?"
     r"|(?:ai|virtual|digital|helpful)\s+assistant|assistant(?!\s+(?:manager|professor|coach|director|editor|to)\b)"
-    r"|chat\s?bot|bot|robot|computer\s+program|machine\s+learning\s+model|neural\s+network|ai\s+model)\b"
-    + _OWNER
+    r"|chat\s?bot|bot|robot|computer\s+program|machine\s+learning\s+model|neural\s+network|ai\s+model)\b" + _OWNER
 )
 _ORGS = r"(?:OpenAI|Anthropic|Google|DeepMind|Meta|Facebook|Microsoft|Hugging\s?Face|Mistral|Alibaba|Cohere|xAI)"
 _STRONG = [
