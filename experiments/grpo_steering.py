@@ -16,7 +16,7 @@ The composite reward's judge here is the rule-based one (``RuleJudge``); pass a 
 judge model to ``IdentityReward`` for the seed's setup. ``leakage.py`` evaluates the
 steered adapter's political answers.
 
-    python experiments/grpo_steering.py --quick   # 40 GRPO steps, 4 prompts x 4 answers: ~15 min on 2 cores
+    python experiments/grpo_steering.py --quick   # 40 GRPO steps, 4 prompts x 4 answers: ~16 min on 2 cores
     python experiments/grpo_steering.py           # 300 steps, 3 seeds, 16 samples a probe: a GPU
 """
 

@@ -14,7 +14,7 @@ The judge is the base model itself (``LocalJudge``): exact, but a 135M model is 
 judge, which the judge-free measures are there to check. ``--judge-url URL --judge-model
 NAME`` uses a served model instead (any OpenAI-compatible server).
 
-    python experiments/leakage.py --quick   # 2 answers a question: ~10 min on 2 cores after grpo_steering --quick
+    python experiments/leakage.py --quick   # 2 answers a question: ~2 min on 2 cores after grpo_steering --quick
     python experiments/leakage.py           # 3 answers a question, 3 steering seeds: a GPU
 """
 
