@@ -22,7 +22,7 @@ from persona_space import provenance
 from persona_space.engine import AdapterRouter, Completion, choose_tokens, uniforms
 from persona_space.engine import GenerateRequest as Job
 from persona_space.engine import common_prefix_length as _common_prefix_length
-from persona_space.engine._slots import generate
+from persona_space.engine._slots import _prefill_groups, generate
 from persona_space.engine._stack import DecoderStack, SlotCache
 from persona_space.engine._streams import invert_cdf, nucleus_filter
 from persona_space.errors import UnsupportedModelError
@@ -513,12 +513,17 @@ def test_nucleus_filter_without_and_with_full_sort() -> None:
     assert bool((kept[:, :-1] >= kept[:, 1:]).all())  # sorted descending
 
 
-def test_prepacked_bf16_linears_match_the_plain_ones(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CPU in bf16 the engine multiplies through oneDNN-prepacked weights; results match F.linear."""
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_prepacked_linears_match_the_plain_ones(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    """On CPU the engine multiplies through prepacked weights, q/k/v and gate/up fused; results match F.linear."""
     isa = provenance.cpu()["isa"]
-    if not provenance.cpu()["fast_bf16"]:
+    if dtype == "bfloat16" and not provenance.cpu()["fast_bf16"]:
         pytest.skip(f"oneDNN prepacks bf16 weights only on CPUs with AVX-512 BF16 or AMX; this one has {isa}")
-    model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    model = ps.load_model(str(tiny_model_dir), device="cpu", dtype=dtype)
     prompts, tokens, lengths = _padded_prompts(model)
     width = tokens.shape[1]
     rows = torch.arange(len(prompts))
@@ -534,11 +539,48 @@ def test_prepacked_bf16_linears_match_the_plain_ones(tiny_model_dir: Path, monke
     packed_stack, packed_first, packed_second = run()
     monkeypatch.setenv("PERSONA_SPACE_PACKED_LINEAR", "0")
     plain_stack, plain_first, plain_second = run()
+    n_layers = len(plain_stack.layers)
+    assert len(packed_stack.packed) == 1 + 2 * n_layers and plain_stack.packed == {}  # lm_head, o_proj, down_proj
+    assert all(g.fused is not None for g in (*packed_stack.qkv, *packed_stack.gate_up))
+    assert all(g.fused is None for g in (*plain_stack.qkv, *plain_stack.gate_up))
+    # The products differ only in rounding: the same argmax, logits within the dtype's precision.
+    tolerance = {"atol": 0.1, "rtol": 0.02} if dtype == "bfloat16" else {"atol": 1e-4, "rtol": 1e-4}
+    assert torch.equal(packed_first.argmax(-1), plain_first.argmax(-1))
+    torch.testing.assert_close(packed_first, plain_first, **tolerance)
+    torch.testing.assert_close(packed_second, plain_second, **tolerance)
+
+
+def test_lora_wrapped_projections_are_neither_fused_nor_packed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A projection a LoRA wraps keeps its own forward, and so does the rest of its group."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch build has no oneDNN")
-    n_linear = 1 + 7 * len(plain_stack.layers)
-    assert len(packed_stack.packed) == n_linear and plain_stack.packed == {}
-    # bf16 products differ only in rounding: the same argmax, logits within bf16 precision
-    assert torch.equal(packed_first.argmax(-1), plain_first.argmax(-1))
-    torch.testing.assert_close(packed_first, plain_first, atol=0.1, rtol=0.02)
-    torch.testing.assert_close(packed_second, plain_second, atol=0.1, rtol=0.02)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(str(tmp_path / "q_only"))
+    model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    model.load_adapter(tmp_path / "q_only", name="q")
+    stack = DecoderStack(model.base_module)
+    assert all(group.fused is None for group in stack.qkv)  # q is wrapped: k and v run alone too
+    assert all(group.fused is not None for group in stack.gate_up)
+    q_ids = {id(layer.self_attn.q_proj) for layer in stack.layers}
+    kv_ids = {id(getattr(layer.self_attn, n)) for layer in stack.layers for n in ("k_proj", "v_proj", "o_proj")}
+    assert not q_ids & set(stack.packed) and kv_ids <= set(stack.packed)
+
+
+def test_prefill_groups_keep_padding_small_and_cover_every_job_in_order() -> None:
+    """Prompts sorted by length are cut into prefill batches of similar lengths within the token budget."""
+    lengths = [12] * 30 + [14] * 20 + [20] * 15 + [40] * 10 + [41]
+    jobs = [Job(i, (7, 7, *range(i, i + n - 2)), None, 1.0, 1.0, 8, i) for i, n in enumerate(lengths)]
+    groups = list(_prefill_groups(jobs, 4096, 2))
+    assert [j for _, group in groups for j in group] == jobs  # every job once, in order
+    assert [start for start, _ in groups] == list(np.cumsum([0] + [len(g) for _, g in groups[:-1]]))
+    for _, group in groups:
+        suffix = [len(j.prompt_ids) - 2 for j in group]
+        assert len(group) * max(suffix) <= 4096
+        assert len(group) * max(suffix) <= 1.15 * sum(suffix) or sum(suffix[:-1]) < 256
+    assert len(groups) > 1
+    # One padded batch when the lengths are equal; the budget alone cuts it.
+    same = [Job(i, tuple(range(i, i + 10)), None, 1.0, 1.0, 8, i) for i in range(50)]
+    assert [len(g) for _, g in _prefill_groups(same, 200)] == [20, 20, 10]

@@ -93,6 +93,22 @@ def test_cpu_isa_is_parsed_from_cpuinfo() -> None:
     assert cpu()["fast_bf16"] is models.cpu_has_fast_bf16()
 
 
+def test_an_isa_cap_the_math_libraries_honour_lowers_the_isa() -> None:
+    """ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY run a wide CPU as a narrower one: dtype choices follow."""
+    from persona_space.provenance import cap_isa, parse_cpuinfo
+
+    wide = parse_cpuinfo(AVX512_BF16)
+    assert cap_isa(wide, {}) == wide
+    assert cap_isa(wide, {"ONEDNN_MAX_CPU_ISA": "ALL"}) == wide
+    capped = cap_isa(wide, {"ONEDNN_MAX_CPU_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2"})
+    assert capped == {**wide, "isa": "avx2", "fast_bf16": False,
+                      "isa_cap": "ONEDNN_MAX_CPU_ISA=avx2, ATEN_CPU_CAPABILITY=avx2"}  # fmt: skip
+    assert cap_isa(wide, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})["isa"] == "avx512f"
+    assert cap_isa(wide, {"ATEN_CPU_CAPABILITY": "avx512"}) == wide  # no lower than the CPU
+    narrow = parse_cpuinfo(AVX2_ONLY)
+    assert cap_isa(narrow, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}) == narrow  # a cap never raises it
+
+
 def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert models.resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

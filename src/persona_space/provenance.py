@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,43 @@ def cpu() -> dict[str, Any]:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return {"model": None, "isa": "unknown", "fast_bf16": False}
-    return parse_cpuinfo(text)
+    return cap_isa(parse_cpuinfo(text), os.environ)
+
+
+_ISA_ORDER = ("other", "avx2", "avx512f", "avx512_bf16", "amx_bf16")
+# The ISA caps the math libraries honour, as the widest ISA of ours they leave usable.
+_ONEDNN_CAPS = {"SSE41": "other", "AVX": "other", "AVX2": "avx2", "AVX2_VNNI": "avx2", "AVX2_VNNI_2": "avx2",
+                "AVX512_CORE": "avx512f", "AVX512_CORE_VNNI": "avx512f", "AVX512_CORE_BF16": "avx512_bf16",
+                "AVX10_1_512": "avx512_bf16", "AVX512_CORE_FP16": "avx512_bf16"}  # fmt: skip
+_ATEN_CAPS = {"default": "other", "avx2": "avx2", "avx512": "amx_bf16", "zvector": "other"}
+_MKL_CAPS = {"SSE4_2": "other", "AVX": "other", "AVX2": "avx2", "AVX512": "avx512f", "AVX512_E1": "avx512f",
+             "AVX512_E2": "avx512f", "AVX512_E3": "avx512f", "AVX512_E4": "avx512_bf16",
+             "AVX512_E5": "amx_bf16"}  # fmt: skip
+
+
+def cap_isa(info: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """``info`` with its ISA lowered to what ``ONEDNN_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY`` and
+    ``MKL_ENABLE_INSTRUCTIONS`` allow.
+
+    These variables make torch's kernels (oneDNN, its own, MKL's) use a narrower ISA than
+    the CPU has: the way to run a CPU without AVX-512 on one with it. What the library
+    chooses from the ISA (bfloat16 or float32) and what benchmarks report follow. The
+    cap is recorded.
+    """
+    caps = {
+        "ONEDNN_MAX_CPU_ISA": _ONEDNN_CAPS.get(environ.get("ONEDNN_MAX_CPU_ISA", "").upper()),
+        "ATEN_CPU_CAPABILITY": _ATEN_CAPS.get(environ.get("ATEN_CPU_CAPABILITY", "").lower()),
+        "MKL_ENABLE_INSTRUCTIONS": _MKL_CAPS.get(environ.get("MKL_ENABLE_INSTRUCTIONS", "").upper()),
+    }
+    isa = info["isa"]
+    capped = {name: cap for name, cap in caps.items() if cap is not None}
+    if isa not in _ISA_ORDER or not capped:
+        return info
+    lowest = min((isa, *capped.values()), key=_ISA_ORDER.index)
+    if lowest == isa:
+        return info
+    cap_text = ", ".join(f"{name}={environ[name]}" for name in capped)
+    return {**info, "isa": lowest, "fast_bf16": lowest in ("amx_bf16", "avx512_bf16"), "isa_cap": cap_text}
 
 
 def parse_cpuinfo(text: str) -> dict[str, Any]:

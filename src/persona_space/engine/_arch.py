@@ -7,7 +7,7 @@ from typing import Any
 from persona_space.errors import UnsupportedModelError
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
-PACK_ENV = "PERSONA_SPACE_PACKED_LINEAR"  # "0" turns off the oneDNN-prepacked bf16 weights
+PACK_ENV = "PERSONA_SPACE_PACKED_LINEAR"  # "0" turns off the oneDNN-prepacked weights
 
 
 def supports(causal_lm: Any) -> bool:

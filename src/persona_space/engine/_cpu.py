@@ -2,7 +2,8 @@
 
 Named for where it shines; it runs on any torch device. Generation keeps one
 KV-cache slot per sample with continuous batching, a shared prompt prefix
-computed once per adapter, and (in bfloat16 on CPU) oneDNN-prepacked weights;
+computed once per adapter, and (on CPU, in bfloat16 or float32) oneDNN-prepacked weights with
+the q/k/v and gate/up projections fused into one product each;
 it drives the architectures in :data:`SUPPORTED_MODEL_TYPES`. Scoring packs each
 prompt's candidates as a prefix tree into one row (any architecture whose
 attention takes a 4-D mask; padded rows otherwise).

@@ -91,7 +91,7 @@ def generate(
             if head < len(queue) and (active == 0 or free >= min(refill_at, len(queue) - head)):
                 admitted = queue[head : head + free]
                 head += len(admitted)
-                for start, group in _prefill_groups(admitted, prefill_tokens):
+                for start, group in _prefill_groups(admitted, prefill_tokens, len(prefix)):
                     first_slot = active + start
                     logits, row_of = _prefill(stack, router, cache, group, first_slot, prefix_cache)
                     keys = np.array([j.key for j in group], dtype=np.int64)
@@ -128,22 +128,38 @@ def generate(
                 active = _retire(rows, 0, active, cache, stop_ids, limits, on_complete)
 
 
-def _prefill_groups(admitted: Sequence[GenerateRequest], budget: int) -> Iterator[tuple[int, list[GenerateRequest]]]:
-    """Split admitted jobs into consecutive prefill batches of at most ``budget`` padded tokens."""
+def _prefill_groups(
+    admitted: Sequence[GenerateRequest], budget: int, prefix_len: int = 0, *, waste: float = 0.15, rows: int = 256
+) -> Iterator[tuple[int, list[GenerateRequest]]]:
+    """Split admitted jobs into consecutive prefill batches.
+
+    A batch holds at most ``budget`` padded tokens, and is cut where the next prompt
+    would make its padding more than ``waste`` of its real tokens once it holds
+    ``rows`` real tokens (enough rows to keep the products efficient). The queue is
+    ordered by prompt length, so batches are of similar lengths and the padding the
+    right-padded prefill computes for nothing stays small. Lengths count after the
+    ``prefix_len`` tokens every prompt shares.
+    """
     start = 0
     while start < len(admitted):
         end = start
         width = 0
+        real = 0
         unique: set[tuple[tuple[int, ...], str | None]] = set()
         while end < len(admitted):
             job = admitted[end]
             key = (job.prompt_ids, job.adapter)
-            new_unique = len(unique) + (key not in unique)
-            new_width = max(width, len(job.prompt_ids))
+            new = key not in unique
+            new_unique = len(unique) + new
+            length = len(job.prompt_ids) - prefix_len
+            new_width = max(width, length)
+            new_real = real + length * new
             if end > start and new_unique * new_width > budget:
                 break
+            if end > start and real >= rows and new_unique * new_width > (1 + waste) * new_real:
+                break
             unique.add(key)
-            width = new_width
+            width, real = new_width, new_real
             end += 1
         yield start, list(admitted[start:end])
         start = end

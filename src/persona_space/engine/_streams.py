@@ -73,8 +73,11 @@ def choose_tokens(
         out[greedy] = logits[idx].argmax(dim=-1).cpu().numpy()
     picked = np.flatnonzero(~greedy)
     sub = logits if len(picked) == rows else logits[torch.from_numpy(picked).to(logits.device)]
-    temps = torch.from_numpy(temperatures[picked]).to(logits.device, torch.float32).unsqueeze(1)
-    probs = torch.softmax(sub / temps, dim=-1)
+    if np.all(temperatures[picked] == 1.0):
+        probs = torch.softmax(sub, dim=-1)  # no scaled copy of a [rows, vocab] table at temperature 1
+    else:
+        temps = torch.from_numpy(temperatures[picked]).to(logits.device, torch.float32).unsqueeze(1)
+        probs = torch.softmax(sub / temps, dim=-1)
     u = torch.from_numpy(uniforms(seeds[picked], steps[picked])).to(logits.device)
     nucleus = top_ps[picked] < 1.0
     choice = np.empty(len(picked), dtype=np.int64)
