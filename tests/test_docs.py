@@ -20,4 +20,12 @@ def test_the_guide_builds_strictly(tmp_path: Path) -> None:
     pages = {p.stem for p in (ROOT / "docs").glob("*.md")}
     built = {p.parent.name for p in (tmp_path / "site").glob("*/index.html")} | {"index"}
     assert pages <= built, pages - built
+    # Pages generated from the sources: one per experiment script, and the API reference.
+    scripts = {p.stem for p in (ROOT / "experiments").glob("[!_]*.py")}
+    generated = {p.parent.name for p in (tmp_path / "site" / "experiments").glob("*/index.html")}
+    assert scripts and scripts <= generated, scripts - generated
+    api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
+    import persona_space as ps
+
+    assert all(f"persona_space.{name}" in api for name in ps.__all__)
     shutil.rmtree(tmp_path / "site")
