@@ -138,6 +138,8 @@ def test_leakage_without_a_judge_and_bad_inputs(tiny_model: Any) -> None:
     assert result.differences().empty
     with pytest.raises(ConfigError, match="judge must be 'local'"):
         evals.leakage(tiny_model, None, judge="gpt", **LEAK)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="RuleJudge cannot rate position or certainty"):
+        evals.leakage(tiny_model, None, judge=ps.judges.RuleJudge(), **LEAK)  # refused before any sampling
     with pytest.raises(ConfigError, match="runs=2 at temperature 0"):
         evals.leakage(tiny_model, None, judge=None, **{**LEAK, "temperature": 0})
     with pytest.raises(ConfigError, match="n must be a positive integer"):

@@ -211,3 +211,22 @@ def test_estimate_table_over_one_question_resamples_its_samples() -> None:
     assert one.loc["b", "high"] > 0.0 and one.loc["a", "groups"] == 1
     pooled = estimate_table(frame, hits, ["hit"], ["condition"], name_column="measure")
     assert pooled["interval"].iloc[0] == "95% bootstrap over 2 question groups, 2000 resamples"
+
+
+def test_difference_table_over_one_question_pairs_the_random_streams() -> None:
+    """With one question the conditions are paired by sample index (their shared random stream)."""
+    import pandas as pd
+
+    from persona_space.estimates import difference_table
+
+    n = 12
+    frame = pd.DataFrame({"probe_id": "a", "condition": ["base"] * n + ["red"] * n, "sample_index": list(range(n)) * 2})
+    base = np.array([0, 1] * (n // 2), dtype=float)
+    red = base + np.array([1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1], dtype=float)  # +0.75 on average
+    table = difference_table(frame, np.concatenate([base, red]), ["x"], by="condition", reference="base")
+    row = table.iloc[0]
+    assert row["difference"] == pytest.approx(0.75)
+    assert 0.3 < row["low"] < 0.75 < row["high"] < 1.1  # an interval, not the point [0.75, 0.75]
+    assert row["groups"] == 1
+    expected = "95% bootstrap over 12 random streams of 1 question group, 2000 resamples, paired with base"
+    assert row["interval"] == expected

@@ -193,8 +193,16 @@ def difference_table(
             groups = group_axis(both)
             if len(groups) == len(both):
                 raise DataError("difference_table needs a 'group' or 'probe_id' column to pair the conditions")
-            target = frame_cells(frame.iloc[rows], matrix[rows], groups)
-            base = frame_cells(frame.iloc[ref_rows], matrix[ref_rows], groups)
+            questions, units, unit = len(groups), both, None
+            if len(groups) == 1 and "sample_index" in both.columns and both["sample_index"].nunique() > 1:
+                # One question: pair the conditions by random stream (sample index) instead, which
+                # paired sampling shares between them, and resample the streams.
+                streams = both["sample_index"].to_numpy()
+                units = both.drop(columns=["group", "probe_id"], errors="ignore").assign(group=streams)
+                groups = group_axis(units)
+                unit = "random streams of 1 question group"
+            target = frame_cells(units.iloc[: len(rows)], matrix[rows], groups)
+            base = frame_cells(units.iloc[len(rows) :], matrix[ref_rows], groups)
             result = compare(target, base, n_boot=n_boot, confidence=confidence, rng=rng)
             seeds = _seed_count(frame.iloc[rows])
             keys = key if isinstance(key, tuple) else (key,)
@@ -213,10 +221,15 @@ def difference_table(
                     seed_low=result.seed_low,
                     seed_high=result.seed_high,
                     p_value=result.p_value,
-                    groups=len(groups),
+                    groups=questions,
                     seeds=seeds,
                     interval=describe_interval(
-                        groups=len(groups), seeds=seeds, n_boot=n_boot, confidence=confidence, reference=reference
+                        groups=len(groups),
+                        seeds=seeds,
+                        n_boot=n_boot,
+                        confidence=confidence,
+                        reference=reference,
+                        units=unit,
                     ),
                 )
             )

@@ -271,6 +271,13 @@ def _judge(model: LoadedModel, judge: Judge | str | None, backend: BackendLike) 
         raise ConfigError(
             f"judge must be 'local', a Judge (with .score(prompt, response, criterion)) or None, got {judge!r}"
         )
+    rates = getattr(judge, "criteria", None)  # a judge that names what it rates is checked before sampling
+    missing = [c.name for c in (POSITION, CERTAINTY) if rates is not None and c.name not in rates]
+    if missing:
+        raise ConfigError(
+            f"{type(judge).__name__} cannot rate {' or '.join(missing)}; leakage needs a judge that rates "
+            "position and certainty ('local', an OpenAIJudge) or judge=None for the judge-free measures only"
+        )
     return judge
 
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from persona_space.errors import ConfigError, DataError
-from persona_space.judges._base import CRITERIA, Criterion, _check_inputs
+from persona_space.judges._base import Criterion, _check_inputs
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,8 @@ class RuleJudge:
     ENGAGED_WORDS = 40
     REFUSAL_PENALTY = 50.0
     ALPHA_SHARE = 0.7
+    #: The criteria it has a rule for (a judge without this attribute rates any criterion).
+    criteria = frozenset({"no_ai_self_reference", "engagement", "coherence"})
 
     def describe(self) -> dict[str, str]:
         """The judge for manifests."""
@@ -143,9 +145,8 @@ class RuleJudge:
             return self.engagement(response)
         if criterion.name == "coherence":
             return self.coherence(response)
-        raise ConfigError(
-            f"RuleJudge has no rule for criterion {criterion.name!r}; expected one of {', '.join(CRITERIA)}"
-        )
+        expected = ", ".join(sorted(self.criteria))
+        raise ConfigError(f"RuleJudge has no rule for criterion {criterion.name!r}; expected one of {expected}")
 
     def engagement(self, text: str) -> float:
         words = _WORD.findall(text)
