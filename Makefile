@@ -22,8 +22,8 @@ demo: $(STAMP)
 	$(BIN)/persona-space demo --out $(OUT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks experiments
-	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/ruff check src tests benchmarks experiments docs/_hooks.py
+	$(BIN)/ruff format --check src tests benchmarks experiments docs/_hooks.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -68,6 +68,9 @@ def _indented_blocks_as_code(text: str, language: str = "bash") -> str:
         if line.startswith("    "):
             block.append(line[4:])
             continue
+        if line.startswith((">>> ", "... ")) or line in (">>>", "..."):  # doctest examples
+            block.append(line)
+            continue
         if block:
             out += [f"```{language}", *block, "```"]
             block = []
@@ -116,6 +119,8 @@ def _module_section(title: str, module: Any, names: list[str]) -> list[str]:
 def _signature(name: str, obj: Any) -> str | None:
     kind = "class " if inspect.isclass(obj) else "def " if callable(obj) else ""
     if not kind:
+        if isinstance(obj, (set, frozenset)):  # in a stable order, not the hash order of this build
+            return f"{name} = {type(obj).__name__}({sorted(obj, key=repr)!r})"[:300]
         return f"{name} = {obj!r}"[:300] if not inspect.ismodule(obj) else None
     try:
         return f"{kind}{name}{inspect.signature(obj)}"
