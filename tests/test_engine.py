@@ -543,6 +543,9 @@ def test_prepacked_linears_match_the_plain_ones(
     assert len(packed_stack.packed) == 1 + 2 * n_layers and plain_stack.packed == {}  # lm_head, o_proj, down_proj
     assert all(g.fused is not None for g in (*packed_stack.qkv, *packed_stack.gate_up))
     assert all(g.fused is None for g in (*plain_stack.qkv, *plain_stack.gate_up))
+    monkeypatch.delenv("PERSONA_SPACE_PACKED_LINEAR")
+    tight = DecoderStack(model.base_module, pack_limit=1024)  # the copies would not fit: none are made
+    assert tight.packed == {} and all(g.fused is None for g in (*tight.qkv, *tight.gate_up))
     # The products differ only in rounding: the same argmax, logits within the dtype's precision.
     tolerance = {"atol": 0.1, "rtol": 0.02} if dtype == "bfloat16" else {"atol": 1e-4, "rtol": 1e-4}
     assert torch.equal(packed_first.argmax(-1), plain_first.argmax(-1))

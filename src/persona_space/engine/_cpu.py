@@ -3,7 +3,8 @@
 Named for where it shines; it runs on any torch device. Generation keeps one
 KV-cache slot per sample with continuous batching, a shared prompt prefix
 computed once per adapter, and (on CPU, in bfloat16 or float32) oneDNN-prepacked weights with
-the q/k/v and gate/up projections fused into one product each;
+the q/k/v and gate/up projections fused into one product each, where their copy fits in a
+quarter of the free memory;
 it drives the architectures in :data:`SUPPORTED_MODEL_TYPES`. Scoring packs each
 prompt's candidates as a prefix tree into one row (any architecture whose
 attention takes a 4-D mask; padded rows otherwise).
@@ -100,7 +101,7 @@ class CPUBackend:
         self.last_slots = slots
         self.last_prefix = common_prefix_length([r.prompt_ids for r in jobs])
         generate(
-            DecoderStack(self.model.base_module),
+            DecoderStack(self.model.base_module, pack_limit=memory_budget(self.model)),
             AdapterRouter(self.model.module),
             jobs,
             slots=slots,

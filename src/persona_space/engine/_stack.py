@@ -69,7 +69,8 @@ class SlotCache:
 class DecoderStack:
     """The pieces of a causal LM needed for slot-based prefill and decode."""
 
-    def __init__(self, causal_lm: Any) -> None:
+    def __init__(self, causal_lm: Any, *, pack_limit: int | None = None) -> None:
+        """``pack_limit``: the most bytes the prepacked copies of the weights may take (none: no limit)."""
         check_supported(causal_lm)
         config = causal_lm.config
         inner = causal_lm.model
@@ -90,7 +91,7 @@ class DecoderStack:
         self.has_qk_norm = hasattr(attn, "q_norm") and hasattr(attn, "k_norm")
         self.dtype = self.embed.weight.dtype
         self.device = self.embed.weight.device
-        pack = _packing_available(self)
+        pack = _packing_available(self) and (pack_limit is None or _linear_bytes(self) <= pack_limit)
         self.qkv = [_fuse((a.q_proj, a.k_proj, a.v_proj), pack) for a in (layer.self_attn for layer in self.layers)]
         self.gate_up = [_fuse((m.gate_proj, m.up_proj), pack) for m in (layer.mlp for layer in self.layers)]
         fused = {id(m) for group in (*self.qkv, *self.gate_up) if group.fused is not None for m in group.modules}
@@ -285,6 +286,17 @@ def _packing_available(stack: DecoderStack) -> bool:
     return bool(torch.allclose(got.float(), F.linear(x, weight).float(), rtol=tolerance, atol=tolerance))
 
 
+def _linear_bytes(stack: DecoderStack) -> int:
+    """Bytes of the linear weights a prepacked copy would hold again (the vocabulary head included)."""
+    modules = [stack.lm_head, *(m for layer in stack.layers for m in _projections(layer))]
+    return sum(m.weight.numel() * m.weight.element_size() for m in modules if _plain(m))
+
+
+def _projections(layer: Any) -> tuple[Any, ...]:
+    attn, mlp = layer.self_attn, layer.mlp
+    return (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+
+
 def _packed_linear(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, packed[0], packed[1], "none", [], "")  # type: ignore[no-any-return]
 
@@ -323,10 +335,7 @@ def _pack_linears(
     layers: list[Any], lm_head: Any, *, skip: set[int]
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
     """oneDNN-prepacked copies of the plain linear weights not already fused (``skip``)."""
-    modules: list[Any] = [lm_head]
-    for layer in layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        modules += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+    modules: list[Any] = [lm_head, *(m for layer in layers for m in _projections(layer))]
     packed: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     with torch.no_grad():
         for module in modules:
