@@ -73,6 +73,11 @@ def _share_bounds(table: pd.DataFrame, binary: np.ndarray, n: float, confidence:
     return table
 
 
+def _regroup(frame: pd.DataFrame, units: np.ndarray) -> pd.DataFrame:
+    """``frame`` with ``units`` as its question groups: what a cell of one question resamples instead."""
+    return frame.drop(columns=["group", "probe_id"], errors="ignore").assign(group=units)
+
+
 def _matrix(values: np.ndarray, names: Sequence[Any]) -> np.ndarray:
     matrix = np.asarray(values, dtype=np.float64)
     matrix = matrix[:, None] if matrix.ndim == 1 else matrix
@@ -118,7 +123,7 @@ def estimate_table(
         if len(groups) == 1 and len(part) > 1 and group_column(part) is not None:
             # One question: nothing to resample between questions, so the interval is over its
             # samples (what this question's answers would be on another draw), and says so.
-            units = part.drop(columns=["group", "probe_id"], errors="ignore")
+            units = _regroup(part, np.arange(len(part)))
             unit = f"sample{'s' * (len(part) != 1)} of 1 question group"
         cell_groups = group_axis(units)
         result = compare(frame_cells(units, matrix[index], cell_groups), n_boot=n_boot, confidence=confidence, rng=rng)
@@ -197,8 +202,7 @@ def difference_table(
             if len(groups) == 1 and "sample_index" in both.columns and both["sample_index"].nunique() > 1:
                 # One question: pair the conditions by random stream (sample index) instead, which
                 # paired sampling shares between them, and resample the streams.
-                streams = both["sample_index"].to_numpy()
-                units = both.drop(columns=["group", "probe_id"], errors="ignore").assign(group=streams)
+                units = _regroup(both, both["sample_index"].to_numpy())
                 groups = group_axis(units)
                 unit = "random streams of 1 question group"
             target = frame_cells(units.iloc[: len(rows)], matrix[rows], groups)

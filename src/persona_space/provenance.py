@@ -92,7 +92,8 @@ def cpu() -> dict[str, Any]:
     return cap_isa(parse_cpuinfo(text), os.environ)
 
 
-_ISA_ORDER = ("other", "avx2", "avx512f", "avx512_bf16", "amx_bf16")
+_ISA_ORDER = ("other", "avx2", "avx512f", "avx512_bf16", "amx_bf16")  # narrowest first; all but "other" are flags
+_FAST_BF16 = ("avx512_bf16", "amx_bf16")
 # The ISA caps the math libraries honour, as the widest ISA of ours they leave usable.
 _ONEDNN_CAPS = {"SSE41": "other", "AVX": "other", "AVX2": "avx2", "AVX2_VNNI": "avx2", "AVX2_VNNI_2": "avx2",
                 "AVX512_CORE": "avx512f", "AVX512_CORE_VNNI": "avx512f", "AVX512_CORE_BF16": "avx512_bf16",
@@ -125,7 +126,7 @@ def cap_isa(info: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     if lowest == isa:
         return info
     cap_text = ", ".join(f"{name}={environ[name]}" for name in capped)
-    return {**info, "isa": lowest, "fast_bf16": lowest in ("amx_bf16", "avx512_bf16"), "isa_cap": cap_text}
+    return {**info, "isa": lowest, "fast_bf16": lowest in _FAST_BF16, "isa_cap": cap_text}
 
 
 def parse_cpuinfo(text: str) -> dict[str, Any]:
@@ -138,8 +139,8 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
             flags = set(value.split())
         elif key.strip() == "model name" and model is None:
             model = value.strip()
-    isa = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "other")
-    return {"model": model, "isa": isa, "fast_bf16": isa in ("amx_bf16", "avx512_bf16")}
+    isa = next((f for f in reversed(_ISA_ORDER[1:]) if f in flags), "other")
+    return {"model": model, "isa": isa, "fast_bf16": isa in _FAST_BF16}
 
 
 def environment() -> dict[str, Any]:
