@@ -56,8 +56,9 @@ class SlotCache:
         new = min(self.limit, -(-span // self.block) * self.block)
         for buffers in (self.keys, self.values):
             for i, old in enumerate(buffers):
-                grown = old.new_zeros((old.shape[0], old.shape[1], new, old.shape[3]))
+                grown = old.new_empty((old.shape[0], old.shape[1], new, old.shape[3]))
                 grown[:, :, : old.shape[2]] = old
+                grown[:, :, old.shape[2] :] = 0  # masked positions still enter the products: keep them finite
                 buffers[i] = grown
 
     def move(self, dst: torch.Tensor, src: torch.Tensor) -> None:
