@@ -90,10 +90,11 @@ def plain_trl_run(model: ps.LoadedModel, data: ps.ChatDataset, out: Path) -> flo
 
     trainer.remove_callback(PrinterCallback)  # quiet, as ps.train_adapter(progress=False) is
     trainer.train()
-    trainer.model.save_pretrained(str(out / "adapter"))
+    trained: Any = trainer.model  # a PeftModel once the trainer has wrapped it
+    trained.save_pretrained(str(out / "adapter"))
     elapsed = time.perf_counter() - start
     # Undo PEFT's injection so the next run starts from the same plain model.
-    model.module = trainer.model.unload() if hasattr(trainer.model, "unload") else model.module
+    model.module = trained.unload() if hasattr(trained, "unload") else model.module
     model.module.eval()
     for p in model.module.parameters():
         p.requires_grad_(False)
