@@ -96,7 +96,7 @@ class DecoderStack:
         self.qkv = [_fuse((a.q_proj, a.k_proj, a.v_proj), pack) for a in (layer.self_attn for layer in self.layers)]
         self.gate_up = [_fuse((m.gate_proj, m.up_proj), pack) for m in (layer.mlp for layer in self.layers)]
         fused = {id(m) for group in (*self.qkv, *self.gate_up) if group.fused is not None for m in group.modules}
-        self.packed = _pack_linears(self.layers, self.lm_head, skip=fused) if pack else {}
+        self.packed = _pack_linears(_linears(self), skip=fused) if pack else {}
 
     def allocate(self, slots: int, capacity: int) -> SlotCache:
         """Empty KV buffers for ``slots`` sequences of up to ``capacity`` tokens."""
@@ -281,7 +281,7 @@ def _packing_available(stack: DecoderStack) -> bool:
             generator = torch.Generator().manual_seed(0)
             weight = torch.randn(48, 64, generator=generator).to(stack.dtype)
             x = torch.randn(3, 64, generator=generator).to(stack.dtype)
-            got = _packed_linear(x, (torch.ops.mkldnn._reorder_linear_weight(weight, 128), None))
+            got = _packed_linear(x, (_reorder(weight), None))
     except (RuntimeError, AttributeError):
         return False
     return bool(torch.allclose(got.float(), F.linear(x, weight).float(), rtol=tolerance, atol=tolerance))
@@ -289,13 +289,21 @@ def _packing_available(stack: DecoderStack) -> bool:
 
 def _linear_bytes(stack: DecoderStack) -> int:
     """Bytes of the linear weights a prepacked copy would hold again (the vocabulary head included)."""
-    modules = [stack.lm_head, *(m for layer in stack.layers for m in _projections(layer))]
-    return sum(m.weight.numel() * m.weight.element_size() for m in modules if _plain(m))
+    return sum(m.weight.numel() * m.weight.element_size() for m in _linears(stack) if _plain(m))
 
 
-def _projections(layer: Any) -> tuple[Any, ...]:
-    attn, mlp = layer.self_attn, layer.mlp
-    return (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+def _linears(stack: DecoderStack) -> list[Any]:
+    """The vocabulary head and every projection of every layer."""
+    modules: list[Any] = [stack.lm_head]
+    for layer in stack.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        modules += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+    return modules
+
+
+def _reorder(weight: torch.Tensor) -> torch.Tensor:
+    """A oneDNN-prepacked copy of ``weight`` (packed for batches of about 128 rows)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, 128)  # type: ignore[no-any-return]
 
 
 def _packed_linear(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
@@ -328,20 +336,17 @@ def _fuse(modules: tuple[Any, ...], pack: bool) -> _Group:
             bias = torch.cat(
                 [m.weight.new_zeros(m.out_features) if m.bias is None else m.bias.detach() for m in modules]
             )
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 128)
+        packed = _reorder(weight)
     return _Group(modules, (packed, bias), tuple(int(m.out_features) for m in modules))
 
 
-def _pack_linears(
-    layers: list[Any], lm_head: Any, *, skip: set[int]
-) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
-    """oneDNN-prepacked copies of the plain linear weights not already fused (``skip``)."""
-    modules: list[Any] = [lm_head, *(m for layer in layers for m in _projections(layer))]
+def _pack_linears(modules: list[Any], *, skip: set[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
+    """oneDNN-prepacked copies of the plain linear weights among ``modules`` not already fused (``skip``)."""
     packed: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     with torch.no_grad():
         for module in modules:
             if id(module) not in skip and _plain(module) and module.weight.dtype in _PACKABLE:
-                weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), 128)
+                weight = _reorder(module.weight.detach())
                 packed[id(module)] = (weight, None if module.bias is None else module.bias.detach())
     return packed
 
