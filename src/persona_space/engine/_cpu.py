@@ -10,8 +10,10 @@ prompt's candidates as a prefix tree into one row (any architecture whose
 attention takes a 4-D mask; padded rows otherwise).
 
 Process-wide state it touches, recorded by :meth:`CPUBackend.describe`: the glibc
-allocator tuning of :mod:`persona_space.engine._heap` and the
-``PERSONA_SPACE_PACKED_LINEAR`` switch of the prepacked weights.
+allocator tuning of :mod:`persona_space.engine._heap`, the
+``PERSONA_SPACE_PACKED_LINEAR`` switch of the prepacked weights, and the fused
+decode kernels of :mod:`persona_space.engine._native` (compiled once into the
+persona_space cache; ``PERSONA_SPACE_NATIVE_KERNELS=0`` turns them off).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from persona_space.engine._adapters import AdapterRouter, check_routable
 from persona_space.engine._arch import PACK_ENV, SUPPORTED_MODEL_TYPES, check_supported
 from persona_space.engine._heap import heap_state
 from persona_space.engine._host import Host
+from persona_space.engine._native import native_state
 from persona_space.engine._requests import (
     Capabilities,
     Completion,
@@ -133,6 +136,7 @@ class CPUBackend:
             "score_method": self.last_method or self.score_method,
             "packed_linear": f"{PACK_ENV}={os.environ.get(PACK_ENV, '1')}",
             "heap_tuning": heap_state(),
+            "native_kernels": native_state(),
         }
 
 

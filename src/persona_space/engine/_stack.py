@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from persona_space.engine import _native
 from persona_space.engine._arch import PACK_ENV, check_supported
 from persona_space.errors import UnsupportedModelError
 
@@ -97,6 +98,7 @@ class DecoderStack:
         self.gate_up = [_fuse((m.gate_proj, m.up_proj), pack) for m in (layer.mlp for layer in self.layers)]
         fused = {id(m) for group in (*self.qkv, *self.gate_up) if group.fused is not None for m in group.modules}
         self.packed = _pack_linears(_linears(self), skip=fused) if pack else {}
+        self.native = _native.kernels() if _fusable(self) else None
 
     def allocate(self, slots: int, capacity: int) -> SlotCache:
         """Empty KV buffers for ``slots`` sequences of up to ``capacity`` tokens."""
@@ -180,10 +182,13 @@ class DecoderStack:
     def decode(self, cache: SlotCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One step for slots ``0..B-1``: token ``tokens[b]`` sits at ``positions[b]``.
 
-        Returns float32 logits ``[B, vocab]``.
+        Returns float32 logits ``[B, vocab]``. Runs the fused native kernels where
+        they are available (:mod:`persona_space.engine._native`), eager operations otherwise.
         """
         batch = int(tokens.shape[0])
         cache.ensure(int(positions.max().item()) + 1)
+        if self.native is not None:
+            return self._decode_native(self.native, cache, tokens, positions.to(torch.int64).contiguous())
         span = cache.capacity
         rows = torch.arange(batch, device=self.device)
         visible = torch.arange(span, device=self.device).unsqueeze(0) <= positions.unsqueeze(1)
@@ -204,6 +209,50 @@ class DecoderStack:
 
         hidden = self._run(tokens.view(batch, 1), positions.view(batch, 1), attend)
         return self._logits(hidden[:, 0])
+
+    def _decode_native(
+        self, native: _native.NativeKernels, cache: SlotCache, tokens: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """The decode step with the small operations fused: three native calls and four products per layer."""
+        batch = int(tokens.shape[0])
+        hidden = self.embed(tokens.view(batch, 1))
+        cos, sin = self.rotary(hidden, positions.view(batch, 1))
+        cos, sin = cos.reshape(batch, self.head_dim).contiguous(), sin.reshape(batch, self.head_dim).contiguous()
+        hidden = hidden.reshape(batch, -1).contiguous()
+        x = torch.empty_like(hidden)
+        attended = hidden.new_empty((batch, self.n_heads * self.head_dim))
+        delta: torch.Tensor | None = None
+        for index, layer in enumerate(self.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            norm = layer.input_layernorm
+            native.add_rms_norm(hidden, delta, norm.weight, x, norm.variance_epsilon)
+            q, k, v = (p.view(batch, -1) for p in self.project(self.qkv[index], x.view(batch, 1, -1)))
+            qk_norms = (attn.q_norm, attn.k_norm) if self.has_qk_norm else None
+            native.decode_attention(
+                q,
+                k,
+                v,
+                cos,
+                sin,
+                cache.keys[index],
+                cache.values[index],
+                positions,
+                attended,
+                scale=self.scaling,
+                q_norm=None if qk_norms is None else qk_norms[0].weight,
+                k_norm=None if qk_norms is None else qk_norms[1].weight,
+                norm_eps=0.0 if qk_norms is None else float(qk_norms[0].variance_epsilon),
+            )
+            delta = self.linear(attn.o_proj, attended.view(batch, 1, -1)).view(batch, -1)
+            norm = layer.post_attention_layernorm
+            native.add_rms_norm(hidden, delta, norm.weight, x, norm.variance_epsilon)
+            gate, up = (p.view(batch, -1) for p in self.project(self.gate_up[index], x.view(batch, 1, -1)))
+            activated = hidden.new_empty((batch, gate.shape[1]))
+            native.silu_mul(gate, up, activated)
+            delta = self.linear(mlp.down_proj, activated.view(batch, 1, -1)).view(batch, -1)
+        native.add_rms_norm(hidden, delta, self.norm.weight, x, self.norm.variance_epsilon)
+        logits: torch.Tensor = self.linear(self.lm_head, x).float()
+        return logits
 
     def _run(self, tokens: torch.Tensor, positions: torch.Tensor, attend: Any) -> torch.Tensor:
         hidden = self.embed(tokens)
@@ -285,6 +334,36 @@ def _packing_available(stack: DecoderStack) -> bool:
     except (RuntimeError, AttributeError):
         return False
     return bool(torch.allclose(got.float(), F.linear(x, weight).float(), rtol=tolerance, atol=tolerance))
+
+
+_RMS_NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"})
+_SILU = frozenset({"SiLU", "SiLUActivation"})
+
+
+def _fusable(stack: DecoderStack) -> bool:
+    """Whether the fused decode kernels compute exactly this model's decode step.
+
+    They implement the llama family's layer: RMS norms of the transformers classes
+    (weight times the normalised value), rotate-half rotary embedding, grouped-query
+    attention without a window, a SiLU-gated MLP; bfloat16 or float32 on CPU, with
+    every norm weight in the model's dtype. Anything else runs the eager step.
+    """
+    if stack.device.type != "cpu" or stack.dtype not in (torch.float32, torch.bfloat16) or stack.head_dim % 2:
+        return False
+    norms = [stack.norm]
+    for layer in stack.layers:
+        norms += [layer.input_layernorm, layer.post_attention_layernorm]
+        if stack.has_qk_norm:
+            norms += [layer.self_attn.q_norm, layer.self_attn.k_norm]
+        if type(getattr(layer.mlp, "act_fn", None)).__name__ not in _SILU:
+            return False
+    return all(
+        type(n).__name__ in _RMS_NORMS
+        and isinstance(getattr(n, "variance_epsilon", None), float)
+        and n.weight.dtype == stack.dtype
+        and n.weight.is_contiguous()
+        for n in norms
+    )
 
 
 def _linear_bytes(stack: DecoderStack) -> int:

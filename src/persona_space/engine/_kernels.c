@@ -1,0 +1,202 @@
+/* Fused CPU kernels for one decode step of the cpu engine (see _native.py).
+ *
+ * Eager PyTorch spends a decode step's time outside the matrix products on
+ * some forty small operations per layer (norms, rotary embedding, cache writes,
+ * attention, activation), each a separate dispatch over a few kilobytes. These
+ * kernels do the same arithmetic in three calls per layer, rounding to the
+ * storage dtype exactly where the eager operations do, so bfloat16 results
+ * agree with eager PyTorch up to the order of float32 sums.
+ *
+ * Every kernel exists for float (suffix f32) and bfloat16 stored as uint16
+ * (suffix bf16). Tensors are row-major; a "stride" is the distance in elements
+ * between consecutive rows, so views into a fused projection's output need no
+ * copy. Loops over rows and over (row, kv head) pairs run on OpenMP threads
+ * where the library was built with OpenMP.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef uint16_t bf16;
+
+static inline float bf16_to_float(bf16 x) {
+    uint32_t u = (uint32_t)x << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Round to nearest even, as torch does; NaN stays a quiet NaN. */
+static inline bf16 float_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16)(u >> 16);
+}
+
+/* exp(x) to about one float ulp, written so that loops over it vectorise
+ * (Cody-Waite reduction by ln 2, then the Cephes polynomial). */
+static inline float exp_approx(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+#define AS_IS(x) (x)
+
+/* T: storage type; S: name suffix; LOAD: T -> float; STORE: float -> T (rounding). */
+#define DEFINE_KERNELS(T, S, LOAD, STORE)                                                           \
+    /* RMS norm as transformers computes it: float32 statistics, the normalised value rounded to  \
+     * T, then multiplied by the weight in T. */                                                   \
+    static inline void rms_norm_row_##S(const T *x, const T *w, T *out, int64_t dim, float eps) {  \
+        float squares = 0.0f;                                                                      \
+        _Pragma("omp simd reduction(+ : squares)") for (int64_t i = 0; i < dim; i++) {             \
+            float v = LOAD(x[i]);                                                                  \
+            squares = fmaf(v, v, squares);                                                         \
+        }                                                                                          \
+        float inv = 1.0f / sqrtf(squares / (float)dim + eps);                                      \
+        for (int64_t i = 0; i < dim; i++) out[i] = STORE(LOAD(w[i]) * LOAD(STORE(LOAD(x[i]) * inv))); \
+    }                                                                                              \
+                                                                                                   \
+    /* hidden += delta (when delta is given, rounded to T), then out = rms_norm(hidden) * w. */    \
+    void ps_add_rms_norm_##S(T *hidden, const T *delta, const T *w, T *out, int64_t rows, int64_t dim, \
+                             float eps) {                                                          \
+        _Pragma("omp parallel for if (rows * dim >= 32768)") for (int64_t r = 0; r < rows; r++) {  \
+            T *h = hidden + r * dim;                                                               \
+            if (delta) {                                                                           \
+                const T *d = delta + r * dim;                                                      \
+                for (int64_t i = 0; i < dim; i++) h[i] = STORE(LOAD(h[i]) + LOAD(d[i]));           \
+            }                                                                                      \
+            rms_norm_row_##S(h, w, out + r * dim, dim, eps);                                       \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* out = silu(gate) * up, each rounded to T as the two eager operations do. */                 \
+    void ps_silu_mul_##S(const T *gate, int64_t gate_stride, const T *up, int64_t up_stride, T *out, \
+                         int64_t rows, int64_t n) {                                                \
+        _Pragma("omp parallel for if (rows * n >= 32768)") for (int64_t r = 0; r < rows; r++) {    \
+            const T *g = gate + r * gate_stride;                                                   \
+            const T *u = up + r * up_stride;                                                       \
+            T *o = out + r * n;                                                                    \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                float a = LOAD(g[i]);                                                              \
+                float s = LOAD(STORE(a / (1.0f + exp_approx(-a))));                                \
+                o[i] = STORE(s * LOAD(u[i]));                                                      \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* One head vector: optional per-head RMS norm, then the rotary embedding                      \
+     * x * cos + rotate_half(x) * sin, rounded to T after each eager operation. */                 \
+    static inline void rotate_##S(const T *src, const T *norm_w, float eps, const T *cs, const T *sn, \
+                                   T *scratch, float *dst, int64_t hd) {                           \
+        if (norm_w) {                                                                              \
+            rms_norm_row_##S(src, norm_w, scratch, hd, eps);                                       \
+            src = scratch;                                                                         \
+        }                                                                                          \
+        int64_t half = hd / 2;                                                                     \
+        for (int64_t i = 0; i < hd; i++) {                                                         \
+            float turned = i < half ? LOAD(STORE(-LOAD(src[i + half]))) : LOAD(src[i - half]);     \
+            float a = LOAD(STORE(LOAD(src[i]) * LOAD(cs[i])));                                     \
+            float b = LOAD(STORE(turned * LOAD(sn[i])));                                           \
+            dst[i] = LOAD(STORE(a + b));                                                           \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* Attention of one row's query heads sharing one cached head, over positions 0..span-1.     \
+     * Each cached key and value row is widened to float once and used by every query head of    \
+     * the group. Always inlined, so calls with a constant hd compile to fixed-length loops. */   \
+    static inline __attribute__((always_inline)) void attend_##S(const float *queries, const T *kb, \
+            const T *vb, int64_t span, int64_t groups, int64_t hd, float scale, float *scores,    \
+            float *acc, T *o) {                                                                    \
+        float row[hd];                                                                             \
+        for (int64_t t = 0; t < span; t++) {                                                       \
+            for (int64_t i = 0; i < hd; i++) row[i] = LOAD(kb[t * hd + i]);                        \
+            for (int64_t j = 0; j < groups; j++) {                                                 \
+                float dot = 0.0f;                                                                  \
+                _Pragma("omp simd reduction(+ : dot)") for (int64_t i = 0; i < hd; i++)            \
+                    dot = fmaf(queries[j * hd + i], row[i], dot);                                  \
+                scores[j * span + t] = LOAD(STORE(dot)) * scale;                                   \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t j = 0; j < groups; j++) {                                                     \
+            float *sj = scores + j * span, top = -INFINITY, total = 0.0f;                          \
+            for (int64_t t = 0; t < span; t++) top = sj[t] > top ? sj[t] : top;                    \
+            _Pragma("omp simd reduction(+ : total)") for (int64_t t = 0; t < span; t++) {          \
+                sj[t] = exp_approx(sj[t] - top);                                                   \
+                total += sj[t];                                                                    \
+            }                                                                                      \
+            for (int64_t t = 0; t < span; t++) sj[t] = LOAD(STORE(sj[t] / total));                 \
+        }                                                                                          \
+        memset(acc, 0, sizeof(float) * (size_t)(groups * hd));                                    \
+        for (int64_t t = 0; t < span; t++) {                                                       \
+            for (int64_t i = 0; i < hd; i++) row[i] = LOAD(vb[t * hd + i]);                        \
+            for (int64_t j = 0; j < groups; j++) {                                                 \
+                float w = scores[j * span + t];                                                    \
+                _Pragma("omp simd") for (int64_t i = 0; i < hd; i++)                               \
+                    acc[j * hd + i] = fmaf(w, row[i], acc[j * hd + i]);                             \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t j = 0; j < groups; j++)                                                       \
+            for (int64_t i = 0; i < hd; i++) o[j * hd + i] = STORE(acc[j * hd + i]);               \
+    }                                                                                              \
+                                                                                                   \
+    /* Decode attention for one new token per row. Row b's query heads, key and value are at       \
+     * q + b*q_stride, k + b*k_stride, v + b*v_stride; its rotary cos/sin at cs/sn + b*hd. The      \
+     * rotated key and the value are written to position pos[b] of slot b of the caches            \
+     * ([slots, kv_heads, cap, hd]); the row then attends over positions 0..pos[b] (grouped-query:  \
+     * heads/kv_heads query heads per cached head). Scores are rounded to T as the eager matmul     \
+     * output is, softmax runs in float32 and its probabilities are rounded to T before the        \
+     * weighted sum of values. out: [rows, heads*hd]. */                                           \
+    void ps_decode_attention_##S(const T *q, int64_t q_stride, const T *k, int64_t k_stride, const T *v, \
+                                 int64_t v_stride, const T *cs, const T *sn, const T *q_norm,       \
+                                 const T *k_norm, float norm_eps, T *k_cache, T *v_cache,           \
+                                 const int64_t *pos, T *out, int64_t rows, int64_t heads,          \
+                                 int64_t kv_heads, int64_t hd, int64_t cap, float scale) {         \
+        int64_t groups = heads / kv_heads;                                                         \
+        _Pragma("omp parallel for schedule(static)") for (int64_t item = 0; item < rows * kv_heads; item++) { \
+            int64_t b = item / kv_heads, g = item % kv_heads, p = pos[b], span = p + 1;            \
+            const T *c = cs + b * hd, *s = sn + b * hd;                                            \
+            T *kb = k_cache + (b * kv_heads + g) * cap * hd;                                       \
+            T *vb = v_cache + (b * kv_heads + g) * cap * hd;                                       \
+            float *work = malloc(sizeof(float) * (size_t)(groups * (2 * hd + span) + hd) + sizeof(T) * (size_t)hd); \
+            float *key = work, *queries = key + hd, *scores = queries + groups * hd;               \
+            float *acc = scores + groups * span;                                                   \
+            T *scratch = (T *)(acc + groups * hd);                                                 \
+            rotate_##S(k + b * k_stride + g * hd, k_norm, norm_eps, c, s, scratch, key, hd);       \
+            for (int64_t i = 0; i < hd; i++) {                                                     \
+                kb[p * hd + i] = STORE(key[i]);                                                    \
+                vb[p * hd + i] = v[b * v_stride + g * hd + i];                                     \
+            }                                                                                      \
+            for (int64_t j = 0; j < groups; j++)                                                   \
+                rotate_##S(q + b * q_stride + (g * groups + j) * hd, q_norm, norm_eps, c, s, scratch, \
+                           queries + j * hd, hd);                                                  \
+            T *o = out + b * heads * hd + g * groups * hd;                                         \
+            if (hd == 64)                                                                          \
+                attend_##S(queries, kb, vb, span, groups, 64, scale, scores, acc, o);              \
+            else if (hd == 128)                                                                    \
+                attend_##S(queries, kb, vb, span, groups, 128, scale, scores, acc, o);             \
+            else                                                                                   \
+                attend_##S(queries, kb, vb, span, groups, hd, scale, scores, acc, o);              \
+            free(work);                                                                            \
+        }                                                                                          \
+    }
+
+DEFINE_KERNELS(float, f32, AS_IS, AS_IS)
+DEFINE_KERNELS(bf16, bf16, bf16_to_float, float_to_bf16)
+
+/* The layout version the Python side checks, so a stale build is never called. */
+int ps_kernels_version(void) { return 1; }
