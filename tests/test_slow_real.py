@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -89,6 +90,38 @@ def test_engine_matches_transformers_greedy_float32(real_fp32: ps.LoadedModel) -
         if expected and expected[-1] == 2:
             expected = expected[:-1]
         assert list(got[i].token_ids) == expected
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_decode_kernels_on_the_real_model(
+    dtype: str, real_fp32: ps.LoadedModel, real_bf16: ps.LoadedModel
+) -> None:
+    """The native decode step gives the eager step's logits on SmolLM2 (rows of uneven lengths, 64 slots)."""
+    from persona_space.engine import _native
+
+    if _native.kernels() is None:
+        pytest.skip(f"native kernels unavailable: {_native.native_state()['reason']}")
+    model = real_fp32 if dtype == "float32" else real_bf16
+    stack = DecoderStack(model.base_module)
+    assert stack.native is not None
+    prompts = [model.encode(p.prompt) for p in ps.probes.IDENTITY.probes][:64]
+    width = max(len(p) for p in prompts)
+    tokens = torch.tensor([p + [0] * (width - len(p)) for p in prompts])
+    lengths = torch.tensor([len(p) for p in prompts])
+    rows = torch.arange(len(prompts))
+    with torch.inference_mode():
+        cache = stack.allocate(len(prompts), width + 4)
+        nxt = stack.prefill(cache, tokens, lengths, rows, rows).argmax(-1)
+        other = copy.deepcopy(cache)
+        fused = stack.decode(cache, nxt, lengths)
+        native, stack.native = stack.native, None
+        eager = stack.decode(other, nxt, lengths)
+        stack.native = native
+    if dtype == "float32":
+        torch.testing.assert_close(fused, eager, atol=1e-4, rtol=1e-4)
+    else:  # the same bf16 roundings, float32 sums in another order
+        assert float((fused - eager).abs().max()) < 1.0
+        assert float((fused.argmax(-1) == eager.argmax(-1)).float().mean()) >= 0.95
 
 
 def test_bfloat16_is_sane(real_fp32: ps.LoadedModel, real_bf16: ps.LoadedModel) -> None:
