@@ -116,6 +116,14 @@ def test_a_failed_build_falls_back_with_its_reason(fresh_build: None, monkeypatc
     assert not list((Path(_native._embedded.cache_root()) / "kernels").glob("*.so"))  # nothing half-written
 
 
+def test_an_unwritable_cache_falls_back(tmp_path: Path, fresh_build: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("PERSONA_SPACE_CACHE", str(blocker))  # its "kernels" folder cannot be made
+    assert _native.kernels() is None
+    assert "cannot write the kernel cache" in _native.native_state()["reason"]
+
+
 def test_a_library_that_disagrees_is_not_used(fresh_build: None, monkeypatch: pytest.MonkeyPatch) -> None:
     honest = _native._compare
 

@@ -223,21 +223,25 @@ def _flags() -> list[str]:
 
 def _build(compiler: str, flags: list[str], path: Path) -> str | None:
     """Compile into ``path`` (atomically); returns why it failed, or ``None``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot write the kernel cache {path.parent}: {exc}"
     errors = []
     for openmp in (["-fopenmp"], []):  # without OpenMP (clang on macOS, say) the kernels run on one thread
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            target = Path(tmp) / path.name
-            command = [compiler, *flags, *openmp, str(SOURCE), "-o", str(target), "-lm"]
-            try:
+        try:
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                target = Path(tmp) / path.name
+                command = [compiler, *flags, *openmp, str(SOURCE), "-o", str(target), "-lm"]
                 done = subprocess.run(command, capture_output=True, timeout=300, check=False)
-            except (OSError, subprocess.SubprocessError) as exc:
-                errors.append(str(exc))
-                continue
-            if done.returncode == 0:
-                os.replace(target, path)
-                return None
-            errors.append(done.stderr.decode(errors="replace").strip().splitlines()[-1:][0] if done.stderr else "")
+                if done.returncode == 0:
+                    os.replace(target, path)
+                    return None
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append(str(exc))
+            continue
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        errors.append(lines[-1] if lines else f"exit status {done.returncode}")
     return f"the kernel build failed: {'; '.join(e for e in errors if e) or 'no output'}"
 
 
