@@ -31,17 +31,18 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from persona_space import _embedded
+
+if TYPE_CHECKING:
+    import torch
 
 ENV = "PERSONA_SPACE_NATIVE_KERNELS"  # "0" turns the fused kernels off
 VERSION = 1  # must equal ps_kernels_version() in _kernels.c
 SOURCE = Path(__file__).with_name("_kernels.c")
-_SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
-_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
+_SUFFIX = {"float32": "f32", "bfloat16": "bf16"}  # torch dtype name -> kernel name suffix (torch loads lazily)
+_TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2}
 
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 _SIGNATURES: dict[str, list[Any]] = {
@@ -66,13 +67,15 @@ class NativeKernels:
 
     def __init__(self, lib: ctypes.CDLL, info: BuildInfo) -> None:
         self.info = info
+        import torch
+
         self._fn: dict[tuple[str, torch.dtype], Any] = {}
         for name, argtypes in _SIGNATURES.items():
             for dtype, suffix in _SUFFIX.items():
                 fn = getattr(lib, f"{name}_{suffix}")
                 fn.argtypes = argtypes
                 fn.restype = None
-                self._fn[(name, dtype)] = fn
+                self._fn[(name, getattr(torch, dtype))] = fn
 
     def add_rms_norm(
         self, hidden: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, out: torch.Tensor, eps: float
@@ -208,6 +211,8 @@ def _compiler_version(compiler: str) -> bytes:
 
 def _flags() -> list[str]:
     """Optimisation flags: this CPU's instruction set, capped where torch itself runs AVX2 or baseline kernels."""
+    import torch
+
     flags = ["-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-trapping-math"]
     if platform.machine() in ("x86_64", "AMD64"):
         capability = torch.backends.cpu.get_cpu_capability()
@@ -247,9 +252,12 @@ def _build(compiler: str, flags: list[str], path: Path) -> str | None:
 
 def _self_check(kernels: NativeKernels) -> str | None:
     """Run each kernel once against eager PyTorch; the reason they disagree, or ``None``."""
-    for dtype in _SUFFIX:
+    import torch
+
+    for dtype_name, tolerance in _TOLERANCE.items():
+        dtype = getattr(torch, dtype_name)
         for name, (got, want) in _compare(kernels, dtype).items():
-            if not torch.allclose(got.float(), want.float(), rtol=_TOLERANCE[dtype], atol=_TOLERANCE[dtype]):
+            if not torch.allclose(got.float(), want.float(), rtol=tolerance, atol=tolerance):
                 error = (got.float() - want.float()).abs().max().item()
                 return f"{name} disagrees with eager PyTorch in {dtype} (max |difference| {error:.3g}); not used"
     return None
@@ -257,17 +265,23 @@ def _self_check(kernels: NativeKernels) -> str | None:
 
 def _eager_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMS norm as transformers' llama family computes it."""
+    import torch
+
     xf = x.float()
     return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def _eager_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    import torch
+
     half = x.shape[-1] // 2
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
 def _compare(kernels: NativeKernels, dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Each kernel and its eager equivalent on the same random inputs (GQA, a per-head norm, uneven positions)."""
+    import torch
+
     gen = torch.Generator().manual_seed(0)
 
     def rand(*shape: int) -> torch.Tensor:
