@@ -44,7 +44,7 @@ import torch
 
 import persona_space as ps
 from _machine import machine
-from persona_space.engine import common_prefix_length
+from persona_space.engine import common_prefix_length, native_state
 from persona_space.probes import load as load_probes
 
 NEW_TOKENS = 64
@@ -178,6 +178,8 @@ def main() -> None:
     prompt_flop = (prefix + sum(len(p) - prefix for p in distinct)) * 2 * (params - head)
     print(f"model {model.name}, {params / 1e6:.1f}M parameters, dtype {model.dtype}, threads {torch.get_num_threads()}")
     cpu_path = machine(model.dtype)
+    kernels = native_state()
+    print(f"native decode kernels: {'in use' if kernels['in_use'] else 'not used'} ({kernels['reason']})")
 
     library_rate(model, ps.probes.ProbeSet("warmup", probes.probes[:4]), 1)  # first-call costs out of the timing
     repeats = 1 if args.quick else 3
@@ -202,6 +204,7 @@ def main() -> None:
     results: dict[str, object] = {
         "dtype": str(model.dtype),
         "machine": cpu_path,
+        "native_kernels": kernels,
         "repeats": repeats,
         "library_tokens_per_s": round(lib, 1),
         "library_runs": [round(v, 1) for v in lib_all],

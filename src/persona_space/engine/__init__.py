@@ -27,6 +27,7 @@ from persona_space.engine._heap import heap_state
 from persona_space.engine._hf import HFBackend
 from persona_space.engine._host import Host, Recipe, base_module
 from persona_space.engine._local import VLLM_STATUS, auto_backend_name, cpu_supports, local_backend
+from persona_space.engine._native import native_state
 from persona_space.engine._ray import RayBackend, ensure_ray, ray_backend, ray_map, shutdown_actors
 from persona_space.engine._requests import (
     BACKEND_NAMES,
@@ -90,6 +91,7 @@ __all__ = [
     "ensure_ray",
     "heap_state",
     "local_backend",
+    "native_state",
     "ray_backend",
     "ray_map",
     "require_generation",
