@@ -271,11 +271,16 @@ def _eager_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tens
     return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
-def _eager_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """The llama family's rotary helper: the halves of the last axis swapped, the first negated."""
     import torch
 
     half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _eager_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + rotate_half(x) * sin
 
 
 def _compare(kernels: NativeKernels, dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

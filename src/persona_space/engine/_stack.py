@@ -266,8 +266,8 @@ class DecoderStack:
             if self.has_qk_norm:
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q = q * cos + _native.rotate_half(q) * sin
+            k = k * cos + _native.rotate_half(k) * sin
             hidden = hidden + self.linear(attn.o_proj, attend(index, q, k, v))
             x = layer.post_attention_layernorm(hidden)
             mlp = layer.mlp
@@ -429,7 +429,3 @@ def _pack_linears(modules: list[Any], *, skip: set[int]) -> dict[int, tuple[torc
                 packed[id(module)] = (weight, None if module.bias is None else module.bias.detach())
     return packed
 
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
