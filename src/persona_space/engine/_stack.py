@@ -428,4 +428,3 @@ def _pack_linears(modules: list[Any], *, skip: set[int]) -> dict[int, tuple[torc
                 weight = _reorder(module.weight.detach())
                 packed[id(module)] = (weight, None if module.bias is None else module.bias.detach())
     return packed
-
