@@ -37,11 +37,12 @@ def fresh_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     _native._load.cache_clear()
 
 
+@pytest.mark.parametrize("hd", [8, 16, 24, 64, 128])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_each_kernel_does_what_the_eager_operations_do(dtype: torch.dtype) -> None:
+def test_each_kernel_does_what_the_eager_operations_do(dtype: torch.dtype, hd: int) -> None:
     kernels = _native.kernels()
     assert kernels is not None
-    pairs = _native._compare(kernels, dtype)
+    pairs = _native._compare(kernels, dtype, hd)
     assert set(pairs) == {"add_rms_norm", "silu_mul", "decode_attention"}
     for name, (got, want) in pairs.items():
         assert got.dtype == want.dtype == dtype, name
@@ -127,15 +128,15 @@ def test_an_unwritable_cache_falls_back(tmp_path: Path, fresh_build: None, monke
 def test_a_library_that_disagrees_is_not_used(fresh_build: None, monkeypatch: pytest.MonkeyPatch) -> None:
     honest = _native._compare
 
-    def off_by_one(kernels: Any, dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        pairs = honest(kernels, dtype)
+    def off_by_one(kernels: Any, dtype: torch.dtype, hd: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        pairs = honest(kernels, dtype, hd)
         got, want = pairs["silu_mul"]
         pairs["silu_mul"] = (got + 1, want)
         return pairs
 
     monkeypatch.setattr(_native, "_compare", off_by_one)
     assert _native.kernels() is None
-    assert "silu_mul disagrees" in _native.native_state()["reason"]
+    assert "silu_mul (head size 8) disagrees" in _native.native_state()["reason"]
 
 
 def test_the_build_is_cached_and_reused(fresh_build: None) -> None:

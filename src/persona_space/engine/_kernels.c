@@ -55,6 +55,136 @@ static inline float exp_approx(float x) {
     return p * scale;
 }
 
+/* Explicit vectors for the attention inner loops, where the compiler's own code spends
+ * most of its time on one horizontal sum per score: AVX-512 (16 lanes) or AVX2 with FMA
+ * (8 lanes). Elsewhere the plain loops below are used. */
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#if defined(__AVX512F__)
+#define PS_LANES 16
+typedef __m512 vec;
+#define VEC_LOADF(p) _mm512_loadu_ps(p)
+#define VEC_LOADH(p) \
+    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
+#define VEC_FMA _mm512_fmadd_ps
+#define VEC_SET1 _mm512_set1_ps
+#define VEC_ZERO _mm512_setzero_ps
+#define VEC_STORE _mm512_storeu_ps
+static inline __m256 fold256(__m512 a) {
+    return _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+}
+#else
+#define PS_LANES 8
+typedef __m256 vec;
+#define VEC_LOADF(p) _mm256_loadu_ps(p)
+#define VEC_LOADH(p) \
+    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+#define VEC_FMA _mm256_fmadd_ps
+#define VEC_SET1 _mm256_set1_ps
+#define VEC_ZERO _mm256_setzero_ps
+#define VEC_STORE _mm256_storeu_ps
+static inline __m256 fold256(__m256 a) { return a; }
+#endif
+
+/* The sums of four vectors' lanes, in one 4-lane vector. */
+static inline __m128 sum4(vec a, vec b, vec c, vec d) {
+    __m256 ab = _mm256_hadd_ps(fold256(a), fold256(b)), cd = _mm256_hadd_ps(fold256(c), fold256(d));
+    __m256 abcd = _mm256_hadd_ps(ab, cd);
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+static inline float sum1(vec a) {
+    __m128 s = sum4(a, VEC_ZERO(), VEC_ZERO(), VEC_ZERO());
+    return _mm_cvtss_f32(s);
+}
+
+/* Four floats rounded to bfloat16 and widened back, as float_to_bf16 does one. */
+static inline __m128 round4_bf16(__m128 x) {
+    __m128i u = _mm_castps_si128(x), high = _mm_set1_epi32((int)0xffff0000u);
+    __m128i lsb = _mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(1));
+    __m128i even = _mm_and_si128(_mm_add_epi32(_mm_add_epi32(u, _mm_set1_epi32(0x7fff)), lsb), high);
+    __m128i quiet = _mm_and_si128(_mm_or_si128(u, _mm_set1_epi32(0x400000)), high);
+    return _mm_blendv_ps(_mm_castsi128_ps(even), _mm_castsi128_ps(quiet), _mm_cmpunord_ps(x, x));
+}
+#define ROUND4_f32(x) (x)
+#define ROUND4_bf16(x) round4_bf16(x)
+#define VEC_LOAD_f32 VEC_LOADF
+#define VEC_LOAD_bf16 VEC_LOADH
+/* attend_fast_S: attend_S with explicit vectors, for head sizes a multiple of PS_LANES. Scores
+ * come four positions at a time (four independent FMA chains, one shuffle tree for their four
+ * sums); values are added four positions at a time into float accumulators. Each cached row is
+ * widened to float once and used by every query head of the group. */
+#define DEFINE_ATTEND_FAST(T, S, LOAD, STORE)                                                        \
+    static inline __attribute__((always_inline)) void attend_fast_##S(const float *queries, const T *kb, \
+            const T *vb, int64_t span, int64_t groups, int64_t nv, float scale, float *scores,      \
+            float *acc, T *o) {                                                                     \
+        const int64_t hd = nv * PS_LANES;                                                           \
+        const __m128 scale4 = _mm_set1_ps(scale);                                                   \
+        int64_t t = 0;                                                                              \
+        for (; t + 4 <= span; t += 4) {                                                             \
+            vec rows[4][nv];                                                                        \
+            for (int64_t r = 0; r < 4; r++)                                                         \
+                for (int64_t v = 0; v < nv; v++) rows[r][v] = VEC_LOAD_##S(kb + (t + r) * hd + v * PS_LANES); \
+            for (int64_t j = 0; j < groups; j++) {                                                  \
+                const float *qj = queries + j * hd;                                                 \
+                vec a = VEC_ZERO(), b = VEC_ZERO(), c = VEC_ZERO(), d = VEC_ZERO();                 \
+                for (int64_t v = 0; v < nv; v++) {                                                  \
+                    vec qv = VEC_LOADF(qj + v * PS_LANES);                                          \
+                    a = VEC_FMA(qv, rows[0][v], a);                                                 \
+                    b = VEC_FMA(qv, rows[1][v], b);                                                 \
+                    c = VEC_FMA(qv, rows[2][v], c);                                                 \
+                    d = VEC_FMA(qv, rows[3][v], d);                                                 \
+                }                                                                                   \
+                _mm_storeu_ps(scores + j * span + t, _mm_mul_ps(ROUND4_##S(sum4(a, b, c, d)), scale4)); \
+            }                                                                                       \
+        }                                                                                           \
+        for (; t < span; t++) {                                                                     \
+            for (int64_t j = 0; j < groups; j++) {                                                  \
+                vec a = VEC_ZERO();                                                                 \
+                for (int64_t v = 0; v < nv; v++)                                                    \
+                    a = VEC_FMA(VEC_LOADF(queries + j * hd + v * PS_LANES), VEC_LOAD_##S(kb + t * hd + v * PS_LANES), a); \
+                scores[j * span + t] = LOAD(STORE(sum1(a))) * scale;                                \
+            }                                                                                       \
+        }                                                                                           \
+        softmax_rows_##S(scores, span, groups);                                                     \
+        for (int64_t i = 0; i < groups * hd; i++) acc[i] = 0.0f;                                    \
+        for (t = 0; t + 4 <= span; t += 4) {                                                        \
+            vec rows[4][nv];                                                                        \
+            for (int64_t r = 0; r < 4; r++)                                                         \
+                for (int64_t v = 0; v < nv; v++) rows[r][v] = VEC_LOAD_##S(vb + (t + r) * hd + v * PS_LANES); \
+            for (int64_t j = 0; j < groups; j++) {                                                  \
+                const float *w = scores + j * span + t;                                             \
+                vec w0 = VEC_SET1(w[0]), w1 = VEC_SET1(w[1]), w2 = VEC_SET1(w[2]), w3 = VEC_SET1(w[3]); \
+                for (int64_t v = 0; v < nv; v++) {                                                  \
+                    float *av = acc + j * hd + v * PS_LANES;                                        \
+                    vec sum = VEC_FMA(w0, rows[0][v], VEC_LOADF(av));                               \
+                    sum = VEC_FMA(w1, rows[1][v], sum);                                             \
+                    sum = VEC_FMA(w2, rows[2][v], sum);                                             \
+                    VEC_STORE(av, VEC_FMA(w3, rows[3][v], sum));                                    \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+        for (; t < span; t++)                                                                       \
+            for (int64_t j = 0; j < groups; j++) {                                                  \
+                vec w = VEC_SET1(scores[j * span + t]);                                             \
+                for (int64_t v = 0; v < nv; v++) {                                                  \
+                    float *av = acc + j * hd + v * PS_LANES;                                        \
+                    VEC_STORE(av, VEC_FMA(w, VEC_LOAD_##S(vb + t * hd + v * PS_LANES), VEC_LOADF(av))); \
+                }                                                                                   \
+            }                                                                                       \
+        for (int64_t i = 0; i < groups * hd; i++) o[i] = STORE(acc[i]);                             \
+    }
+#define PS_FAST 1
+#else
+#define PS_LANES 1
+#define PS_FAST 0
+#define DEFINE_ATTEND_FAST(T, S, LOAD, STORE)                                                        \
+    static inline void attend_fast_##S(const float *queries, const T *kb, const T *vb, int64_t span, \
+            int64_t groups, int64_t nv, float scale, float *scores, float *acc, T *o) {             \
+        attend_##S(queries, kb, vb, span, groups, nv, scale, scores, acc, o);                       \
+    }
+#endif
+
 #define AS_IS(x) (x)
 
 /* T: storage type; S: name suffix; LOAD: T -> float; STORE: float -> T (rounding). */
@@ -116,6 +246,19 @@ static inline float exp_approx(float x) {
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
+    /* Softmax of each of `groups` score rows in float32, probabilities rounded to T. */          \
+    static inline void softmax_rows_##S(float *scores, int64_t span, int64_t groups) {            \
+        for (int64_t j = 0; j < groups; j++) {                                                     \
+            float *sj = scores + j * span, top = -INFINITY, total = 0.0f;                          \
+            for (int64_t t = 0; t < span; t++) top = sj[t] > top ? sj[t] : top;                    \
+            _Pragma("omp simd reduction(+ : total)") for (int64_t t = 0; t < span; t++) {          \
+                sj[t] = exp_approx(sj[t] - top);                                                   \
+                total += sj[t];                                                                    \
+            }                                                                                      \
+            for (int64_t t = 0; t < span; t++) sj[t] = LOAD(STORE(sj[t] / total));                 \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
     /* Attention of one row's query heads sharing one cached head, over positions 0..span-1.     \
      * Each cached key and value row is widened to float once and used by every query head of    \
      * the group. Always inlined, so calls with a constant hd compile to fixed-length loops. */   \
@@ -132,15 +275,7 @@ static inline float exp_approx(float x) {
                 scores[j * span + t] = LOAD(STORE(dot)) * scale;                                   \
             }                                                                                      \
         }                                                                                          \
-        for (int64_t j = 0; j < groups; j++) {                                                     \
-            float *sj = scores + j * span, top = -INFINITY, total = 0.0f;                          \
-            for (int64_t t = 0; t < span; t++) top = sj[t] > top ? sj[t] : top;                    \
-            _Pragma("omp simd reduction(+ : total)") for (int64_t t = 0; t < span; t++) {          \
-                sj[t] = exp_approx(sj[t] - top);                                                   \
-                total += sj[t];                                                                    \
-            }                                                                                      \
-            for (int64_t t = 0; t < span; t++) sj[t] = LOAD(STORE(sj[t] / total));                 \
-        }                                                                                          \
+        softmax_rows_##S(scores, span, groups);                                                    \
         memset(acc, 0, sizeof(float) * (size_t)(groups * hd));                                    \
         for (int64_t t = 0; t < span; t++) {                                                       \
             for (int64_t i = 0; i < hd; i++) row[i] = LOAD(vb[t * hd + i]);                        \
@@ -153,6 +288,8 @@ static inline float exp_approx(float x) {
         for (int64_t j = 0; j < groups; j++)                                                       \
             for (int64_t i = 0; i < hd; i++) o[j * hd + i] = STORE(acc[j * hd + i]);               \
     }                                                                                              \
+                                                                                                   \
+    DEFINE_ATTEND_FAST(T, S, LOAD, STORE)                                                          \
                                                                                                    \
     /* Decode attention for one new token per row. Row b's query heads, key and value are at       \
      * q + b*q_stride, k + b*k_stride, v + b*v_stride; its rotary cos/sin at cs/sn + b*hd. The      \
@@ -185,7 +322,13 @@ static inline float exp_approx(float x) {
                 rotate_##S(q + b * q_stride + (g * groups + j) * hd, q_norm, norm_eps, c, s, scratch, \
                            queries + j * hd, hd);                                                  \
             T *o = out + b * heads * hd + g * groups * hd;                                         \
-            if (hd == 64)                                                                          \
+            if (PS_FAST && hd == 64)                                                               \
+                attend_fast_##S(queries, kb, vb, span, groups, 64 / PS_LANES, scale, scores, acc, o); \
+            else if (PS_FAST && hd == 128)                                                         \
+                attend_fast_##S(queries, kb, vb, span, groups, 128 / PS_LANES, scale, scores, acc, o); \
+            else if (PS_FAST && hd % PS_LANES == 0)                                                \
+                attend_fast_##S(queries, kb, vb, span, groups, hd / PS_LANES, scale, scores, acc, o); \
+            else if (hd == 64)                                                                     \
                 attend_##S(queries, kb, vb, span, groups, 64, scale, scores, acc, o);              \
             else if (hd == 128)                                                                    \
                 attend_##S(queries, kb, vb, span, groups, 128, scale, scores, acc, o);             \
