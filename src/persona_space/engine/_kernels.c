@@ -106,6 +106,16 @@ static inline __m128 round4_bf16(__m128 x) {
     __m128i quiet = _mm_and_si128(_mm_or_si128(u, _mm_set1_epi32(0x400000)), high);
     return _mm_blendv_ps(_mm_castsi128_ps(even), _mm_castsi128_ps(quiet), _mm_cmpunord_ps(x, x));
 }
+/* Cache lines of [p, p + bytes) requested ahead of use, into the outer caches (locality 2: the
+ * nearest level measured slower, as the lines evict what the running loop still needs). Each
+ * (row, kv head) pair reads a few kilobytes of cache from its own place in memory, too little
+ * for the hardware prefetchers to ramp up, so the kernel asks for the lines it needs next: its
+ * values while it scores, keys PS_AHEAD positions ahead, the next pair's keys while it sums
+ * values. Twice as fast on a 30-layer cache that does not fit in the last-level cache. */
+#define PS_AHEAD 16
+static inline void prefetch_rows(const void *p, int64_t bytes) {
+    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch((const char *)p + off, 0, 2);
+}
 #define ROUND4_f32(x) (x)
 #define ROUND4_bf16(x) round4_bf16(x)
 #define VEC_LOAD_f32 VEC_LOADF
@@ -117,12 +127,14 @@ static inline __m128 round4_bf16(__m128 x) {
 #define DEFINE_ATTEND_FAST(T, S, LOAD, STORE)                                                        \
     static inline __attribute__((always_inline)) void attend_fast_##S(const float *queries, const T *kb, \
             const T *vb, int64_t span, int64_t groups, int64_t nv, float scale, float *scores,      \
-            float *acc, T *o) {                                                                     \
+            float *acc, T *o, const T *next_k, int64_t next_span) {                                 \
         const int64_t hd = nv * PS_LANES;                                                           \
         const __m128 scale4 = _mm_set1_ps(scale);                                                   \
         int64_t t = 0;                                                                              \
         for (; t + 4 <= span; t += 4) {                                                             \
             vec rows[4][nv];                                                                        \
+            prefetch_rows(vb + t * hd, 4 * hd * (int64_t)sizeof(T));                                \
+            if (t + PS_AHEAD + 4 <= span) prefetch_rows(kb + (t + PS_AHEAD) * hd, 4 * hd * (int64_t)sizeof(T)); \
             for (int64_t r = 0; r < 4; r++)                                                         \
                 for (int64_t v = 0; v < nv; v++) rows[r][v] = VEC_LOAD_##S(kb + (t + r) * hd + v * PS_LANES); \
             for (int64_t j = 0; j < groups; j++) {                                                  \
@@ -150,6 +162,7 @@ static inline __m128 round4_bf16(__m128 x) {
         for (int64_t i = 0; i < groups * hd; i++) acc[i] = 0.0f;                                    \
         for (t = 0; t + 4 <= span; t += 4) {                                                        \
             vec rows[4][nv];                                                                        \
+            if (t < next_span) prefetch_rows(next_k + t * hd, 4 * hd * (int64_t)sizeof(T));         \
             for (int64_t r = 0; r < 4; r++)                                                         \
                 for (int64_t v = 0; v < nv; v++) rows[r][v] = VEC_LOAD_##S(vb + (t + r) * hd + v * PS_LANES); \
             for (int64_t j = 0; j < groups; j++) {                                                  \
@@ -172,6 +185,7 @@ static inline __m128 round4_bf16(__m128 x) {
                     VEC_STORE(av, VEC_FMA(w, VEC_LOAD_##S(vb + t * hd + v * PS_LANES), VEC_LOADF(av))); \
                 }                                                                                   \
             }                                                                                       \
+        if (t < next_span) prefetch_rows(next_k + t * hd, (next_span - t) * hd * (int64_t)sizeof(T)); \
         for (int64_t i = 0; i < groups * hd; i++) o[i] = STORE(acc[i]);                             \
     }
 #define PS_FAST 1
@@ -180,7 +194,10 @@ static inline __m128 round4_bf16(__m128 x) {
 #define PS_FAST 0
 #define DEFINE_ATTEND_FAST(T, S, LOAD, STORE)                                                        \
     static inline void attend_fast_##S(const float *queries, const T *kb, const T *vb, int64_t span, \
-            int64_t groups, int64_t nv, float scale, float *scores, float *acc, T *o) {             \
+            int64_t groups, int64_t nv, float scale, float *scores, float *acc, T *o, const T *next_k, \
+            int64_t next_span) {                                                                    \
+        (void)next_k;                                                                               \
+        (void)next_span;                                                                            \
         attend_##S(queries, kb, vb, span, groups, nv, scale, scores, acc, o);                       \
     }
 #endif
@@ -322,12 +339,15 @@ static inline __m128 round4_bf16(__m128 x) {
                 rotate_##S(q + b * q_stride + (g * groups + j) * hd, q_norm, norm_eps, c, s, scratch, \
                            queries + j * hd, hd);                                                  \
             T *o = out + b * heads * hd + g * groups * hd;                                         \
+            int64_t next = item + 1 < rows * kv_heads ? item + 1 : item;                            \
+            const T *next_k = k_cache + ((next / kv_heads) * kv_heads + next % kv_heads) * cap * hd; \
+            int64_t next_span = pos[next / kv_heads] + 1;                                           \
             if (PS_FAST && hd == 64)                                                               \
-                attend_fast_##S(queries, kb, vb, span, groups, 64 / PS_LANES, scale, scores, acc, o); \
+                attend_fast_##S(queries, kb, vb, span, groups, 64 / PS_LANES, scale, scores, acc, o, next_k, next_span); \
             else if (PS_FAST && hd == 128)                                                         \
-                attend_fast_##S(queries, kb, vb, span, groups, 128 / PS_LANES, scale, scores, acc, o); \
+                attend_fast_##S(queries, kb, vb, span, groups, 128 / PS_LANES, scale, scores, acc, o, next_k, next_span); \
             else if (PS_FAST && hd % PS_LANES == 0)                                                \
-                attend_fast_##S(queries, kb, vb, span, groups, hd / PS_LANES, scale, scores, acc, o); \
+                attend_fast_##S(queries, kb, vb, span, groups, hd / PS_LANES, scale, scores, acc, o, next_k, next_span); \
             else if (hd == 64)                                                                     \
                 attend_##S(queries, kb, vb, span, groups, 64, scale, scores, acc, o);              \
             else if (hd == 128)                                                                    \
