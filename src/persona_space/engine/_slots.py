@@ -137,8 +137,8 @@ def _prefill_groups(
     would make its padding more than ``waste`` of its real tokens once it holds
     ``rows`` real tokens (enough rows to keep the products efficient). The queue is
     ordered by prompt length, so batches are of similar lengths and the padding the
-    right-padded prefill computes for nothing stays small. Lengths count after the
-    ``prefix_len`` tokens every prompt shares.
+    prefill's attention computes for nothing stays small (its products skip padding).
+    Lengths count after the ``prefix_len`` tokens every prompt shares.
     """
     start = 0
     while start < len(admitted):
@@ -187,7 +187,7 @@ def _prefill_prefix(
     tokens = torch.tensor([prefix] * len(names), dtype=torch.long, device=device)
     lengths = torch.full((len(names),), len(prefix), dtype=torch.long, device=device)
     rows = torch.arange(len(names), device=device)
-    router.set_rows(names)
+    router.set_rows([name for name in names for _ in prefix])  # prefill products run per real token
     stack.prefill(cache, tokens, lengths, rows, rows)
     return cache, {name: i for i, name in enumerate(names)}
 
@@ -213,7 +213,7 @@ def _prefill(
         tokens[r, : len(prompt) - start] = torch.tensor(prompt[start:], dtype=torch.long)
     lengths = torch.tensor([len(p) - start for p, _ in unique], dtype=torch.long)
     device = stack.device
-    router.set_rows([adapter for _, adapter in unique])
+    router.set_rows([adapter for prompt, adapter in unique for _ in range(len(prompt) - start)])  # per real token
     dst = torch.arange(first_slot, first_slot + len(group), device=device)
     prefix_rows = None if prefix is None else torch.tensor([prefix[1][a] for _, a in unique], device=device)
     logits = stack.prefill(

@@ -138,6 +138,10 @@ class DecoderStack:
         ``prefix`` (a prefix shared by all prompts, such as the system turn) and
         ``tokens`` holds only what follows. Returns float32 logits ``[u, vocab]`` at
         each prompt's last real token.
+
+        The products run on the real tokens only, packed row after row, so an
+        :class:`AdapterRouter` routing a mixed batch needs one adapter per real token
+        (row ``i``'s adapter ``lengths[i]`` times), not one per row.
         """
         u, width = tokens.shape
         cache.ensure(start + width)
@@ -175,9 +179,9 @@ class DecoderStack:
             out = torch.matmul(probs, values).view(u, self.n_heads, width, self.head_dim)
             return out.transpose(1, 2).reshape(u, width, self.n_heads * self.head_dim)
 
-        hidden = self._run(tokens, positions, attend)
-        last = hidden[torch.arange(u, device=self.device), lengths - 1]
-        return self._logits(last)
+        real = (torch.arange(width, device=self.device).unsqueeze(0) < lengths.unsqueeze(1)).view(-1)
+        hidden = self._run(tokens, positions, attend, real=real.nonzero().squeeze(1))
+        return self._logits(hidden[lengths.cumsum(0) - 1])
 
     def decode(self, cache: SlotCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One step for slots ``0..B-1``: token ``tokens[b]`` sits at ``positions[b]``.
@@ -254,27 +258,71 @@ class DecoderStack:
         logits: torch.Tensor = self.linear(self.lm_head, x).float()
         return logits
 
-    def _run(self, tokens: torch.Tensor, positions: torch.Tensor, attend: Any) -> torch.Tensor:
-        hidden = self.embed(tokens)
-        cos, sin = self.rotary(hidden, positions)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    def _run(
+        self, tokens: torch.Tensor, positions: torch.Tensor, attend: Any, *, real: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The layers over ``tokens [batch, width]``; ``attend(layer, q, k, v)`` does the attention.
+
+        With ``real`` (the flat indices of the real tokens of right-padded prompts in
+        the ``batch * width`` grid), embeddings, norms, products and MLP run on the real
+        tokens only, packed into ``[n, hidden]``, and only attention sees them laid out
+        on the grid: the padding costs nothing in the products. Returns the hidden
+        states, ``[n, hidden]`` with ``real``, else ``[batch, width, hidden]``.
+        """
         batch, width = tokens.shape
+        cos, sin = self.rotary(self.embed.weight[:1], positions)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        hidden = self.embed(tokens if real is None else tokens.view(-1)[real])
+        native = self.native if real is not None else None  # the kernels take [rows, dim] tables
+        delta: torch.Tensor | None = None
+
+        def norm(module: Any) -> torch.Tensor:
+            nonlocal hidden, delta
+            if native is None:
+                if delta is not None:
+                    hidden = hidden + delta
+                out: torch.Tensor = module(hidden)
+            else:
+                out = torch.empty_like(hidden)
+                native.add_rms_norm(hidden, delta, module.weight, out, module.variance_epsilon)
+            delta = None
+            return out
+
+        def grid(p: torch.Tensor) -> torch.Tensor:
+            """``[n, heads * head_dim]`` (packed) or ``[batch, width, ...]`` as ``[batch, heads, width, head_dim]``."""
+            if real is not None:
+                laid = p.new_zeros((batch * width, p.shape[-1]))
+                laid[real] = p
+                p = laid
+            return p.view(batch, width, -1, self.head_dim).transpose(1, 2)
+
         for index, layer in enumerate(self.layers):
             attn = layer.self_attn
-            x = layer.input_layernorm(hidden)
-            q, k, v = (p.view(batch, width, -1, self.head_dim) for p in self.project(self.qkv[index], x))
+            x = norm(layer.input_layernorm)
+            q, k, v = self.project(self.qkv[index], x)
             if self.has_qk_norm:
-                q, k = attn.q_norm(q), attn.k_norm(k)
-            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+                q = attn.q_norm(q.view(*q.shape[:-1], -1, self.head_dim)).flatten(-2)
+                k = attn.k_norm(k.view(*k.shape[:-1], -1, self.head_dim)).flatten(-2)
+            q, k, v = grid(q), grid(k), grid(v)
             q = q * cos + _native.rotate_half(q) * sin
             k = k * cos + _native.rotate_half(k) * sin
-            hidden = hidden + self.linear(attn.o_proj, attend(index, q, k, v))
-            x = layer.post_attention_layernorm(hidden)
+            out = attend(index, q, k, v)
+            if real is not None:
+                out = out.view(batch * width, -1)[real]
+            delta = self.linear(attn.o_proj, out)
+            x = norm(layer.post_attention_layernorm)
             mlp = layer.mlp
             gate, up = self.project(self.gate_up[index], x)
-            hidden = hidden + self.linear(mlp.down_proj, mlp.act_fn(gate) * up)
-        out: torch.Tensor = hidden
-        return out
+            if native is None:
+                activated = mlp.act_fn(gate) * up
+            else:
+                activated = gate.new_empty(gate.shape)
+                native.silu_mul(gate, up, activated)
+            delta = self.linear(mlp.down_proj, activated)
+        if delta is not None:
+            hidden = hidden + delta
+        final: torch.Tensor = hidden
+        return final
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and vocabulary head for the needed positions only, in float32."""
