@@ -101,13 +101,18 @@ class DecoderStack:
         self.native = _native.kernels() if _fusable(self) else None
 
     def allocate(self, slots: int, capacity: int) -> SlotCache:
-        """Empty KV buffers for ``slots`` sequences of up to ``capacity`` tokens."""
+        """Empty KV buffers for ``slots`` sequences of up to ``capacity`` tokens.
+
+        The fused decode step reads each row's own positions only, so its buffers take
+        the whole capacity at once (the slot count already budgets for it) and never
+        grow; the eager step attends over the current capacity, which grows in blocks.
+        """
         if self.sliding_window is not None and capacity > self.sliding_window:
             raise UnsupportedModelError(
                 f"sequences of {capacity} tokens exceed the model's sliding attention window of "
                 f"{self.sliding_window}; shorten max_new_tokens or the prompts"
             )
-        start = min(capacity, SlotCache.block)
+        start = capacity if self.native is not None else min(capacity, SlotCache.block)
         shape = (slots, self.n_kv, start, self.head_dim)
         n = len(self.layers)
         return SlotCache(
