@@ -4,7 +4,8 @@ A decode step of a small model at a few dozen rows spends a quarter to a third o
 its time outside the matrix products, in some forty small eager operations per
 layer. :file:`_kernels.c` does them in three calls per layer: residual add with
 RMS norm, rotary embedding with cache write and attention, and SiLU-gate
-product. The library is built with the system C compiler the first time it is
+product; the prefill uses the first and the last on its packed real tokens. The
+library is built with the system C compiler the first time it is
 needed (about a second), into ``$PERSONA_SPACE_CACHE/kernels`` (default
 ``~/.cache/persona_space/kernels``), keyed by the source, the compiler and the
 instruction set, and reused after that.
