@@ -132,11 +132,14 @@ def tiny_model(tiny_model_dir: Path) -> Any:
     return ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
 
 
-def make_lora(base_dir: Path, out_dir: Path, *, seed: int, r: int = 4, scale: float = 1.0) -> Path:
+def make_lora(
+    base_dir: Path, out_dir: Path, *, seed: int, r: int = 4, scale: float = 1.0, extra_targets: tuple[str, ...] = ()
+) -> Path:
     """Save a random LoRA adapter (non-zero B, so it changes outputs) for the model in ``base_dir``.
 
     ``scale`` multiplies the B matrices: 0 gives an adapter that changes nothing (as
     a freshly initialised LoRA), a small value one that changes the output a little.
+    ``extra_targets``: modules adapted besides the attention and MLP projections (``lm_head``).
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -144,7 +147,7 @@ def make_lora(base_dir: Path, out_dir: Path, *, seed: int, r: int = 4, scale: fl
 
     base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     torch.manual_seed(seed)
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(LORA_TARGETS), init_lora_weights=False)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=[*LORA_TARGETS, *extra_targets], init_lora_weights=False)
     peft_model = get_peft_model(base, config)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
@@ -156,13 +159,14 @@ def make_lora(base_dir: Path, out_dir: Path, *, seed: int, r: int = 4, scale: fl
 
 @pytest.fixture(scope="session")
 def make_adapter(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Factory: ``make_adapter(base_dir, seed)`` -> a cached random LoRA folder for that base model."""
-    made: dict[tuple[str, int], Path] = {}
+    """Factory: ``make_adapter(base_dir, seed[, extra_targets])`` -> a cached random LoRA folder for that base model."""
+    made: dict[tuple[str, int, tuple[str, ...]], Path] = {}
 
-    def make(base_dir: Path, seed: int) -> Path:
-        key = (str(base_dir), seed)
+    def make(base_dir: Path, seed: int, extra_targets: tuple[str, ...] = ()) -> Path:
+        key = (str(base_dir), seed, extra_targets)
         if key not in made:
-            made[key] = make_lora(base_dir, tmp_path_factory.mktemp(f"lora-{Path(base_dir).name}-{seed}"), seed=seed)
+            folder = tmp_path_factory.mktemp(f"lora-{Path(base_dir).name}-{seed}")
+            made[key] = make_lora(base_dir, folder, seed=seed, extra_targets=extra_targets)
         return made[key]
 
     return make

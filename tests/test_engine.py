@@ -135,17 +135,33 @@ def test_greedy_engine_matches_transformers_generate(tiny_model: Any) -> None:
                 assert got.finish_reason == reason
 
 
-@pytest.mark.parametrize("tiny_model_dir", ["llama", "qwen3"], indirect=True)
+@pytest.mark.parametrize(
+    ("tiny_model_dir", "extra"),
+    [
+        ("llama", ()),
+        ("qwen3", ()),
+        pytest.param(  # the tiny model ties its head to the embeddings: peft warns about adapting it
+            "llama",
+            ("lm_head",),
+            marks=[
+                pytest.mark.filterwarnings("ignore:Model has `tie_word_embeddings=True`"),
+                pytest.mark.filterwarnings("ignore:Setting `save_embedding_layers` to `True`"),
+            ],
+        ),
+    ],
+    indirect=["tiny_model_dir"],
+)
 def test_greedy_engine_with_mixed_lora_adapters_matches_peft_generate(
-    tiny_model_dir: Path, make_adapter: Callable[..., Path]
+    tiny_model_dir: Path, extra: tuple[str, ...], make_adapter: Callable[..., Path]
 ) -> None:
+    """Base and two adapters in one batch; with ``lm_head`` adapted too, the head routes per prompt."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
-    peft_model = PeftModel.from_pretrained(base, str(make_adapter(tiny_model_dir, 11)), adapter_name="a")
-    peft_model.load_adapter(str(make_adapter(tiny_model_dir, 12)), adapter_name="b")
+    peft_model = PeftModel.from_pretrained(base, str(make_adapter(tiny_model_dir, 11, extra)), adapter_name="a")
+    peft_model.load_adapter(str(make_adapter(tiny_model_dir, 12, extra)), adapter_name="b")
     peft_model.eval()
     model.module = peft_model  # the engine only needs the module and the tokenizer
 
@@ -166,7 +182,6 @@ def test_greedy_engine_with_mixed_lora_adapters_matches_peft_generate(
         assert done[job.key].finish_reason == reason
 
 
-@pytest.mark.parametrize("tiny_model_dir", MODEL_TYPES, indirect=True)
 def _padded_prompts(model: Any) -> tuple[list[tuple[int, ...]], torch.Tensor, torch.Tensor]:
     """Three chat prompts, right-padded into one batch, and their lengths."""
     prompts = [tuple(model.encode(p)) for p in PROMPTS[:3]]
@@ -176,6 +191,7 @@ def _padded_prompts(model: Any) -> tuple[list[tuple[int, ...]], torch.Tensor, to
     return prompts, tokens, torch.tensor([len(p) for p in prompts])
 
 
+@pytest.mark.parametrize("tiny_model_dir", MODEL_TYPES, indirect=True)
 def test_prefill_and_decode_logits_match_the_model_forward(tiny_model: Any) -> None:
     stack = DecoderStack(tiny_model.base_module)
     prompts, tokens, lengths = _padded_prompts(tiny_model)
@@ -183,7 +199,7 @@ def test_prefill_and_decode_logits_match_the_model_forward(tiny_model: Any) -> N
     cache = stack.allocate(len(prompts), width + 2)
     rows = torch.arange(len(prompts))
     with torch.inference_mode():
-        logits = stack.prefill(cache, tokens, lengths, rows, rows)
+        logits = stack.logits(stack.prefill(cache, tokens, lengths, rows, rows))
         assert logits.dtype == torch.float32 and logits.shape == (len(prompts), len(tiny_model.tokenizer))
         nxt = logits.argmax(-1)
         step = stack.decode(cache, nxt, lengths)
@@ -532,7 +548,7 @@ def test_prepacked_linears_match_the_plain_ones(
         stack = DecoderStack(model.base_module)
         cache = stack.allocate(len(prompts), width + 2)
         with torch.inference_mode():
-            first = stack.prefill(cache, tokens, lengths, rows, rows)
+            first = stack.logits(stack.prefill(cache, tokens, lengths, rows, rows))
             second = stack.decode(cache, first.argmax(-1), lengths)
         return stack, first, second
 

@@ -10,6 +10,7 @@ must leave generation on the eager path with the reason recorded.
 from __future__ import annotations
 
 import copy
+import platform
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,19 +38,51 @@ def fresh_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     _native._load.cache_clear()
 
 
-@pytest.mark.parametrize("hd", [8, 16, 24, 64, 128])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_each_kernel_does_what_the_eager_operations_do(dtype: torch.dtype, hd: int) -> None:
-    kernels = _native.kernels()
-    assert kernels is not None
-    pairs = _native._compare(kernels, dtype, hd)
+def _assert_like_eager(kernels: _native.NativeKernels, dtype: torch.dtype, hd: int, groups: int) -> None:
+    pairs = _native._compare(kernels, dtype, hd, groups)
     assert set(pairs) == {"add_rms_norm", "silu_mul", "decode_attention"}
     for name, (got, want) in pairs.items():
         assert got.dtype == want.dtype == dtype, name
         if dtype == torch.bfloat16:  # same roundings at the same places: equal bits
-            assert torch.equal(got, want), name
+            assert torch.equal(got, want), (name, hd, groups)
         else:
-            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6, msg=name)
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6, msg=f"{name} hd={hd} groups={groups}")
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("hd", [8, 12, 16, 24, 64, 128])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_each_kernel_does_what_the_eager_operations_do(dtype: torch.dtype, hd: int, groups: int) -> None:
+    kernels = _native.kernels()
+    assert kernels is not None
+    _assert_like_eager(kernels, dtype, hd, groups)
+
+
+_HAS_AVX2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+@pytest.mark.parametrize(
+    "capability",
+    [
+        pytest.param("AVX2", marks=pytest.mark.skipif(not _HAS_AVX2, reason="this CPU has no AVX2")),
+        "DEFAULT",  # no vector code: the plain loops
+    ],
+)
+def test_builds_for_narrower_instruction_sets_do_what_eager_does(
+    capability: str, fresh_build: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library as a CPU with AVX2 only, or with neither, would build it: 8-lane vectors, or plain loops."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("instruction-set flags are chosen on x86 only")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    kernels = _native.kernels()
+    assert kernels is not None, _native.native_state()["reason"]
+    assert "-mno-avx512f" in kernels.info.flags
+    assert ("-mno-avx2" in kernels.info.flags) == (capability == "DEFAULT")
+    for dtype in (torch.float32, torch.bfloat16):
+        for hd in (8, 12, 64, 128):
+            for groups in (1, 3):
+                _assert_like_eager(kernels, dtype, hd, groups)
 
 
 def _decode_both(model: Any, steps: int = 3) -> tuple[list[torch.Tensor], list[torch.Tensor], DecoderStack]:
@@ -75,7 +108,7 @@ def _decode_both(model: Any, steps: int = 3) -> tuple[list[torch.Tensor], list[t
             eager.append(stack.decode(other, nxt, positions))
         stack.native = native
         for a, b in zip(cache.keys + cache.values, other.keys + other.values, strict=True):
-            for r in range(rows):  # positions past a row's length hold prefill padding: compare the real ones
+            for r in range(rows):  # positions past a row's length are never read: compare the real ones
                 span = int(lengths[r]) + steps
                 assert torch.allclose(a[r, :, :span].float(), b[r, :, :span].float(), atol=0.05, rtol=0.02)
     return fused, eager, stack
@@ -128,15 +161,17 @@ def test_an_unwritable_cache_falls_back(tmp_path: Path, fresh_build: None, monke
 def test_a_library_that_disagrees_is_not_used(fresh_build: None, monkeypatch: pytest.MonkeyPatch) -> None:
     honest = _native._compare
 
-    def off_by_one(kernels: Any, dtype: torch.dtype, hd: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        pairs = honest(kernels, dtype, hd)
+    def off_by_one(
+        kernels: Any, dtype: torch.dtype, hd: int, groups: int
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        pairs = honest(kernels, dtype, hd, groups)
         got, want = pairs["silu_mul"]
         pairs["silu_mul"] = (got + 1, want)
         return pairs
 
     monkeypatch.setattr(_native, "_compare", off_by_one)
     assert _native.kernels() is None
-    assert "silu_mul (head size 8) disagrees" in _native.native_state()["reason"]
+    assert "silu_mul (head size 12, GQA group 1) disagrees" in _native.native_state()["reason"]
 
 
 def test_the_build_is_cached_and_reused(fresh_build: None) -> None:

@@ -111,7 +111,7 @@ def test_fused_decode_kernels_on_the_real_model(
     rows = torch.arange(len(prompts))
     with torch.inference_mode():
         cache = stack.allocate(len(prompts), width + 4)
-        nxt = stack.prefill(cache, tokens, lengths, rows, rows).argmax(-1)
+        nxt = stack.logits(stack.prefill(cache, tokens, lengths, rows, rows)).argmax(-1)
         other = copy.deepcopy(cache)
         fused = stack.decode(cache, nxt, lengths)
         native, stack.native = stack.native, None

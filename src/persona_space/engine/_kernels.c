@@ -185,7 +185,8 @@ static inline void prefetch_rows(const void *p, int64_t bytes) {
                     VEC_STORE(av, VEC_FMA(w, VEC_LOAD_##S(vb + t * hd + v * PS_LANES), VEC_LOADF(av))); \
                 }                                                                                   \
             }                                                                                       \
-        if (t < next_span) prefetch_rows(next_k + t * hd, (next_span - t) * hd * (int64_t)sizeof(T)); \
+        if (t < next_span) /* the next pair's first keys still missing, a few rows at most */     \
+            prefetch_rows(next_k + t * hd, (next_span - t < PS_AHEAD ? next_span - t : PS_AHEAD) * hd * (int64_t)sizeof(T)); \
         for (int64_t i = 0; i < groups * hd; i++) o[i] = STORE(acc[i]);                             \
     }
 #define PS_FAST 1
@@ -340,7 +341,7 @@ static inline void prefetch_rows(const void *p, int64_t bytes) {
                            queries + j * hd, hd);                                                  \
             T *o = out + b * heads * hd + g * groups * hd;                                         \
             int64_t next = item + 1 < rows * kv_heads ? item + 1 : item;                            \
-            const T *next_k = k_cache + ((next / kv_heads) * kv_heads + next % kv_heads) * cap * hd; \
+            const T *next_k = k_cache + next * cap * hd; /* items are laid out as cache blocks */  \
             int64_t next_span = pos[next / kv_heads] + 1;                                           \
             if (PS_FAST && hd == 64)                                                               \
                 attend_fast_##S(queries, kb, vb, span, groups, 64 / PS_LANES, scale, scores, acc, o, next_k, next_span); \

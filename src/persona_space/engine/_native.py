@@ -44,7 +44,9 @@ VERSION = 1  # must equal ps_kernels_version() in _kernels.c
 SOURCE = Path(__file__).with_name("_kernels.c")
 _SUFFIX = {"float32": "f32", "bfloat16": "bf16"}  # torch dtype name -> kernel name suffix (torch loads lazily)
 _TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2}
-CHECK_HEAD_SIZES = (8, 64)  # the plain attention path, and the vector path of the models in use
+# (head size, query heads per cached head) the self-check runs: a plain-loop size on every vector
+# width, and the vector path at the head sizes of the models in use
+CHECK_SHAPES = ((12, 1), (64, 3), (128, 2))
 
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 _SIGNATURES: dict[str, list[Any]] = {
@@ -259,9 +261,9 @@ def _self_check(kernels: NativeKernels) -> str | None:
     for dtype_name, tolerance in _TOLERANCE.items():
         dtype = getattr(torch, dtype_name)
         pairs = {
-            f"{name} (head size {hd})": pair
-            for hd in CHECK_HEAD_SIZES
-            for name, pair in _compare(kernels, dtype, hd).items()
+            f"{name} (head size {hd}, GQA group {groups})": pair
+            for hd, groups in CHECK_SHAPES
+            for name, pair in _compare(kernels, dtype, hd, groups).items()
         }
         for name, (got, want) in pairs.items():
             if not torch.allclose(got.float(), want.float(), rtol=tolerance, atol=tolerance):
@@ -290,11 +292,14 @@ def _eager_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     return x * cos + rotate_half(x) * sin
 
 
-def _compare(kernels: NativeKernels, dtype: torch.dtype, hd: int = 8) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _compare(
+    kernels: NativeKernels, dtype: torch.dtype, hd: int = 12, groups: int = 2
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Each kernel and its eager equivalent on the same random inputs (GQA, a per-head norm, uneven positions).
 
-    ``hd`` is the attention head size: the kernel has a vector path for sizes a multiple of its vector
-    width and a plain one for the rest, and spans both above and below its four-position blocks.
+    ``hd`` is the attention head size (the kernel has a vector path for sizes a multiple of its
+    vector width, plain loops for the rest) and ``groups`` the query heads per cached head; the
+    rows' spans fall both below and above the kernel's four-position blocks.
     """
     import torch
 
@@ -303,7 +308,8 @@ def _compare(kernels: NativeKernels, dtype: torch.dtype, hd: int = 8) -> dict[st
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen).to(dtype)
 
-    rows, dim, n, heads, kv_heads, cap = 5, 48, 40, 4, 2, 12
+    rows, dim, n, kv_heads, cap = 5, 48, 40, 2, 12
+    heads = kv_heads * groups
     hidden, delta, weight = rand(rows, dim), rand(rows, dim), rand(dim)
     out = torch.empty_like(hidden)
     got_hidden = hidden.clone()

@@ -216,7 +216,7 @@ def _prefill(
     router.set_rows([adapter for prompt, adapter in unique for _ in range(len(prompt) - start)])  # per real token
     dst = torch.arange(first_slot, first_slot + len(group), device=device)
     prefix_rows = None if prefix is None else torch.tensor([prefix[1][a] for _, a in unique], device=device)
-    logits = stack.prefill(
+    last = stack.prefill(
         cache,
         tokens.to(device),
         lengths.to(device),
@@ -226,7 +226,8 @@ def _prefill(
         prefix_rows=prefix_rows,
         start=start,
     )
-    return logits, row_of
+    router.set_rows([adapter for _, adapter in unique])  # the head runs once per prompt
+    return stack.logits(last), row_of
 
 
 def _retire(

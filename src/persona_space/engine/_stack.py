@@ -33,10 +33,12 @@ from persona_space.errors import UnsupportedModelError
 class SlotCache:
     """Per-layer key/value buffers shaped ``[slots, kv_heads, capacity, head_dim]``.
 
-    Decode steps attend over the whole current capacity of the first ``B`` slots,
-    which is one contiguous block (a slice along the position axis would make the
-    batched matmuls copy it each step). The capacity grows in blocks of
-    :attr:`block` positions as the longest row grows, up to :attr:`limit`.
+    The eager decode step attends over the whole current capacity of the first ``B``
+    slots, which is one contiguous block (a slice along the position axis would make
+    the batched matmuls copy it each step); for it the capacity grows in blocks of
+    :attr:`block` positions as the longest row grows, up to :attr:`limit`. The fused
+    step reads each row's own positions only, and its buffers hold :attr:`limit`
+    from the start (see :meth:`DecoderStack.allocate`).
     """
 
     keys: list[torch.Tensor]
@@ -104,8 +106,10 @@ class DecoderStack:
         """Empty KV buffers for ``slots`` sequences of up to ``capacity`` tokens.
 
         The fused decode step reads each row's own positions only, so its buffers take
-        the whole capacity at once (the slot count already budgets for it) and never
-        grow; the eager step attends over the current capacity, which grows in blocks.
+        the whole capacity at once and never grow (no copies); the eager step attends
+        over the current capacity, which grows in blocks. The peak is the same either
+        way once one row reaches the limit, and the ``cpu`` backend's automatic slot
+        count budgets for it.
         """
         if self.sliding_window is not None and capacity > self.sliding_window:
             raise UnsupportedModelError(
@@ -141,13 +145,16 @@ class DecoderStack:
         prompt shared by several samples is computed once. With ``start > 0`` the first
         ``start`` tokens of every prompt are already in slot ``prefix_rows[r]`` of
         ``prefix`` (a prefix shared by all prompts, such as the system turn) and
-        ``tokens`` holds only what follows. Returns float32 logits ``[u, vocab]`` at
-        each prompt's last real token.
+        ``tokens`` holds only what follows. Returns the hidden states ``[u, hidden]`` at
+        each prompt's last real token, for :meth:`logits`.
 
-        The products run on the real tokens only, packed row after row, so an
+        The layers run on the real tokens only, packed row after row, so an
         :class:`AdapterRouter` routing a mixed batch needs one adapter per real token
-        (row ``i``'s adapter ``lengths[i]`` times), not one per row.
+        here (row ``i``'s adapter ``lengths[i]`` times), and one per row again for
+        :meth:`logits`.
         """
+        if int(lengths.min()) < 1:
+            raise ValueError(f"every prompt needs at least one token to prefill, got lengths {lengths.tolist()}")
         u, width = tokens.shape
         cache.ensure(start + width)
         positions = torch.arange(start, start + width, device=self.device).unsqueeze(0).expand(u, width)
@@ -186,7 +193,8 @@ class DecoderStack:
 
         real = (torch.arange(width, device=self.device).unsqueeze(0) < lengths.unsqueeze(1)).view(-1)
         hidden = self._run(tokens, positions, attend, real=real.nonzero().squeeze(1))
-        return self._logits(hidden[lengths.cumsum(0) - 1])
+        last: torch.Tensor = hidden[lengths.cumsum(0) - 1]
+        return last
 
     def decode(self, cache: SlotCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One step for slots ``0..B-1``: token ``tokens[b]`` sits at ``positions[b]``.
@@ -217,7 +225,7 @@ class DecoderStack:
             return out.reshape(batch, 1, self.n_heads * self.head_dim)
 
         hidden = self._run(tokens.view(batch, 1), positions.view(batch, 1), attend)
-        return self._logits(hidden[:, 0])
+        return self.logits(hidden[:, 0])
 
     def _decode_native(
         self, native: _native.NativeKernels, cache: SlotCache, tokens: torch.Tensor, positions: torch.Tensor
@@ -277,7 +285,7 @@ class DecoderStack:
         batch, width = tokens.shape
         cos, sin = self.rotary(self.embed.weight[:1], positions)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        hidden = self.embed(tokens if real is None else tokens.view(-1)[real])
+        hidden = self.embed(tokens if real is None else tokens.reshape(-1)[real])
         native = self.native if real is not None else None  # the kernels take [rows, dim] tables
         delta: torch.Tensor | None = None
 
@@ -329,7 +337,7 @@ class DecoderStack:
         final: torch.Tensor = hidden
         return final
 
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and vocabulary head for the needed positions only, in float32."""
         logits: torch.Tensor = self.linear(self.lm_head, self.norm(hidden)).float()
         return logits
