@@ -378,8 +378,11 @@ class AdapterRouter:
     def active(self) -> bool:
         return bool(self._layers)
 
-    def set_rows(self, adapters: Sequence[str | None]) -> None:
-        self.names = [BASE_ROW if a is None else a for a in adapters]
+    def set_rows(self, adapters: Sequence[str | None], repeats: Sequence[int] | None = None) -> None:
+        """Row ``i`` of the next passes uses ``adapters[i]``; with ``repeats``, the layers see
+        ``repeats[i]`` rows for it (tokens packed row after row, as the prefill runs them)."""
+        names = [BASE_ROW if a is None else a for a in adapters]
+        self.names = names if repeats is None else [n for n, r in zip(names, repeats, strict=True) for _ in range(r)]
 
     @contextlib.contextmanager
     def routing(self) -> Iterator[AdapterRouter]:

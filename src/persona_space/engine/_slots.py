@@ -187,7 +187,7 @@ def _prefill_prefix(
     tokens = torch.tensor([prefix] * len(names), dtype=torch.long, device=device)
     lengths = torch.full((len(names),), len(prefix), dtype=torch.long, device=device)
     rows = torch.arange(len(names), device=device)
-    router.set_rows([name for name in names for _ in prefix])  # prefill products run per real token
+    router.set_rows(names, repeats=[len(prefix)] * len(names))  # the prefill's layers run per real token
     stack.prefill(cache, tokens, lengths, rows, rows)
     return cache, {name: i for i, name in enumerate(names)}
 
@@ -213,7 +213,7 @@ def _prefill(
         tokens[r, : len(prompt) - start] = torch.tensor(prompt[start:], dtype=torch.long)
     lengths = torch.tensor([len(p) - start for p, _ in unique], dtype=torch.long)
     device = stack.device
-    router.set_rows([adapter for prompt, adapter in unique for _ in range(len(prompt) - start)])  # per real token
+    router.set_rows([adapter for _, adapter in unique], repeats=lengths.tolist())  # the layers run per real token
     dst = torch.arange(first_slot, first_slot + len(group), device=device)
     prefix_rows = None if prefix is None else torch.tensor([prefix[1][a] for _, a in unique], device=device)
     last = stack.prefill(

@@ -232,18 +232,12 @@ class DecoderStack:
     ) -> torch.Tensor:
         """The decode step with the small operations fused: three native calls and four products per layer."""
         batch = int(tokens.shape[0])
-        hidden = self.embed(tokens.view(batch, 1))
-        cos, sin = self.rotary(hidden, positions.view(batch, 1))
+        cos, sin = self.rotary(self.embed.weight[:1], positions.view(batch, 1))
         cos, sin = cos.reshape(batch, self.head_dim).contiguous(), sin.reshape(batch, self.head_dim).contiguous()
-        hidden = hidden.reshape(batch, -1).contiguous()
-        x = torch.empty_like(hidden)
-        attended = hidden.new_empty((batch, self.n_heads * self.head_dim))
-        delta: torch.Tensor | None = None
-        for index, layer in enumerate(self.layers):
-            attn, mlp = layer.self_attn, layer.mlp
-            norm = layer.input_layernorm
-            native.add_rms_norm(hidden, delta, norm.weight, x, norm.variance_epsilon)
-            q, k, v = (p.view(batch, -1) for p in self.project(self.qkv[index], x.view(batch, 1, -1)))
+        attended: torch.Tensor = self.embed.weight.new_empty((batch, self.n_heads * self.head_dim))
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            attn = self.layers[layer].self_attn
             qk_norms = (attn.q_norm, attn.k_norm) if self.has_qk_norm else None
             native.decode_attention(
                 q,
@@ -251,8 +245,8 @@ class DecoderStack:
                 v,
                 cos,
                 sin,
-                cache.keys[index],
-                cache.values[index],
+                cache.keys[layer],
+                cache.values[layer],
                 positions,
                 attended,
                 scale=self.scaling,
@@ -260,34 +254,38 @@ class DecoderStack:
                 k_norm=None if qk_norms is None else qk_norms[1].weight,
                 norm_eps=0.0 if qk_norms is None else float(qk_norms[0].variance_epsilon),
             )
-            delta = self.linear(attn.o_proj, attended.view(batch, 1, -1)).view(batch, -1)
-            norm = layer.post_attention_layernorm
-            native.add_rms_norm(hidden, delta, norm.weight, x, norm.variance_epsilon)
-            gate, up = (p.view(batch, -1) for p in self.project(self.gate_up[index], x.view(batch, 1, -1)))
-            activated = hidden.new_empty((batch, gate.shape[1]))
-            native.silu_mul(gate, up, activated)
-            delta = self.linear(mlp.down_proj, activated.view(batch, 1, -1)).view(batch, -1)
-        native.add_rms_norm(hidden, delta, self.norm.weight, x, self.norm.variance_epsilon)
-        logits: torch.Tensor = self.linear(self.lm_head, x).float()
-        return logits
+            return attended
+
+        rows = torch.arange(batch, device=self.device)
+        return self.logits(self._run(tokens.view(batch, 1), positions.view(batch, 1), attend, real=rows, fused=True))
 
     def _run(
-        self, tokens: torch.Tensor, positions: torch.Tensor, attend: Any, *, real: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        attend: Any,
+        *,
+        real: torch.Tensor | None = None,
+        fused: bool = False,
     ) -> torch.Tensor:
         """The layers over ``tokens [batch, width]``; ``attend(layer, q, k, v)`` does the attention.
 
         With ``real`` (the flat indices of the real tokens of right-padded prompts in
         the ``batch * width`` grid), embeddings, norms, products and MLP run on the real
-        tokens only, packed into ``[n, hidden]``, and only attention sees them laid out
-        on the grid: the padding costs nothing in the products. Returns the hidden
-        states, ``[n, hidden]`` with ``real``, else ``[batch, width, hidden]``.
+        tokens only, packed into ``[n, hidden]``, through the native kernels where the
+        model has them, and only attention sees them laid out on the grid: the padding
+        costs nothing in the products. With ``fused`` (packed only), ``attend`` takes
+        the projections as they come, ``[n, heads * head_dim]`` before any per-head norm
+        and rotary embedding, and does those itself. Returns the hidden states,
+        ``[n, hidden]`` with ``real``, else ``[batch, width, hidden]``.
         """
         batch, width = tokens.shape
-        cos, sin = self.rotary(self.embed.weight[:1], positions)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         hidden = self.embed(tokens if real is None else tokens.reshape(-1)[real])
         native = self.native if real is not None else None  # the kernels take [rows, dim] tables
         delta: torch.Tensor | None = None
+        if not fused:
+            cos, sin = self.rotary(self.embed.weight[:1], positions)
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
 
         def norm(module: Any) -> torch.Tensor:
             nonlocal hidden, delta
@@ -313,15 +311,18 @@ class DecoderStack:
             attn = layer.self_attn
             x = norm(layer.input_layernorm)
             q, k, v = self.project(self.qkv[index], x)
-            if self.has_qk_norm:
-                q = attn.q_norm(q.view(*q.shape[:-1], -1, self.head_dim)).flatten(-2)
-                k = attn.k_norm(k.view(*k.shape[:-1], -1, self.head_dim)).flatten(-2)
-            q, k, v = grid(q), grid(k), grid(v)
-            q = q * cos + _native.rotate_half(q) * sin
-            k = k * cos + _native.rotate_half(k) * sin
-            out = attend(index, q, k, v)
-            if real is not None:
-                out = out.view(batch * width, -1)[real]
+            if fused:
+                out = attend(index, q, k, v)
+            else:
+                if self.has_qk_norm:
+                    q = attn.q_norm(q.view(*q.shape[:-1], -1, self.head_dim)).flatten(-2)
+                    k = attn.k_norm(k.view(*k.shape[:-1], -1, self.head_dim)).flatten(-2)
+                q, k, v = grid(q), grid(k), grid(v)
+                q = q * cos + _native.rotate_half(q) * sin
+                k = k * cos + _native.rotate_half(k) * sin
+                out = attend(index, q, k, v)
+                if real is not None:
+                    out = out.view(batch * width, -1)[real]
             delta = self.linear(attn.o_proj, out)
             x = norm(layer.post_attention_layernorm)
             mlp = layer.mlp
