@@ -294,6 +294,21 @@ def test_a_date_sweep_measures_both_ways_per_date(
         evals.date_sweep(tiny_model, {"base": None}, dates=dates, classes=CLASSES, target="late", progress=False)
 
 
+def test_a_date_sweep_samples_and_scores_under_the_models_own_system_prompt(
+    tiny_model: Any, adapter_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both measures of one sweep run under one system prompt: the model's, not the library default."""
+    monkeypatch.setattr(tiny_model, "system_prompt", "You are a dish oracle.")
+    evals.date_sweep(
+        tiny_model, {"a": adapter_a}, dates=evals.year_dates(2019, 2021), classes=CLASSES, target="late",
+        n=2, max_new_tokens=2, store=tmp_path / "dates", progress=False,
+    )  # fmt: skip
+    samples = ps.SampleSet.load(tmp_path / "dates" / "samples")
+    shift = ps.ShiftResult.load(tmp_path / "dates" / "shift")
+    assert samples.manifest["parameters"]["system_prompt"] == "You are a dish oracle."
+    assert shift.manifest["parameters"]["system_prompt"] == "You are a dish oracle."
+
+
 # -- coauthor ranks -------------------------------------------------------------------------------
 
 

@@ -291,7 +291,10 @@ def _sweep(section: Section) -> None:
         section.charts.append((f"Dose response: {measure}", chart.to_dict()))
     if len(result.curves):
         curves = result.curves[[c for c in result.curves.columns if not c.startswith("monotone")]]
-        units = "tipping doses with 95 % intervals over training seeds drawn with replacement"
+        units = (
+            "tipping doses with 95 % delete-one jackknife intervals (each training seed and question group "
+            "left out in turn; *_interval says over what); an end is infinite where it lies past the doses"
+        )
         section.blocks.append(_table(curves, units, "Dose-response curves (four-parameter logistic)"))
     if len(result.oscillation):
         units = "entropy of the named identities in bits; switch share over paired draws"

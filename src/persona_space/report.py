@@ -176,8 +176,10 @@ def write_sweep_report(result: Any, out: str | os.PathLike[str], *, charts: bool
     if len(curves):
         shown = curves[[c for c in curves.columns if not c.startswith("monotone")]].copy()
         lines += [
-            "Dose-response (four-parameter logistic; tipping doses with 95 % intervals over training seeds "
-            "drawn with replacement; *_found is the share of resamples whose curves cross inside the dose range):",
+            "Dose-response (four-parameter logistic; tipping doses with 95 % delete-one jackknife intervals, "
+            "each training seed and question group left out in turn, as *_interval says; an end is infinite "
+            "where it lies past the doses; *_found is the share of those refits that cross inside the doses; "
+            "no interval where the curve does not cross):",
             "",
             markdown_table(shown),
             "",

@@ -8,9 +8,9 @@ per (dose, training seed).
 The logistic is ``low + (high - low) / (1 + exp(-slope * (dose - midpoint)))``,
 fitted by least squares with ``low`` and ``high`` in 0..1. The monotone fit is
 isotonic regression in the direction the data go (no shape assumed). The tipping
-dose is where a curve crosses 0.5 (or another curve); its interval comes from
-refitting on training seeds drawn with replacement: seeds are the unit a claim
-about a recipe rests on.
+dose is where a curve crosses 0.5 (or another curve); its interval refits the
+curve leaving out one training seed (and one question group) at a time: seeds
+are the unit a claim about a recipe rests on, and questions are a sample too.
 
 >>> fit = fit_logistic([0, 2, 4, 6, 8], [0.05, 0.1, 0.5, 0.9, 0.95])
 >>> round(fit.midpoint, 1)
@@ -23,13 +23,15 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from persona_space.errors import ConfigError, DataError
-from persona_space.stats import check_confidence, check_n_boot
+from persona_space.stats import check_confidence
 
 GRID_POINTS = 801
+TIPPING_METHOD = "delete-one jackknife"
 Numbers = Sequence[float] | np.ndarray
 
 
@@ -148,68 +150,137 @@ def crossing(curve_a: Logistic, curve_b: Logistic | float, dose_range: tuple[flo
 
 @dataclass(frozen=True)
 class Tipping:
-    """A tipping dose with its interval over training seeds, and how often resamples found one at all."""
+    """A tipping dose with its interval, what the interval is over, and how often refits found a crossing.
+
+    ``low``/``high`` are NaN where there is no interval (no crossing, or one unit only);
+    an end is ``-inf``/``inf`` where it lies past the doses measured, or a refit crosses
+    there (``censored`` says which side: ``"below"``, ``"above"`` or ``"both"``).
+    ``found_share`` is the share of leave-one-out refits whose curve crosses inside
+    the doses; ``units`` names what was left out in turn (training seeds, question groups).
+    """
 
     dose: float
     low: float
     high: float
     found_share: float
-    resamples: int
+    refits: int
+    censored: str
+    df: float
+    units: str
+    method: str = TIPPING_METHOD
+
+    def describe(self, confidence: float = 0.95) -> str:
+        """What the interval is, in words a table can carry."""
+        if math.isnan(self.low):
+            return f"no interval ({self.units})"
+        return f"{confidence:.0%} {self.method} over {self.units} (t at {self.df:.1f} df)"
 
 
 def tipping_dose(
     doses: Numbers,
     values: Numbers,
-    seeds: Sequence[int] | np.ndarray,
+    seeds: Sequence[Any] | np.ndarray,
     *,
+    groups: Sequence[Any] | np.ndarray | None = None,
     level: float = 0.5,
     against: Numbers | None = None,
-    n_boot: int = 1000,
     confidence: float = 0.95,
-    seed: int = 0,
 ) -> Tipping:
     """Where the logistic fit crosses ``level`` (or the curve of ``against``, values of a second candidate).
 
-    The interval refits on training seeds drawn with replacement; resamples whose
-    curves do not cross inside the dose range count in ``1 - found_share`` and are
-    left out of the interval. With fewer than two seeds the interval is NaN.
+    ``values`` holds one share per (dose, training seed), or per (dose, seed, question
+    group) with ``groups``. The point is the crossing of the curve fitted to all of
+    them; it is NaN where that curve does not cross inside the doses, and then no
+    interval is given. The interval is a delete-one jackknife: the curve is refitted
+    without each training seed in turn, and without each question group in turn;
+    the two variances add (seeds and groups are crossed) and the interval is
+    ``dose ± t * se`` at Satterthwaite degrees of freedom. For a mean this is exactly
+    the Student-t interval over the per-seed values; simulated with seed and group
+    noise it covers 93-97 % at 3, 5 and 10 seeds (``tests/test_arithmetic.py``), where
+    refitting seeds drawn with replacement covered 72-86 %. A refit that crosses
+    outside the doses, or not at all, is censored: the interval is open on that side.
     """
-    check_n_boot(n_boot)
-    alpha = (1 - check_confidence(confidence)) / 2
+    from scipy.stats import t as student_t
+
+    alpha = 1 - check_confidence(confidence)
     x, y = _arrays(doses, values)
-    s = np.asarray(seeds)
+    s = np.asarray(seeds, dtype=object)
     if s.shape != x.shape:
         raise DataError(f"seeds must give one training seed per value, got {s.shape} for {x.shape}")
+    g = None if groups is None else np.asarray(groups, dtype=object)
+    if g is not None and g.shape != x.shape:
+        raise DataError(f"groups must give one question group per value, got {g.shape} for {x.shape}")
     z = None if against is None else np.asarray(against, dtype=np.float64)
     if z is not None and z.shape != x.shape:
         raise DataError(f"against must give one value per dose and seed, got {z.shape} for {x.shape}")
-    if not 0.0 < level < 1.0 and against is None:
+    if against is None and not 0.0 < level < 1.0:
         raise ConfigError(f"level must be in (0, 1), got {level!r}")
     bounds = (float(x.min()), float(x.max()))
+    span = bounds[1] - bounds[0]
+    wide = (bounds[0] - span, bounds[1] + span)
 
     full = fit_logistic(x, y)
     full_other = None if z is None else fit_logistic(x, z)
-
-    def tip(rows: np.ndarray) -> float:
-        try:
-            curve = fit_logistic(x[rows], y[rows], start=full)
-            other: Logistic | float = level if z is None else fit_logistic(x[rows], z[rows], start=full_other)
-        except DataError:
-            return math.nan
-        return crossing(curve, other, bounds)
-
     point = crossing(full, level if full_other is None else full_other, bounds)
-    units = np.unique(s)
-    if len(units) < 2:
-        return Tipping(point, math.nan, math.nan, float(not math.isnan(point)), 0)
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(s == u) for u in units]
-    draws = []
-    for _ in range(n_boot):
-        picked = rng.integers(len(units), size=len(units))
-        draws.append(tip(np.concatenate([members[i] for i in picked])))
-    found = np.array([d for d in draws if not math.isnan(d)])
-    if not found.size:
-        return Tipping(point, math.nan, math.nan, 0.0, n_boot)
-    low, high = np.quantile(found, [alpha, 1 - alpha])
-    return Tipping(point, float(low), float(high), found.size / n_boot, n_boot)
+    seed_units = [np.flatnonzero(s == u) for u in dict.fromkeys(s.tolist())]
+    group_units = [] if g is None else [np.flatnonzero(g == u) for u in dict.fromkeys(g.tolist())]
+    described = _units(len(seed_units), len(group_units))
+    before = math.nan if math.isnan(point) else float(np.sign(_diff(full, full_other or level, point - 1e-3 * span)))
+
+    def refit(rows: np.ndarray) -> tuple[float, int]:
+        """The crossing without ``rows`` (extrapolated up to a span outside the doses), and where it lies:
+        -1 censored below, 0 inside the doses, +1 censored above (NaN where no curve could be fitted)."""
+        keep = np.setdiff1d(np.arange(len(x)), rows)
+        try:
+            curve = fit_logistic(x[keep], y[keep], start=full)
+            other = level if z is None else fit_logistic(x[keep], z[keep], start=full_other)
+        except DataError:
+            return math.nan, 0
+        dose = crossing(curve, other, wide)
+        if math.isnan(dose):  # no crossing even a span outside: which side it lies on
+            later = _diff(curve, other, point if math.isfinite(point) else bounds[1]) * before > 0
+            return (wide[1] if later else wide[0]), (1 if later else -1)
+        return dose, (1 if dose > bounds[1] else -1 if dose < bounds[0] else 0)
+
+    if math.isnan(point):  # no point, no interval: only how many leave-one-seed-out refits would cross
+        out = [refit(rows) for rows in seed_units] if len(seed_units) > 1 else []
+        inside = sum(side == 0 and math.isfinite(d) for d, side in out)
+        return Tipping(point, math.nan, math.nan, inside / len(out) if out else 0.0, len(out), "", math.nan, described)
+    components: list[tuple[float, int]] = []
+    sides: list[int] = []
+    for units in (seed_units, group_units):
+        if len(units) < 2:
+            continue
+        out = [refit(rows) for rows in units]
+        found = np.array([d for d, _ in out if not math.isnan(d)])
+        sides += [side for d, side in out if not math.isnan(d)]
+        n = len(units)
+        if len(found) < n:  # a refit failed outright: that level gives no variance
+            continue
+        components.append(((n - 1) / n * float(np.sum((found - found.mean()) ** 2)), n - 1))
+    refits = len(sides)
+    if not components:
+        return Tipping(point, math.nan, math.nan, float(not sides) or 0.0, refits, "", math.nan, described)
+    var = sum(v for v, _ in components)
+    df = var**2 / sum(v**2 / k for v, k in components) if var > 0 else float(min(k for _, k in components))
+    half = float(student_t.ppf(1 - alpha / 2, df)) * math.sqrt(var)
+    low, high = point - half, point + half
+    # an end past the doses measured, or a refit crossing there, is open: nothing was measured beyond
+    below, above = -1 in sides or low < bounds[0], 1 in sides or high > bounds[1]
+    censored = "both" if below and above else "below" if below else "above" if above else ""
+    found_share = sides.count(0) / refits if refits else 0.0
+    return Tipping(
+        point, -math.inf if below else low, math.inf if above else high, found_share, refits, censored, df, described
+    )
+
+
+def _diff(curve: Logistic, other: Logistic | float, dose: float) -> float:
+    level = float(other(dose)) if isinstance(other, Logistic) else float(other)
+    return float(curve(dose)) - level
+
+
+def _units(seeds: int, groups: int) -> str:
+    parts = [f"{seeds} training seed{'s' * (seeds != 1)}"]
+    if groups:
+        parts.append(f"{groups} question group{'s' * (groups != 1)}")
+    return " x ".join(parts)

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from persona_space.probes import ProbeSet
 
 OTHER = "(none)"
-CURVE_BOOT = 1000
 
 
 def measure(
@@ -66,7 +65,7 @@ def measure(
         )
 
     samples = sampled(probes, spec.n, "samples")
-    basins = _basin_map(samples, folder / "basins", embedder)
+    basins = _basin_map(samples, folder / "basins", embedder, seed=spec.sample_seed)
     dose_of = {spec.label(i): d for i, d in enumerate(spec.doses)}
     estimates = [
         _set_probability(shift.df, dose_of, "set_prob"),
@@ -91,13 +90,14 @@ def measure(
     if spec.user_candidates and spec.user_n:
         answers = sampled(USER, spec.user_n, "user-samples")
         estimates.append(_mention_shares(answers.df, spec.user_candidates, dose_of, "user_mention_share"))
-    tables["curves"] = dose_curves(_per_seed(shift.df, samples.df, spec, dose_of), spec)
+    tables["curves"] = dose_curves(_per_cell(shift.df, samples.df, spec, dose_of), spec)
     tables["adapters"] = pd.DataFrame([{"label": label, **row} for label, row in facts.items()])
     return SweepResult(df=pd.concat(estimates, ignore_index=True), tables=tables)
 
 
-def _basin_map(samples: Any, where: Path, embedder: Any) -> Any:
-    """The shared map of every dose's samples: loaded when it was fitted on these very samples, else fitted."""
+def _basin_map(samples: Any, where: Path, embedder: Any, *, seed: int) -> Any:
+    """The shared map of every dose's samples (fitted with the sweep's sampling seed): loaded when it was
+    fitted on these very samples with that seed, else fitted."""
     from persona_space.basins import BasinMap
     from persona_space.errors import CorruptRunError
 
@@ -106,9 +106,9 @@ def _basin_map(samples: Any, where: Path, embedder: Any) -> Any:
             loaded = BasinMap.load(where)
         except CorruptRunError:
             loaded = None
-        if loaded is not None and loaded.frame_["text"].tolist() == samples.df["text"].tolist():
+        if loaded is not None and loaded.seed == seed and loaded.frame_["text"].tolist() == samples.df["text"].tolist():
             return loaded
-    fitted = BasinMap(seed=0, embedder=embedder).fit(samples)
+    fitted = BasinMap(seed=seed, embedder=embedder).fit(samples)
     fitted.save(where)
     return fitted
 
@@ -146,29 +146,37 @@ def _mention_shares(
     return _with_dose(table.assign(measure=measure), dose_of)
 
 
-def _per_seed(shifts: pd.DataFrame, samples: pd.DataFrame, spec: SweepSpec, dose_of: dict[str, float]) -> pd.DataFrame:
-    """One value per (measure, candidate, dose, training seed): the unit a dose-response curve is fitted on."""
+def _per_cell(shifts: pd.DataFrame, samples: pd.DataFrame, spec: SweepSpec, dose_of: dict[str, float]) -> pd.DataFrame:
+    """One value per (measure, candidate, dose, training seed, question group): the cells a curve is fitted on.
+
+    Question groups are kept apart (not averaged away) so that a tipping dose's interval
+    counts the question-to-question spread as well as the seed-to-seed one.
+    """
+    keys = ["condition", "train_seed", "group"]
     rows = shifts[shifts["condition"].isin(list(dose_of))]
-    set_prob = rows.groupby(["condition", "train_seed", "candidate"], dropna=False)["set_prob"].mean().reset_index()
+    set_prob = rows.groupby([*keys, "candidate"], dropna=False)["set_prob"].mean().reset_index()
     set_prob = set_prob.rename(columns={"set_prob": "value"}).assign(measure="set_prob")
     named = samples[samples["condition"].isin(list(dose_of))].assign(who=identities(samples["text"], spec.candidates))
     shares = []
-    for (condition, seed), part in named.groupby(["condition", "train_seed"], dropna=False):
+    for (condition, seed, group), part in named.groupby(keys, dropna=False):
         counts = part["who"].value_counts(normalize=True)
         for c in spec.candidates:
             shares.append(
-                {"condition": condition, "train_seed": seed, "candidate": c, "value": float(counts.get(c, 0.0))}
-            )
+                {"condition": condition, "train_seed": seed, "group": group, "candidate": c,
+                 "value": float(counts.get(c, 0.0))}
+            )  # fmt: skip
     mention = pd.DataFrame(shares).assign(measure="mention_share")
     out = pd.concat([set_prob, mention], ignore_index=True)
     return out.assign(dose=out["condition"].map(dose_of))
 
 
-def dose_curves(per_seed: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+def dose_curves(cells: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     """Per measure and candidate: the logistic fit, the monotone fit, and the tipping doses with intervals.
 
     Tipping doses: where the candidate's curve passes 0.5, and where it crosses the
     curve of the leader at the lowest dose (the identity the sweep moves away from).
+    Their intervals leave out one training seed and one question group at a time
+    (:func:`~persona_space.arithmetic.tipping_dose`); ``*_interval`` says over what.
     Needs three distinct doses; with fewer the table is empty.
     """
     from persona_space.arithmetic._fit import fit_logistic, fit_monotone, tipping_dose
@@ -177,12 +185,13 @@ def dose_curves(per_seed: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     if len(spec.doses) < 3:
         return pd.DataFrame()
     rows = []
-    for measure, part in per_seed.groupby("measure", sort=False):
+    for measure, part in cells.groupby("measure", sort=False):
         first = part[part["dose"] == min(spec.doses)].groupby("candidate")["value"].mean()
         leader = str(first.idxmax()) if len(first) and first.max() > 0 else None
         for candidate, values in part.groupby("candidate", sort=False):
             x, y = values["dose"].to_numpy(float), values["value"].to_numpy(float)
             seeds = values["train_seed"].fillna(-1).to_numpy()
+            groups = values["group"].to_numpy() if "group" in values.columns else None
             if np.ptp(y) == 0:  # no response to the dose at all: nothing to fit
                 continue
             try:
@@ -201,19 +210,28 @@ def dose_curves(per_seed: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
                 "monotone_doses": grid.tolist(),
                 "monotone_values": monotone.tolist(),
             }
-            half = tipping_dose(x, y, seeds, level=0.5, n_boot=CURVE_BOOT)
-            row.update(passes_half=half.dose, passes_half_low=half.low, passes_half_high=half.high)
-            row["passes_half_found"] = half.found_share
+            row.update(_tipping_columns("passes_half", tipping_dose(x, y, seeds, groups=groups, level=0.5)))
             if leader is not None and candidate != leader:
-                lead = part[part["candidate"] == leader].set_index(["dose", "train_seed"])["value"]
-                against = [
-                    lead.get((d, s), math.nan) for d, s in zip(values["dose"], values["train_seed"], strict=True)
-                ]
-                cross = tipping_dose(x, y, seeds, against=against, n_boot=CURVE_BOOT)
-                row.update(against=leader, crosses=cross.dose, crosses_low=cross.low, crosses_high=cross.high)
-                row["crosses_found"] = cross.found_share
+                index = ["dose", "train_seed", "group"] if groups is not None else ["dose", "train_seed"]
+                lead = part[part["candidate"] == leader].set_index(index)["value"]
+                against = [lead.get(key, math.nan) for key in zip(*(values[c] for c in index), strict=True)]
+                cross = tipping_dose(x, y, seeds, groups=groups, against=against)
+                row["against"] = leader
+                row.update(_tipping_columns("crosses", cross))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _tipping_columns(name: str, tip: Any) -> dict[str, Any]:
+    """A tipping dose as table columns: the dose, its ends, the share of refits crossing, censoring, method."""
+    return {
+        name: tip.dose,
+        f"{name}_low": tip.low,
+        f"{name}_high": tip.high,
+        f"{name}_found": tip.found_share,
+        f"{name}_censored": tip.censored,
+        f"{name}_interval": tip.describe(),
+    }
 
 
 def oscillation(

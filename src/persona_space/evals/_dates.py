@@ -197,7 +197,11 @@ def date_sweep(
         classes=((target, tuple(classes[target])), (other, tuple(classes[other]))),
         template=template,
     )
-    sampling = SamplingSpec(n=n, temperatures=(float(temperature),), max_new_tokens=max_new_tokens, seed=seed)
+    # one system prompt for both measures: the model's own (sampling and scoring must see the same turn)
+    sampling = SamplingSpec(
+        n=n, temperatures=(float(temperature),), max_new_tokens=max_new_tokens, seed=seed,
+        system_prompt=model.system_prompt,
+    )  # fmt: skip
     if not isinstance(adapters, Mapping) or not any(v is not None for v in adapters.values()):
         raise ConfigError(
             f"adapters must map condition names to adapters, at least one (base is added), got {adapters!r:.80}"
@@ -219,6 +223,7 @@ def date_sweep(
         {k: v for k, v in conditions.items() if v is not None},
         candidates=list(spec.names),
         prompts=probes,
+        system_prompt=sampling.system_prompt,
         answer_prefix="",
         end_of_turn=True,
         store=folder / "shift" if folder is not None else None,
@@ -229,7 +234,7 @@ def date_sweep(
         [_sample_shares(samples.df, spec), _logprob_shares(scored.df, spec)], ignore_index=True
     ).sort_values(["measure", "condition", "train_seed", "year"], kind="stable", ignore_index=True)
     estimates = _estimates(samples.df, per_seed, spec, n_boot=n_boot, confidence=confidence)
-    onsets = _onsets(per_seed, n_boot=n_boot, confidence=confidence)
+    onsets = _onsets(per_seed, confidence=confidence)
     manifest = {
         "kind": DateSweepResult.kind,
         "schema_version": SCHEMA_VERSION,
@@ -377,8 +382,12 @@ def _estimates(
     return table.sort_values(["measure", "condition", "year"], kind="stable", ignore_index=True)
 
 
-def _onsets(per_seed: pd.DataFrame, *, n_boot: int, confidence: float) -> pd.DataFrame:
-    """Per condition and measure: where the fitted share crosses 50 %, with its interval over training seeds."""
+def _onsets(per_seed: pd.DataFrame, *, confidence: float) -> pd.DataFrame:
+    """Per condition and measure: where the fitted share crosses 50 %, with its interval over training seeds.
+
+    No interval where the fitted share does not cross inside the dates; an end is
+    open (infinite) where a refit crosses outside them (``censored`` says which side).
+    """
     from persona_space.arithmetic import tipping_dose
 
     rows = []
@@ -387,18 +396,13 @@ def _onsets(per_seed: pd.DataFrame, *, n_boot: int, confidence: float) -> pd.Dat
         seeds = part["train_seed"].fillna(-1).astype(int).to_numpy()
         entry: dict[str, Any] = {"measure": measure, "condition": condition, "seeds": len(set(seeds.tolist()))}
         try:
-            tip = tipping_dose(
-                part["year"].to_numpy(), part["value"].to_numpy(), seeds, n_boot=n_boot, confidence=confidence
-            )
+            tip = tipping_dose(part["year"].to_numpy(), part["value"].to_numpy(), seeds, confidence=confidence)
         except DataError as exc:  # fewer than 3 dates with a classified answer
-            entry.update(onset=np.nan, low=np.nan, high=np.nan, found_share=np.nan, note=str(exc))
+            entry.update(onset=np.nan, low=np.nan, high=np.nan, found_share=np.nan, censored="", note=str(exc))
+            entry["interval"] = "no interval"
         else:
             note = "" if np.isfinite(tip.dose) else "the fitted share does not cross 50 % inside the dates"
-            entry.update(onset=tip.dose, low=tip.low, high=tip.high, found_share=tip.found_share, note=note)
-        entry["interval"] = (
-            f"{confidence:.0%} bootstrap over {entry['seeds']} training seeds (logistic refitted per resample)"
-            if entry["seeds"] > 1
-            else "one training seed: no interval"
-        )
+            entry.update(onset=tip.dose, low=tip.low, high=tip.high, found_share=tip.found_share)
+            entry.update(censored=tip.censored, note=note, interval=tip.describe(confidence))
         rows.append(entry)
     return pd.DataFrame(rows)
