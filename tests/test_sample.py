@@ -617,6 +617,7 @@ def test_greedy_sampling_keeps_one_row_per_probe(tiny_model: Any) -> None:
 
 def test_compare_gives_paired_differences_with_adjusted_p_values(tiny_model: Any, tmp_path: Path) -> None:
     from conftest import make_lora
+    from persona_space.stats import describe_adjustment
 
     zero = make_lora(Path(tiny_model.source), tmp_path / "zero", seed=3, scale=0.0)
     loud = make_lora(Path(tiny_model.source), tmp_path / "loud", seed=4, scale=3.0)
@@ -629,14 +630,23 @@ def test_compare_gives_paired_differences_with_adjusted_p_values(tiny_model: Any
         "empty",
         "truncated",
     }
-    zero_rows = table[table["condition"] == "zero"]
-    assert (zero_rows["difference"] == 0).all() and (zero_rows["low"] == 0).all() and (zero_rows["high"] == 0).all()
-    assert (zero_rows["p_value"] == 1.0).all()
-    assert (table["p_adjusted"] >= table["p_value"]).all()
-    assert set(table["adjustment"]) == {"Holm over 8 tests"} and set(table["pairing"]) == {"paired"}
+    zero_rows = table[table["condition"] == "zero"].set_index("metric")
+    # a zero-scale adapter answers as the base does on the same streams: nothing varies, nothing is tested
+    assert (zero_rows["difference"] == 0).all() and set(zero_rows["test"]) == {"not tested: no variation"}
+    assert zero_rows["p_value"].isna().all() and zero_rows["p_adjusted"].isna().all()
+    lengths = zero_rows.loc[["n_tokens", "n_chars"]]
+    assert (lengths["low"] == 0).all() and (lengths["high"] == 0).all()
+    shares = zero_rows.loc[["empty", "truncated"]]  # 0 against 0 (or 1 against 1): a Newcombe interval, not [0, 0]
+    assert (shares["low"] < 0).all() and (shares["high"] > 0).all()
+    tested = table["p_value"].notna()
+    assert (table.loc[tested, "p_adjusted"] >= table.loc[tested, "p_value"]).all()
+    assert set(table.loc[tested, "test"]) == {"against 0"}
+    left_out = int((~tested).sum())
+    assert left_out >= 4 and set(table["pairing"]) == {"paired"}
+    assert set(table["adjustment"]) == {describe_adjustment("holm", 8 - left_out, {"without variation": left_out})}
     assert table["interval"].iloc[0] == "95% bootstrap over 6 question groups, 2000 resamples, paired with base"
     bh = samples.compare(adjust="bh")
-    assert set(bh["adjustment"]) == {"Benjamini-Hochberg over 8 tests"}
+    assert set(bh["adjustment"]) == {describe_adjustment("bh", 8 - left_out, {"without variation": left_out})}
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,15 @@
-"""Interval estimates."""
+"""Interval estimates, tests and their degenerate cases (NaN rows, constant columns, 0 against 0)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from persona_space.errors import ConfigError
+from persona_space.errors import ConfigError, DataError
+from persona_space.estimates import NO_VARIATION, difference_table, estimate_table
 from persona_space.stats import (
     Cells,
     adjust_p_values,
@@ -18,6 +20,7 @@ from persona_space.stats import (
     describe_interval,
     design_effect,
     mean_interval,
+    newcombe_interval,
     resample_weights,
     wilson_interval,
 )
@@ -132,8 +135,113 @@ def test_p_values_hold_their_level_under_the_null_and_degenerate_cases() -> None
     result = compare(one, n_boot=1000, rng=np.random.default_rng(0))
     assert result.estimate[0] == 1.5 and result.low[0] == result.high[0] == 1.5
     assert math.isnan(result.seed_low[0]) and math.isnan(result.p_value[0])
-    zero = Cells(np.zeros((1, 2, 1)), np.ones((1, 2)))
-    assert compare(zero, n_boot=1000, rng=rng).p_value[0] == 1.0
+    assert bool(result.no_variation[0])
+    # 0 against 0: nothing varies, so nothing is tested (not p = 1, which would pad a family)
+    zero = compare(Cells(np.zeros((1, 2, 1)), np.ones((1, 2))), n_boot=1000, rng=rng)
+    assert math.isnan(zero.p_value[0]) and bool(zero.no_variation[0])
+
+
+def test_a_constant_column_has_no_variation_not_a_tiny_p_value() -> None:
+    """0.3 summed and divided leaves rounding noise in the replicates; it is not a standard error."""
+    rng = np.random.default_rng(3)
+    data = cells(np.repeat([0, 1, 2], 8), np.tile(np.arange(8), 3), np.full(24, 0.3), 3, 8)
+    result = compare(data, n_boot=1000, rng=rng)
+    assert result.estimate[0] == pytest.approx(0.3)
+    assert bool(result.no_variation[0]) and math.isnan(result.p_value[0])  # the old code said p = 1e-41
+    assert result.low[0] == result.high[0] == result.estimate[0]
+    against = compare(data, n_boot=1000, rng=rng, null=3.0)
+    assert math.isnan(against.p_value[0])
+    # a real but small spread is still tested
+    varied = cells(np.zeros(8, dtype=int), np.arange(8), 0.3 + 1e-6 * np.arange(8), 1, 8)
+    assert compare(varied, n_boot=1000, rng=rng).p_value[0] < 1e-6
+
+
+def test_a_nan_row_raises_naming_the_column_and_how_many() -> None:
+    values = np.column_stack([np.ones(6), [1.0, np.nan, 2.0, np.nan, 3.0, 4.0]])
+    with pytest.raises(DataError, match=r"value column 'score' has 2 NaN rows of 6; expected a finite number"):
+        cells(np.zeros(6, dtype=int), np.arange(6), values, 1, 6, names=["ok", "score"])
+    frame = pd.DataFrame({"probe_id": list("aabbcc"), "condition": ["base", "red"] * 3})
+    with pytest.raises(DataError, match=r"value column 'score' has 2 NaN rows of 6"):
+        estimate_table(frame, values, ["ok", "score"], ["condition"])
+    with pytest.raises(DataError, match=r"value column 'score' has 2 NaN rows of 6"):
+        difference_table(frame, values, ["ok", "score"], by="condition", reference="base")
+    with pytest.raises(DataError, match=r"value column 0 has 1 infinite row of 3"):
+        cells(np.zeros(3, dtype=int), np.arange(3), np.array([1.0, np.inf, 2.0]), 1, 3)
+    with pytest.raises(DataError, match=r"value column 0 has 1 NaN cell of 2"):
+        compare(Cells(np.array([[[1.0], [np.nan]]]), np.ones((1, 2))), n_boot=1000, rng=np.random.default_rng(0))
+
+
+def test_newcombe_interval_known_value_and_zero_against_zero() -> None:
+    # Newcombe (1998), method 10: 56/70 - 48/80 -> 0.0524 to 0.3339
+    low, high = newcombe_interval(56, 70, 48, 80)
+    assert low == pytest.approx(0.0524, abs=1e-4) and high == pytest.approx(0.3339, abs=1e-4)
+    low, high = newcombe_interval(0, 10, 0, 10)
+    assert low == pytest.approx(-wilson_interval(0, 10)[1]) and high == pytest.approx(wilson_interval(0, 10)[1])
+    assert all(math.isnan(v) for v in newcombe_interval(0, 0, 1, 2))
+
+
+def _zero_against_zero(n: int = 8) -> tuple[pd.DataFrame, np.ndarray]:
+    """Six questions x two conditions x ``n`` samples: ``never`` is 0 on both sides, ``often`` varies and differs."""
+    rng = np.random.default_rng(5)
+    rows = 6 * 2 * n
+    frame = pd.DataFrame(
+        {
+            "probe_id": np.repeat([f"q{i}" for i in range(6)], 2 * n),
+            "condition": np.tile(np.repeat(["base", "red"], n), 6),
+            "sample_index": np.tile(np.arange(n), 12),
+        }
+    )
+    often = (rng.random(rows) < np.where(frame["condition"] == "red", 0.7, 0.3)).astype(float)
+    return frame, np.column_stack([np.zeros(rows), often])
+
+
+def test_zero_against_zero_share_difference_gets_a_newcombe_interval() -> None:
+    frame, values = _zero_against_zero()
+    table = difference_table(frame, values, ["never", "often"], by="condition", reference="base").set_index("metric")
+    never = table.loc["never"]
+    assert never["difference"] == 0.0
+    assert never["low"] < 0.0 < never["high"]  # the old code said [0, 0]
+    assert never["high"] - never["low"] > 0.05 and never["high"] < 0.2  # 48 samples a side: a few percent
+    assert math.isnan(never["p_value"]) and never["test"] == NO_VARIATION and math.isnan(never["p_adjusted"])
+    assert table.loc["often", "test"] == "against 0" and table.loc["often", "p_value"] < 0.05
+
+
+def test_rows_without_variation_are_left_out_of_the_family_and_counted() -> None:
+    frame, values = _zero_against_zero()
+    flat = np.column_stack([values, np.full(len(values), 0.3)])  # a constant column: no variation either
+    names = ["never", "often", "constant"]
+    for adjust, name in (("holm", "Holm"), ("bh", "Benjamini-Hochberg")):
+        table = difference_table(frame, flat, names, by="condition", reference="base", adjust=adjust)
+        tested = table[table["metric"] == "often"]
+        assert list(table["test"]) == [NO_VARIATION, "against 0", NO_VARIATION]
+        assert set(table["adjustment"]) == {f"{name} over 1 test; 2 without variation left out"}
+        # a family of one: the adjusted p-value is the p-value, not diluted or padded by the untested rows
+        assert tested["p_adjusted"].iloc[0] == pytest.approx(tested["p_value"].iloc[0])
+    assert (
+        describe_adjustment("holm", 30, {"without variation": 18})
+        == "Holm over 30 tests; 18 without variation left out"
+    )
+    assert describe_adjustment("none", 3, {"without variation": 0}) == "unadjusted"
+
+
+def test_estimate_table_gives_no_p_value_unless_a_reference_is_stated() -> None:
+    frame = pd.DataFrame({"probe_id": np.repeat([f"q{i}" for i in range(6)], 4), "condition": "base"})
+    rating = np.random.default_rng(2).integers(1, 6, len(frame)).astype(float)
+    values = np.column_stack([rating, np.full(len(frame), 0.3)])
+    plain = estimate_table(frame, values, ["position", "constant"], ["condition"])
+    assert not {"p_value", "p_adjusted", "test", "adjustment"} & set(plain.columns)  # a level tested against 0 is gone
+    tested = estimate_table(
+        frame, values, ["position", "constant"], ["condition"], reference=3, reference_label="scale midpoint"
+    ).set_index("metric")
+    assert tested.loc["position", "test"] == "against 3 (scale midpoint)"
+    assert 0.0 < tested.loc["position", "p_value"] <= 1.0
+    assert tested.loc["constant", "test"] == NO_VARIATION and math.isnan(tested.loc["constant", "p_value"])
+    assert set(tested["adjustment"]) == {"Holm over 1 test; 1 without variation left out"}
+    assert tested.loc["position", "p_adjusted"] == pytest.approx(tested.loc["position", "p_value"])
+    with pytest.raises(ConfigError, match="reference must be a finite number to test the estimates against, got 'mid'"):
+        estimate_table(frame, values, ["position", "constant"], ["condition"], reference="mid")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="reference_label 'scale midpoint' needs a reference value"):
+        estimate_table(frame, values, ["position", "constant"], ["condition"], reference_label="scale midpoint")
 
 
 def test_cells_sum_rows_into_seed_by_group() -> None:
@@ -197,10 +305,6 @@ def test_stats_doctests() -> None:
 
 def test_estimate_table_over_one_question_resamples_its_samples() -> None:
     """A cell holding one question has no questions to resample: its interval is over the samples."""
-    import pandas as pd
-
-    from persona_space.estimates import estimate_table
-
     frame = pd.DataFrame({"probe_id": ["a"] * 8 + ["b"] * 8, "condition": "base"})
     hits = np.array([1, 0, 1, 0, 1, 0, 1, 1] + [0] * 8, dtype=float)
     table = estimate_table(frame, hits, ["hit"], ["probe_id"], name_column="measure")
@@ -215,10 +319,6 @@ def test_estimate_table_over_one_question_resamples_its_samples() -> None:
 
 def test_difference_table_over_one_question_pairs_the_random_streams() -> None:
     """With one question the conditions are paired by sample index (their shared random stream)."""
-    import pandas as pd
-
-    from persona_space.estimates import difference_table
-
     n = 12
     frame = pd.DataFrame({"probe_id": "a", "condition": ["base"] * n + ["red"] * n, "sample_index": list(range(n)) * 2})
     base = np.array([0, 1] * (n // 2), dtype=float)

@@ -18,23 +18,36 @@ noise) a nominal 95 % interval covers the planted mean 94-97 % of the time from
 3 seeds x 3 questions to 10 x 8, where the plain percentile bootstrap covers 80-90 %
 (``tests/test_stats.py`` simulates it).
 
+Degenerate cases are named rather than passed on as numbers: a value that is NaN
+(or infinite) in some rows raises a :class:`~persona_space.errors.DataError` naming
+the column and how many rows, instead of turning the whole column's estimate NaN; a
+bootstrap standard error within rounding of zero (``se <= NO_VARIATION_TOL *
+max(1, |estimate|)``, so a constant column of 0.3 is not "significant" at p = 1e-41
+on floating-point noise) marks the comparison ``no_variation``, with a point interval
+and no p-value: there is nothing to test, and such comparisons stay out of a family
+of adjusted p-values. Differences of two shares that the bootstrap cannot move (0
+against 0) get Newcombe's hybrid score interval instead (:func:`newcombe_interval`).
+
 >>> low, high = wilson_interval(5, 100)
 >>> round(low, 3), round(high, 3)
 (0.022, 0.112)
 >>> adjust_p_values([0.01, 0.04, 0.03], "holm").round(3).tolist()
 [0.03, 0.06, 0.06]
+>>> low, high = newcombe_interval(0, 20, 0, 20)
+>>> round(low, 3), round(high, 3)
+(-0.161, 0.161)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from persona_space.errors import ConfigError
+from persona_space.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,6 +56,7 @@ Adjustment = Literal["holm", "bh", "none"]
 ADJUSTMENTS: tuple[str, ...] = ("holm", "bh", "none")
 MIN_BOOT = 1000
 DEFAULT_BOOT = 2000
+NO_VARIATION_TOL = 1e-9  # a standard error at most this times max(1, |estimate|) is rounding noise: no variation
 
 
 def check_confidence(confidence: float) -> float:
@@ -91,6 +105,26 @@ def wilson_interval(successes: float, trials: float, confidence: float = 0.95) -
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def newcombe_interval(
+    successes_a: float, trials_a: float, successes_b: float, trials_b: float, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for the difference of two proportions, ``a - b``.
+
+    Built from each side's :func:`wilson_interval` (Newcombe 1998, method 10), so it
+    stays informative where a share sits at 0 or 1: two sides with no successes in 20
+    trials each give about +-0.16, not [0, 0]. ``(nan, nan)`` when a side has no trials.
+    """
+    low_a, high_a = wilson_interval(successes_a, trials_a, confidence)
+    low_b, high_b = wilson_interval(successes_b, trials_b, confidence)
+    if math.isnan(low_a) or math.isnan(low_b):
+        return (math.nan, math.nan)
+    share_a, share_b = successes_a / trials_a, successes_b / trials_b
+    difference = share_a - share_b
+    low = difference - math.sqrt((share_a - low_a) ** 2 + (high_b - share_b) ** 2)
+    high = difference + math.sqrt((high_a - share_a) ** 2 + (share_b - low_b) ** 2)
+    return (max(-1.0, low), min(1.0, high))
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -152,11 +186,45 @@ class Cells:
             return np.asarray(self.sums.sum(axis=1) / counts[:, None])
 
 
-def cells(seed_index: np.ndarray, group_index: np.ndarray, values: np.ndarray, n_seeds: int, n_groups: int) -> Cells:
-    """Sum ``values[n, k]`` into (seed, group) cells given each row's seed and group index."""
+def check_finite(values: np.ndarray, names: Sequence[Any] | None = None, *, unit: str = "row") -> None:
+    """A :class:`DataError` naming the first column of ``values[n, k]`` with NaN or infinite rows, and how many.
+
+    One missing value would otherwise make every bootstrap mean of its column NaN,
+    and the column's estimate with it, without a word. ``names`` name the columns
+    (else their index); ``unit`` says what a row is (``"cell"`` for summed cells).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    matrix = values[:, None] if values.ndim == 1 else values.reshape(-1, values.shape[-1])
+    bad = ~np.isfinite(matrix)
+    for j in map(int, np.flatnonzero(bad.any(axis=0))):
+        name = repr(names[j]) if names is not None and j < len(names) else f"{j}"
+        nan = int(np.isnan(matrix[:, j]).sum())
+        infinite = int(bad[:, j].sum()) - nan
+        counts = " and ".join(
+            f"{k} {kind} {unit}{'s' * (k != 1)}" for k, kind in ((nan, "NaN"), (infinite, "infinite")) if k
+        )
+        raise DataError(
+            f"value column {name} has {counts} of {len(matrix)}; expected a finite number in every {unit} "
+            "(drop or fill the missing values first)"
+        )
+
+
+def cells(
+    seed_index: np.ndarray,
+    group_index: np.ndarray,
+    values: np.ndarray,
+    n_seeds: int,
+    n_groups: int,
+    names: Sequence[Any] | None = None,
+) -> Cells:
+    """Sum ``values[n, k]`` into (seed, group) cells given each row's seed and group index.
+
+    Values must be finite (:func:`check_finite`; ``names`` name the columns in its error).
+    """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 1:
         values = values[:, None]
+    check_finite(values, names)
     sums = np.zeros((n_seeds, n_groups, values.shape[1]))
     counts = np.zeros((n_seeds, n_groups))
     np.add.at(sums, (seed_index, group_index), values)
@@ -169,13 +237,16 @@ def group_column(frame: pd.DataFrame) -> str | None:
     return next((c for c in ("group", "probe_id") if c in frame.columns), None)
 
 
-def frame_cells(frame: pd.DataFrame, values: np.ndarray, groups: Sequence[Any]) -> Cells:
+def frame_cells(
+    frame: pd.DataFrame, values: np.ndarray, groups: Sequence[Any], names: Sequence[Any] | None = None
+) -> Cells:
     """Rows of ``frame`` summed into (training seed, question group) cells over the common ``groups`` axis.
 
     Seeds are the distinct ``train_seed`` values (a missing seed, as for the base
     model, is one seed of its own, not dropped); without the column every row has
     the same seed. Rows are placed by :func:`group_column`; without one, each row is
-    its own group (``groups`` must then be ``range(len(frame))``).
+    its own group (``groups`` must then be ``range(len(frame))``). ``names`` name the
+    value columns in the error a NaN value raises.
     """
     import pandas as pd
 
@@ -193,7 +264,7 @@ def frame_cells(frame: pd.DataFrame, values: np.ndarray, groups: Sequence[Any]) 
         if missing:
             raise ConfigError(f"groups {sorted(map(str, missing))[:5]} are not on the group axis")
         group_index = frame[column].map(position).to_numpy(dtype=np.int64)
-    return cells(np.asarray(seed_index), group_index, values, max(n_seeds, 1), len(groups))
+    return cells(np.asarray(seed_index), group_index, values, max(n_seeds, 1), len(groups), names)
 
 
 def resample_weights(n_units: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -222,7 +293,12 @@ def percentile_interval(boots: np.ndarray, confidence: float = 0.95) -> tuple[np
 
 @dataclass(frozen=True)
 class Comparison:
-    """A crossed-bootstrap estimate (or difference) per value, with its interval and p-value."""
+    """A crossed-bootstrap estimate (or difference) per value, with its interval and p-value.
+
+    ``no_variation`` marks values whose bootstrap standard error is zero within
+    :data:`NO_VARIATION_TOL` (a constant column, 0 against 0): their interval is the
+    point and their p-value NaN, as there is nothing to test.
+    """
 
     estimate: np.ndarray
     low: np.ndarray
@@ -230,6 +306,14 @@ class Comparison:
     p_value: np.ndarray
     seed_low: np.ndarray
     seed_high: np.ndarray
+    no_variation: np.ndarray
+
+
+def no_variation(se: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+    """Where a standard error is rounding noise: ``se <= NO_VARIATION_TOL * max(1, |estimate|)`` (NaN: False)."""
+    se, estimate = np.asarray(se, dtype=np.float64), np.asarray(estimate, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(se <= NO_VARIATION_TOL * np.maximum(1.0, np.abs(estimate)))
 
 
 def compare(
@@ -254,12 +338,20 @@ def compare(
     percentile interval ignores (about 89 % coverage at 3 seeds x 3 questions with
     ``n - 1`` draws alone, 97 % with the scaling; the factor goes to 1 as units grow).
     The p-value is the t test of the same standard error (the replicates' spread) and
-    degrees of freedom. Also gives the Student-t interval over per-seed means, NaN
-    below two seeds.
+    degrees of freedom, of the estimate against ``null``. Also gives the Student-t
+    interval over per-seed means, NaN below two seeds.
+
+    A standard error within rounding of zero (:func:`no_variation`: every replicate
+    the same, as for a constant column or 0 against 0) gives a point interval at the
+    estimate, no p-value (NaN) and ``no_variation`` True. Cells whose sums are NaN
+    raise a :class:`DataError` naming the column.
     """
     check_n_boot(n_boot)
     if reference is not None and reference.n_groups != target.n_groups:
         raise ConfigError(f"reference has {reference.n_groups} question groups, target {target.n_groups}")
+    for data in (target, reference):
+        if data is not None:
+            check_finite(data.sums, unit="cell")
     fixed_group = np.full((n_boot, target.n_groups), 1.0 / target.n_groups)
     w_group = resample_weights(target.n_groups, n_boot, rng)
     w_seed = resample_weights(target.n_seeds, n_boot, rng)
@@ -285,9 +377,13 @@ def compare(
     scaled = estimate[None, :] + (boots - estimate[None, :]) * scale[None, :]
     low, high = percentile_interval(scaled, confidence)
     seed_low, seed_high = t_interval_rows(per_seed[~np.isnan(per_seed).any(axis=1)], confidence)
-    return Comparison(
-        estimate, low, high, _t_p_value(estimate - null, np.nanstd(boots, axis=0), nu), seed_low, seed_high
-    )
+    se = np.nanstd(boots, axis=0)
+    flat = no_variation(se, estimate)
+    p_value = _t_p_value(estimate - null, np.where(flat, 0.0, se), nu)
+    low, high = np.where(flat, estimate, low), np.where(flat, estimate, high)
+    seed_low = np.where(flat & np.isfinite(seed_low), estimate, seed_low)
+    seed_high = np.where(flat & np.isfinite(seed_high), estimate, seed_high)
+    return Comparison(estimate, low, high, p_value, seed_low, seed_high, flat)
 
 
 def _satterthwaite(components: list[tuple[np.ndarray, int]], shape: tuple[int, ...]) -> np.ndarray:
@@ -306,16 +402,16 @@ def _t_p_value(effect: np.ndarray, se: np.ndarray, nu: np.ndarray) -> np.ndarray
 
     With few units a bootstrap tail share overstates the evidence: three question
     groups that agree put every replicate on one side (p = 1 / (B + 1)), while a t test
-    on 2 degrees of freedom says what three units can. No spread: 1 for no effect,
-    NaN for an effect that nothing replicates.
+    on 2 degrees of freedom says what three units can. No spread: NaN, whether or not
+    there is an effect (0 against 0 is not evidence of "no difference" at p = 1, and a
+    constant that nothing replicates is no evidence of one).
     """
     from scipy.stats import t
 
     with np.errstate(invalid="ignore", divide="ignore"):
         stat = np.abs(effect) / se
         p = 2 * t.sf(stat, nu)
-    p = np.where(se > 0, p, np.where(effect == 0, 1.0, np.nan))
-    return np.asarray(p)
+    return np.asarray(np.where(se > 0, p, np.nan))
 
 
 def describe_interval(
@@ -378,10 +474,18 @@ def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: Adjustment =
     return out
 
 
-def describe_adjustment(method: Adjustment, n_tests: int) -> str:
-    """The ``adjustment`` column: which correction, over how many tests."""
+def describe_adjustment(method: Adjustment, n_tests: int, left_out: Mapping[str, int] | None = None) -> str:
+    """The ``adjustment`` column: which correction, over how many tests, and what was left out of the family.
+
+    ``left_out`` counts comparisons without a test by why (``{"without variation": 18}``).
+
+    >>> describe_adjustment("holm", 30, {"without variation": 18})
+    'Holm over 30 tests; 18 without variation left out'
+    """
     names = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "unadjusted"}
-    return names[method] if method == "none" else f"{names[method]} over {n_tests} test{'s' * (n_tests != 1)}"
+    text = names[method] if method == "none" else f"{names[method]} over {n_tests} test{'s' * (n_tests != 1)}"
+    out = [f"{count} {why}" for why, count in (left_out or {}).items() if count]
+    return f"{text}; {' and '.join(out)} left out" if out else text
 
 
 def design_effect(boot_var: np.ndarray, shares: np.ndarray, n: float) -> float:

@@ -7,7 +7,10 @@ and each adapter on paired random streams; a judge rates each answer's position
 probability-weighted mean over the answers 1..5, and judge-free measures (hedging,
 refusal, first-person opinion, length) say something even where the judge is weak.
 Differences from the base model are paired by question (same questions, same streams)
-with intervals over questions and Holm-adjusted p-values over every test in the table.
+with intervals over questions and Holm-adjusted p-values over every test in the table;
+comparisons where nothing varies (0 against 0) are not tested and are left out of the
+family, which says how many were. The means carry no p-values: a rating or a share
+tested against 0 tests nothing.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ import pandas as pd
 
 from persona_space import _io, provenance
 from persona_space.errors import ConfigError, CorruptRunError
-from persona_space.estimates import difference_table, estimate_table
+from persona_space.estimates import adjust_family, difference_table, estimate_table
 from persona_space.evals._text import text_measures
 from persona_space.judges import Criterion, Judge, LocalJudge
 from persona_space.results import SCHEMA_VERSION, Result, check_schema
-from persona_space.stats import DEFAULT_BOOT, Adjustment, adjust_p_values, check_adjustment, describe_adjustment
+from persona_space.stats import DEFAULT_BOOT, Adjustment, check_adjustment
 
 if TYPE_CHECKING:
     from persona_space.adapters import ConditionsLike
@@ -84,6 +87,7 @@ class LeakageResult(Result):
         """Per condition, category and measure: the mean with its interval over questions (and training seeds).
 
         Categories include ``all_political``: every category but the factual controls, pooled.
+        No p-values: a level (a 1-5 rating, a share) is not a test; :meth:`differences` tests.
         """
         frame = _with_pooled(self.df)
         tables = []
@@ -110,7 +114,9 @@ class LeakageResult(Result):
         """Each condition minus ``reference`` per category and measure, paired by question.
 
         ``p_adjusted`` is ``adjust``-ed over every test in the table (all conditions,
-        categories and measures), and ``adjustment`` says so.
+        categories and measures), and ``adjustment`` says so. Comparisons without
+        variation (``test``: ``"not tested: no variation"``) have no p-value and are
+        left out of the family; ``adjustment`` counts them.
         """
         adjust = check_adjustment(adjust)
         frame = _with_pooled(self.df)
@@ -127,10 +133,7 @@ class LeakageResult(Result):
                 )  # fmt: skip
         if not tables:
             return pd.DataFrame()
-        table = pd.concat(tables, ignore_index=True)
-        table["p_adjusted"] = adjust_p_values(table["p_value"].to_numpy(), adjust)
-        table["adjustment"] = describe_adjustment(adjust, int(table["p_value"].notna().sum()))
-        return table
+        return adjust_family(pd.concat(tables, ignore_index=True), adjust)
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``leakage.parquet`` and ``manifest.json`` into ``folder`` (atomically)."""

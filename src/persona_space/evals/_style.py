@@ -64,8 +64,10 @@ def style(
     Returns one row per condition (and probe, with ``by_probe``), temperature and
     measure: ``estimate`` with ``low``/``high``, and where the reference is in the
     table ``reference_value``, ``difference`` with ``difference_low``/``difference_high``,
-    ``p_value`` and ``p_adjusted`` (``adjust`` over every test in the table); ``interval``
-    and ``difference_interval`` say what the intervals are over.
+    ``p_value``, ``test`` (what it tests, or ``"not tested: no variation"`` where
+    nothing varies) and ``p_adjusted`` (``adjust`` over every tested row; ``adjustment``
+    counts the rows left out); ``interval`` and ``difference_interval`` say what the
+    intervals are over. The means carry no p-value (a length is not tested against 0).
 
     >>> table = style(samples)  # doctest: +SKIP
     >>> table.query("measure == 'n_chars'")[["condition", "estimate", "difference"]]  # doctest: +SKIP
@@ -78,7 +80,7 @@ def style(
     means = estimate_table(
         frame, values, STYLE_MEASURES, by, name_column="measure", n_boot=n_boot, confidence=confidence
     )
-    means = means.drop(columns=["seed_low", "seed_high", "p_value"], errors="ignore")
+    means = means.drop(columns=["seed_low", "seed_high"], errors="ignore")
     if reference not in set(frame["condition"]) or frame["condition"].nunique() < 2:
         return means
     strata = [c for c in by if c != "condition"]
@@ -86,7 +88,7 @@ def style(
         frame, values, STYLE_MEASURES, by="condition", reference=reference, strata=strata, name_column="measure",
         n_boot=n_boot, confidence=confidence, adjust=adjust,
     )  # fmt: skip
-    keep = diffs[[*by, "measure", "reference_value", "difference", "low", "high", "p_value", "p_adjusted"]]
+    keep = diffs[[*by, "measure", "reference_value", "difference", "low", "high", "p_value", "test", "p_adjusted"]]
     keep = keep.rename(columns={"low": "difference_low", "high": "difference_high"}).assign(
         difference_interval=diffs["interval"], adjustment=diffs["adjustment"]
     )

@@ -62,7 +62,9 @@ def compare_table(
     """Each condition minus ``reference`` in tokens, characters, empty and truncated shares, per temperature.
 
     Paired by question group (and, with paired sampling, the same random streams
-    drive both sides); p-values adjusted over every row of the table.
+    drive both sides); p-values adjusted over every tested row of the table. A row
+    where nothing varies (both sides never empty, say) is not tested (``test``:
+    ``"not tested: no variation"``) and is left out of the family.
     """
     return difference_table(
         df,
