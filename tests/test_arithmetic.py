@@ -215,6 +215,7 @@ SWEEP = {
     "user_n": 1,
     "user_candidates": ["a journalist", "a ghost"],
     "max_new_tokens": 4,
+    "sample_seed": 3,
     "progress": False,
 }
 
@@ -277,6 +278,8 @@ def test_a_swap_sweep_resumes_without_retraining_finished_adapters(
     curves = result.curves
     # set probabilities respond to the dose; no sampled answer names a candidate, so shares get no curve
     assert set(curves["measure"]) == {"set_prob"} and len(curves) == 3
+    assert curves["passes_half_interval"].str.contains("2 training seeds x").all()  # question groups too
+    assert ps.BasinMap.load(out / "basins").seed == 3  # the sweep's sampling seed, not a fixed one
     assert set(curves.loc[curves["against"].notna(), "against"]) == {
         curves.loc[curves["against"].isna(), "candidate"].iloc[0]
     }

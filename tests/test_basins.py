@@ -133,8 +133,31 @@ def test_fitting_is_balanced_across_conditions(planted: dict[str, Any]) -> None:
     extra = vectors[frame["truth"].to_numpy() == 0]
     fitted = BasinMap(seed=0, min_cluster_size=10).fit(lopsided, vectors=np.concatenate([vectors, extra]))
     fit_conditions = lopsided["adapter"].iloc[fitted.fit_rows_].value_counts()
-    assert set(fit_conditions) == {PER_PERSONA}  # the smallest condition's size, from each
+    assert set(fit_conditions) == {PER_PERSONA // 2}  # the smallest condition's even half, from each
     assert len(fitted.labels_) == len(lopsided)
+
+
+def test_a_cross_fitted_map_tests_only_the_half_it_was_not_fitted_on(planted: dict[str, Any], tmp_path: Any) -> None:
+    from persona_space.basins._map import ALL_SAMPLES, HELD_OUT
+
+    frame, vectors, fitted = planted["frame"], planted["vectors"], planted["map"]
+    odd = frame["sample_index"].fillna(0).astype(int).to_numpy() % 2 == 1
+    assert fitted.cross_fitted_ and (fitted.frame_["held_out"].to_numpy() == odd).all()
+    assert not odd[fitted.fit_rows_].any()  # discovery saw even sample indices only
+    diff = fitted.occupancy_difference("b")
+    assert (diff["tested"] == HELD_OUT).all()
+    held = fitted.frame_[odd & (fitted.frame_["adapter"] == "a")]
+    row = diff[diff["basin"] == int(held["basin"].mode()[0])].iloc[0]
+    assert row["value"] == pytest.approx((held["basin"] == row["basin"]).mean())  # the odd half's share
+    assert (fitted.divergence(n_perm=200)["tested"] == HELD_OUT).all()
+    fitted.save(tmp_path / "map")
+    assert BasinMap.load(tmp_path / "map").cross_fitted_
+    whole = BasinMap(seed=0, min_cluster_size=15, cross_fit=False).fit(frame, vectors=vectors)
+    assert odd[whole.fit_rows_].any() and (whole.occupancy_difference("b")["tested"] == ALL_SAMPLES).all()
+    texts = BasinMap(seed=0, min_cluster_size=15).fit(frame["text"].tolist(), vectors=vectors)
+    assert not texts.cross_fitted_  # plain texts have no random streams to split
+    with pytest.raises(ConfigError, match="cross_fit must be True or False, got 'yes'"):
+        BasinMap(cross_fit="yes")  # type: ignore[arg-type]
 
 
 def test_save_and_load_round_trip_without_pickle(planted: dict[str, Any], tmp_path: Any) -> None:

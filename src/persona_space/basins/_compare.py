@@ -73,7 +73,7 @@ def occupancy(
         frame, hot, basins, cols, name_column="basin", n_boot=n_boot, confidence=confidence, seed=seed
     )
     table["basin"] = table["basin"].astype(int)
-    table = table.rename(columns={"estimate": "share"}).drop(columns="p_value")
+    table = table.rename(columns={"estimate": "share"})
     table.insert(list(table.columns).index("share"), "count", np.rint(table["share"] * table["samples"]).astype(int))
     return table
 

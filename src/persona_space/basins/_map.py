@@ -53,6 +53,10 @@ def as_frame(data: SampleSet | pd.DataFrame | Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({"text": list(frame)})
 
 
+HELD_OUT = "held-out half: odd sample indices (the map was fitted on the even ones)"
+ALL_SAMPLES = "every sample (the map was fitted on these samples too)"
+
+
 class BasinMap(Result):
     """A map of persona basins over sampled self-descriptions.
 
@@ -67,6 +71,12 @@ class BasinMap(Result):
     sub-basins that are variations of one thing (``grain="auto"``: the widest gap of
     the sub-basin dendrogram, kept when it separates the samples better; see
     ``basins._grain``); ``grain_`` records the choice, ``regrain`` changes it.
+
+    ``cross_fit=True`` (default) finds the basins on the even sample indices only and
+    assigns the odd ones, as :meth:`assign` would; occupancy differences and divergence
+    are then tested on the odd half alone, so a test never reuses the samples that drew
+    the map. Without a ``sample_index`` (plain texts), or with fewer than 10 samples in
+    either half, the map is fitted on everything and the tables say so.
 
     >>> basins = BasinMap(seed=0).fit(samples)        # doctest: +SKIP
     >>> basins.basins_[["basin", "name", "size"]]      # doctest: +SKIP
@@ -86,6 +96,7 @@ class BasinMap(Result):
         max_per_condition: int | None = None,
         novelty_quantile: float = 0.99,
         grain: Grain = "auto",
+        cross_fit: bool = True,
         seed: int = 0,
     ) -> None:
         self.embedder = embedder
@@ -99,6 +110,7 @@ class BasinMap(Result):
         self.max_per_condition = max_per_condition
         self.novelty_quantile = novelty_quantile
         self.grain = grain
+        self.cross_fit = cross_fit
         self.seed = seed
         self._check_params()
 
@@ -117,6 +129,8 @@ class BasinMap(Result):
                 raise ConfigError(f"{name} must be None or an integer >= 2, got {value!r}")
         if not 0 < self.novelty_quantile <= 1:
             raise ConfigError(f"novelty_quantile must be in (0, 1], got {self.novelty_quantile!r}")
+        if not isinstance(self.cross_fit, bool):
+            raise ConfigError(f"cross_fit must be True or False, got {self.cross_fit!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         check_grain(self.grain)
@@ -134,6 +148,7 @@ class BasinMap(Result):
             "max_per_condition": self.max_per_condition,
             "novelty_quantile": self.novelty_quantile,
             "grain": self.grain,
+            "cross_fit": self.cross_fit,
             "seed": self.seed,
         }
 
@@ -153,7 +168,8 @@ class BasinMap(Result):
         if len(frame) < 10:
             raise DataError(f"{len(frame)} samples are too few to map; expected at least 10")
         vectors = self._vectors(frame, vectors)
-        fit_rows = self._balanced_rows(frame)
+        held_out = self._held_out(frame)
+        fit_rows = self._balanced_rows(frame, eligible=~held_out)
         self.fit_rows_ = fit_rows
         # Identical answers ("Strawberry" x 200) are one point to UMAP and HDBSCAN: repeated
         # vectors would form disconnected neighbour graphs and break the reduction.
@@ -205,7 +221,7 @@ class BasinMap(Result):
         self.fit_strength_ = self.clusterer_.probabilities_[self.fit_inverse_]
         self.fit_xy_ = self.layout_.embedding_[self.fit_inverse_]
         self.novelty_threshold_ = self._novelty_threshold()
-        self.frame_ = self._place(frame, vectors, fit_rows)
+        self.frame_ = self._place(frame, vectors, fit_rows).assign(held_out=held_out)
         self._name(frame["text"].iloc[fit_rows].tolist())
         return self
 
@@ -258,14 +274,27 @@ class BasinMap(Result):
             return vectors  # already normalised: dividing again would perturb them (and a refit)
         return np.asarray(vectors / np.maximum(norms, 1e-12))
 
-    def _balanced_rows(self, frame: pd.DataFrame) -> np.ndarray:
-        """Row indices for discovery: the same number from every condition (the smallest's size)."""
+    def _held_out(self, frame: pd.DataFrame) -> np.ndarray:
+        """Rows kept out of discovery for the tests (odd sample indices) when cross-fitting; none otherwise.
+
+        Cross-fitting needs random streams to split: a ``sample_index`` column with even
+        and odd values, and at least 10 samples in each half.
+        """
+        none = np.zeros(len(frame), dtype=bool)
+        if not self.cross_fit or "sample_index" not in frame.columns:
+            return none
+        odd = (pd.to_numeric(frame["sample_index"], errors="coerce").fillna(0).astype(int) % 2 == 1).to_numpy()
+        return odd if min(int(odd.sum()), int((~odd).sum())) >= 10 else none
+
+    def _balanced_rows(self, frame: pd.DataFrame, *, eligible: np.ndarray | None = None) -> np.ndarray:
+        """Row indices for discovery (among ``eligible``): the same number from every condition (the smallest's)."""
         rng = np.random.default_rng(self.seed)
+        pool = np.arange(len(frame)) if eligible is None else np.flatnonzero(eligible)
         if self.balance_by is None or self.balance_by not in frame.columns:
-            rows = np.arange(len(frame))
             cap = self.max_per_condition
-            return np.sort(rng.choice(rows, size=cap, replace=False)) if cap and cap < len(rows) else rows
-        groups = frame.groupby(self.balance_by, sort=True).indices
+            return np.sort(rng.choice(pool, size=cap, replace=False)) if cap and cap < len(pool) else pool
+        groups = frame.iloc[pool].groupby(self.balance_by, sort=True).indices
+        groups = {key: pool[idx] for key, idx in groups.items()}
         per = min(len(idx) for idx in groups.values())
         if self.max_per_condition is not None:
             per = min(per, self.max_per_condition)
@@ -447,6 +476,18 @@ class BasinMap(Result):
             return self.frame_.assign(basin=self.frame_["sub_basin"]), self.sub_basin_names()
         return self.frame_, self.basin_names()
 
+    @property
+    def cross_fitted_(self) -> bool:
+        """Whether discovery left out a half (odd sample indices) that the tests then use."""
+        self._check_fitted()
+        return "held_out" in self.frame_.columns and bool(self.frame_["held_out"].any())
+
+    def _tested(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+        """The rows a test may use, and what they are: the held-out half where the map was cross-fitted."""
+        if self.cross_fitted_:
+            return frame[frame["held_out"].to_numpy(dtype=bool)], HELD_OUT
+        return frame, ALL_SAMPLES
+
     def occupancy(
         self,
         by: str | Sequence[str] | None = None,
@@ -479,15 +520,21 @@ class BasinMap(Result):
         adjust: Adjustment = "holm",
         level: Level = "basin",
     ) -> pd.DataFrame:
-        """Each condition's basin shares minus ``reference``'s: paired intervals and adjusted p-values."""
+        """Each condition's basin shares minus ``reference``'s: paired intervals and adjusted p-values.
+
+        On a cross-fitted map (the default where samples carry ``sample_index``) only the
+        held-out half is tested: the basins were found on the other half, so the test does
+        not reuse the samples that drew them; ``tested`` says which rows were used.
+        """
         from persona_space.basins._compare import occupancy_difference
 
         self._check_fitted()
         frame, names = self._at(level)
+        frame, tested = self._tested(frame)
         table = occupancy_difference(
             frame, reference, by=by, n_boot=n_boot, confidence=confidence, seed=seed, adjust=adjust
         )
-        return table.assign(basin_name=table["basin"].map(names).fillna(NOISE_NAME), level=level)
+        return table.assign(basin_name=table["basin"].map(names).fillna(NOISE_NAME), level=level, tested=tested)
 
     def divergence(
         self,
@@ -499,11 +546,16 @@ class BasinMap(Result):
         adjust: Adjustment = "holm",
         n_boot: int = 2000,
     ) -> pd.DataFrame:
-        """Pairwise Jensen-Shannon distances between conditions with permutation p-values, adjusted over pairs."""
+        """Pairwise Jensen-Shannon distances between conditions with permutation p-values, adjusted over pairs.
+
+        Like :meth:`occupancy_difference`, on the held-out half of a cross-fitted map.
+        """
         from persona_space.basins._compare import divergence
 
         self._check_fitted()
-        return divergence(self.frame_, by, n_perm=n_perm, strata=strata, seed=seed, adjust=adjust, n_boot=n_boot)
+        frame, tested = self._tested(self.frame_)
+        table = divergence(frame, by, n_perm=n_perm, strata=strata, seed=seed, adjust=adjust, n_boot=n_boot)
+        return table.assign(tested=tested)
 
     def transitions(
         self,
