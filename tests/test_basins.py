@@ -519,8 +519,9 @@ def test_sub_themed_personas_are_basins_and_their_themes_sub_basins(sub_themed: 
     assert adjusted_rand_score(sub_themed["persona"], table["basin"]) >= 0.9
     assert adjusted_rand_score(sub_themed["theme"], table["sub_basin"]) >= 0.9
     assert fitted.n_basins_ == 5 and fitted.n_sub_basins_ >= 12
-    assert fitted.grain_["criterion"].startswith("widest gap") and fitted.grain_["basins"] == 5
-    assert fitted.grain_["jump"] >= 1.35
+    assert fitted.grain_["criterion"].startswith("calibrated link cut") and fitted.grain_["basins"] == 5
+    below, above = fitted.grain_["gap"]
+    assert below < fitted.grain_["threshold"] < above
     # every sub-basin sits inside one basin, and the tables name both levels
     pairs = table[table["sub_basin"] >= 0].groupby("sub_basin")["basin"].nunique()
     assert (pairs == 1).all()
@@ -575,3 +576,97 @@ def test_real_embedder_finds_personas_at_the_top_and_sub_themes_below() -> None:
     assert adjusted_rand_score(rows["persona"], table["basin"]) >= 0.9
     assert adjusted_rand_score(rows["sub"], table["sub_basin"]) >= 0.9
     assert fitted.n_basins_ == 6
+
+
+# -- the grain on a family of generated worlds (tests/worlds.py) -------------------------------
+
+
+def _grain_figures(worlds: list[Any], labels: list[np.ndarray]) -> dict[str, float]:
+    """Basin-level adjusted Rand over structured worlds, false merges over unrelated ones, splits of single ones."""
+    from worlds import false_merge, split
+
+    structured = [
+        adjusted_rand_score(w.persona, lab) for w, lab in zip(worlds, labels, strict=True) if w.kind == "structured"
+    ]
+    merges = [false_merge(w.persona, lab) for w, lab in zip(worlds, labels, strict=True) if w.kind == "unrelated"]
+    splits = [split(lab) for w, lab in zip(worlds, labels, strict=True) if w.kind == "single"]
+    return {
+        "median": float(np.median(structured)),
+        "p10": float(np.quantile(structured, 0.1)),
+        "false_merge": float(np.mean(merges)),
+        "split": float(np.mean(splits)),
+    }
+
+
+def test_the_grain_holds_on_a_family_of_planted_worlds() -> None:
+    """200 generated worlds (2-10 personas, 1-4 sub-themes, 15-200 texts each, up to 10:1), a quarter null worlds.
+
+    Planted vectors with the link distances MiniLM gives these worlds' texts, and the
+    sub-basins a density clustering leaves (some sub-themes split in two, 2 % noise).
+    """
+    from persona_space.basins._grain import merge_sub_basins
+    from worlds import make_worlds, planted_sub_basins, planted_vectors
+
+    worlds = make_worlds(200, seed=3)
+    labels = []
+    for world in worlds:
+        vectors = planted_vectors(world)
+        subs = planted_sub_basins(world, vectors)
+        parents, info = merge_sub_basins(vectors, subs, "auto")
+        labels.append(np.array([parents.get(int(s), -1) for s in subs]))
+        assert info["basins"] == len(set(parents.values()))
+    got = _grain_figures(worlds, labels)
+    assert got["median"] >= 0.95 and got["p10"] >= 0.85, got
+    assert got["false_merge"] <= 0.05 and got["split"] <= 0.1, got
+
+
+def test_grain_records_its_criterion_and_figures() -> None:
+    from persona_space.basins._grain import MERGE_DISTANCE, VALIDATION, choose_merges, merge_sub_basins
+    from worlds import make_world, planted_sub_basins, planted_vectors
+
+    world = make_world(11, n_personas=4, per_persona=90, sub_themes=3)
+    vectors = planted_vectors(world)
+    _, info = merge_sub_basins(vectors, planted_sub_basins(world, vectors), "auto")
+    assert info["basins"] == 4 and info["threshold"] == MERGE_DISTANCE
+    assert info["criterion"].startswith("calibrated link cut at 0.38: links up to")
+    assert info["validation"] == VALIDATION and VALIDATION["held_out"]["worlds"] >= 200
+    assert len(info["merge_heights"]) == info["sub_basins"] - 1
+    below, above = info["gap"]
+    assert below < MERGE_DISTANCE < above
+    assert choose_merges(np.array([0.1, 0.2, 0.3])) == 3  # one basin
+    assert choose_merges(np.array([0.6, 0.7])) == 0  # the sub-basins are the basins
+    assert choose_merges(np.array([0.1, 0.12, 0.15, 0.45, 0.5])) == 3
+    assert choose_merges(np.array([])) == 0
+
+
+@pytest.mark.parametrize(("kind", "seed"), [("structured", 21), ("unrelated", 22), ("single", 23)])
+def test_fitted_maps_of_planted_worlds_find_the_personas(kind: Any, seed: int) -> None:
+    """End to end (UMAP, HDBSCAN, the grain) on planted vectors: one world of each kind."""
+    from worlds import make_world, planted_vectors
+
+    world = make_world(seed, kind)
+    fitted = BasinMap(seed=0).fit(world.texts, vectors=planted_vectors(world))
+    assert fitted.n_basins_ == world.n_personas, fitted.grain_
+    if kind != "single":
+        assert adjusted_rand_score(world.persona, fitted.labels_) >= 0.9, fitted.grain_
+
+
+@pytest.mark.slow
+def test_the_grain_holds_on_generated_worlds_embedded_by_minilm(tmp_path: Any) -> None:
+    """A smaller family of generated worlds, texts embedded by the real MiniLM, fitted with default parameters.
+
+    Plus the case the automatic grain used to miss: six personas, three sub-themes
+    each, 60 texts a persona, three clauses a text.
+    """
+    from persona_space.embedding import Embedder
+    from worlds import make_world, make_worlds
+
+    embedder = Embedder(cache=tmp_path)
+    worlds = make_worlds(32, seed=4)
+    labels = [BasinMap(embedder=embedder, seed=0).fit(w.texts).labels_ for w in worlds]
+    got = _grain_figures(worlds, labels)
+    assert got["median"] >= 0.95 and got["p10"] >= 0.8, got
+    assert got["false_merge"] <= 0.125 and got["split"] <= 0.25, got
+    six = make_world(7, n_personas=6, per_persona=60, sub_themes=3, style="three")
+    fitted = BasinMap(embedder=embedder, seed=0).fit(six.texts)
+    assert fitted.n_basins_ == 6 and adjusted_rand_score(six.persona, fitted.labels_) >= 0.95, fitted.grain_

@@ -68,9 +68,9 @@ class BasinMap(Result):
     500, at 2.5 times the cost, for no visible change in the basins).
 
     Basins come in two levels: HDBSCAN's groups are *sub-basins*, and *basins* merge
-    sub-basins that are variations of one thing (``grain="auto"``: the widest gap of
-    the sub-basin dendrogram, kept when it separates the samples better; see
-    ``basins._grain``); ``grain_`` records the choice, ``regrain`` changes it.
+    sub-basins that are variations of one thing (``grain="auto"``: a cut of the
+    sub-basin dendrogram at a link distance calibrated on generated planted worlds;
+    see ``basins._grain``); ``grain_`` records the choice, ``regrain`` changes it.
 
     ``cross_fit=True`` (default) finds the basins on the even sample indices only and
     assigns the odd ones, as :meth:`assign` would; occupancy differences and divergence
