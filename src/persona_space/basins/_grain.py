@@ -96,11 +96,19 @@ def link_distances(vectors: np.ndarray, sub_labels: np.ndarray, subs: list[int],
         if len(rows) > LINK_SAMPLE:
             rows = np.sort(rng.choice(rows, size=LINK_SAMPLE, replace=False))
         members.append(np.asarray(vectors[rows], dtype=np.float32))
+    # one product per sub-basin against all later ones; members padded to a common size with NaN rows
+    # (ignored by nanquantile), so every pair's quantile comes from one vectorised call
+    size = max(len(m) for m in members)
+    padded = np.full((len(subs), size, vectors.shape[1]), np.nan, dtype=np.float32)
+    for i, m in enumerate(members):
+        padded[i, : len(m)] = m
     links = np.zeros((len(subs), len(subs)))
-    for i in range(len(subs)):
-        for j in range(i + 1, len(subs)):
-            distances = 1.0 - (members[i] @ members[j].T).ravel()
-            links[i, j] = links[j, i] = float(np.quantile(distances, LINK_QUANTILE))
+    for i in range(len(subs) - 1):
+        later = padded[i + 1 :].reshape(-1, vectors.shape[1])
+        distances = 1.0 - members[i] @ later.T  # (n_i, later subs x size)
+        per_pair = distances.reshape(len(members[i]), len(subs) - i - 1, size).transpose(1, 0, 2)
+        q = np.nanquantile(per_pair.reshape(len(subs) - i - 1, -1), LINK_QUANTILE, axis=1)
+        links[i, i + 1 :] = links[i + 1 :, i] = q
     return links
 
 
