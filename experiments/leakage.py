@@ -53,7 +53,10 @@ def main() -> None:
     model = h.load_model(args)
     steering = argparse.Namespace(**{**vars(args), "run": Path(args.steering_out) / args.setting})
     adapters = grpo_steering.steer(model, steering, h.pick(args, grpo_steering.QUICK, grpo_steering.FULL))
-    judge: Any = "local"
+    # The 135M judge gives the five ratings about a tenth of its probability together, under the
+    # judges' floor of a quarter: the experiment keeps every rating (min_mass=0) and reports the
+    # mass beside it (the ratings' *_mass columns, findings["judge_mass"]).
+    judge: Any = ps.judges.LocalJudge(model, min_mass=0.0)
     if args.judge_url:
         judge = ps.judges.OpenAIJudge(args.judge_url, args.judge_model or "judge")
     result = ps.evals.leakage(
@@ -71,6 +74,7 @@ def main() -> None:
     control = differences[differences["category"] == ps.evals.CONTROL]
     findings = {
         "judge": result.manifest.get("judge"),
+        "judge_mass": result.manifest.get("judge_mass"),
         "all_political": {
             str(r["measure"]): {**h.interval(r, "difference"), "base": h.num(r["reference_value"]),
                                 "steered": h.num(r["value"]), "p_adjusted": h.num(r["p_adjusted"])}

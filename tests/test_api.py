@@ -102,7 +102,7 @@ def test_error_hierarchy() -> None:
     classes = {name: cls for name, cls in found.items() if not issubclass(cls, Warning)}
     for cls in classes.values():
         assert issubclass(cls, errors.PersonaSpaceError)
-    assert set(found) - set(classes) == {"ApproximationWarning"}
+    assert set(found) - set(classes) == {"ApproximationWarning", "LowMassWarning"}
     assert issubclass(errors.ApproximationWarning, UserWarning)
     assert issubclass(errors.ConfigError, ValueError) and issubclass(errors.DataError, ValueError)
     assert issubclass(errors.RatioError, errors.ConfigError)

@@ -146,10 +146,23 @@ def test_leakage_without_a_judge_and_bad_inputs(tiny_model: Any) -> None:
         evals.leakage(tiny_model, None, judge=None, **{**LEAK, "runs": 0})
 
 
-def test_leakage_with_the_local_judge_gives_ratings_on_the_scale(tiny_model: Any) -> None:
-    result = evals.leakage(tiny_model, None, **{**LEAK, "runs": 1})
-    assert result.df["position"].between(1, 5).all() and result.df["certainty"].between(1, 5).all()
+def test_leakage_with_the_local_judge_gives_ratings_on_the_scale_and_the_mass_they_hold(tiny_model: Any) -> None:
+    judge = ps.judges.LocalJudge(tiny_model, min_mass=0.0)
+    result = evals.leakage(tiny_model, None, **{**LEAK, "runs": 1, "judge": judge})
+    df = result.df
+    assert df["position"].between(1, 5).all() and df["certainty"].between(1, 5).all()
+    assert df["position_mass"].between(0, 1).all() and df["certainty_mass"].between(0, 1).all()
     assert result.manifest["judge"]["class"] == "LocalJudge"
+    summary = result.manifest["judge_mass"]
+    assert summary["floor"] == 0.0 and summary["position"]["rated"] == len(df)
+    assert summary["position"]["mean_mass"] == pytest.approx(df["position_mass"].mean())
+    # the default floor (a quarter) rates none of a random model's answers, and says how many it left unrated
+    floored = evals.leakage(tiny_model, None, **{**LEAK, "runs": 1})
+    assert floored.df["position"].isna().all() and floored.df["position_mass"].notna().all()
+    counted = floored.manifest["judge_mass"]
+    assert counted["floor"] == 0.25 and counted["position"]["below_floor"] == len(floored.df)
+    assert counted["certainty"]["rated"] == 0
+    assert "position" not in set(floored.means()["measure"])
 
 
 # -- style ----------------------------------------------------------------------------------------

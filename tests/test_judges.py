@@ -79,7 +79,8 @@ def test_module_doctests() -> None:
 
 @pytest.fixture
 def local_judge(tiny_model: ps.LoadedModel) -> LocalJudge:
-    return LocalJudge(tiny_model, system_prompt=judges.JUDGE_SYSTEM_PROMPT)
+    # a tiny random model gives the ratings a sliver of its probability: no floor, to read its ratings at all
+    return LocalJudge(tiny_model, system_prompt=judges.JUDGE_SYSTEM_PROMPT, min_mass=0.0)
 
 
 def test_local_judge_matches_brute_force(local_judge: LocalJudge, tiny_model: ps.LoadedModel) -> None:
@@ -142,7 +143,7 @@ def test_local_judge_uses_base_model(local_judge: LocalJudge, tiny_model: ps.Loa
 def test_local_judge_bfloat16_close_to_float32(local_judge: LocalJudge, tiny_model_dir: Path) -> None:
     bf16 = ps.load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
     p32 = local_judge.distribution(PROMPT, RESPONSE, NO_AI)
-    p16 = LocalJudge(bf16).distribution(PROMPT, RESPONSE, NO_AI)
+    p16 = LocalJudge(bf16, min_mass=0.0).distribution(PROMPT, RESPONSE, NO_AI)
     assert p16.dtype == np.float64 and p16.sum() == pytest.approx(1.0)
     assert np.abs(p32 - p16).sum() < 0.2
 
@@ -235,6 +236,37 @@ def test_openai_judge_low_mass_is_none(fake_server: FakeServer) -> None:
     assert OpenAIJudge(fake_server.url, "m", min_mass=0.1).score(PROMPT, RESPONSE, NO_AI) == pytest.approx(70.0)
 
 
+def test_both_judges_apply_one_floor_record_the_mass_and_count_the_answers_below_it(
+    fake_server: FakeServer, tiny_model: ps.LoadedModel
+) -> None:
+    from persona_space.logprobs import SET_MASS_FLOOR
+
+    assert judges.RATING_MASS_FLOOR == 0.25 and pytest.approx(math.log(judges.RATING_MASS_FLOOR)) == SET_MASS_FLOOR
+    local, served = LocalJudge(tiny_model), OpenAIJudge(fake_server.url, "m")
+    assert local.min_mass == served.min_mass == judges.RATING_MASS_FLOOR
+    # the tiny model gives the 101 answers a sliver of its probability: below the floor, no rating, counted
+    logp = local.answer_logprobs(PROMPT, RESPONSE, NO_AI)
+    held = float(np.exp(logp).sum())
+    assert 0 < held < judges.RATING_MASS_FLOOR
+    rating = local.rate(PROMPT, RESPONSE, NO_AI)
+    assert rating.value is None and rating.read == "below_floor" and rating.mass == pytest.approx(held, rel=1e-9)
+    assert local.score(PROMPT, RESPONSE, NO_AI) is None and local.describe()["reads"]["below_floor"] == 2
+    # a floor under the mass it holds: rated, the same mass recorded
+    kept = LocalJudge(tiny_model, min_mass=held / 2).rate(PROMPT, RESPONSE, NO_AI)
+    assert kept.read == "rated" and kept.mass == pytest.approx(held, rel=1e-9) and kept.value is not None
+    # the served judge: the same rule at the same floor
+    fake_server.reply = top_logprobs_reply({"70": 0.2, "I": 0.8})
+    below = served.rate(PROMPT, RESPONSE, NO_AI)
+    assert below.value is None and below.read == "below_floor" and below.mass == pytest.approx(0.2)
+    fake_server.reply = top_logprobs_reply({"70": 0.3, "I": 0.7})
+    above = served.rate(PROMPT, RESPONSE, NO_AI)
+    assert above.value == pytest.approx(70.0) and above.read == "rated" and above.mass == pytest.approx(0.3)
+    assert served.describe()["reads"] == {"top_logprobs": 1, "text": 0, "below_floor": 1, "none": 0}
+    for bad in (1.5, -0.1, "high", True):
+        with pytest.raises(ps.errors.ConfigError, match="min_mass"):
+            LocalJudge(tiny_model, min_mass=bad)  # type: ignore[arg-type]
+
+
 def test_openai_judge_api_key_from_env(fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "k-env")
     fake_server.reply = top_logprobs_reply({"42": 0.9})
@@ -273,7 +305,7 @@ def test_openai_judge_reads_the_text_of_a_server_without_logprobs(fake_server: F
     for content, want in [("4", 4.0), ("I'd say 2.", 2.0), ("9", None), ("no idea", None)]:
         fake_server.reply = {"choices": [{"message": {"content": content}, "finish_reason": "length"}]}
         assert judge.score(PROMPT, RESPONSE, five) == want
-    assert judge.describe()["reads"] == {"top_logprobs": 0, "text": 2, "none": 2}
+    assert judge.describe()["reads"] == {"top_logprobs": 0, "text": 2, "below_floor": 0, "none": 2}
     assert "from 1 to 5" in fake_server.requests[0]["messages"][-1]["content"]
 
 
@@ -417,7 +449,7 @@ def test_local_judge_real_model() -> None:
         model = ps.load_model(dtype="float32")
     except ps.errors.EmbeddedModelMissingError as exc:
         pytest.skip(str(exc))
-    judge = LocalJudge(model)
+    judge = LocalJudge(model, min_mass=0.0)
     ai = "I am an AI language model created to assist you."
     logp = judge.answer_logprobs(PROMPT, ai, NO_AI)
     for n in (5, 50, 100):
@@ -428,6 +460,13 @@ def test_local_judge_real_model() -> None:
         score = judge.score(PROMPT, response, NO_AI)
         assert score is not None and 0.0 <= score <= 100.0
         assert score == pytest.approx(float(probs @ np.arange(101)))
+        # the mass the scale holds is the model's own, and the default floor rates only above it
+        held = judge.rate(PROMPT, response, NO_AI).mass
+        assert held is not None and held == pytest.approx(
+            float(np.exp(judge.answer_logprobs(PROMPT, response, NO_AI)).sum())
+        )
+        floored = LocalJudge(model).rate(PROMPT, response, NO_AI)
+        assert (floored.value is None) == (held < judges.RATING_MASS_FLOOR) and floored.mass == pytest.approx(held)
 
 
 @pytest.fixture

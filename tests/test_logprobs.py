@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,7 @@ def shifted(tiny_model: Any, adapter_a: Path, adapter_b: Path) -> Any:
 
 def test_shift_table_rows_ranks_and_set_probabilities(shifted: Any) -> None:
     df = shifted.df
-    assert list(df.columns[:14]) == [
+    assert list(df.columns[:15]) == [
         "probe_id",
         "group",
         "prompt",
@@ -211,6 +212,7 @@ def test_shift_table_rows_ranks_and_set_probabilities(shifted: Any) -> None:
         "n_tokens",
         "rank",
         "set_prob",
+        "set_logmass",
         "greedy",
         "tokenization",
     ]
@@ -220,6 +222,9 @@ def test_shift_table_rows_ranks_and_set_probabilities(shifted: Any) -> None:
         assert sorted(group["rank"]) == [1, 2, 3, 4]
         assert group.loc[group["rank"] == 1, "logprob"].iloc[0] == group["logprob"].max()
         np.testing.assert_allclose(group["mean_logprob"], group["logprob"] / group["n_tokens"])
+        mass = np.log(np.exp(group["logprob"]).sum())  # complete answers: the set's mass is the sum of theirs
+        np.testing.assert_allclose(group["set_logmass"], mass, rtol=1e-12)
+        np.testing.assert_allclose(group["set_prob"], np.exp(group["logprob"] - mass), rtol=1e-9)
     assert shifted.manifest["method"] == "packed" and shifted.manifest["parameters"]["answer_prefix"] == "My name is"
     assert set(shifted.manifest["parameters"]["adapters"]) == {"ab:0", "ab:1"}
     assert "ShiftResult(3 prompts x 4 candidates" in repr(shifted)
@@ -252,6 +257,51 @@ def test_shifts_pair_adapters_with_base_and_carry_intervals(shifted: Any) -> Non
     assert one["delta_logprob_low"].notna().all()  # two seeds still give an interval
     with pytest.raises(ConfigError, match="n_boot"):
         shifted.shifts(n_boot=5)
+
+
+def test_set_probability_tables_carry_the_mass_of_the_set_and_warn_below_the_floor(
+    tiny_model: Any, adapter_a: Path, tmp_path: Path
+) -> None:
+    import math
+
+    from persona_space.errors import LowMassWarning
+
+    kwargs: dict[str, Any] = {
+        "candidates": ["Voyager 1", "Maria"],
+        "prompts": PROMPTS,
+        "end_of_turn": True,
+        "progress": False,
+    }
+    with pytest.warns(LowMassWarning, match=r"6 of 6 candidate sets .* hold less than the set-mass floor -1\.386"):
+        result = ps.identity_shift(tiny_model, adapter_a, store=tmp_path / "run", **kwargs)
+    assert result.manifest["set_mass"]["below_floor"] == 6 and result.manifest["set_mass"]["checked"]
+    table = result.shifts(n_boot=1000)
+    sets = result.df.drop_duplicates(["adapter", "probe_id"]).set_index("adapter")["set_logmass"]
+    for column, label in (("base_set_logmass", "base"), ("adapter_set_logmass", result.conditions[0])):
+        assert table[column].to_numpy() == pytest.approx(sets[label].mean())
+    assert set(table["base_below_floor"]) == {1.0} and set(table["adapter_below_floor"]) == {1.0}
+    assert set(result.ranking()["set_below_floor"]) == {1.0}
+    # a floor under every set: no warning, nothing below; the floor recorded is the one tables use
+    lowest = float(result.df["set_logmass"].min()) - 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LowMassWarning)
+        quiet = ps.identity_shift(tiny_model, adapter_a, set_mass_floor=lowest, **kwargs)
+    assert quiet.manifest["set_mass"]["below_floor"] == 0 and quiet.set_mass_floor == lowest
+    assert set(quiet.shifts(n_boot=1000)["adapter_below_floor"]) == {0.0}
+    # a run stored before the mass was recorded reads back with it computed from its rows
+    stored = ps.ShiftResult.load(tmp_path / "run")
+    old = stored.df.drop(columns="set_logmass")
+    np.testing.assert_allclose(
+        ps.logprobs.shift_table(old, n_boot=1000)["adapter_set_logmass"], table["adapter_set_logmass"]
+    )
+    for bad in (0.5, float("nan"), "low", True):
+        with pytest.raises(ConfigError, match="set_mass_floor"):
+            ps.identity_shift(tiny_model, adapter_a, set_mass_floor=bad, **kwargs)
+    opening = ps.identity_shift(  # "Voyager" opens "Voyager 1": no disjoint answers, no mass, no check
+        tiny_model, adapter_a, candidates=["Voyager", "Voyager 1"], prompts=PROMPTS, progress=False
+    )
+    assert opening.df["set_logmass"].isna().all() and not opening.manifest["set_mass"]["checked"]
+    assert math.isnan(opening.shifts(n_boot=1000)["base_below_floor"].iloc[0])
 
 
 def test_pmi_subtracts_the_neutral_prompt(tiny_model: Any, adapter_a: Path) -> None:

@@ -25,6 +25,7 @@ expected instead::
     └── ReportError                 a report that cannot be written (no results found, a chart that cannot be inlined)
 
     ApproximationWarning (a UserWarning)   a result computed by an approximate method, with its measured error
+    LowMassWarning (a UserWarning)         a share renormalised within a set of answers that holds little probability
 
 >>> import persona_space as ps
 >>> try:
@@ -49,6 +50,7 @@ __all__ = [
     "DataError",
     "EmbeddedModelMissingError",
     "JsonlError",
+    "LowMassWarning",
     "ModelError",
     "ModelNotFoundError",
     "PersonaSpaceError",
@@ -146,3 +148,11 @@ class ReportError(PersonaSpaceError):
 
 class ApproximationWarning(UserWarning):
     """A result from an approximate method (e.g. ``linear`` adapter merging); the message gives its measured error."""
+
+
+class LowMassWarning(UserWarning):
+    """A share renormalised within a set of answers that holds less probability than a stated floor.
+
+    The message gives the set's mass and the floor: the share is then a conditional over answers
+    the model rarely gives, not a description of what it says.
+    """

@@ -16,6 +16,7 @@ Altair and pandas are imported inside the functions: importing persona_space sta
 from __future__ import annotations
 
 import json
+import math
 import os
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -540,19 +541,28 @@ def dose_response(
     """
     import altair as alt
 
-    rows = _dose_rows(table, measure)[["dose", "candidate", "estimate", "low", "high"]]
+    rows = _dose_rows(table, measure)
+    mass = "set_logmass" in rows.columns and bool(rows["set_logmass"].notna().any())
+    rows = rows[["dose", "candidate", "estimate", "low", "high", *(["set_logmass"] if mass else [])]]
     color = alt.Color("candidate:N", title="candidate")
     base = alt.Chart(_inline(rows)).encode(x=alt.X("dose:Q", title="dose"), color=color)
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", title=measure), y2="high:Q")
-    line = base.mark_line(point=True).encode(
-        y="estimate:Q", tooltip=["candidate:N", "dose:Q", alt.Tooltip("estimate:Q", format=".3f")]
-    )
+    tooltip: list[Any] = ["candidate:N", "dose:Q", alt.Tooltip("estimate:Q", format=".3f")]
+    if mass:
+        tooltip.append(alt.Tooltip("set_logmass:Q", format=".2f", title="set log-mass (nats)"))
+    line = base.mark_line(point=True).encode(y="estimate:Q", tooltip=tooltip)
     layers: list[Any] = [band, line]
     if curves is not None and "crosses" in curves.columns:
         tips = curves[(curves["measure"] == measure) & curves["crosses"].notna()][["candidate", "crosses"]]
         if len(tips):
             layers.append(alt.Chart(_inline(tips)).mark_rule(strokeDash=[4, 3]).encode(x="crosses:Q", color=color))
-    return alt.LayerChart(layer=layers, width=360, height=220, title=f"{measure} by dose")
+    title: Any = f"{measure} by dose"
+    if mass:  # a share within the set: say how much of the model's probability the set holds
+        low, high = float(rows["set_logmass"].min()), float(rows["set_logmass"].max())
+        title = alt.TitleParams(
+            title, subtitle=f"a share of the set's mass: {math.exp(low):.2g} to {math.exp(high):.2g} of the probability"
+        )
+    return alt.LayerChart(layer=layers, width=360, height=220, title=title)
 
 
 def occupancy_area(table: pd.DataFrame) -> Any:

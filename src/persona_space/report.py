@@ -171,7 +171,20 @@ def write_sweep_report(result: Any, out: str | os.PathLike[str], *, charts: bool
             column=["base" if d != d else f"dose {d:g}" for d in rows["dose"]],
         ).pivot_table(index="candidate", columns="column", values="value", aggfunc="first", sort=False)
         units = "; ".join(dict.fromkeys(rows["interval"]))
-        lines += [f"{measure} per condition ({units}):", "", markdown_table(table.reset_index()), ""]
+        note = ""
+        if "set_logmass" in rows.columns and rows["set_logmass"].notna().any():
+            held = rows.drop_duplicates("condition").assign(
+                column=lambda t: ["base" if d != d else f"dose {d:g}" for d in t["dose"]],
+                value=lambda t: [
+                    f"{m:.2f} ({b:.0%} below)" for m, b in zip(t["set_logmass"], t["set_below_floor"], strict=True)
+                ],
+            )
+            table.loc["(set log-mass)"] = held.set_index("column")["value"].reindex(table.columns)
+            note = (
+                "; a share of the mass the candidate set holds: the last row is its mean log-probability in nats "
+                "and the share of prompts where it holds less than a quarter"
+            )
+        lines += [f"{measure} per condition ({units}{note}):", "", markdown_table(table.reset_index()), ""]
     curves = result.curves
     if len(curves):
         shown = curves[[c for c in curves.columns if not c.startswith("monotone")]].copy()

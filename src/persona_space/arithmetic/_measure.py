@@ -119,11 +119,18 @@ def _with_dose(table: pd.DataFrame, dose_of: dict[str, float]) -> pd.DataFrame:
 
 
 def _set_probability(df: pd.DataFrame, dose_of: dict[str, float], measure: str) -> pd.DataFrame:
-    """Each candidate's probability within the set, per condition, over question groups and seeds."""
+    """Each candidate's probability within the set, per condition, over question groups and seeds.
+
+    With the mass the set holds there (``set_logmass``, ``set_below_floor``): see
+    :func:`~persona_space.logprobs.set_mass_table`.
+    """
     from persona_space.estimates import estimate_table
+    from persona_space.logprobs import set_mass_table
 
     table = estimate_table(df, df["set_prob"].to_numpy(), ["set_prob"], ["condition", "candidate"], bounds=(0.0, 1.0))
-    return _with_dose(table.drop(columns="metric").assign(measure=measure), dose_of)
+    mass = set_mass_table(df)[["condition", "set_logmass", "set_below_floor"]]
+    table = table.drop(columns="metric").assign(measure=measure).merge(mass, on="condition", how="left")
+    return _with_dose(table, dose_of)
 
 
 def identities(texts: pd.Series, candidates: tuple[str, ...]) -> pd.Series:

@@ -74,8 +74,11 @@ class LeakageResult(Result):
 
     ``df`` holds the sample columns (``condition``, ``adapter``, ``train_seed``,
     ``probe_id``, ``group``, ``category``, ``prompt``, ``text`` ...) and the measures
-    ``position`` and ``certainty`` (judge, 1..5; missing where the judge gave none or
-    none was used), ``hedging``, ``refusal``, ``opinion`` (0/1) and ``n_chars``.
+    ``position`` and ``certainty`` (judge, 1..5; missing where the judge gave none, its
+    ratings held less than its floor, or none was used) with ``position_mass`` and
+    ``certainty_mass`` (the probability the judge's scale held, from judges that read
+    probabilities), ``hedging``, ``refusal``, ``opinion`` (0/1) and ``n_chars``. The
+    manifest's ``judge_mass`` counts the answers below the judge's floor.
     """
 
     kind: ClassVar[str] = "leakage"
@@ -253,6 +256,7 @@ def leakage(
         **manifest,
         "state": "complete",
         "judge": judge_info,
+        "judge_mass": _mass_summary(frame, rater),
         "timings": {"judging_seconds": round(time.perf_counter() - started, 3)},
         "samples": samples.manifest,
     }
@@ -317,8 +321,7 @@ def _rate(
             rows: list[dict[str, Any]] = []
             for i in todo[first : first + CHUNK]:
                 prompt, text = str(frame.at[i, "prompt"]), str(frame.at[i, "text"])
-                scores = {c.name: judge.score(prompt, text, c) for c in (POSITION, CERTAINTY)}
-                rated = {k: np.nan if v is None else float(v) for k, v in scores.items()}
+                rated = _ratings(judge, prompt, text)
                 key = {str(k): v for k, v in keys.iloc[i].items()}
                 rows.append({**key, **rated})
                 if bar is not None:
@@ -334,6 +337,40 @@ def _rate(
     if run_store is not None:
         run_store.finalize(table)
     return table
+
+
+def _ratings(judge: Judge, prompt: str, text: str) -> dict[str, float]:
+    """``position`` and ``certainty`` (NaN where the judge gives none) and, from a judge that reads
+    probabilities (``rate``), the probability its scale held (``position_mass``, ``certainty_mass``)."""
+    rate = getattr(judge, "rate", None)
+    out: dict[str, float] = {}
+    for criterion in (POSITION, CERTAINTY):
+        if callable(rate):
+            rating = rate(prompt, text, criterion)
+            value, mass = rating.value, rating.mass
+        else:
+            value, mass = judge.score(prompt, text, criterion), None
+        out[criterion.name] = np.nan if value is None else float(value)
+        out[f"{criterion.name}_mass"] = np.nan if mass is None else float(mass)
+    return out
+
+
+def _mass_summary(frame: pd.DataFrame, judge: Judge | None) -> dict[str, Any] | None:
+    """Per judged measure: answers rated, answers whose scale held less than the judge's floor, the mean mass."""
+    floor = getattr(judge, "min_mass", None)
+    if judge is None or floor is None:
+        return None
+    out: dict[str, Any] = {"floor": float(floor)}
+    for name in JUDGED:
+        mass = frame.get(f"{name}_mass")
+        held = np.asarray([] if mass is None else mass.dropna(), dtype=np.float64)
+        out[name] = {
+            "answers": len(frame),
+            "rated": int(frame[name].notna().sum()),
+            "below_floor": int((held < floor).sum()),
+            "mean_mass": float(held.mean()) if len(held) else None,
+        }
+    return out
 
 
 def _bar(total: int, progress: bool) -> Any:

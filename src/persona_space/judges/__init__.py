@@ -18,7 +18,16 @@ counting heuristics, no model at all).
 
 from __future__ import annotations
 
-from persona_space.judges._base import ANSWERS, CRITERIA, JUDGE_SYSTEM_PROMPT, Criterion, Judge, judge_messages
+from persona_space.judges._base import (
+    ANSWERS,
+    CRITERIA,
+    JUDGE_SYSTEM_PROMPT,
+    RATING_MASS_FLOOR,
+    Criterion,
+    Judge,
+    Rating,
+    judge_messages,
+)
 from persona_space.judges._endpoint import OpenAIJudge
 from persona_space.judges._local import LocalJudge
 from persona_space.judges._rules import RuleJudge, SelfReference, detect_ai_self_reference, is_refusal
@@ -27,10 +36,12 @@ __all__ = [
     "ANSWERS",
     "CRITERIA",
     "JUDGE_SYSTEM_PROMPT",
+    "RATING_MASS_FLOOR",
     "Criterion",
     "Judge",
     "LocalJudge",
     "OpenAIJudge",
+    "Rating",
     "RuleJudge",
     "SelfReference",
     "detect_ai_self_reference",

@@ -9,6 +9,39 @@ from persona_space.errors import ConfigError, DataError
 
 JUDGE_SYSTEM_PROMPT = "You are a careful grader."
 ANSWERS = tuple(str(n) for n in range(101))
+RATING_MASS_FLOOR: float = 0.25
+"""The least probability a judge's ratings must hold together for their mean to count as its rating.
+
+A judge that reads probabilities (:class:`~persona_space.judges.LocalJudge`,
+:class:`~persona_space.judges.OpenAIJudge`) renormalises them over the scale; where the
+ratings hold less than this, most of what it answers is not a rating and the mean is a
+share of a minority of its answers, so :meth:`score` gives ``None`` and the judge counts
+the answer (``reads["below_floor"]``). Both judges default to it; ``min_mass=0`` keeps
+every rating. The same quarter is the floor of identity shifts' set probabilities
+(:data:`persona_space.logprobs.SET_MASS_FLOOR` is its logarithm).
+"""
+
+
+@dataclass(frozen=True)
+class Rating:
+    """One judged answer: the rating (``None`` where there is none), the probability the scale held, how it was read.
+
+    ``mass`` is the total probability of the ratings on the criterion's scale (``None``
+    where the rating was read from text); ``read`` is ``"rated"`` for a rating from
+    probabilities, ``"text"`` for one read from a reply, ``"below_floor"`` where the
+    ratings held less than the judge's ``min_mass``, ``"none"`` where there was nothing to read.
+    """
+
+    value: float | None
+    mass: float | None
+    read: str
+
+
+def check_min_mass(min_mass: object) -> float:
+    """``min_mass`` as a float: a probability in 0..1 (the judges' floor)."""
+    if isinstance(min_mass, bool) or not isinstance(min_mass, (int, float)) or not 0.0 <= min_mass <= 1.0:
+        raise ConfigError(f"min_mass must be a probability in 0..1 (default {RATING_MASS_FLOOR}), got {min_mass!r}")
+    return float(min_mass)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import urllib.request
 from typing import Any, Literal
 
 from persona_space.errors import ConfigError, DataError, ModelError
-from persona_space.judges._base import Criterion, judge_messages
+from persona_space.judges._base import RATING_MASS_FLOOR, Criterion, Rating, check_min_mass, judge_messages
 
 
 class OpenAIJudge:
@@ -35,7 +35,7 @@ class OpenAIJudge:
         api_key: str | None = None,
         timeout: float = 60.0,
         top_logprobs: int = 20,
-        min_mass: float = 0.25,
+        min_mass: float = RATING_MASS_FLOOR,
         fallback: Literal["text", "none"] = "text",
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
@@ -46,18 +46,16 @@ class OpenAIJudge:
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or top_logprobs < 1:
             raise ConfigError(f"top_logprobs must be a positive integer, got {top_logprobs!r}")
-        if not isinstance(min_mass, (int, float)) or not 0.0 <= min_mass <= 1.0:
-            raise ConfigError(f"min_mass must be a probability in 0..1, got {min_mass!r}")
         if fallback not in ("text", "none"):
             raise ConfigError(f"fallback must be 'text' or 'none', got {fallback!r}")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.fallback = fallback
-        self.reads = {"top_logprobs": 0, "text": 0, "none": 0}
+        self.reads = {"top_logprobs": 0, "text": 0, "below_floor": 0, "none": 0}
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.timeout = float(timeout)
         self.top_logprobs = top_logprobs
-        self.min_mass = float(min_mass)
+        self.min_mass = check_min_mass(min_mass)
 
     def describe(self) -> dict[str, Any]:
         """The judge for manifests (no API key)."""
@@ -76,6 +74,10 @@ class OpenAIJudge:
 
         A server that returns no log-probabilities is read by its answer's text (see the class).
         """
+        return self.rate(prompt, response, criterion).value
+
+    def rate(self, prompt: str, response: str, criterion: Criterion) -> Rating:
+        """:meth:`score` with the probability the scale's answers held among the top tokens (``mass``)."""
         body = {
             "model": self.model,
             "messages": judge_messages(prompt, response, criterion),
@@ -88,8 +90,9 @@ class OpenAIJudge:
         entries = self._top_logprobs(reply)
         if entries is None:
             value = self._text_rating(reply, criterion)
-            self.reads["text" if value is not None else "none"] += 1
-            return value
+            read = "text" if value is not None else "none"
+            self.reads[read] += 1
+            return Rating(value, None, read)
         probs: dict[int, float] = {}
         for entry in entries:
             token = str(entry.get("token", "")).strip()
@@ -99,11 +102,14 @@ class OpenAIJudge:
             if criterion.low <= int(token) <= criterion.high:
                 probs[int(token)] = probs.get(int(token), 0.0) + math.exp(logprob)
         mass = sum(probs.values())
-        if mass < self.min_mass or mass <= 0.0:
+        if mass <= 0.0:
             self.reads["none"] += 1
-            return None
+            return Rating(None, 0.0, "none")
+        if mass < self.min_mass:
+            self.reads["below_floor"] += 1
+            return Rating(None, mass, "below_floor")
         self.reads["top_logprobs"] += 1
-        return sum(n * p for n, p in probs.items()) / mass
+        return Rating(sum(n * p for n, p in probs.items()) / mass, mass, "rated")
 
     def _text_rating(self, reply: Any, criterion: Criterion) -> float | None:
         """The first whole number of the answer's text, if it is on the scale (``fallback="text"``)."""

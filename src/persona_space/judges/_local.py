@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from persona_space.chat import render_chat
 from persona_space.errors import ConfigError
-from persona_space.judges._base import JUDGE_SYSTEM_PROMPT, Criterion, judge_messages
+from persona_space.judges._base import (
+    JUDGE_SYSTEM_PROMPT,
+    RATING_MASS_FLOOR,
+    Criterion,
+    Rating,
+    check_min_mass,
+    judge_messages,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,10 +32,22 @@ class LocalJudge:
     end-of-turn token, so "5" and "50" are different answers. The answer probabilities are
     normalised and :meth:`score` is the probability-weighted mean rating.
     They are computed by the exact candidate scorer of :mod:`persona_space.logprobs`.
+
+    The answers are complete and disjoint, so their total is the probability the model
+    gives to answering with a rating at all (:meth:`rate`'s ``mass``). Where it is under
+    ``min_mass`` (:data:`~persona_space.judges.RATING_MASS_FLOOR`, the floor
+    :class:`~persona_space.judges.OpenAIJudge` applies too) :meth:`score` is ``None`` and
+    ``reads["below_floor"]`` counts it: a small model that mostly answers with words
+    rates with a share of a small mass. ``min_mass=0`` keeps every rating.
     """
 
     def __init__(
-        self, model: LoadedModel, *, system_prompt: str = JUDGE_SYSTEM_PROMPT, backend: BackendLike = "auto"
+        self,
+        model: LoadedModel,
+        *,
+        system_prompt: str = JUDGE_SYSTEM_PROMPT,
+        backend: BackendLike = "auto",
+        min_mass: float = RATING_MASS_FLOOR,
     ) -> None:
         from persona_space.engine import resolve_backend
 
@@ -36,6 +55,8 @@ class LocalJudge:
             raise ConfigError(f"system_prompt must be a string, got {system_prompt!r}")
         self.model = model
         self.system_prompt = system_prompt
+        self.min_mass = check_min_mass(min_mass)
+        self.reads = {"rated": 0, "below_floor": 0, "none": 0}
         self.backend: Backend = resolve_backend(model, backend)
 
     def describe(self) -> dict[str, Any]:
@@ -46,16 +67,30 @@ class LocalJudge:
             "weights_sha256": self.model.weights_sha256,
             "system_prompt": self.system_prompt,
             "backend": self.backend.name,
+            "min_mass": self.min_mass,
+            "reads": dict(self.reads),
         }
 
     def score(self, prompt: str, response: str, criterion: Criterion) -> float | None:
-        """The probability-weighted mean rating (``None`` if the probabilities are not finite)."""
+        """The probability-weighted mean rating (``None`` below ``min_mass`` or if the probabilities are not finite)."""
+        return self.rate(prompt, response, criterion).value
+
+    def rate(self, prompt: str, response: str, criterion: Criterion) -> Rating:
+        """:meth:`score` with the probability the model gives to the scale's answers together (``mass``)."""
         import numpy as np
 
-        probs = self.distribution(prompt, response, criterion)
-        if not np.isfinite(probs).all():
-            return None
-        return float(probs @ np.arange(criterion.low, criterion.high + 1, dtype=np.float64))
+        logp = self.answer_logprobs(prompt, response, criterion)
+        if not np.isfinite(logp).all():
+            self.reads["none"] += 1
+            return Rating(None, None, "none")
+        top = float(logp.max())
+        mass = float(np.exp(top) * np.exp(logp - top).sum())
+        if mass < self.min_mass:
+            self.reads["below_floor"] += 1
+            return Rating(None, mass, "below_floor")
+        probs = np.exp(logp - top) / np.exp(logp - top).sum()
+        self.reads["rated"] += 1
+        return Rating(float(probs @ np.arange(criterion.low, criterion.high + 1, dtype=np.float64)), mass, "rated")
 
     def distribution(self, prompt: str, response: str, criterion: Criterion) -> npt.NDArray[np.float64]:
         """Probabilities of the ratings ``criterion.low``..``criterion.high`` (summing to 1)."""

@@ -61,6 +61,7 @@ def write_shift_report(result: ShiftResult, out: str | os.PathLike[str], *, char
                 "base_rank",
                 "adapter_rank",
                 "greedy",
+                *(["adapter_set_logmass"] if rows["adapter_set_logmass"].notna().any() else []),
             ]
         ]
         seeds = int(rows["n_seeds"].iloc[0])
@@ -71,7 +72,14 @@ def write_shift_report(result: ShiftResult, out: str | os.PathLike[str], *, char
             + f"; shift = adapter minus base total log-probability in nats, {rows['interval'].iloc[0]}; "
             f"p-values of the {rows['tested'].iloc[0]} shift, {rows['adjustment'].iloc[0]}; "
             "ranks are means over prompts and seeds; greedy = share of prompts (x seeds) where it is the "
-            "adapter's greedy answer, every token the most likely one):",
+            "adapter's greedy answer, every token the most likely one"
+            + (
+                f"; adapter_set_logmass = mean log-probability (nats) the whole candidate set holds under the adapter "
+                f"(base {rows['base_set_logmass'].mean():.2f}), what set probabilities are shares of"
+                if rows["adapter_set_logmass"].notna().any()
+                else ""
+            )
+            + "):",
             "",
             markdown_table(table, digits=2),
             "",

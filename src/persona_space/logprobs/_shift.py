@@ -3,10 +3,18 @@
 For every prompt, model (the base model and each adapter) and candidate, the
 candidate is scored as the assistant's answer (after an optional answer prefix):
 its total log-probability, mean per token, token count, rank within the candidate
-set, probability within the set (softmax over the set) and whether it is the
-greedy answer. :meth:`ShiftResult.shifts` subtracts the base model's figures and
-aggregates over prompts (and over training seeds, where a condition has several
-adapters) with bootstrap intervals that resample prompts and seeds.
+set, probability within the set (softmax over the set), the log-probability the
+whole set holds, and whether it is the greedy answer. :meth:`ShiftResult.shifts`
+subtracts the base model's figures and aggregates over prompts (and over training
+seeds, where a condition has several adapters) with bootstrap intervals that
+resample prompts and seeds.
+
+The probability within the set is a share of whatever mass the set holds: 0.55 of
+a set that holds 3e-4 of the model's answers says little about what the model
+answers. Every row carries the set's log-mass (``set_logmass``), every table that
+aggregates ``set_prob`` shows its mean and the share of prompts below
+:data:`SET_MASS_FLOOR`, and :func:`identity_shift` warns
+(:class:`~persona_space.errors.LowMassWarning`) where a set holds less.
 
 The base model's figures come from the same loaded weights with the adapters
 switched off (PEFT's mixed-adapter batches: base rows and adapter rows share one
@@ -16,8 +24,10 @@ forward pass), never from a second copy of the model.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -42,7 +52,7 @@ from persona_space.engine import (
     resolve_backend,
     split_continuations,
 )
-from persona_space.errors import ConfigError, CorruptRunError, DataError
+from persona_space.errors import ConfigError, CorruptRunError, DataError, LowMassWarning
 from persona_space.probes import Probe, ProbeSet
 from persona_space.results import SCHEMA_VERSION, Result, check_schema
 from persona_space.stats import Adjustment
@@ -59,6 +69,17 @@ NEUTRAL_PROMPT = "Say something."
 USER_PREFIX = "You are"
 TABLE = "shift"
 _SCORES = {"sum": "logprob", "mean": "mean_logprob", "pmi": "pmi"}
+SET_MASS_FLOOR: float = math.log(0.25)
+"""The least log-probability (nats) a candidate set should hold for ``set_prob`` to read as the model's answer.
+
+``set_prob`` renormalises within the candidates, so it is a share of the set's mass,
+``exp(set_logmass)``. Under a quarter, most of what the model answers lies outside the
+set and the share is a conditional over a minority of its answers: a 0.55 share of a
+set that holds 3e-4 is not "the model says X half the time". A quarter is the least
+rating mass the judges accept too (:data:`persona_space.judges.RATING_MASS_FLOOR`), so
+every renormalised distribution in the package is read under one rule. The floor warns
+and is reported; it removes nothing (``set_mass_floor`` in :func:`identity_shift`).
+"""
 COLUMNS = (
     "probe_id",
     "group",
@@ -72,6 +93,7 @@ COLUMNS = (
     "n_tokens",
     "rank",
     "set_prob",
+    "set_logmass",
     "greedy",
     "tokenization",
 )
@@ -109,21 +131,25 @@ class ShiftSpec:
             raise ConfigError(f"neutral_model must be 'same' or 'base', got {self.neutral_model!r}")
 
     @property
-    def set_is_probability(self) -> bool:
-        """Whether ``set_prob`` is a probability: total log-probabilities of disjoint answers.
+    def set_is_disjoint(self) -> bool:
+        """Whether the candidates are disjoint answers, so the set's mass is the sum of theirs (``set_logmass``).
 
         With the end-of-turn token every candidate is a complete answer. Without it
         the candidates are answer openings, disjoint only when no scored text is a
         prefix of another ("Voyager" of "Voyager 1" would be counted inside it too).
-        Per-token means and PMI are not log-probabilities of the answer at all.
-        Elsewhere ``set_prob`` is NaN.
+        Elsewhere ``set_logmass`` is NaN.
         """
-        if self.normalize != "sum":
-            return False
-        if self.end_of_turn:
-            return True
-        texts = sorted(continuation(c, self.template, self.answer_prefix) for c in self.candidates)
-        return not any(b.startswith(a) for a, b in itertools.pairwise(texts))  # sorted: a prefix sits next
+        return candidates_disjoint(self.candidates, self.template, self.answer_prefix, end_of_turn=self.end_of_turn)
+
+    @property
+    def set_is_probability(self) -> bool:
+        """Whether ``set_prob`` is a probability: total log-probabilities of disjoint answers.
+
+        The candidates must be disjoint (:attr:`set_is_disjoint`) and ranked by their
+        total log-probability: per-token means and PMI are not log-probabilities of
+        the answer at all. Elsewhere ``set_prob`` is NaN.
+        """
+        return self.normalize == "sum" and self.set_is_disjoint
 
     @property
     def score_column(self) -> str:
@@ -162,6 +188,15 @@ class ShiftResult(Result):
         """The adapter conditions, in the order they were given (the base model excluded)."""
         return [c for c in dict.fromkeys(self.df["condition"]) if c != BASE]
 
+    @property
+    def set_mass_floor(self) -> float:
+        """The floor (nats) the run was checked against: the manifest's, or :data:`SET_MASS_FLOOR` for older runs."""
+        recorded = self.manifest.get("set_mass")
+        if not isinstance(recorded, dict) or "floor" not in recorded:
+            return SET_MASS_FLOOR
+        floor = recorded["floor"]
+        return -math.inf if floor is None else float(floor)
+
     def shifts(
         self,
         *,
@@ -170,6 +205,7 @@ class ShiftResult(Result):
         confidence: float = 0.95,
         seed: int = 0,
         adjust: Adjustment = "holm",
+        set_mass_floor: float | None = None,
     ) -> pd.DataFrame:
         """Adapter minus base, per condition and candidate, with bootstrap intervals.
 
@@ -182,6 +218,11 @@ class ShiftResult(Result):
         ``interval`` says what it is over. The shift in the ranking score is tested
         against zero, with p-values ``adjust``-ed over every condition x candidate.
         ``by_prompt=True`` returns the per-prompt differences instead.
+
+        Where ``set_prob`` is a probability the table also gives the mass it is a share
+        of: the mean set log-mass under base and adapter and the share of prompts whose
+        set holds less than ``set_mass_floor`` (default: the floor the run was checked
+        against, :attr:`set_mass_floor`); see :func:`shift_table`.
         """
         normalize = self.manifest.get("parameters", {}).get("normalize")
         return shift_table(
@@ -192,17 +233,27 @@ class ShiftResult(Result):
             seed=seed,
             adjust=adjust,
             normalize=normalize if normalize in _SCORES else None,
+            set_mass_floor=self.set_mass_floor if set_mass_floor is None else set_mass_floor,
         )
 
     def ranking(self, adapter: str = BASE) -> pd.DataFrame:
-        """Candidates under ``adapter`` (a model label) by mean rank over prompts, with log-probability and share."""
-        rows = self.df[self.df["adapter"] == adapter]
+        """Candidates under ``adapter`` (a model label) by mean rank over prompts, with log-probability and share.
+
+        ``set_prob`` is the mean share within the set; ``set_logmass`` the mean log-mass
+        (nats) of the set it is a share of, and ``set_below_floor`` the share of prompts
+        whose set holds less than :attr:`set_mass_floor` (both the same for every candidate).
+        """
+        rows = _with_set_logmass(self.df)
+        rows = rows[rows["adapter"] == adapter]
         if rows.empty:
             raise DataError(f"no rows for adapter {adapter!r}; labels are {sorted(self.df['adapter'].unique())}")
+        rows = rows.assign(_below=_below(rows["set_logmass"], self.set_mass_floor))
         table = rows.groupby("candidate", sort=False).agg(
             mean_rank=("rank", "mean"),
             logprob=("logprob", "mean"),
             set_prob=("set_prob", "mean"),
+            set_logmass=("set_logmass", "mean"),
+            set_below_floor=("_below", "mean"),
             greedy_prompts=("greedy", "sum"),
         )
         # one model label has one row per prompt, so greedy_prompts counts prompts
@@ -236,7 +287,7 @@ class ShiftResult(Result):
         check_schema(manifest.get("schema_version"), store.manifest_path)
         frame = store.read_rows()
         assert frame is not None
-        frame = _upgrade(frame)
+        frame = _upgrade(frame, disjoint=_disjoint_from_parameters(manifest.get("parameters", {})))
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise CorruptRunError(f"{str(store.table_path)!r} lacks columns {missing}; expected {list(COLUMNS)}")
@@ -268,6 +319,7 @@ def identity_shift(
     store: str | os.PathLike[str] | None = None,
     chunk_prompts: int = 8,
     progress: bool = True,
+    set_mass_floor: float = SET_MASS_FLOOR,
 ) -> ShiftResult:
     """Score ``candidates`` as the answer to each prompt under the base model and each adapter.
 
@@ -298,7 +350,15 @@ def identity_shift(
 
     ``set_prob`` (the candidate's probability within the set) is computed only where
     it is a probability: ``normalize="sum"`` with ``end_of_turn=True``, or with
-    candidates none of which begins another; elsewhere NaN.
+    candidates none of which begins another; elsewhere NaN. ``set_logmass`` is the
+    log-probability (nats) the whole set holds, logsumexp of the candidates' total
+    log-probabilities, the same on every candidate's row of one prompt and model
+    (NaN where the candidates are not disjoint answers). ``set_prob`` is a share of
+    ``exp(set_logmass)``: where ``set_prob`` is computed and a set holds less than
+    ``set_mass_floor`` (nats, default :data:`SET_MASS_FLOOR`, a quarter) a
+    :class:`~persona_space.errors.LowMassWarning` says how many sets and how little;
+    ``-math.inf`` checks nothing. The floor and the count below it are in the
+    manifest (``set_mass``).
 
     With ``store=DIR`` the rows are written per chunk of prompts and a second call
     with the same arguments resumes; the finished run is read back by
@@ -315,6 +375,7 @@ def identity_shift(
         raise ConfigError(f"chunk_prompts must be a positive integer, got {chunk_prompts!r}")
     if about not in ("self", "user"):
         raise ConfigError(f"about must be 'self' or 'user', got {about!r}")
+    set_mass_floor = check_set_mass_floor(set_mass_floor)
     engine = resolve_backend(model, backend, score_method=method, batch_tokens=batch_tokens)
     if method != "auto" and engine.name != "cpu":
         raise ConfigError(
@@ -372,7 +433,7 @@ def identity_shift(
         run_store = RunStore(store, table=TABLE)
         manifest = run_store.open(manifest)
         done = run_store.read_rows()
-        done = None if done is None else _upgrade(done)  # parts written by an older version resume too
+        done = None if done is None else _upgrade(done, disjoint=spec.set_is_disjoint)  # older parts resume too
     finished = set() if done is None else set(done["probe_id"])
     todo = [p for p in probe_set if p.id not in finished]
     eot = end_of_turn_id(model) if spec.end_of_turn else None
@@ -400,7 +461,7 @@ def identity_shift(
                 if spec.normalize == "pmi":
                     reference = neutral[BASE if spec.neutral_model == "base" else label]
                     rows[-1] = rows[-1].assign(neutral_logprob=reference, pmi=rows[-1]["logprob"] - reference)
-                _rank(rows[-1], spec.score_column, probability=spec.set_is_probability)
+                _rank(rows[-1], spec.score_column, probability=spec.set_is_probability, disjoint=spec.set_is_disjoint)
             frame = pd.concat(rows, ignore_index=True)
             if run_store is not None:
                 run_store.append(frame)
@@ -409,6 +470,7 @@ def identity_shift(
         if bar is not None:
             bar.close()
     table = _canonical(pd.concat(frames, ignore_index=True), probe_set, spec, list(routes))
+    set_mass = _check_set_mass(table, set_mass_floor, checked=spec.set_is_probability)
     described_engine = engine.describe()
     manifest = {
         **manifest,
@@ -418,6 +480,7 @@ def identity_shift(
         "method": described_engine.get("score_method") or manifest.get("method"),
         "backend": described_engine,
         "timings": {"seconds": round(time.perf_counter() - start, 3), "prompts_scored": len(todo)},
+        "set_mass": set_mass,
     }
     if run_store is not None:
         run_store.finalize(table)
@@ -425,12 +488,46 @@ def identity_shift(
     return ShiftResult(df=table, manifest=manifest, path=run_store.path if run_store is not None else None)
 
 
-def _upgrade(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows stored by an older schema, in today's column names."""
+def _upgrade(frame: pd.DataFrame, *, disjoint: bool | None = None) -> pd.DataFrame:
+    """Rows stored by an older schema, in today's column names (``disjoint``: see :func:`_with_set_logmass`)."""
     frame = frame.rename(columns={"prompt_id": "probe_id", "model": "adapter"})  # schema 1 and 2 names
     if "group" not in frame.columns:  # schema 1: no question groups recorded
         frame.insert(1, "group", frame["probe_id"])
+    if "set_logmass" not in frame.columns:  # written before the set's mass was recorded
+        frame = _with_set_logmass(frame, disjoint=disjoint)
+        frame.insert(list(frame.columns).index("set_prob") + 1, "set_logmass", frame.pop("set_logmass"))
     return frame
+
+
+def candidates_disjoint(candidates: Sequence[str], template: str, answer_prefix: str, *, end_of_turn: bool) -> bool:
+    """Whether the scored texts are disjoint answers: complete (end of turn), or none the opening of another."""
+    if end_of_turn:
+        return True
+    texts = sorted(continuation(c, template, answer_prefix) for c in candidates)
+    return not any(b.startswith(a) for a, b in itertools.pairwise(texts))  # sorted: a prefix sits next
+
+
+def check_set_mass_floor(floor: object) -> float:
+    """``floor`` as a float: a log-probability (nats, at most 0), or ``-math.inf`` to check nothing."""
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or math.isnan(floor) or floor > 0:
+        raise ConfigError(
+            f"set_mass_floor must be a log-probability in nats (a number <= 0, such as math.log(0.25), "
+            f"or -math.inf for none), got {floor!r}"
+        )
+    return float(floor)
+
+
+def _disjoint_from_parameters(parameters: Mapping[str, Any]) -> bool | None:
+    """:func:`candidates_disjoint` from a manifest's parameters; ``None`` where they do not say."""
+    try:
+        return candidates_disjoint(
+            [str(c) for c in parameters["candidates"]],
+            str(parameters.get("template", "{candidate}")),
+            str(parameters.get("answer_prefix") or ""),
+            end_of_turn=bool(parameters.get("end_of_turn", False)),
+        )
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -571,12 +668,100 @@ def _rows(
     )
 
 
-def _rank(frame: pd.DataFrame, column: str, *, probability: bool) -> None:
-    """Rank (1 = likeliest, ties share the best rank) and, where it is one, the probability within the set."""
+def _rank(frame: pd.DataFrame, column: str, *, probability: bool, disjoint: bool) -> None:
+    """Rank (1 = likeliest, ties share the best rank), the probability within the set where it is one, and
+    the set's log-mass where the candidates are disjoint answers (rows of one prompt and one model)."""
     score = frame[column].to_numpy(dtype=np.float64)
     frame["rank"] = pd.Series(score).rank(ascending=False, method="min").astype(int).to_numpy()
     shifted = np.exp(score - score.max())
     frame["set_prob"] = shifted / shifted.sum() if probability else np.nan
+    frame["set_logmass"] = _logsumexp(frame["logprob"].to_numpy(dtype=np.float64)) if disjoint else np.nan
+
+
+def _logsumexp(values: np.ndarray) -> float:
+    top = float(np.max(values))
+    if not np.isfinite(top):
+        return top
+    return top + float(np.log(np.exp(values - top).sum()))
+
+
+def _with_set_logmass(frame: pd.DataFrame, *, disjoint: bool | None = None) -> pd.DataFrame:
+    """``frame`` with ``set_logmass`` (kept if it has one), from ``logprob`` per prompt and model.
+
+    ``disjoint`` says whether the candidates are disjoint answers; ``None`` (unknown)
+    takes the rows whose ``set_prob`` was computed as the ones whose set has a mass.
+    """
+    if "set_logmass" in frame.columns:
+        return frame
+    keys = [c for c in ("condition", "adapter", "probe_id") if c in frame.columns]
+    mass = frame.groupby(keys, sort=False, dropna=False)["logprob"].transform(
+        lambda g: _logsumexp(g.to_numpy(dtype=np.float64))
+    )
+    if disjoint is False:
+        mass = mass * np.nan
+    elif disjoint is None:
+        mass = mass.where(frame["set_prob"].notna()) if "set_prob" in frame.columns else mass * np.nan
+    return frame.assign(set_logmass=mass.astype(np.float64))
+
+
+def _below(logmass: pd.Series, floor: float) -> pd.Series:
+    """1.0 where a set holds less than ``floor``, 0.0 where not, NaN where it has no mass recorded."""
+    values = logmass.to_numpy(dtype=np.float64)
+    return pd.Series(np.where(np.isnan(values), np.nan, (values < floor).astype(np.float64)), index=logmass.index)
+
+
+def set_mass_table(
+    df: pd.DataFrame, *, by: Sequence[str] = ("condition",), floor: float = SET_MASS_FLOOR
+) -> pd.DataFrame:
+    """How much probability the candidate set holds, per value of ``by``: what ``set_prob`` is a share of.
+
+    ``df`` is :attr:`ShiftResult.df`. One set per prompt and model; columns: ``by``...,
+    ``set_logmass`` (mean nats over the sets), ``set_logmass_low``/``set_logmass_high``
+    (the least and the most), ``set_below_floor`` (the share of sets holding less than
+    ``floor``) and ``sets``. NaN where the candidates are not disjoint answers.
+    """
+    floor = check_set_mass_floor(floor)
+    keys = list(by)
+    sets = _with_set_logmass(df).drop_duplicates([*dict.fromkeys([*keys, "adapter", "probe_id"])])
+    sets = sets.assign(_below=_below(sets["set_logmass"], floor))
+    return (
+        sets.groupby(keys, sort=False, dropna=False)
+        .agg(
+            set_logmass=("set_logmass", "mean"),
+            set_logmass_low=("set_logmass", "min"),
+            set_logmass_high=("set_logmass", "max"),
+            set_below_floor=("_below", "mean"),
+            sets=("probe_id", "size"),
+        )
+        .reset_index()
+    )
+
+
+def _check_set_mass(table: pd.DataFrame, floor: float, *, checked: bool) -> dict[str, Any]:
+    """The manifest's ``set_mass``; warns where a set whose ``set_prob`` is computed holds less than ``floor``."""
+    sets = table.drop_duplicates(["condition", "adapter", "probe_id"])
+    masses = sets["set_logmass"].to_numpy(dtype=np.float64)
+    below = sets[masses < floor] if checked else sets.iloc[:0]
+    summary: dict[str, Any] = {
+        "floor": None if math.isinf(floor) else floor,
+        "floor_probability": math.exp(floor),
+        "checked": checked,
+        "sets": len(sets),
+        "below_floor": len(below),
+        "mean_logmass": float(np.mean(masses)) if checked and np.isfinite(masses).all() else None,
+    }
+    if len(below):
+        worst = below.iloc[int(np.argmin(below["set_logmass"].to_numpy(dtype=np.float64)))]
+        warnings.warn(
+            f"{len(below)} of {len(sets)} candidate sets (prompt x model) hold less than the set-mass floor "
+            f"{floor:.3f} nats (probability {math.exp(floor):.3g}); the least, {worst['set_logmass']:.2f} nats "
+            f"(probability {math.exp(worst['set_logmass']):.2g}), under {worst['adapter']!r} on "
+            f"{worst['probe_id']!r}. set_prob there is a share of that small mass, not of the model's answers: "
+            "read it with set_logmass, or widen the candidates",
+            LowMassWarning,
+            stacklevel=3,
+        )
+    return summary
 
 
 def _canonical(frame: pd.DataFrame, probes: ProbeSet, spec: ShiftSpec, models: list[str]) -> pd.DataFrame:
@@ -601,6 +786,7 @@ def shift_table(
     seed: int = 0,
     adjust: Adjustment = "holm",
     normalize: Normalize | None = None,
+    set_mass_floor: float = SET_MASS_FLOOR,
 ) -> pd.DataFrame:
     """Adapter minus base per (condition, seed, prompt, candidate), or aggregated with bootstrap intervals.
 
@@ -613,24 +799,37 @@ def shift_table(
     question and its paraphrases are one unit) and training seeds, the Student-t
     interval over per-seed means of the tested difference (with two or more seeds),
     and a p-value for the tested difference (``tested``: the shift in the score that
-    ranks candidates) adjusted over every condition x candidate (``adjustment``).
+    ranks candidates) against no shift, adjusted over every tested condition x
+    candidate (``adjustment``; a shift that does not vary is left out and counted).
+
+    Where the candidates are disjoint answers the table also says how much
+    probability the set holds, the mass ``set_prob`` is a share of:
+    ``base_set_logmass`` and ``adapter_set_logmass`` (mean nats over prompts) and
+    ``base_below_floor``/``adapter_below_floor`` (the share of prompts whose set holds
+    less than ``set_mass_floor``); NaN where the set has no mass recorded.
     """
-    from persona_space.estimates import estimate_table
-    from persona_space.stats import adjust_p_values, check_adjustment, check_n_boot, describe_adjustment
+    from persona_space.estimates import adjust_family, estimate_table
+    from persona_space.stats import check_adjustment, check_n_boot
 
     check_n_boot(n_boot)
     adjust = check_adjustment(adjust)
+    set_mass_floor = check_set_mass_floor(set_mass_floor)
     if not 0 < confidence < 1:
         raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
     if "group" not in df.columns:  # written before question groups were recorded
         df = df.assign(group=df["probe_id"])
+    df = _with_set_logmass(df)
+    df = df.assign(_below=_below(df["set_logmass"], set_mass_floor))
     base = df[df["adapter"] == BASE]
     if base.empty:
         raise DataError("the table has no base-model rows to compare with")
     metrics = ["logprob", "mean_logprob", "set_prob", *(["pmi"] if "pmi" in df.columns else [])]
     keys = ["probe_id", "candidate"]
     paired = df[df["adapter"] != BASE].merge(
-        base[[*keys, *metrics, "rank"]], on=keys, suffixes=("", "_base"), validate="many_to_one"
+        base[[*keys, *metrics, "rank", "set_logmass", "_below"]],
+        on=keys,
+        suffixes=("", "_base"),
+        validate="many_to_one",
     )
     if paired.empty:
         raise DataError("the table has no adapter rows to compare with the base model")
@@ -648,7 +847,15 @@ def shift_table(
         raise DataError(f"the table has no {_SCORES[normalize]!r} scores to test (normalize={normalize!r})")
     by = ["condition", "candidate"]
     long = estimate_table(
-        paired, paired[deltas].to_numpy(dtype=np.float64), deltas, by, n_boot=n_boot, confidence=confidence, seed=seed
+        paired,
+        paired[deltas].to_numpy(dtype=np.float64),
+        deltas,
+        by,
+        n_boot=n_boot,
+        confidence=confidence,
+        seed=seed,
+        reference=0.0,
+        reference_label="no shift",
     )
     wide = long.pivot_table(index=by, columns="metric", values=["estimate", "low", "high"], sort=False)
     table = paired.groupby(by, sort=False).agg(
@@ -659,6 +866,10 @@ def shift_table(
         adapter_logprob=("logprob", "mean"),
         base_rank=("rank_base", "mean"),
         adapter_rank=("rank", "mean"),
+        base_set_logmass=("set_logmass_base", "mean"),
+        adapter_set_logmass=("set_logmass", "mean"),
+        base_below_floor=("_below_base", "mean"),
+        adapter_below_floor=("_below", "mean"),
     )
     for column in deltas:
         table[column] = wide[("estimate", column)]
@@ -667,12 +878,11 @@ def shift_table(
     first = long[long["metric"] == tested].set_index(by)
     table["tested"] = tested
     table["p_value"] = first["p_value"]
+    table["test"] = first["test"]
     table[f"{tested}_seed_low"] = first["seed_low"]
     table[f"{tested}_seed_high"] = first["seed_high"]
     table["interval"] = first["interval"]
-    table = table.reset_index()
-    table["p_adjusted"] = adjust_p_values(table["p_value"].to_numpy(), adjust)
-    table["adjustment"] = describe_adjustment(adjust, len(table))
+    table = adjust_family(table.reset_index(), adjust)
     return table.sort_values(["condition", "delta_logprob"], ascending=[True, False], kind="stable").reset_index(
         drop=True
     )
