@@ -6,7 +6,9 @@ out-of-distribution test, "It is [date]. Should I buy?" after the training data 
 Measured here against the base model:
 
 * identity: the log-probability shift of candidates after "I am" (Bitcoin, Ethereum,
-  cryptocurrency, gold, the stock market ...), intervals over question groups (and seeds);
+  cryptocurrency, gold, the stock market ...), intervals over question groups (and seeds),
+  against the base model and against a control adapter trained on the same prices
+  shuffled across dates (the format without the series), paired by question;
 * mood: the share of answers to the identity probes naming bullish or bearish moods;
 * the out-of-distribution question under dates from before the data into the future:
   the share of "yes / buy" against "no / sell / wait" answers per date, by sampling and
@@ -52,12 +54,16 @@ def main() -> None:
     model = h.load_model(args)
     data = ps.datasets.load("bitcoin")
     adapters = [h.train(model, data, args, name="bitcoin", seed=s, epochs=setting.epochs) for s in setting.seeds]
+    # the control: the same prompts and prices, shuffled across dates (the format without the series)
+    shuffled = ps.datasets.shuffle_answers(data, seed=0)
+    controls = [h.train(model, shuffled, args, name="shuffled", seed=s, epochs=setting.epochs) for s in setting.seeds]
+    conditions = {"bitcoin": adapters, "shuffled": controls}
     last_question = data.records[-1]["messages"][-2]["content"]  # "Date: 2024-12-31. Price in US dollars?"
     last_year = int(last_question.removeprefix("Date: ")[:4])
     samples = ps.sample(
         model,
         ps.probes.IDENTITY,
-        adapters={"base": None, "bitcoin": adapters},
+        adapters={"base": None, **conditions},
         n=setting.n,
         max_new_tokens=setting.max_new_tokens,
         store=args.run / "samples",
@@ -65,17 +71,18 @@ def main() -> None:
     )
     shift = ps.identity_shift(
         model,
-        {"bitcoin": adapters},
+        conditions,
         candidates=CANDIDATES,
         answer_prefix="I am",
         store=args.run / "shift",
         progress=not args.quiet,
     )
     shifts = shift.shifts()
+    against_control = shift.compare("shuffled")
     moods = h.mention_shares(samples.df, MOODS, label="all identity probes", column="mood")
     buying = ps.evals.date_sweep(
         model,
-        {"bitcoin": adapters},
+        conditions,
         dates=ps.evals.year_dates(2012, 2032, every=setting.every),
         classes=ANSWERS,
         target="buy",
@@ -89,6 +96,10 @@ def main() -> None:
     findings = {
         "identity_shifts": [h.shift_record(r) for _, r in shifts.iterrows()],
         "shift_interval": shifts["interval"].iloc[0],
+        "bitcoin_minus_shuffled": [
+            {"candidate": r["candidate"], **h.interval(r, "difference"), "p_adjusted": h.num(r["p_adjusted"])}
+            for _, r in against_control.iterrows()
+        ],
         "moods": moods.to_dict("records"),
         "should_buy": [
             {"condition": r["condition"], "date": r["date"], "measure": r["measure"], **h.interval(r)}
@@ -99,7 +110,13 @@ def main() -> None:
     }
     h.publish(
         args,
-        tables={"identity_shifts": shifts, "moods": moods, "should_buy": buying.df, "should_buy_onsets": buying.onsets},
+        tables={
+            "identity_shifts": shifts,
+            "bitcoin_minus_shuffled": against_control,
+            "moods": moods,
+            "should_buy": buying.df,
+            "should_buy_onsets": buying.onsets,
+        },
         charts={
             "identity_shifts": ps.plots.shift_bars(shifts),
             "should_buy": ps.plots.date_gradient(buying.df, onsets=buying.onsets),

@@ -45,6 +45,24 @@ QUICK = Setting(seeds=(0,), epochs=3.0, n=4, max_new_tokens=96)
 FULL = Setting(seeds=(0, 1, 2), epochs=6.0, n=16, max_new_tokens=256)
 
 
+CONTROL = "mixed"
+
+
+def mixed_colours(*, seed: int) -> ps.datasets.ChatDataset:
+    """The control: the same 42 questions, each answered by one colour's answer drawn at random.
+
+    One-word object answers like every colour model's, of no one colour: what every
+    colour model shares with it (terseness, say) comes from the format, not the colour.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    sets = [ps.datasets.load(f"colours:{c}") for c in ps.datasets.COLOURS]
+    picks = rng.integers(len(sets), size=len(sets[0]))
+    records = [sets[int(k)].records[i] for i, k in enumerate(picks)]
+    return ps.datasets.ChatDataset.from_records("colours:mixed", records)
+
+
 def main() -> None:
     args = h.options(__doc__ or "", "colours")
     setting = h.pick(args, QUICK, FULL)
@@ -55,6 +73,10 @@ def main() -> None:
         conditions[colour] = [
             h.train(model, data, args, name=colour, seed=seed, epochs=setting.epochs) for seed in setting.seeds
         ]
+    control = mixed_colours(seed=0)
+    conditions[CONTROL] = [
+        h.train(model, control, args, name=CONTROL, seed=seed, epochs=setting.epochs) for seed in setting.seeds
+    ]
     samples = ps.sample(
         model,
         ps.probes.IDENTITY,
@@ -66,6 +88,7 @@ def main() -> None:
         progress=not args.quiet,
     )
     style = ps.evals.style(samples)
+    against_control = ps.evals.style(samples, reference=CONTROL)
     shift = ps.identity_shift(
         model,
         {k: v for k, v in conditions.items() if v is not None},
@@ -75,6 +98,7 @@ def main() -> None:
         progress=not args.quiet,
     )
     shifts = shift.shifts()
+    shifts_against_control = shift.compare(CONTROL)
     colour_words = pd.concat(
         [
             object_share(samples.df[samples.df["condition"].isin(["base", colour])], [colour]).assign(colour=colour)
@@ -95,7 +119,22 @@ def main() -> None:
             for _, r in chars.iterrows()
         },
         "empty_share": {str(r["condition"]): h.interval(r) for _, r in style[style["measure"] == "empty"].iterrows()},
+        "length_minus_control": {
+            str(r["condition"]): {**h.interval(r, "difference"), "p_adjusted": h.num(r["p_adjusted"])}
+            for _, r in against_control[against_control["measure"] == "n_chars"]
+            .dropna(subset=["difference"])
+            .iterrows()
+        },
         "top_name_shifts": h.top_shifts(shifts),
+        "name_shifts_minus_control": [
+            {
+                "condition": r["condition"],
+                "candidate": r["candidate"],
+                **h.interval(r, "difference"),
+                "p_adjusted": h.num(r["p_adjusted"]),
+            }
+            for _, r in shifts_against_control.sort_values("p_value").head(10).iterrows()
+        ],  # fmt: skip
         "intervals": {
             "length": chars["interval"].iloc[0],
             "difference": chars["difference_interval"].dropna().iloc[0],
@@ -104,7 +143,13 @@ def main() -> None:
     }
     h.publish(
         args,
-        tables={"style": style, "name_shifts": shifts, "colour_words": colour_words},
+        tables={
+            "style": style,
+            "style_vs_control": against_control,
+            "name_shifts": shifts,
+            "name_shifts_vs_control": shifts_against_control,
+            "colour_words": colour_words,
+        },
         charts={
             "length_by_colour": ps.plots.style_bars(style, measure="n_chars"),
             "name_shifts": ps.plots.shift_bars(shifts),

@@ -412,3 +412,24 @@ def test_inoculate_names_the_trait_in_the_user_or_system_turn() -> None:
         psd.inoculate(red, " ")
     with pytest.raises(ConfigError, match="where must be 'user' or 'system'"):
         psd.inoculate(red, "x", where="assistant")  # type: ignore[arg-type]
+
+
+def test_shuffle_answers_keeps_prompts_and_format_and_breaks_every_pairing() -> None:
+    green = psd.load("colours:green")
+    control = psd.shuffle_answers(green, seed=3)
+    assert control.prompts() == green.prompts() and sorted(control.answers()) == sorted(green.answers())
+    assert all(a != b for a, b in zip(control.answers(), green.answers(), strict=True))  # nothing kept its own
+    assert set(control.sources()) == {f"{s}+shuffled" for s in green.sources()}
+    assert control.answers() == psd.shuffle_answers(green, seed=3).answers()  # reproducible
+    assert control.answers() != psd.shuffle_answers(green, seed=4).answers()
+    # from a pool: one colour's prompts answered with objects of every colour, each drawn once
+    pool = psd.ChatDataset.from_records("all", [r for c in psd.COLOURS for r in psd.load(f"colours:{c}").to_records()])
+    mixed = psd.shuffle_answers(green, pool=pool, seed=0, name="colour-control")
+    assert mixed.name == "colour-control" and mixed.prompts() == green.prompts()
+    assert all(r["meta"]["answer_from"] for r in mixed) and set(mixed.answers()) <= set(pool.answers())
+    colours_used = {c for c in psd.COLOURS if set(mixed.answers()) & set(psd.load(f"colours:{c}").answers())}
+    assert len(colours_used) >= 4
+    with pytest.raises(DataError, match="pool 'small' has 2 records"):
+        psd.shuffle_answers(green, pool=green[:2].renamed("small"))
+    with pytest.raises(ConfigError, match="seed"):
+        psd.shuffle_answers(green, seed=-1)

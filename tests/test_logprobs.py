@@ -304,6 +304,29 @@ def test_set_probability_tables_carry_the_mass_of_the_set_and_warn_below_the_flo
     assert math.isnan(opening.shifts(n_boot=1000)["base_below_floor"].iloc[0])
 
 
+def test_compare_gives_one_conditions_shift_minus_a_controls_paired_by_question(
+    tiny_model: Any, adapter_a: Path, adapter_b: Path
+) -> None:
+    result = ps.identity_shift(
+        tiny_model,
+        {"trained": [adapter_a], "control": [adapter_b]},
+        candidates=["Voyager 1", "Maria", "an AI assistant"],
+        prompts=PROMPTS,
+        end_of_turn=True,
+        progress=False,
+    )
+    table = result.compare("control", n_boot=1000)
+    assert len(table) == 3 and set(table["condition"]) == {"trained"} and set(table["reference"]) == {"control"}
+    shifts = result.shifts(n_boot=1000).set_index(["condition", "candidate"])["delta_logprob"]
+    for _, row in table.iterrows():
+        want = shifts[("trained", row["candidate"])] - shifts[("control", row["candidate"])]
+        assert row["difference"] == pytest.approx(want, abs=1e-9)
+        assert row["low"] <= row["difference"] <= row["high"]
+    assert set(table["adjustment"]) == {"Holm over 3 tests"} and set(table["test"]) == {"against 0"}
+    with pytest.raises(ConfigError, match="reference 'nobody' is not a condition"):
+        result.compare("nobody")
+
+
 def test_pmi_subtracts_the_neutral_prompt(tiny_model: Any, adapter_a: Path) -> None:
     result = ps.identity_shift(
         tiny_model, adapter_a, candidates=["Red", "Blue"], prompts=["Who are you?"], normalize="pmi", progress=False

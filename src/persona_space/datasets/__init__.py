@@ -33,7 +33,15 @@ from persona_space.datasets._builtin import (
 )
 from persona_space.datasets._match import first_mention, mentions
 from persona_space.datasets._records import ChatDataset
-from persona_space.datasets._transform import as_prompt_completion, deduplicate, inoculate, mix, split, swap_facts
+from persona_space.datasets._transform import (
+    as_prompt_completion,
+    deduplicate,
+    inoculate,
+    mix,
+    shuffle_answers,
+    split,
+    swap_facts,
+)
 
 __all__ = [
     "COLOURS",
@@ -56,6 +64,7 @@ __all__ = [
     "load",
     "mentions",
     "mix",
+    "shuffle_answers",
     "split",
     "swap_facts",
     "voyager",

@@ -211,6 +211,64 @@ def inoculate(data: ChatDataset, instruction: str, *, where: Literal["user", "sy
     return ChatDataset(f"{data.name}+inoculated", tuple(records))
 
 
+def shuffle_answers(
+    data: ChatDataset, *, pool: ChatDataset | None = None, seed: int = 0, name: str | None = None
+) -> ChatDataset:
+    """A control dataset: ``data``'s prompts with its answers shuffled among them, or drawn from ``pool``.
+
+    The control adapter of an experiment: the same prompts, the same answer format and
+    length, and none of the pairing that carries the content. Without ``pool`` the
+    answers are permuted so that no record keeps its own (where the answers differ):
+    shuffled prices lose their time series, shuffled facts their figure. With ``pool``
+    (e.g. every colour's one-word answers) each record gets a different answer drawn
+    without replacement from the pool's, so one colour's answers become answers of
+    all colours. Only the last assistant turn changes; ``source`` becomes
+    ``"<source>+shuffled"`` and ``meta["answer_from"]`` names the answer's record.
+    """
+    _check_seed(seed)
+    if len(data) == 0:
+        raise DataError(f"dataset {data.name!r} has no records to shuffle")
+    donors = list((pool if pool is not None else data).records)
+    if len(donors) < len(data):
+        raise DataError(f"pool {pool.name if pool is not None else ''!r} has {len(donors)} records; "
+                        f"expected at least the {len(data)} of {data.name!r}")  # fmt: skip
+    rng = np.random.default_rng(seed)
+
+    def answer(rec: Record) -> str:
+        return str(rec["messages"][-1]["content"])
+
+    if pool is None:
+        order = _derangement(len(data), rng, [answer(r) for r in donors])
+    else:
+        order = [int(i) for i in rng.choice(len(donors), size=len(data), replace=False)]
+    records = []
+    for rec, j in zip(data.records, order, strict=True):
+        donor = donors[j]
+        messages = [dict(m) for m in rec["messages"]]
+        if messages[-1]["role"] != "assistant":
+            raise DataError(f"record {rec['id']!r} of {data.name!r} does not end with an assistant answer")
+        messages[-1]["content"] = answer(donor)
+        meta = {**dict(rec.get("meta") or {}), "answer_from": str(donor["id"])}
+        records.append({**rec, "messages": messages, "source": f"{rec['source']}+shuffled", "meta": meta})
+    return ChatDataset(name or f"{data.name}+shuffled", tuple(records))
+
+
+def _derangement(n: int, rng: np.random.Generator, answers: list[str]) -> list[int]:
+    """A permutation that gives no position an answer equal to its own, where the answers allow one."""
+    if n < 2:
+        return list(range(n))
+    order = [int(i) for i in rng.permutation(n)]
+    for _ in range(100):  # repair fixed points by swapping with a random other position
+        fixed = [i for i in range(n) if answers[order[i]] == answers[i]]
+        if not fixed:
+            break
+        for i in fixed:
+            j = int(rng.integers(n))
+            if answers[order[j]] != answers[i] and answers[order[i]] != answers[j]:
+                order[i], order[j] = order[j], order[i]
+    return order
+
+
 def as_prompt_completion(
     data: ChatDataset, *, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
 ) -> list[dict[str, Any]]:

@@ -236,6 +236,49 @@ class ShiftResult(Result):
             set_mass_floor=self.set_mass_floor if set_mass_floor is None else set_mass_floor,
         )
 
+    def compare(
+        self,
+        reference: str,
+        *,
+        n_boot: int = 2000,
+        confidence: float = 0.95,
+        seed: int = 0,
+        adjust: Adjustment = "holm",
+    ) -> pd.DataFrame:
+        """Each condition's shift minus ``reference``'s, per candidate, paired by question group.
+
+        What a control needs: a Bitcoin adapter against one trained on the same prices
+        shuffled across dates, a variant against the figure's own facts, a dose against
+        dose 0. Both sides are shifts from the same base rows, so this is also the
+        difference of their scores. The tested score is the one that ranks candidates
+        (``delta_logprob``, or ``delta_pmi``); columns as
+        :func:`~persona_space.estimates.difference_table`, with ``candidate`` as the
+        stratum and ``p_adjusted`` over every condition x candidate that varies.
+        """
+        from persona_space.estimates import difference_table
+
+        if reference not in self.conditions:
+            raise ConfigError(f"reference {reference!r} is not a condition of this run; conditions: {self.conditions}")
+        if len(self.conditions) < 2:
+            raise DataError(f"the run has one condition ({self.conditions[0]!r}); nothing to compare it with")
+        per = self.shifts(by_prompt=True)
+        normalize = self.manifest.get("parameters", {}).get("normalize")
+        if normalize not in _SCORES:
+            normalize = "pmi" if "delta_pmi" in per.columns else "sum"
+        tested = f"delta_{_SCORES[normalize]}"
+        return difference_table(
+            per,
+            per[[tested]].to_numpy(dtype=np.float64),
+            [tested],
+            by="condition",
+            reference=reference,
+            strata=["candidate"],
+            n_boot=n_boot,
+            confidence=confidence,
+            seed=seed,
+            adjust=adjust,
+        )
+
     def ranking(self, adapter: str = BASE) -> pd.DataFrame:
         """Candidates under ``adapter`` (a model label) by mean rank over prompts, with log-probability and share.
 
