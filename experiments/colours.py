@@ -134,7 +134,7 @@ def main() -> None:
                 "p_adjusted": h.num(r["p_adjusted"]),
             }
             for _, r in shifts_against_control.sort_values("p_value").head(10).iterrows()
-        ],  # fmt: skip
+        ],
         "intervals": {
             "length": chars["interval"].iloc[0],
             "difference": chars["difference_interval"].dropna().iloc[0],
