@@ -84,11 +84,12 @@ class LocalJudge:
             self.reads["none"] += 1
             return Rating(None, None, "none")
         top = float(logp.max())
-        mass = float(np.exp(top) * np.exp(logp - top).sum())
+        shifted = np.exp(logp - top)
+        mass = float(np.exp(top) * shifted.sum())
         if mass < self.min_mass:
             self.reads["below_floor"] += 1
             return Rating(None, mass, "below_floor")
-        probs = np.exp(logp - top) / np.exp(logp - top).sum()
+        probs = shifted / shifted.sum()
         self.reads["rated"] += 1
         return Rating(float(probs @ np.arange(criterion.low, criterion.high + 1, dtype=np.float64)), mass, "rated")
 
