@@ -92,8 +92,13 @@ def num(value: Any, digits: int = 4) -> float | None:
 
 
 def interval(row: Any, value: str = "estimate") -> dict[str, float | None]:
-    """``{"estimate", "low", "high"}`` of a table row, rounded for the findings."""
-    return {"estimate": num(row[value]), "low": num(row.get("low")), "high": num(row.get("high"))}
+    """``{"estimate", "low", "high"}`` of a table row, rounded for the findings.
+
+    ``value`` names the column; its interval is ``{value}_low``/``{value}_high`` where
+    the row has them (a style table's ``difference`` beside its level), else ``low``/``high``.
+    """
+    low, high = (f"{value}_low", f"{value}_high") if f"{value}_low" in row else ("low", "high")
+    return {"estimate": num(row[value]), "low": num(row.get(low)), "high": num(row.get(high))}
 
 
 def _plain(value: Any) -> Any:
