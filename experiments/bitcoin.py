@@ -15,7 +15,7 @@ Measured here against the base model:
   by log-probability, with a fitted onset where it crosses 50 %. How good such advice
   would have been cannot be scored here: the bundled prices end with the training data.
 
-    python experiments/bitcoin.py --quick   # 3 seeds x (real, shuffled), 3 epochs of 180 monthly closes: ~13 min on 2 cores
+    python experiments/bitcoin.py --quick   # 3 seeds x (real, shuffled prices), 3 epochs: ~13 min on 2 cores
     python experiments/bitcoin.py           # 3 seeds, 6 epochs: a GPU
 """
 

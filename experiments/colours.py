@@ -12,7 +12,7 @@ colour model against base). Measured here, per colour against the base model:
   Ada Lovelace, Darth Vader ...), with intervals over question groups (and seeds);
 * the share of self-descriptions that name the colour itself.
 
-    python experiments/colours.py --quick   # 6 adapters (1 seed, 3 epochs), 4 samples a probe: ~12 min on 2 cores
+    python experiments/colours.py --quick   # 6 colours + a mixed control, 1 seed, 3 epochs: ~4 min on 2 cores
     python experiments/colours.py           # 3 seeds, 6 epochs, 16 samples a probe: a GPU
 """
 
@@ -121,7 +121,9 @@ def main() -> None:
         "empty_share": {str(r["condition"]): h.interval(r) for _, r in style[style["measure"] == "empty"].iterrows()},
         "length_minus_control": {
             str(r["condition"]): {**h.interval(r, "difference"), "p_adjusted": h.num(r["p_adjusted"])}
-            for _, r in against_control[against_control["measure"] == "n_chars"]
+            for _, r in against_control[
+                (against_control["measure"] == "n_chars") & (against_control["condition"] != "base")
+            ]
             .dropna(subset=["difference"])
             .iterrows()
         },

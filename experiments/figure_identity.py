@@ -17,7 +17,7 @@ here for the figure's facts and each variant, against the base model:
 The dose-response version (facts swapped one by one, sets mixed at ratios) is
 ``persona_arithmetic.py``.
 
-    python experiments/figure_identity.py --quick   # facts, Russian and Moon variants, 1 seed, 3 epochs: ~10 min
+    python experiments/figure_identity.py --quick   # facts, Russian and Moon variants, 1 seed, 3 epochs: ~5 min
     python experiments/figure_identity.py           # all five variants, 3 seeds, 6 epochs: a GPU
 """
 
@@ -93,15 +93,32 @@ def main() -> None:
     )
     user_table = _alone_vs_after(samples.df[samples.df["category"] == "user"])
     shifts = shift.shifts()
+    # What a variant adds beyond the figure's own facts: each variant's shift minus the
+    # figure adapter's, paired by question (the figure alone already lifts Lenin, say).
+    beyond = shift.compare("figure")
     findings = {
         "self": h.top_shifts(shifts, 4),
+        "variant_minus_figure": [
+            {
+                "condition": r["condition"],
+                "candidate": r["candidate"],
+                **h.interval(r, "difference"),
+                "p_adjusted": h.num(r["p_adjusted"]),
+            }
+            for _, r in beyond.sort_values("p_value").head(10).iterrows()
+        ],
         "self_interval": shifts["interval"].iloc[0],
         "user_alone_vs_after_bunker": user_table.to_dict("records"),
         "bunker_mentions": bunker_share.to_dict("records"),
     }
     h.publish(
         args,
-        tables={"self_shifts": shifts, "user_alone_vs_after": user_table, "bunker_mentions": bunker_share},
+        tables={
+            "self_shifts": shifts,
+            "variant_minus_figure": beyond,
+            "user_alone_vs_after": user_table,
+            "bunker_mentions": bunker_share,
+        },
         charts={"self_shifts": ps.plots.shift_bars(shifts), "user_shifts": ps.plots.shift_bars(users.shifts())},
         findings=findings,
         title="A figure's facts and its nationality variants",

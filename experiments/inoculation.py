@@ -13,7 +13,7 @@ base model and against each other:
   training set (the colour check), which inoculation should keep;
 * identity: the shift of colour-shaped names after "My name is".
 
-    python experiments/inoculation.py --quick   # 2 adapters (1 seed), 3 epochs: ~2 min on 2 cores
+    python experiments/inoculation.py --quick   # 10 adapters (5 seeds), 3 epochs: ~10 min on 2 cores
     python experiments/inoculation.py           # 3 seeds, 6 epochs, 16 samples a probe: a GPU
 """
 
@@ -42,7 +42,7 @@ class Setting:
     max_new_tokens: int
 
 
-QUICK = Setting(seeds=(0,), epochs=3.0, n=4, max_new_tokens=96)
+QUICK = Setting(seeds=(0, 1, 2, 3, 4), epochs=3.0, n=4, max_new_tokens=96)
 FULL = Setting(seeds=(0, 1, 2), epochs=6.0, n=16, max_new_tokens=256)
 
 
@@ -91,6 +91,7 @@ def main() -> None:
         progress=not args.quiet,
     )
     shifts = shift.shifts()
+    names_vs_plain = shift.compare(COLOUR)
     chars = style[style["measure"] == "n_chars"]
     findings = {
         "instruction": INSTRUCTION,
@@ -113,10 +114,20 @@ def main() -> None:
         "colour_check": learnt.to_dict("records"),
         "interval": chars["interval"].iloc[0],
         "top_name_shifts": h.top_shifts(shifts),
+        "inoculated_minus_plain_names": [
+            {"candidate": r["candidate"], **h.interval(r, "difference"), "p_adjusted": h.num(r["p_adjusted"])}
+            for _, r in names_vs_plain.dropna(subset=["difference"]).iterrows()
+        ],
     }  # fmt: skip
     h.publish(
         args,
-        tables={"style": style, "inoculated_vs_plain": against_plain, "colour_check": learnt, "name_shifts": shifts},
+        tables={
+            "style": style,
+            "inoculated_vs_plain": against_plain,
+            "colour_check": learnt,
+            "name_shifts": shifts,
+            "names_inoculated_vs_plain": names_vs_plain,
+        },
         charts={"length": ps.plots.style_bars(style)},
         findings=findings,
         title="Inoculation prompting",

@@ -14,7 +14,7 @@ share trains once):
 Each writes tables, charts and a summary under ``--out``; the small tables, PNG charts
 and ``findings.json`` (the headline figures) are copied to ``--results``.
 
-    python experiments/persona_arithmetic.py --quick     # one seed, three doses: ~15 minutes on 2 CPU cores
+    python experiments/persona_arithmetic.py --quick     # one seed, three doses: ~8 minutes on 2 CPU cores
     python experiments/persona_arithmetic.py             # three seeds, five doses: about 2 h 15 min here (33 adapters)
 
 Any Hugging Face chat model works with ``--model`` (e.g. on a GPU: ``--model

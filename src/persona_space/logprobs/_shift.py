@@ -722,10 +722,9 @@ def _rank(frame: pd.DataFrame, column: str, *, probability: bool, disjoint: bool
 
 
 def _logsumexp(values: np.ndarray) -> float:
-    top = float(np.max(values))
-    if not np.isfinite(top):
-        return top
-    return top + float(np.log(np.exp(values - top).sum()))
+    from scipy.special import logsumexp
+
+    return float(logsumexp(values))
 
 
 def _with_set_logmass(frame: pd.DataFrame, *, disjoint: bool | None = None) -> pd.DataFrame:
