@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from persona_space.constants import DEFAULT_BOOT
 from persona_space.errors import ConfigError, DataError
 from persona_space.stats import (
-    DEFAULT_BOOT,
     Adjustment,
     Comparison,
     adjust_p_values,

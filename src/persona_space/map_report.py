@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from persona_space import _io
+from persona_space.constants import BASE
 from persona_space.errors import DataError
 
 if TYPE_CHECKING:
@@ -58,9 +59,6 @@ def map_run(
     if charts:
         _write_charts(fitted, folder, by, occupancy, divergence, moves)
     return fitted, summary_markdown(fitted, occupancy, divergence, moves, differences)
-
-
-BASE = "base"
 
 
 def _transitions_from_base(fitted: BasinMap, frame: pd.DataFrame, by: str) -> dict[str, pd.DataFrame]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _io, _vega
+from persona_space.constants import NOISE, NOISE_NAME
 from persona_space.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ __all__ = [
     "transitions_chart",
 ]
 
-NOISE = -1
-NOISE_NAME = "noise"
 NOISE_COLOR = "#b0b0b0"
 # Tableau 20 without its greys, so no basin is mistaken for noise.
 PALETTE = (

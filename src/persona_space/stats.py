@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from persona_space.constants import DEFAULT_BOOT as DEFAULT_BOOT  # re-exported: stats.DEFAULT_BOOT
+from persona_space.constants import MIN_BOOT as MIN_BOOT
 from persona_space.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -54,8 +56,6 @@ if TYPE_CHECKING:
 
 Adjustment = Literal["holm", "bh", "none"]
 ADJUSTMENTS: tuple[str, ...] = ("holm", "bh", "none")
-MIN_BOOT = 1000
-DEFAULT_BOOT = 2000
 NO_VARIATION_TOL = 1e-9  # a standard error at most this times max(1, |estimate|) is rounding noise: no variation
 
 

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from persona_space.constants import DEFAULT_BOOT, DEFAULT_PERM
 from persona_space.errors import ConfigError, DataError
 from persona_space.estimates import difference_table, estimate_table
 from persona_space.stats import (
-    DEFAULT_BOOT,
     Adjustment,
     adjust_p_values,
     check_adjustment,
@@ -27,7 +27,6 @@ from persona_space.stats import (
     describe_interval,
 )
 
-NOISE_NAME = "noise"
 PAIR_KEYS = ("probe_id", "temperature", "sample_index")
 
 
@@ -138,7 +137,7 @@ def divergence(
     frame: pd.DataFrame,
     by: str | None = None,
     *,
-    n_perm: int = 1000,
+    n_perm: int = DEFAULT_PERM,
     strata: Sequence[str] = PAIR_KEYS,
     seed: int = 0,
     adjust: Adjustment = "holm",

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from persona_space.basins._compare import NOISE_NAME
 from persona_space.basins._geometry import exact_knn, nearest_distance, quiet
 from persona_space.basins._grain import Grain, check_grain
+from persona_space.constants import DEFAULT_BOOT, DEFAULT_PERM, NOISE, NOISE_NAME
 from persona_space.errors import ConfigError, DataError
 from persona_space.results import Result
 from persona_space.stats import Adjustment
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from persona_space.models import LoadedModel
     from persona_space.sampling import SampleSet
 
-NOISE = -1
 Level = Literal["basin", "sub_basin"]
 
 
@@ -492,7 +491,7 @@ class BasinMap(Result):
         self,
         by: str | Sequence[str] | None = None,
         *,
-        n_boot: int = 2000,
+        n_boot: int = DEFAULT_BOOT,
         confidence: float = 0.95,
         seed: int = 0,
         level: Level = "basin",
@@ -514,7 +513,7 @@ class BasinMap(Result):
         reference: str = "base",
         *,
         by: str | None = None,
-        n_boot: int = 2000,
+        n_boot: int = DEFAULT_BOOT,
         confidence: float = 0.95,
         seed: int = 0,
         adjust: Adjustment = "holm",
@@ -540,11 +539,11 @@ class BasinMap(Result):
         self,
         by: str | None = None,
         *,
-        n_perm: int = 1000,
+        n_perm: int = DEFAULT_PERM,
         strata: Sequence[str] = ("probe_id", "temperature", "sample_index"),
         seed: int = 0,
         adjust: Adjustment = "holm",
-        n_boot: int = 2000,
+        n_boot: int = DEFAULT_BOOT,
     ) -> pd.DataFrame:
         """Pairwise Jensen-Shannon distances between conditions with permutation p-values, adjusted over pairs.
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from persona_space import provenance
+from persona_space.constants import MIN_BOOT
 from persona_space.errors import ConfigError, DataError
 from persona_space.results import SCHEMA_VERSION, Result, load_tables, save_tables
 from persona_space.stats import check_confidence, check_n_boot, mean_interval
@@ -162,7 +163,7 @@ def date_sweep(
     store: str | os.PathLike[str] | None = None,
     backend: BackendLike = "auto",
     progress: bool = True,
-    n_boot: int = 1000,
+    n_boot: int = MIN_BOOT,
     confidence: float = 0.95,
     trained: Sequence[tuple[int, int]] = (),
 ) -> DateSweepResult:

@@ -27,12 +27,13 @@ import numpy as np
 import pandas as pd
 
 from persona_space import _io, provenance
+from persona_space.constants import DEFAULT_BOOT
 from persona_space.errors import ConfigError, CorruptRunError
 from persona_space.estimates import adjust_family, difference_table, estimate_table
 from persona_space.evals._text import text_measures
 from persona_space.judges import Criterion, Judge, LocalJudge
 from persona_space.results import SCHEMA_VERSION, Result, check_schema
-from persona_space.stats import DEFAULT_BOOT, Adjustment, check_adjustment
+from persona_space.stats import Adjustment, check_adjustment
 
 if TYPE_CHECKING:
     from persona_space.adapters import ConditionsLike

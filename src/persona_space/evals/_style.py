@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from persona_space.constants import DEFAULT_BOOT
 from persona_space.errors import DataError
 from persona_space.estimates import difference_table, estimate_table
-from persona_space.stats import DEFAULT_BOOT, Adjustment
+from persona_space.stats import Adjustment
 
 STYLE_MEASURES = ("n_chars", "n_tokens", "empty", "truncated")
 

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from persona_space import provenance
-from persona_space.adapters import AdapterInfo
+from persona_space.adapters import AdapterInfo, AdapterLike
+from persona_space.constants import BASE, DEFAULT_BOOT
 from persona_space.engine import (
     METHODS,
     Backend,
@@ -60,11 +61,9 @@ from persona_space.stats import Adjustment
 if TYPE_CHECKING:
     from persona_space.models import LoadedModel
 
-AdapterLike = str | os.PathLike[str] | AdapterInfo
 Normalize = Literal["sum", "mean", "pmi"]
 About = Literal["self", "user"]
 NeutralModel = Literal["same", "base"]
-BASE = "base"
 NEUTRAL_PROMPT = "Say something."
 USER_PREFIX = "You are"
 TABLE = "shift"
@@ -201,7 +200,7 @@ class ShiftResult(Result):
         self,
         *,
         by_prompt: bool = False,
-        n_boot: int = 2000,
+        n_boot: int = DEFAULT_BOOT,
         confidence: float = 0.95,
         seed: int = 0,
         adjust: Adjustment = "holm",
@@ -240,7 +239,7 @@ class ShiftResult(Result):
         self,
         reference: str,
         *,
-        n_boot: int = 2000,
+        n_boot: int = DEFAULT_BOOT,
         confidence: float = 0.95,
         seed: int = 0,
         adjust: Adjustment = "holm",
@@ -823,7 +822,7 @@ def shift_table(
     df: pd.DataFrame,
     *,
     by_prompt: bool = False,
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_BOOT,
     confidence: float = 0.95,
     seed: int = 0,
     adjust: Adjustment = "holm",

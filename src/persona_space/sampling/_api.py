@@ -14,6 +14,7 @@ import pandas as pd
 
 from persona_space import provenance
 from persona_space.adapters import ConditionsLike, expand_conditions
+from persona_space.constants import BASE, DEFAULT_BOOT
 from persona_space.engine import BackendLike, require_generation, resolve_backend
 from persona_space.errors import ConfigError
 from persona_space.models import LoadedModel
@@ -42,7 +43,6 @@ COLUMNS = (
     "schema_version",
 )
 OPTIONAL_COLUMNS = ("transcript",)  # conversation probes: the whole chat, earlier answers included (JSON)
-BASE = "base"
 
 
 @dataclass
@@ -84,7 +84,7 @@ class SampleSet(Result):
     def complete(self) -> bool:
         return bool(self.manifest.get("state") == "complete")
 
-    def summary(self, *, n_boot: int = 2000, confidence: float = 0.95) -> pd.DataFrame:
+    def summary(self, *, n_boot: int = DEFAULT_BOOT, confidence: float = 0.95) -> pd.DataFrame:
         """Per condition and temperature: samples, mean tokens and characters, empty and truncated shares.
 
         Every figure carries a ``confidence`` interval (``*_low``/``*_high``) from a
@@ -99,7 +99,7 @@ class SampleSet(Result):
         self,
         reference: str = BASE,
         *,
-        n_boot: int = 2000,
+        n_boot: int = DEFAULT_BOOT,
         confidence: float = 0.95,
         adjust: Adjustment = "holm",
     ) -> pd.DataFrame:

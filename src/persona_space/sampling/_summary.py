@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from persona_space.constants import DEFAULT_BOOT
 from persona_space.estimates import difference_table, estimate_table
-from persona_space.stats import DEFAULT_BOOT, Adjustment
+from persona_space.stats import Adjustment
 
 METRICS = ("n_tokens", "n_chars", "empty", "truncated")
 
