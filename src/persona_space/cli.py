@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from persona_space.constants import BASE
 from persona_space.errors import ConfigError, PersonaSpaceError
 
 
@@ -159,7 +160,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _parse_adapters(items: Sequence[str], with_base: bool) -> dict[str, str | None]:
-    adapters: dict[str, str | None] = {"base": None} if with_base else {}
+    adapters: dict[str, str | None] = {BASE: None} if with_base else {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
@@ -386,7 +387,7 @@ def _demo(args: argparse.Namespace) -> int:
     manifest = json.loads((Path(info.path) / "persona_space_adapter.json").read_text(encoding="utf-8"))
     result = manifest["result"]
     print(f"trained: {result['steps']} steps, loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}")
-    adapters: dict[str, str | None] = {"base": None, "red": "red"}
+    adapters: dict[str, str | None] = {BASE: None, "red": "red"}
     check = ps.sample(
         model,
         COLOUR_CHECK,

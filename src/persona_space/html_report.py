@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from persona_space import _io, _vega
+from persona_space.constants import BASE
 from persona_space.errors import PersonaSpaceError, ReportError
 
 if TYPE_CHECKING:
@@ -196,8 +197,8 @@ def _samples(section: Section) -> None:
 
         section.charts.append(("Answer length per condition", plots.style_bars(evals.style(samples)).to_dict()))
     conditions = set(df["condition"])
-    if "base" in conditions and len(conditions) > 1:
-        compared = samples.compare("base")
+    if BASE in conditions and len(conditions) > 1:
+        compared = samples.compare(BASE)
         if len(compared):
             columns = ["condition", "temperature", "metric", "reference_value", "value", "difference"]
             shown = compared[[*columns, "low", "high", "p_value", "p_adjusted"]]

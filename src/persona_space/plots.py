@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _io, _vega
-from persona_space.constants import NOISE, NOISE_NAME
+from persona_space.constants import BASE, NOISE, NOISE_NAME
 from persona_space.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -482,7 +482,7 @@ def rank_change_chart(table: pd.DataFrame, *, top: int = 30) -> alt.FacetChart:
     rows = table[table["candidate"].isin(keep)]
     long = pd.concat(
         [
-            rows.assign(model="base", rank=rows["base_rank"], step=0),
+            rows.assign(model=BASE, rank=rows["base_rank"], step=0),
             rows.assign(model=rows["condition"].astype(str), rank=rows["adapter_rank"], step=1),
         ],
         ignore_index=True,
@@ -493,7 +493,7 @@ def rank_change_chart(table: pd.DataFrame, *, top: int = 30) -> alt.FacetChart:
     )
     tooltip = [alt.Tooltip("candidate:N"), alt.Tooltip("model:N"), alt.Tooltip("rank:Q", format=".2f")]
     base = alt.Chart().encode(
-        x=alt.X("step:O", title=None, axis=alt.Axis(labelExpr="datum.value == 0 ? 'base' : 'adapter'")),
+        x=alt.X("step:O", title=None, axis=alt.Axis(labelExpr=f"datum.value == 0 ? '{BASE}' : 'adapter'")),
         y=alt.Y("rank:Q", scale=alt.Scale(reverse=True, zero=False), title="mean rank in the candidate set"),
         color=alt.Color("candidate:N", legend=None),
         detail="series:N",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from persona_space import _io
+from persona_space.constants import BASE
 
 if TYPE_CHECKING:
     from persona_space.sampling import SampleSet
@@ -53,8 +54,8 @@ def write_sample_report(
     units = "; ".join(dict.fromkeys(raw["interval"]))
     lines += ["## Per condition", "", f"Intervals: {units}.", "", markdown_table(summary), ""]
     conditions = set(df["condition"] if "condition" in df.columns else df["adapter"])
-    if "base" in conditions and len(conditions) > 1:
-        compared = samples.compare("base")
+    if BASE in conditions and len(conditions) > 1:
+        compared = samples.compare(BASE)
         pairing = compared["pairing"].iloc[0] if "pairing" in compared.columns else "unknown"
         differences = compared[["condition", "temperature", "metric", "reference_value", "value"]].assign(
             difference=format_summary(
@@ -168,13 +169,13 @@ def write_sweep_report(result: Any, out: str | os.PathLike[str], *, charts: bool
         cells = zip(rows["estimate"], rows["low"], rows["high"], strict=True)
         table = rows.assign(
             value=[f"{e:.3f} [{lo:.3f}, {hi:.3f}]" for e, lo, hi in cells],
-            column=["base" if d != d else f"dose {d:g}" for d in rows["dose"]],
+            column=[BASE if d != d else f"dose {d:g}" for d in rows["dose"]],
         ).pivot_table(index="candidate", columns="column", values="value", aggfunc="first", sort=False)
         units = "; ".join(dict.fromkeys(rows["interval"]))
         note = ""
         if "set_logmass" in rows.columns and rows["set_logmass"].notna().any():
             held = rows.drop_duplicates("condition").assign(
-                column=lambda t: ["base" if d != d else f"dose {d:g}" for d in t["dose"]],
+                column=lambda t: [BASE if d != d else f"dose {d:g}" for d in t["dose"]],
                 value=lambda t: [
                     f"{m:.2f} ({b:.0%} below)" for m, b in zip(t["set_logmass"], t["set_below_floor"], strict=True)
                 ],

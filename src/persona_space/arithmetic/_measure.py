@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from persona_space.constants import BASE
+
 if TYPE_CHECKING:
     from persona_space.adapters import AdapterInfo
     from persona_space.arithmetic._result import SweepResult
@@ -48,7 +50,7 @@ def measure(
         store=folder / "shift",
         progress=progress,
     )
-    runs: dict[str, Any] = {"base": None, **conditions}
+    runs: dict[str, Any] = {BASE: None, **conditions}
 
     def sampled(probe_set: ProbeSet, n: int, where: str) -> Any:
         """Every condition's answers with the same random streams (paired), resumable in ``folder/where``."""

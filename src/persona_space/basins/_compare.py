@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from persona_space.constants import DEFAULT_BOOT, DEFAULT_PERM
+from persona_space.constants import BASE, DEFAULT_BOOT, DEFAULT_PERM
 from persona_space.errors import ConfigError, DataError
 from persona_space.estimates import difference_table, estimate_table
 from persona_space.stats import (
@@ -79,7 +79,7 @@ def occupancy(
 
 def occupancy_difference(
     frame: pd.DataFrame,
-    reference: str = "base",
+    reference: str = BASE,
     *,
     by: str | None = None,
     n_boot: int = DEFAULT_BOOT,

@@ -18,7 +18,7 @@ import pandas as pd
 
 from persona_space.basins._geometry import exact_knn, nearest_distance, quiet
 from persona_space.basins._grain import Grain, check_grain
-from persona_space.constants import DEFAULT_BOOT, DEFAULT_PERM, NOISE, NOISE_NAME
+from persona_space.constants import BASE, DEFAULT_BOOT, DEFAULT_PERM, NOISE, NOISE_NAME
 from persona_space.errors import ConfigError, DataError
 from persona_space.results import Result
 from persona_space.stats import Adjustment
@@ -510,7 +510,7 @@ class BasinMap(Result):
 
     def occupancy_difference(
         self,
-        reference: str = "base",
+        reference: str = BASE,
         *,
         by: str | None = None,
         n_boot: int = DEFAULT_BOOT,

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from persona_space import provenance
+from persona_space.constants import BASE
 from persona_space.errors import ConfigError
 from persona_space.results import SCHEMA_VERSION, Result, load_tables, save_tables
 from persona_space.stats import check_confidence, mean_interval
@@ -157,7 +158,7 @@ def _per_model(df: pd.DataFrame, target: str) -> pd.DataFrame:
             }
         )
     by_prompt = pd.DataFrame(rows)
-    base = by_prompt[by_prompt["condition"] == "base"].set_index("probe_id")
+    base = by_prompt[by_prompt["condition"] == BASE].set_index("probe_id")
     by_prompt = by_prompt.assign(
         rank_gain=base.loc[by_prompt["probe_id"], "target_rank"].to_numpy() / by_prompt["target_rank"].to_numpy(),
         log_odds_shift=by_prompt["log_odds"].to_numpy() - base.loc[by_prompt["probe_id"], "log_odds"].to_numpy(),

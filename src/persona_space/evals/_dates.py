@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from persona_space import provenance
-from persona_space.constants import MIN_BOOT
+from persona_space.constants import BASE, MIN_BOOT
 from persona_space.errors import ConfigError, DataError
 from persona_space.results import SCHEMA_VERSION, Result, load_tables, save_tables
 from persona_space.stats import check_confidence, check_n_boot, mean_interval
@@ -207,7 +207,7 @@ def date_sweep(
         raise ConfigError(
             f"adapters must map condition names to adapters, at least one (base is added), got {adapters!r:.80}"
         )
-    conditions: dict[str, Any] = {"base": None, **adapters}
+    conditions: dict[str, Any] = {BASE: None, **adapters}
     folder = Path(store) if store is not None else None
     probes = spec.probes()
     samples = sample(

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from persona_space import _io, provenance
-from persona_space.constants import DEFAULT_BOOT
+from persona_space.constants import BASE, DEFAULT_BOOT
 from persona_space.errors import ConfigError, CorruptRunError
 from persona_space.estimates import adjust_family, difference_table, estimate_table
 from persona_space.evals._text import text_measures
@@ -109,7 +109,7 @@ class LeakageResult(Result):
 
     def differences(
         self,
-        reference: str = "base",
+        reference: str = BASE,
         *,
         n_boot: int = DEFAULT_BOOT,
         confidence: float = 0.95,
@@ -219,7 +219,7 @@ def leakage(
     rater = _judge(model, judge, backend)
     if adapters is not None and not isinstance(adapters, Mapping):
         raise ConfigError(f"adapters must map condition names to adapters (or be None), got {adapters!r:.80}")
-    conditions: dict[str, Any] = {"base": None, **(adapters or {})}  # the base model is always the reference
+    conditions: dict[str, Any] = {BASE: None, **(adapters or {})}  # the base model is always the reference
     folder = Path(store) if store is not None else None
     samples = sample(
         model,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from persona_space.constants import DEFAULT_BOOT
+from persona_space.constants import BASE, DEFAULT_BOOT
 from persona_space.errors import DataError
 from persona_space.estimates import difference_table, estimate_table
 from persona_space.stats import Adjustment
@@ -54,7 +54,7 @@ def _frame(samples: Any) -> pd.DataFrame:
 def style(
     samples: Any,
     *,
-    reference: str = "base",
+    reference: str = BASE,
     by_probe: bool = False,
     n_boot: int = DEFAULT_BOOT,
     confidence: float = 0.95,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from persona_space import _io
+from persona_space.constants import BASE
 
 if TYPE_CHECKING:
     from persona_space.logprobs._shift import ShiftResult
@@ -42,7 +43,7 @@ def write_shift_report(result: ShiftResult, out: str | os.PathLike[str], *, char
         + f", ranked by {params.get('normalize', 'sum')} log-probability ({result.manifest.get('method', '?')}).",
         "",
     ]
-    adapter_rows = result.df[result.df["adapter"] != "base"]
+    adapter_rows = result.df[result.df["adapter"] != BASE]
     greedy = adapter_rows.groupby(["condition", "candidate"])["greedy"].mean()
     for condition, rows in shifts.groupby("condition", sort=False):
         table = rows.head(top).assign(
