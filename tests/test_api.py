@@ -119,3 +119,23 @@ def test_error_hierarchy() -> None:
         assert issubclass(cls, errors.ModelError)
     err = errors.JsonlError("bad", path="x.jsonl", line=3)
     assert (str(err), err.path, err.line) == ("bad", "x.jsonl", 3)
+
+
+def test_renamed_names_still_work_with_a_warning_naming_the_new_one() -> None:
+    from persona_space import arithmetic, constants, engine, stats
+
+    cases = [
+        (engine, "METHODS", "SCORE_METHODS"),
+        (engine, "Method", "ScoreMethod"),
+        (arithmetic, "METHODS", "COMBINE_METHODS"),
+    ]
+    for module, old, new in cases:
+        with pytest.warns(DeprecationWarning, match=rf"{module.__name__}\.{old} is deprecated: use .*\.{new}$"):
+            value = getattr(module, old)
+        assert value is getattr(module, new)
+        assert old not in module.__all__ and new in module.__all__
+    with pytest.raises(AttributeError, match="no attribute 'NOPE'"):
+        _ = engine.NOPE  # type: ignore[attr-defined]
+    assert engine.SCORE_METHODS == ("auto", "packed", "padded")
+    assert "dare_ties" in arithmetic.COMBINE_METHODS
+    assert (stats.DEFAULT_BOOT, stats.MIN_BOOT) == (constants.DEFAULT_BOOT, constants.MIN_BOOT)

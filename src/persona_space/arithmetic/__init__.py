@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from persona_space.arithmetic._combine import EXACT, METHODS, combine, scale
+from persona_space._compat import renamed
+from persona_space.arithmetic._combine import COMBINE_METHODS, EXACT, CombineMethod, combine, scale
 from persona_space.arithmetic._fit import Logistic, Tipping, crossing, fit_logistic, fit_monotone, tipping_dose
 from persona_space.arithmetic._measure import identities, oscillation
 from persona_space.arithmetic._result import SweepResult
@@ -18,9 +19,10 @@ from persona_space.arithmetic._spec import DOSES, SweepSpec
 from persona_space.arithmetic._sweep import dose_dataset, sweep
 
 __all__ = [
+    "COMBINE_METHODS",
     "DOSES",
     "EXACT",
-    "METHODS",
+    "CombineMethod",
     "Logistic",
     "SweepResult",
     "SweepSpec",
@@ -36,3 +38,6 @@ __all__ = [
     "sweep",
     "tipping_dose",
 ]
+
+# Renamed: LoRA merging methods are CombineMethod/COMBINE_METHODS (the engine's are ScoreMethod).
+__getattr__ = renamed("persona_space.arithmetic", {"METHODS": ("COMBINE_METHODS", COMBINE_METHODS)})

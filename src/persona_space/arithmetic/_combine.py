@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from persona_space.adapters import AdapterInfo, AdapterLike
     from persona_space.models import LoadedModel
 
-Method = Literal["cat", "svd", "linear", "ties", "dare_ties"]
-METHODS: tuple[str, ...] = ("cat", "svd", "linear", "ties", "dare_ties")
+CombineMethod = Literal["cat", "svd", "linear", "ties", "dare_ties"]
+COMBINE_METHODS: tuple[str, ...] = ("cat", "svd", "linear", "ties", "dare_ties")
 EXACT: tuple[str, ...] = ("cat", "svd")
 # relative Frobenius error an exact method may show: the rounding of the adapter's dtype
 EXACT_TOLERANCE = {"float32": 1e-4, "float64": 1e-8, "bfloat16": 1e-2, "float16": 2e-3}
@@ -43,7 +43,7 @@ def combine(
     weights: Sequence[float] | Mapping[str, float],
     *,
     out: str | os.PathLike[str],
-    method: Method = "cat",
+    method: CombineMethod = "cat",
     density: float = 0.5,
     name: str | None = None,
 ) -> AdapterInfo:
@@ -59,8 +59,8 @@ def combine(
     """
     from persona_space.adapters import expand_conditions, validate_name
 
-    if method not in METHODS:
-        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method not in COMBINE_METHODS:
+        raise ConfigError(f"method must be one of {', '.join(COMBINE_METHODS)}, got {method!r}")
     if not isinstance(adapters, Mapping) or not adapters:
         raise ConfigError(f"adapters must be a non-empty mapping of name -> adapter, got {adapters!r:.80}")
     values = _weights(adapters, weights)

@@ -20,6 +20,7 @@
 ('auto', 'hf', 'cpu', 'vllm', 'ray')
 """
 
+from persona_space._compat import renamed
 from persona_space.engine._adapters import AdapterRouter, AdapterSet, adapters_off, route_rows
 from persona_space.engine._arch import SUPPORTED_MODEL_TYPES, check_supported
 from persona_space.engine._cpu import CPUBackend, auto_batch_size, common_prefix_length
@@ -40,7 +41,7 @@ from persona_space.engine._requests import (
     ScoreRequest,
     Scores,
 )
-from persona_space.engine._score import METHODS, Method, resolve_method
+from persona_space.engine._score import SCORE_METHODS, ScoreMethod, resolve_method
 from persona_space.engine._select import BackendLike, require_generation, resolve_backend
 from persona_space.engine._streams import MIN_TEMPERATURE, choose_tokens, row_seed, uniforms
 from persona_space.engine._tokens import (
@@ -54,8 +55,8 @@ from persona_space.engine._tokens import (
 
 __all__ = [
     "BACKEND_NAMES",
-    "METHODS",
     "MIN_TEMPERATURE",
+    "SCORE_METHODS",
     "SUPPORTED_MODEL_TYPES",
     "VLLM_STATUS",
     "AdapterRouter",
@@ -71,9 +72,9 @@ __all__ = [
     "GenerateRequest",
     "HFBackend",
     "Host",
-    "Method",
     "RayBackend",
     "Recipe",
+    "ScoreMethod",
     "ScoreRequest",
     "Scores",
     "adapters_off",
@@ -103,3 +104,8 @@ __all__ = [
     "split_continuations",
     "uniforms",
 ]
+
+# Renamed: packing methods of scoring are ScoreMethod/SCORE_METHODS (arithmetic's are CombineMethod).
+__getattr__ = renamed(
+    "persona_space.engine", {"METHODS": ("SCORE_METHODS", SCORE_METHODS), "Method": ("ScoreMethod", ScoreMethod)}
+)

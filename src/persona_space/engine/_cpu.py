@@ -37,7 +37,7 @@ from persona_space.engine._requests import (
     ScoreRequest,
     Scores,
 )
-from persona_space.engine._score import Method, check_score_options, resolve_method, score_jobs
+from persona_space.engine._score import ScoreMethod, check_score_options, resolve_method, score_jobs
 from persona_space.errors import ConfigError
 
 AUTO_SLOTS = {"cpu": 128, "cuda": 256}
@@ -60,7 +60,7 @@ class CPUBackend:
         model: Host,
         *,
         batch_size: int | Literal["auto"] = "auto",
-        score_method: Method = "auto",
+        score_method: ScoreMethod = "auto",
         batch_tokens: int = 8192,
         max_row_tokens: int = 2048,
     ) -> None:

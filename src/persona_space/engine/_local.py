@@ -10,7 +10,7 @@ from persona_space.engine._cpu import CPUBackend
 from persona_space.engine._hf import DEFAULT_BATCH, HFBackend
 from persona_space.engine._host import Host
 from persona_space.engine._requests import Backend
-from persona_space.engine._score import Method
+from persona_space.engine._score import ScoreMethod
 from persona_space.errors import BackendUnavailableError
 
 LOCAL_BACKENDS: tuple[str, ...] = ("auto", "hf", "cpu", "vllm")
@@ -42,7 +42,7 @@ def local_backend(
     name: str,
     *,
     batch_size: int | Literal["auto"] = "auto",
-    score_method: Method = "auto",
+    score_method: ScoreMethod = "auto",
     batch_tokens: int = 8192,
     max_row_tokens: int = 2048,
 ) -> Backend:

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 
     from persona_space.engine._host import Host
 
-Method = Literal["auto", "packed", "padded"]
-METHODS = ("auto", "packed", "padded")
+ScoreMethod = Literal["auto", "packed", "padded"]
+SCORE_METHODS = ("auto", "packed", "padded")
 _MASKABLE = ("sdpa", "eager")
 _HEAD_CHUNK = 512  # scored positions per float32 vocabulary product
 
@@ -68,7 +68,7 @@ def score_jobs(
     model: Host,
     jobs: Sequence[ScoreRequest],
     *,
-    method: Method = "auto",
+    method: ScoreMethod = "auto",
     batch_tokens: int = 8192,
     max_row_tokens: int = 2048,
     progress: Callable[[int], None] | None = None,
@@ -119,14 +119,14 @@ def score_jobs(
 
 def check_score_options(method: object, batch_tokens: object, max_row_tokens: object) -> None:
     """Refuse a scoring method or batch limit the scorer cannot use."""
-    if method not in METHODS:
-        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method not in SCORE_METHODS:
+        raise ConfigError(f"method must be one of {', '.join(SCORE_METHODS)}, got {method!r}")
     for name, value in (("batch_tokens", batch_tokens), ("max_row_tokens", max_row_tokens)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 16:
             raise ConfigError(f"{name} must be an integer >= 16, got {value!r}")
 
 
-def resolve_method(model: Host, jobs: Sequence[ScoreRequest], method: Method) -> Literal["packed", "padded"]:
+def resolve_method(model: Host, jobs: Sequence[ScoreRequest], method: ScoreMethod) -> Literal["packed", "padded"]:
     """``packed`` where the attention accepts a custom 4-D mask and no sliding window cuts the rows short."""
     config = model.config
     impl = getattr(config, "_attn_implementation", None) or "eager"

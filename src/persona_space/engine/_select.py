@@ -8,7 +8,7 @@ from persona_space.engine._host import Host
 from persona_space.engine._local import local_backend
 from persona_space.engine._ray import RayBackend
 from persona_space.engine._requests import BACKEND_NAMES, Backend
-from persona_space.engine._score import Method
+from persona_space.engine._score import ScoreMethod
 from persona_space.errors import ConfigError, UnsupportedModelError
 
 BackendLike = str | Backend
@@ -19,7 +19,7 @@ def resolve_backend(
     backend: BackendLike = "auto",
     *,
     batch_size: int | Literal["auto"] = "auto",
-    score_method: Method = "auto",
+    score_method: ScoreMethod = "auto",
     batch_tokens: int = 8192,
     max_row_tokens: int = 2048,
 ) -> Backend:

@@ -40,10 +40,10 @@ from persona_space import provenance
 from persona_space.adapters import AdapterInfo, AdapterLike
 from persona_space.constants import BASE, DEFAULT_BOOT
 from persona_space.engine import (
-    METHODS,
+    SCORE_METHODS,
     Backend,
     BackendLike,
-    Method,
+    ScoreMethod,
     ScoreRequest,
     Scores,
     check_candidates,
@@ -355,7 +355,7 @@ def identity_shift(
     neutral_model: NeutralModel = "same",
     end_of_turn: bool = False,
     about: About = "self",
-    method: Method = "auto",
+    method: ScoreMethod = "auto",
     batch_tokens: int = 8192,
     backend: BackendLike = "auto",
     store: str | os.PathLike[str] | None = None,
@@ -411,8 +411,8 @@ def identity_shift(
     """
     from persona_space.adapters import expand_conditions
 
-    if method not in METHODS:
-        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method not in SCORE_METHODS:
+        raise ConfigError(f"method must be one of {', '.join(SCORE_METHODS)}, got {method!r}")
     if isinstance(chunk_prompts, bool) or not isinstance(chunk_prompts, int) or chunk_prompts < 1:
         raise ConfigError(f"chunk_prompts must be a positive integer, got {chunk_prompts!r}")
     if about not in ("self", "user"):
