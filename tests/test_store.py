@@ -170,3 +170,27 @@ def test_failed_append_leaves_no_part(tmp_path: Path, monkeypatch: pytest.Monkey
         store.append(rows(0, 2))
     assert list(store.parts_dir.iterdir()) == []
     assert store.read_rows() is None
+
+
+def test_atomic_folder_appears_whole_or_not_at_all_and_cleans_a_crashed_writer(tmp_path: Path) -> None:
+    target = tmp_path / "adapter"
+    with pytest.raises(RuntimeError, match="crash"), _io.atomic_folder(target) as scratch:
+        (scratch / "weights.bin").write_bytes(b"half")
+        raise RuntimeError("crash")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    # A writer killed outright leaves its scratch; the next writer of that target removes it.
+    leftover = tmp_path / f"{_io.TMP_PREFIX}adapter.killed"
+    leftover.mkdir()
+    (leftover / "weights.bin").write_bytes(b"half")
+    other = tmp_path / f"{_io.TMP_PREFIX}other.killed"  # another target's: not this writer's to remove
+    other.mkdir()
+    target.mkdir()  # an empty folder the caller made is replaced
+    with _io.atomic_folder(target) as scratch:
+        (scratch / "weights.bin").write_bytes(b"whole")
+        assert not (target / "weights.bin").exists()
+    assert (target / "weights.bin").read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "adapter"])
+    with pytest.raises(OSError), _io.atomic_folder(target) as scratch:  # a full target is never replaced
+        (scratch / "weights.bin").write_bytes(b"new")
+    assert (target / "weights.bin").read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "adapter"])

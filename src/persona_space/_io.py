@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import json
 import os
 import shutil
@@ -42,6 +43,42 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty scratch folder beside ``target``; on success it becomes ``target``, all at once.
+
+    ``target`` must be absent or an empty folder. A reader never sees a partial folder:
+    the scratch is named ``.tmp-<target>.<random>``, and the leftovers of an earlier
+    writer of the same target that crashed are removed before a new one starts (as
+    :func:`remove_stale_temporaries` does for a whole folder).
+
+    >>> with atomic_folder("runs/adapter") as scratch:  # doctest: +SKIP
+    ...     (scratch / "weights.bin").write_bytes(data)
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = TMP_PREFIX + target.name + "."
+    for stale in target.parent.glob(glob.escape(prefix) + "*"):
+        _remove(stale)
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        yield scratch
+        os.chmod(scratch, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+        if target.exists():
+            target.rmdir()  # an empty folder the caller made; a full one raises, and nothing is replaced
+        os.replace(scratch, target)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 @functools.lru_cache(maxsize=1)
 def _umask() -> int:
     """The process umask, read once (reading it means setting it, which other threads could see)."""
@@ -68,10 +105,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
         return 0
     stale = [p for p in folder.iterdir() if p.name.startswith(TMP_PREFIX)]
     for p in stale:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+        _remove(p)
     return len(stale)
 
 

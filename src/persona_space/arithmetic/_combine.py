@@ -16,7 +16,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -212,12 +211,14 @@ def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any])
     from persona_space.provenance import environment
     from persona_space.results import SCHEMA_VERSION
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        model.module.save_pretrained(str(scratch), selected_adapters=[name], save_embedding_layers=False)
-        saved = scratch / name if (scratch / name).is_dir() else scratch
-        config_path = saved / "adapter_config.json"
+    with _io.atomic_folder(target) as scratch:
+        peft = scratch / ".peft"  # save_pretrained may nest the adapter in a folder of its name
+        model.module.save_pretrained(str(peft), selected_adapters=[name], save_embedding_layers=False)
+        saved = peft / name if (peft / name).is_dir() else peft
+        for file in saved.iterdir():
+            os.replace(file, scratch / file.name)
+        shutil.rmtree(peft)
+        config_path = scratch / "adapter_config.json"
         config = json.loads(config_path.read_text(encoding="utf-8"))
         config["base_model_name_or_path"] = model.name  # an id load_model accepts, not this machine's path
         _io.write_json(config_path, config)
@@ -230,12 +231,7 @@ def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any])
             "environment": environment(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        _io.write_json(saved / MANIFEST_FILE, manifest)
-        if target.exists():
-            target.rmdir()  # an empty folder the caller made
-        os.replace(saved, target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        _io.write_json(scratch / MANIFEST_FILE, manifest)
 
 
 def _attached(model: LoadedModel, folder: Path, name: str) -> AdapterInfo:

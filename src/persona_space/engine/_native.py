@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persona_space import _embedded
+from persona_space import _embedded, _io
 
 if TYPE_CHECKING:
     import torch
@@ -239,7 +239,7 @@ def _build(compiler: str, flags: list[str], path: Path) -> str | None:
     errors = []
     for openmp in (["-fopenmp"], []):  # without OpenMP (clang on macOS, say) the kernels run on one thread
         try:
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            with tempfile.TemporaryDirectory(prefix=_io.TMP_PREFIX, dir=path.parent) as tmp:
                 target = Path(tmp) / path.name
                 command = [compiler, *flags, *openmp, str(SOURCE), "-o", str(target), "-lm"]
                 done = subprocess.run(command, capture_output=True, timeout=300, check=False)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from persona_space import _io
 from persona_space.adapters import CONFIG_FILE, MANIFEST_FILE, WEIGHT_FILES, adapter_sha256
 from persona_space.errors import CorruptRunError, StoreError
 from persona_space.results import Result, check_schema
@@ -59,18 +59,10 @@ class AdapterRun(Result):
             return target
         if target.exists() and any(target.iterdir()):
             raise StoreError(f"{str(target)!r} already holds files; expected a new or empty folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
+        with _io.atomic_folder(target) as scratch:
             for name in (CONFIG_FILE, *WEIGHT_FILES, MANIFEST_FILE, LOSS_TABLE, PROBE_LOG):
                 if (self.path / name).is_file():
                     shutil.copy2(self.path / name, scratch / name)
-            if target.exists():
-                target.rmdir()
-            scratch.rename(target)
-        except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise
         return target
 
     @classmethod
