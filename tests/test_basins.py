@@ -670,3 +670,26 @@ def test_the_grain_holds_on_generated_worlds_embedded_by_minilm(tmp_path: Any) -
     six = make_world(7, n_personas=6, per_persona=60, sub_themes=3, style="three")
     fitted = BasinMap(embedder=embedder, seed=0).fit(six.texts)
     assert fitted.n_basins_ == 6 and adjusted_rand_score(six.persona, fitted.labels_) >= 0.95, fitted.grain_
+
+
+def test_manifest_scans_the_environment_once_and_a_loaded_map_keeps_the_writers(
+    planted: dict[str, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from persona_space import provenance
+
+    fitted: BasinMap = planted["map"]
+    first = fitted.manifest["environment"]
+    folder = fitted.save(tmp_path / "map")
+
+    def no_scan() -> dict[str, Any]:
+        raise AssertionError("the environment was scanned again")
+
+    monkeypatch.setattr(provenance, "environment", no_scan)
+    assert fitted.manifest["environment"] == first  # kept, not rescanned (a git call each time before)
+    written = json.loads((folder / "basin_map.json").read_text(encoding="utf-8"))
+    written["environment"] = {**written["environment"], "python": "the writer's"}
+    (folder / "basin_map.json").write_text(json.dumps(written), encoding="utf-8")
+    loaded = BasinMap.load(folder)
+    assert loaded.manifest["environment"]["python"] == "the writer's"  # not this machine's

@@ -221,6 +221,7 @@ class BasinMap(Result):
         self.fit_xy_ = self.layout_.embedding_[self.fit_inverse_]
         self.novelty_threshold_ = self._novelty_threshold()
         self.frame_ = self._place(frame, vectors, fit_rows).assign(held_out=held_out)
+        self.environment_: dict[str, Any] | None = None  # scanned on the first manifest, then kept
         self._name(frame["text"].iloc[fit_rows].tolist())
         return self
 
@@ -599,7 +600,11 @@ class BasinMap(Result):
 
     @property
     def manifest(self) -> dict[str, Any]:  # type: ignore[override]
-        """How the map was made (what :meth:`save` writes as ``basin_map.json``)."""
+        """How the map was made (what :meth:`save` writes as ``basin_map.json``).
+
+        The environment is the one that fitted the map (scanned once), or for a loaded
+        map the one its manifest records.
+        """
         from persona_space.basins._persist import map_manifest
 
         self._check_fitted()

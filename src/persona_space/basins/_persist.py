@@ -72,8 +72,16 @@ def map_manifest(basin_map: Any) -> dict[str, Any]:
         "samples": len(basin_map.frame_),
         "labels_sha256": sha256_text(",".join(map(str, basin_map.labels_.tolist()))),
         "label_writer": getattr(basin_map, "label_writer_", None),
-        "environment": environment(),
+        "environment": _environment(basin_map, environment),
     }
+
+
+def _environment(basin_map: Any, scan: Any) -> dict[str, Any]:
+    """The environment that made the map: scanned once after a fit, read from the manifest after a load."""
+    made = getattr(basin_map, "environment_", None)
+    if made is None:
+        made = basin_map.environment_ = scan()
+    return dict(made)
 
 
 def load_map(cls: type[MapT], folder: str | os.PathLike[str]) -> MapT:
@@ -118,6 +126,7 @@ def load_map(cls: type[MapT], folder: str | os.PathLike[str]) -> MapT:
     loaded.sub_basins_ = subs
     loaded.parents_ = parents
     loaded.grain_ = manifest.get("grain", {})
+    loaded.environment_ = manifest.get("environment")  # the writer's, not this machine's
     loaded.labels_ = frame["basin"].to_numpy()
     loaded.fit_vectors_ = vectors[fit_rows]
     loaded.fit_labels_ = frame["basin"].to_numpy()[fit_rows]
