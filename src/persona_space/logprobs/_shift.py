@@ -223,7 +223,6 @@ class ShiftResult(Result):
         set holds less than ``set_mass_floor`` (default: the floor the run was checked
         against, :attr:`set_mass_floor`); see :func:`shift_table`.
         """
-        normalize = self.manifest.get("parameters", {}).get("normalize")
         return shift_table(
             self.df,
             by_prompt=by_prompt,
@@ -231,7 +230,7 @@ class ShiftResult(Result):
             confidence=confidence,
             seed=seed,
             adjust=adjust,
-            normalize=normalize if normalize in _SCORES else None,
+            normalize=self._normalize,
             set_mass_floor=self.set_mass_floor if set_mass_floor is None else set_mass_floor,
         )
 
@@ -261,10 +260,7 @@ class ShiftResult(Result):
         if len(self.conditions) < 2:
             raise DataError(f"the run has one condition ({self.conditions[0]!r}); nothing to compare it with")
         per = self.shifts(by_prompt=True)
-        normalize = self.manifest.get("parameters", {}).get("normalize")
-        if normalize not in _SCORES:
-            normalize = "pmi" if "delta_pmi" in per.columns else "sum"
-        tested = f"delta_{_SCORES[normalize]}"
+        tested = _tested_score(per.columns, self._normalize)
         return difference_table(
             per,
             per[[tested]].to_numpy(dtype=np.float64),
@@ -277,6 +273,12 @@ class ShiftResult(Result):
             seed=seed,
             adjust=adjust,
         )
+
+    @property
+    def _normalize(self) -> Normalize | None:
+        """The score that ranked the candidates, as the run recorded it (``None`` where it did not)."""
+        normalize = self.manifest.get("parameters", {}).get("normalize")
+        return normalize if normalize in _SCORES else None
 
     def ranking(self, adapter: str = BASE) -> pd.DataFrame:
         """Candidates under ``adapter`` (a model label) by mean rank over prompts, with log-probability and share.
@@ -720,6 +722,13 @@ def _rank(frame: pd.DataFrame, column: str, *, probability: bool, disjoint: bool
     frame["set_logmass"] = _logsumexp(frame["logprob"].to_numpy(dtype=np.float64)) if disjoint else np.nan
 
 
+def _tested_score(deltas: Sequence[str] | pd.Index, normalize: Normalize | None) -> str:
+    """The shift column a table tests: that of the ranking score, by default PMI where there are PMI shifts."""
+    if normalize is None:
+        normalize = "pmi" if "delta_pmi" in deltas else "sum"
+    return f"delta_{_SCORES[normalize]}"
+
+
 def _logsumexp(values: np.ndarray) -> float:
     from scipy.special import logsumexp
 
@@ -881,11 +890,9 @@ def shift_table(
     if by_prompt:
         columns = ["condition", "adapter", "train_seed", "probe_id", "group", "candidate"]
         return paired[[*columns, "logprob_base", "logprob", "rank_base", "rank", *deltas]].reset_index(drop=True)
-    if normalize is None:
-        normalize = "pmi" if "delta_pmi" in deltas else "sum"
-    tested = f"delta_{_SCORES[normalize]}"
+    tested = _tested_score(deltas, normalize)
     if tested not in deltas:
-        raise DataError(f"the table has no {_SCORES[normalize]!r} scores to test (normalize={normalize!r})")
+        raise DataError(f"the table has no {tested.removeprefix('delta_')!r} scores to test (normalize={normalize!r})")
     by = ["condition", "candidate"]
     long = estimate_table(
         paired,
