@@ -23,13 +23,14 @@
 from persona_space._compat import renamed
 from persona_space.engine._adapters import AdapterRouter, AdapterSet, adapters_off, route_rows
 from persona_space.engine._arch import SUPPORTED_MODEL_TYPES, check_supported
+from persona_space.engine._cluster import ensure_ray, ray_map, shutdown_actors
 from persona_space.engine._cpu import CPUBackend, auto_batch_size, common_prefix_length
 from persona_space.engine._heap import heap_state
 from persona_space.engine._hf import HFBackend
 from persona_space.engine._host import Host, Recipe, base_module
 from persona_space.engine._local import VLLM_STATUS, auto_backend_name, cpu_supports, local_backend
 from persona_space.engine._native import native_state
-from persona_space.engine._ray import RayBackend, ensure_ray, ray_backend, ray_map, shutdown_actors
+from persona_space.engine._ray import RayBackend, ray_backend
 from persona_space.engine._requests import (
     BACKEND_NAMES,
     Backend,

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from persona_space.engine._arch import SUPPORTED_MODEL_TYPES
+from persona_space.engine._cluster import _POOLS, _cpus_per_node, _import_ray, _task_error, ensure_ray
 from persona_space.engine._host import Host
+from persona_space.engine._ray_worker import _Worker
 from persona_space.engine._requests import (
     Capabilities,
     Completion,
@@ -36,10 +38,9 @@ from persona_space.engine._requests import (
     ScoreRequest,
     Scores,
 )
-from persona_space.errors import AdapterError, BackendError, BackendUnavailableError, ConfigError, PersonaSpaceError
+from persona_space.errors import BackendError, ConfigError
 
 DEFAULT_SHARD = 256
-_POOLS: dict[tuple[Any, ...], list[Any]] = {}  # actors by (Ray job, model recipe, options): loaded once
 
 
 @dataclass(frozen=True)
@@ -359,141 +360,6 @@ class RayBackend:
                     ray.kill(actors[slot])
                 if self._spawn is not None:
                     actors[slot] = self._spawn()
-
-
-class _Worker:
-    """A Ray actor: one copy of the model, the adapters attached so far, an in-process backend."""
-
-    def __init__(self, recipe: Any, inner: str, options: dict[str, Any]) -> None:
-        import torch
-
-        from persona_space.engine._local import local_backend
-
-        cpus = _assigned_cpus()
-        if cpus:
-            torch.set_num_threads(max(1, int(cpus)))
-        self.model = recipe.load("cuda" if torch.cuda.is_available() else "cpu")
-        self.backend = local_backend(self.model, inner, **options)
-
-    def _attach(self, adapters: dict[str, tuple[str, str]]) -> None:
-        """Attach each named folder; a name now standing for other weights is re-attached."""
-        for name, (path, sha) in adapters.items():
-            held = self.model.adapters.get(name)
-            if held is not None and held.sha256 != sha:
-                self.model.adapters.detach(name)
-                held = None
-            if held is None:  # the driver checked it against the base model already
-                self.model.adapters.attach(path, name=name, check_base=False)
-                if self.model.adapters[name].sha256 != sha:
-                    self.model.adapters.detach(name)
-                    raise AdapterError(
-                        f"adapter {name!r} at {path!r} on this Ray worker differs from the driver's (sha256 "
-                        f"{sha[:12]}): the folder changed, or the path holds other files on this node"
-                    )
-
-    def generate(
-        self, requests: list[GenerateRequest], stop_ids: frozenset[int], adapters: dict[str, tuple[str, str]]
-    ) -> list[Completion]:
-        self._attach(adapters)
-        return self.backend.generate(requests, stop_ids=stop_ids)
-
-    def score(self, requests: list[ScoreRequest], adapters: dict[str, tuple[str, str]]) -> list[Scores]:
-        self._attach(adapters)
-        return self.backend.score(requests)
-
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
-
-
-def shutdown_actors() -> int:
-    """Stop every model actor this process started through a RayBackend; return how many."""
-    ray = _import_ray()
-    count = 0
-    for actors in list(_POOLS.values()):
-        for actor in actors:
-            with contextlib.suppress(Exception):
-                ray.kill(actor)
-            count += 1
-    _POOLS.clear()
-    return count
-
-
-def ensure_ray(address: str | None = None) -> Any:
-    """The ray module, connected: to the running instance, to ``address``, or to a new local one."""
-    ray = _import_ray()
-    if not ray.is_initialized():
-        import logging
-
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-            configure_logging=False,
-        )
-    return ray
-
-
-def ray_map(
-    function: Callable[[Any], Any], items: Sequence[Any], *, address: str | None = None, cpus: float = 1.0
-) -> list[Any]:
-    """``[function(item) for item in items]`` as Ray tasks across the cluster, results in order.
-
-    ``function`` must be importable by the workers (a module-level function). Ray
-    runs a task again when its worker dies (up to three times).
-    """
-    ray = ensure_ray(address)
-    free = float(ray.available_resources().get("CPU", 0.0))
-    if free < cpus and _POOLS:
-        held = sum(len(actors) for actors in _POOLS.values())
-        raise BackendError(
-            f"the Ray cluster has {free:g} free CPUs for tasks needing {cpus:g}: {held} model actors of RayBackend "
-            "hold the rest; call backend.shutdown() (or persona_space.engine.shutdown_actors()) first, or add nodes"
-        )
-    remote = ray.remote(num_cpus=cpus, max_retries=3)(function)
-    refs = [remote.remote(item) for item in items]
-    try:
-        return list(ray.get(refs))
-    except ray.exceptions.RayTaskError as exc:
-        raise _task_error(exc, "a Ray task") from exc
-
-
-def _cpus_per_node(ray: Any) -> float:
-    """The CPUs of the smallest live node: one model actor per node uses all of them.
-
-    On CPUs one worker with every core beats several with a few each (measured in
-    ``benchmarks/scale.py``: 2 one-core workers ran at 0.63x one two-core worker).
-    """
-    sizes = [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
-    sizes = [c for c in sizes if c > 0]
-    return min(sizes) if sizes else 1.0
-
-
-def _assigned_cpus() -> float | None:
-    try:
-        import ray
-
-        return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0)) or None
-    except Exception:
-        return None
-
-
-def _task_error(exc: Exception, what: str) -> Exception:
-    """The error to raise for a task that failed in its own code: ours as it was, anything else wrapped."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, PersonaSpaceError):
-        return cause
-    return BackendError(f"{what} failed on a Ray worker: {exc}")
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise BackendUnavailableError("backend 'ray' needs the ray package: pip install 'persona-space[ray]'") from exc
-    return ray
 
 
 @contextlib.contextmanager
