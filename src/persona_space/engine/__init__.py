@@ -21,7 +21,7 @@
 """
 
 from persona_space._compat import renamed
-from persona_space.engine._adapters import AdapterRouter, AdapterSet, adapters_off, route_rows
+from persona_space.engine._adapters import AdapterSet
 from persona_space.engine._arch import SUPPORTED_MODEL_TYPES, check_supported
 from persona_space.engine._cluster import ensure_ray, ray_map, shutdown_actors
 from persona_space.engine._cpu import CPUBackend, auto_batch_size, common_prefix_length
@@ -42,6 +42,7 @@ from persona_space.engine._requests import (
     ScoreRequest,
     Scores,
 )
+from persona_space.engine._routing import AdapterRouter, adapters_off, route_rows
 from persona_space.engine._score import SCORE_METHODS, ScoreMethod, resolve_method
 from persona_space.engine._select import BackendLike, require_generation, resolve_backend
 from persona_space.engine._streams import MIN_TEMPERATURE, choose_tokens, row_seed, uniforms

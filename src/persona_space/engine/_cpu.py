@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from persona_space.engine._adapters import AdapterRouter, check_routable
 from persona_space.engine._arch import PACK_ENV, SUPPORTED_MODEL_TYPES, check_supported
 from persona_space.engine._heap import heap_state
 from persona_space.engine._host import Host
@@ -37,6 +36,7 @@ from persona_space.engine._requests import (
     ScoreRequest,
     Scores,
 )
+from persona_space.engine._routing import AdapterRouter, check_routable
 from persona_space.engine._score import ScoreMethod, check_score_options, resolve_method, score_jobs
 from persona_space.errors import ConfigError
 

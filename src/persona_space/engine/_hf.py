@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from persona_space.engine._adapters import route_rows
 from persona_space.engine._host import Host
 from persona_space.engine._requests import (
     Capabilities,
@@ -33,6 +32,7 @@ from persona_space.engine._requests import (
     ScoreRequest,
     Scores,
 )
+from persona_space.engine._routing import route_rows
 from persona_space.engine._score import check_score_options, score_jobs
 from persona_space.engine._streams import choose_tokens
 from persona_space.errors import ConfigError

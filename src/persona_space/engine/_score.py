@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from persona_space.engine._adapters import AdapterRouter, adapters_off
 from persona_space.engine._requests import ScoreRequest, Scores
+from persona_space.engine._routing import AdapterRouter, adapters_off
 from persona_space.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from persona_space.engine._adapters import AdapterRouter
 from persona_space.engine._heap import heap_retained
 from persona_space.engine._requests import Completion, FinishReason, GenerateRequest
+from persona_space.engine._routing import AdapterRouter
 from persona_space.engine._stack import DecoderStack, SlotCache
 from persona_space.engine._streams import choose_tokens
 

@@ -1,0 +1,101 @@
+"""Routing the rows of one batch to different adapters, or switching every adapter off.
+
+PEFT LoRA layers can run each row of a batch through its own adapter; an
+:class:`AdapterRouter` tells them which, for the passes inside its block.
+:func:`route_rows` does it for one block of plain forward passes, and
+:func:`adapters_off` runs a block on the base model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from persona_space.adapters import BASE_ROW
+from persona_space.errors import ConfigError
+
+
+def check_routable(module: Any, names: Iterable[str | None]) -> None:
+    """Refuse adapter names the model does not hold: PEFT would run those rows through the base model silently."""
+    wanted = {n for n in names if n is not None}
+    if not wanted:
+        return
+    held = set(getattr(module, "peft_config", None) or {})
+    missing = sorted(wanted - held)
+    if missing:
+        raise ConfigError(f"adapters {missing} are not attached to this model; attached: {sorted(held)}")
+
+
+@contextlib.contextmanager
+def route_rows(module: Any, rows: Sequence[str | None]) -> Iterator[None]:
+    """Row ``i`` of every forward pass in the block through adapter ``rows[i]``; all ``None``: adapters off."""
+    if all(r is None for r in rows):
+        with adapters_off(module):
+            yield
+        return
+    check_routable(module, rows)
+    router = AdapterRouter(module)
+    router.set_rows(rows)
+    with router.routing():
+        yield
+
+
+@contextlib.contextmanager
+def adapters_off(module: Any) -> Iterator[None]:
+    """Every adapter of a (PEFT) model off inside the block, restored after; a plain model is left alone."""
+    disable = getattr(module, "disable_adapter", None)
+    if callable(disable) and getattr(module, "peft_config", None):  # also an adapter being trained
+        # PEFT re-enables the adapters on exit through ``set_adapter``, which also makes
+        # them trainable; put every parameter's ``requires_grad`` back as it was.
+        flags = [(p, p.requires_grad) for p in module.parameters()]
+        try:
+            with disable():
+                yield
+        finally:
+            for param, flag in flags:
+                param.requires_grad_(flag)
+    else:
+        yield
+
+
+class AdapterRouter:
+    """Tells every LoRA layer which adapter each row of the current batch uses.
+
+    PEFT LoRA layers accept ``adapter_names`` (one name per row, ``"__base__"`` for
+    none) and then apply each adapter to its own rows: one batch can hold the base
+    model and several adapters. The names are injected by forward pre-hooks that
+    exist only inside :meth:`routing`.
+    """
+
+    def __init__(self, module: Any) -> None:
+        self.names: list[str] | None = None
+        self._layers: list[Any] = []
+        try:
+            from peft.tuners.lora import LoraLayer
+        except ImportError:  # pragma: no cover - peft is a dependency
+            return
+        self._layers = [m for m in module.modules() if isinstance(m, LoraLayer)]
+
+    @property
+    def active(self) -> bool:
+        return bool(self._layers)
+
+    def set_rows(self, adapters: Sequence[str | None], repeats: Sequence[int] | None = None) -> None:
+        """Row ``i`` of the next passes uses ``adapters[i]``; with ``repeats``, the layers see
+        ``repeats[i]`` rows for it (tokens packed row after row, as the prefill runs them)."""
+        names = [BASE_ROW if a is None else a for a in adapters]
+        self.names = names if repeats is None else [n for n, r in zip(names, repeats, strict=True) for _ in range(r)]
+
+    @contextlib.contextmanager
+    def routing(self) -> Iterator[AdapterRouter]:
+        handles = [m.register_forward_pre_hook(self._hook, with_kwargs=True) for m in self._layers]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.names = None
+
+    def _hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return args, {**kwargs, "adapter_names": self.names}
