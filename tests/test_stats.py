@@ -298,9 +298,11 @@ def test_stats_doctests() -> None:
     import doctest
 
     from persona_space import estimates, stats
+    from persona_space.stats import _adjust, _bootstrap, _intervals
 
-    assert doctest.testmod(stats).failed == 0
-    assert doctest.testmod(estimates).failed == 0
+    results = {m.__name__: doctest.testmod(m) for m in (stats, _intervals, _bootstrap, _adjust, estimates)}
+    assert all(r.failed == 0 for r in results.values()), results
+    assert results["persona_space.stats"].attempted > 0 and results["persona_space.stats._adjust"].attempted > 0
 
 
 def test_estimate_table_over_one_question_resamples_its_samples() -> None:

@@ -1,162 +1,21 @@
-"""Intervals, tests and multiplicity adjustment for every figure persona_space reports.
-
-The design behind the numbers: samples fall into cells of (training seed, question
-group). Paraphrases of one question are one unit (its ``group``), and training seeds
-are the unit for a claim about a training recipe. Questions are *crossed* with seeds
-(every adapter answers every question), so a bootstrap replicate draws seeds and
-question groups independently and one group draw serves every seed and every
-condition compared: this keeps the pairing of conditions that answered the same
-questions, and counts the question-to-question spread once, as it enters the
-estimate. (Resampling groups anew inside each seed would treat the same questions
-as different ones and understate their variance.)
-
-Each level draws ``n - 1`` of its ``n`` units with replacement: the plain bootstrap
-shrinks the variance by ``(n - 1) / n`` per level. The interval is then widened by
-the Student-t quantile at the Satterthwaite degrees of freedom (see :func:`compare`).
-In 500 simulated experiments per design (seed, question, seed x question and sample
-noise) a nominal 95 % interval covers the planted mean 94-97 % of the time from
-3 seeds x 3 questions to 10 x 8, where the plain percentile bootstrap covers 80-90 %
-(``tests/test_stats.py`` simulates it).
-
-Degenerate cases are named rather than passed on as numbers: a value that is NaN
-(or infinite) in some rows raises a :class:`~persona_space.errors.DataError` naming
-the column and how many rows, instead of turning the whole column's estimate NaN; a
-bootstrap standard error within rounding of zero (``se <= NO_VARIATION_TOL *
-max(1, |estimate|)``, so a constant column of 0.3 is not "significant" at p = 1e-41
-on floating-point noise) marks the comparison ``no_variation``, with a point interval
-and no p-value: there is nothing to test, and such comparisons stay out of a family
-of adjusted p-values. Differences of two shares that the bootstrap cannot move (0
-against 0) get Newcombe's hybrid score interval instead (:func:`newcombe_interval`).
-
->>> low, high = wilson_interval(5, 100)
->>> round(low, 3), round(high, 3)
-(0.022, 0.112)
->>> adjust_p_values([0.01, 0.04, 0.03], "holm").round(3).tolist()
-[0.03, 0.06, 0.06]
->>> low, high = newcombe_interval(0, 20, 0, 20)
->>> round(low, 3), round(high, 3)
-(-0.161, 0.161)
-"""
+"""The crossed cluster bootstrap over (training seed, question group) cells, and the figures built on it."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from persona_space.constants import DEFAULT_BOOT as DEFAULT_BOOT  # re-exported: stats.DEFAULT_BOOT
-from persona_space.constants import MIN_BOOT as MIN_BOOT
+from persona_space.constants import DEFAULT_BOOT
 from persona_space.errors import ConfigError, DataError
+from persona_space.stats._intervals import check_confidence, check_n_boot, t_interval_rows, z_quantile
 
 if TYPE_CHECKING:
     import pandas as pd
 
-Adjustment = Literal["holm", "bh", "none"]
-ADJUSTMENTS: tuple[str, ...] = ("holm", "bh", "none")
 NO_VARIATION_TOL = 1e-9  # a standard error at most this times max(1, |estimate|) is rounding noise: no variation
-
-
-def check_confidence(confidence: float) -> float:
-    """``confidence`` as a float in (0, 1), or a :class:`ConfigError` naming it."""
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.0 < confidence < 1.0:
-        raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
-    return float(confidence)
-
-
-def check_n_boot(n_boot: int) -> int:
-    """``n_boot`` as an int of at least :data:`MIN_BOOT`: fewer resamples make the interval's ends noisy."""
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < MIN_BOOT:
-        raise ConfigError(f"n_boot must be an integer >= {MIN_BOOT} (bootstrap resamples), got {n_boot!r}")
-    return n_boot
-
-
-def check_adjustment(adjust: str) -> Adjustment:
-    if adjust not in ADJUSTMENTS:
-        raise ConfigError(f"adjust must be one of {', '.join(ADJUSTMENTS)}, got {adjust!r}")
-    return adjust  # type: ignore[return-value]
-
-
-def z_quantile(confidence: float) -> float:
-    """The standard normal quantile of a two-sided ``confidence`` interval (1.96 at 0.95)."""
-    from scipy.stats import norm
-
-    return float(norm.ppf(0.5 + check_confidence(confidence) / 2))
-
-
-# -- single-sample intervals ------------------------------------------------------------------
-
-
-def wilson_interval(successes: float, trials: float, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion; ``(nan, nan)`` when there are no trials.
-
-    ``trials`` may be an effective sample size (samples divided by a design effect),
-    hence floats are accepted.
-    """
-    if trials < 0 or not 0 <= successes <= max(trials, 0):
-        raise ConfigError(f"need 0 <= successes <= trials, got {successes} of {trials}")
-    if trials == 0:
-        return (math.nan, math.nan)
-    z = z_quantile(confidence)
-    p = successes / trials
-    denom = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def newcombe_interval(
-    successes_a: float, trials_a: float, successes_b: float, trials_b: float, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Newcombe's hybrid score interval for the difference of two proportions, ``a - b``.
-
-    Built from each side's :func:`wilson_interval` (Newcombe 1998, method 10), so it
-    stays informative where a share sits at 0 or 1: two sides with no successes in 20
-    trials each give about +-0.16, not [0, 0]. ``(nan, nan)`` when a side has no trials.
-    """
-    low_a, high_a = wilson_interval(successes_a, trials_a, confidence)
-    low_b, high_b = wilson_interval(successes_b, trials_b, confidence)
-    if math.isnan(low_a) or math.isnan(low_b):
-        return (math.nan, math.nan)
-    share_a, share_b = successes_a / trials_a, successes_b / trials_b
-    difference = share_a - share_b
-    low = difference - math.sqrt((share_a - low_a) ** 2 + (high_b - share_b) ** 2)
-    high = difference + math.sqrt((high_a - share_a) ** 2 + (share_b - low_b) ** 2)
-    return (max(-1.0, low), min(1.0, high))
-
-
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Student-t interval for a mean; ``(nan, nan)`` with fewer than two values."""
-    check_confidence(confidence)
-    n = len(values)
-    if n < 2:
-        return (math.nan, math.nan)
-    from scipy.stats import t
-
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return (mean - half, mean + half)
-
-
-def t_interval_rows(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Column-wise Student-t intervals over the rows of ``values[units, k]`` (NaN below two units)."""
-    check_confidence(confidence)
-    values = np.asarray(values, dtype=np.float64)
-    n = values.shape[0]
-    if n < 2:
-        nan = np.full(values.shape[1:], np.nan)
-        return nan, nan.copy()
-    from scipy.stats import t
-
-    mean = values.mean(axis=0)
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * values.std(axis=0, ddof=1) / math.sqrt(n)
-    return mean - half, mean + half
-
-
-# -- the crossed cluster bootstrap ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -436,56 +295,6 @@ def describe_interval(
     if reference is not None:
         what += f", paired with {reference}"
     return what
-
-
-# -- many comparisons -------------------------------------------------------------------------
-
-
-def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: Adjustment = "holm") -> np.ndarray:
-    """Family-wise (Holm) or false-discovery-rate (Benjamini-Hochberg, ``"bh"``) adjusted p-values.
-
-    NaN entries are left out of the family and stay NaN.
-
-    >>> adjust_p_values([0.01, 0.04, 0.03, 0.005], "bh").round(3).tolist()
-    [0.02, 0.04, 0.04, 0.02]
-    """
-    check_adjustment(method)
-    p = np.asarray(p_values, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    keep = np.flatnonzero(~np.isnan(p))
-    m = len(keep)
-    if m == 0:
-        return out
-    if np.any((p[keep] < 0) | (p[keep] > 1)):
-        raise ConfigError(f"p-values must lie in [0, 1], got {p[keep].min()!r}..{p[keep].max()!r}")
-    values = p[keep]
-    if method == "none":
-        out[keep] = values
-        return out
-    order = np.argsort(values, kind="stable")
-    ranked = values[order]
-    if method == "holm":
-        adjusted = np.maximum.accumulate((m - np.arange(m)) * ranked)
-    else:
-        adjusted = np.minimum.accumulate(m / np.arange(m, 0, -1) * ranked[::-1])[::-1]
-    result = np.empty(m)
-    result[order] = np.minimum(adjusted, 1.0)
-    out[keep] = result
-    return out
-
-
-def describe_adjustment(method: Adjustment, n_tests: int, left_out: Mapping[str, int] | None = None) -> str:
-    """The ``adjustment`` column: which correction, over how many tests, and what was left out of the family.
-
-    ``left_out`` counts comparisons without a test by why (``{"without variation": 18}``).
-
-    >>> describe_adjustment("holm", 30, {"without variation": 18})
-    'Holm over 30 tests; 18 without variation left out'
-    """
-    names = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "unadjusted"}
-    text = names[method] if method == "none" else f"{names[method]} over {n_tests} test{'s' * (n_tests != 1)}"
-    out = [f"{count} {why}" for why, count in (left_out or {}).items() if count]
-    return f"{text}; {' and '.join(out)} left out" if out else text
 
 
 def design_effect(boot_var: np.ndarray, shares: np.ndarray, n: float) -> float:
