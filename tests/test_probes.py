@@ -298,9 +298,12 @@ def test_load_jsonl_path(tmp_path: Path) -> None:
 
 
 def test_module_doctests() -> None:
-    result = doctest.testmod(probes, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0
-    assert result.failed == 0
+    from persona_space.probes import _builtin, _probe, _registry, _set
+
+    for module in (probes, _probe, _set, _builtin, _registry):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0, module.__name__
+        assert result.failed == 0, module.__name__
 
 
 def _normalised(prompt: str) -> str:
