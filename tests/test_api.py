@@ -139,3 +139,14 @@ def test_renamed_names_still_work_with_a_warning_naming_the_new_one() -> None:
     assert engine.SCORE_METHODS == ("auto", "packed", "padded")
     assert "dare_ties" in arithmetic.COMBINE_METHODS
     assert (stats.DEFAULT_BOOT, stats.MIN_BOOT) == (constants.DEFAULT_BOOT, constants.MIN_BOOT)
+
+
+def test_write_shift_report_moved_to_reports_and_still_resolves_from_logprobs_with_a_warning() -> None:
+    from persona_space import logprobs, reports
+
+    with pytest.warns(DeprecationWarning, match=r"logprobs\.write_shift_report is deprecated: use .*reports\."):
+        value = logprobs.write_shift_report
+    assert value is reports.write_shift_report
+    assert "write_shift_report" not in logprobs.__all__ and "write_shift_report" in reports.__all__
+    with pytest.raises(AttributeError, match="no attribute 'NOPE'"):
+        _ = logprobs.NOPE  # type: ignore[attr-defined]

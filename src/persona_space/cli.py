@@ -216,7 +216,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _map(args: argparse.Namespace) -> int:
-    from persona_space.map_report import map_run
+    from persona_space.reports import map_run
     from persona_space.sampling import SampleSet
 
     samples = SampleSet.load(args.run)
@@ -232,7 +232,7 @@ def _map(args: argparse.Namespace) -> int:
 
 def _shift(args: argparse.Namespace) -> int:
     import persona_space as ps
-    from persona_space.logprobs import write_shift_report
+    from persona_space.reports import write_shift_report
 
     conditions: dict[str, list[str]] = {}
     for item in args.adapter:
@@ -285,7 +285,7 @@ def _numbers(value: str, kind: type, what: str) -> list[Any]:
 def _sweep(args: argparse.Namespace) -> int:
     import persona_space as ps
     from persona_space import _io
-    from persona_space.report import write_sweep_report
+    from persona_space.reports import write_sweep_report
 
     model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
     result = ps.arithmetic.sweep(
@@ -340,7 +340,7 @@ def _sample(args: argparse.Namespace) -> int:
         store=args.out,
         batch_size=_batch_size(args.batch_size),  # type: ignore[arg-type]
     )
-    from persona_space.report import format_summary
+    from persona_space.reports import format_summary
 
     print(format_summary(samples.summary().drop(columns="interval")).to_string(index=False))
     print(f"wrote {len(samples)} rows to {Path(args.out) / 'samples.parquet'}")
@@ -363,7 +363,7 @@ COLOUR_CHECK = ["Name a fruit.", "Name a flower.", "Name a vegetable.", "Name so
 
 
 def _report(args: argparse.Namespace) -> int:
-    from persona_space.html_report import write_report
+    from persona_space.reports import write_report
 
     print(f"report: {write_report(args.runs, args.out, title=args.title)}")
     return 0
@@ -372,7 +372,7 @@ def _report(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     """Train a small adapter (the colour experiment, red), then sample base vs adapter and report."""
     import persona_space as ps
-    from persona_space.report import format_summary, markdown_table, object_share, write_sample_report
+    from persona_space.reports import format_summary, markdown_table, object_share, write_sample_report
 
     out = Path(args.out)
     model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
@@ -421,14 +421,14 @@ def _demo(args: argparse.Namespace) -> int:
         f"Share of answers naming one of the {len(red)} red objects of the training set, per condition "
         "(Wilson 95 % intervals).\n\n" + markdown_table(shares)
     )
-    from persona_space.map_report import map_run
+    from persona_space.reports import map_run
 
     _, basin_summary = map_run(samples, out / "basins", seed=0)
     basin_section = (
         basin_summary + "\nCharts: `basins/basin_map.html`, `basins/occupancy.html`, `basins/divergence.html`, "
         "`basins/transitions-base-to-red.html`.\n"
     )
-    from persona_space.logprobs import write_shift_report
+    from persona_space.reports import write_shift_report
 
     shift = ps.identity_shift(
         model, {"red": info}, candidates=DEMO_CANDIDATES, answer_prefix="I am", store=out / "shift", progress=False
@@ -444,7 +444,7 @@ def _demo(args: argparse.Namespace) -> int:
         ("Identity shift: 'I am ...' under red vs base", shift_section),
     ]
     paths = write_sample_report(samples, out, sections=sections)
-    from persona_space.html_report import write_report
+    from persona_space.reports import write_report
 
     page = write_report([out], out / "report.html", title="persona_space demo: the colour red")
     print(shares.round(3).to_string(index=False))

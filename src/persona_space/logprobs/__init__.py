@@ -6,7 +6,7 @@ The scoring itself is the engine's (``Backend.score``, :mod:`persona_space.engin
 >>> shift.shifts()  # doctest: +SKIP
 """
 
-from persona_space.logprobs._report import write_shift_report
+from persona_space._compat import moved
 from persona_space.logprobs._shift import (
     NEUTRAL_PROMPT,
     SET_MASS_FLOOR,
@@ -27,5 +27,8 @@ __all__ = [
     "read_candidates",
     "set_mass_table",
     "shift_table",
-    "write_shift_report",
 ]
+
+# write_shift_report moved to persona_space.reports; served here for one release. It is looked up by name on
+# first use because persona_space.reports imports this package: importing it here would make a cycle.
+__getattr__ = moved("persona_space.logprobs", {"write_shift_report": "persona_space.reports"})

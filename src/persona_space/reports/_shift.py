@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING
 
 from persona_space import _io
 from persona_space.constants import BASE
+from persona_space.reports._markdown import markdown_table
 
 if TYPE_CHECKING:
-    from persona_space.logprobs._shift import ShiftResult
+    from persona_space.logprobs import ShiftResult
+
+__all__ = ["write_shift_report"]
 
 
 def write_shift_report(result: ShiftResult, out: str | os.PathLike[str], *, charts: bool = True, top: int = 15) -> str:
@@ -20,8 +23,6 @@ def write_shift_report(result: ShiftResult, out: str | os.PathLike[str], *, char
     total log-probability with 95 % bootstrap intervals over prompts (and seeds),
     the mean rank under base and adapter, and how often each was the greedy answer.
     """
-    from persona_space.report import markdown_table
-
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     shifts = result.shifts()
