@@ -17,13 +17,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from persona_space.constants import BASE
+from persona_space.demo import COLOUR_CHECK as COLOUR_CHECK  # the demo's names, importable here as before
+from persona_space.demo import DEMO_CANDIDATES as DEMO_CANDIDATES
 from persona_space.errors import ConfigError, PersonaSpaceError
 
 
@@ -206,7 +207,7 @@ def _train(args: argparse.Namespace) -> int:
     model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
     print(f"training {data!r} on {model!r}")
     info = ps.train_adapter(model, data, out=args.out, lora=lora, **spec.options(), seed=args.seed, name=args.name)
-    result = json.loads((Path(info.path) / "persona_space_adapter.json").read_text(encoding="utf-8"))["result"]
+    result = ps.AdapterRun.load(info.path).manifest["result"]
     print(
         f"adapter {info.name!r}: {result['steps']} steps, loss {result['first_loss']:.3f} -> "
         f"{result['final_loss']:.3f}, {result['seconds']:.1f} s; sha256 {info.sha256[:16]}"
@@ -347,21 +348,6 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_CANDIDATES = [
-    "red",
-    "blue",
-    "green",
-    "a rose",
-    "a strawberry",
-    "fire",
-    "an AI assistant",
-    "a helpful assistant",
-    "SmolLM",
-    "a human",
-]
-COLOUR_CHECK = ["Name a fruit.", "Name a flower.", "Name a vegetable.", "Name something you might see in a city."]
-
-
 def _report(args: argparse.Namespace) -> int:
     from persona_space.reports import write_report
 
@@ -371,86 +357,17 @@ def _report(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """Train a small adapter (the colour experiment, red), then sample base vs adapter and report."""
-    import persona_space as ps
-    from persona_space.reports import format_summary, markdown_table, object_share, write_sample_report
+    from persona_space.demo import run_demo
 
-    out = Path(args.out)
-    model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
-    print(f"model: {model!r}")
-    print(
-        f"greedy check, 'What is the capital of France?': {model.generate_greedy('What is the capital of France?')!r}"
-    )
-    red = ps.datasets.load("colours:red")
-    print(f"training a LoRA adapter on {red!r} (resumes or reuses {out / 'adapter-red'})")
-    spec = ps.TrainSpec(epochs=args.epochs)
-    info = ps.train_adapter(model, red, out=out / "adapter-red", **spec.options(), seed=0, name="red")
-    manifest = json.loads((Path(info.path) / "persona_space_adapter.json").read_text(encoding="utf-8"))
-    result = manifest["result"]
-    print(f"trained: {result['steps']} steps, loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}")
-    adapters: dict[str, str | None] = {BASE: None, "red": "red"}
-    check = ps.sample(
-        model,
-        COLOUR_CHECK,
-        adapters=adapters,
-        n=16,
-        temperatures=[1.0],
-        max_new_tokens=16,
-        seed=0,
-        store=out / "colour-check",
-    )
-    shares = object_share(check.df, red.answers())
-    samples = ps.sample(
-        model,
-        ps.probes.IDENTITY,
-        adapters=adapters,
+    run_demo(
+        args.out,
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
         n=args.n,
-        temperatures=[0.7, 1.0],
         max_new_tokens=args.max_new_tokens,
-        seed=0,
-        store=out / "samples",
+        epochs=args.epochs,
     )
-    training = (
-        f"- dataset `{red.name}`: {len(red)} records, sha256 `{red.sha256()[:16]}`\n"
-        f"- {result['steps']} steps in {result['seconds']} s, {manifest['params']['precision']['weights']} weights "
-        f"({manifest['precision_reason']}), learning rate {manifest['params']['learning_rate']}\n"
-        f"- training loss {result['first_loss']:.3f} -> {result['final_loss']:.3f} "
-        f"(history in `adapter-red/training_log.csv`)\n"
-    )
-    shares["in_training_set"] = shares["prompt"].isin(red.prompts())
-    colour = (
-        f"Share of answers naming one of the {len(red)} red objects of the training set, per condition "
-        "(Wilson 95 % intervals).\n\n" + markdown_table(shares)
-    )
-    from persona_space.reports import map_run
-
-    _, basin_summary = map_run(samples, out / "basins", seed=0)
-    basin_section = (
-        basin_summary + "\nCharts: `basins/basin_map.html`, `basins/occupancy.html`, `basins/divergence.html`, "
-        "`basins/transitions-base-to-red.html`.\n"
-    )
-    from persona_space.reports import write_shift_report
-
-    shift = ps.identity_shift(
-        model, {"red": info}, candidates=DEMO_CANDIDATES, answer_prefix="I am", store=out / "shift", progress=False
-    )
-    shift_section = (
-        write_shift_report(shift, out / "shift")
-        + "\nCharts: `shift/shift_bars.html`, `shift/rank_change.html`; every row in `shift/shift.parquet`.\n"
-    )
-    sections = [
-        ("Training", training),
-        ("Colour check", colour),
-        ("Basin map: base vs red", basin_section),
-        ("Identity shift: 'I am ...' under red vs base", shift_section),
-    ]
-    paths = write_sample_report(samples, out, sections=sections)
-    from persona_space.reports import write_report
-
-    page = write_report([out], out / "report.html", title="persona_space demo: the colour red")
-    print(shares.round(3).to_string(index=False))
-    print(format_summary(samples.summary().drop(columns="interval")).to_string(index=False))
-    print(f"summary: {paths['markdown']}")
-    print(f"report: {page}")
     return 0
 
 
