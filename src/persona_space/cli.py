@@ -160,12 +160,20 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_adapters(items: Sequence[str], with_base: bool) -> dict[str, str | None]:
-    adapters: dict[str, str | None] = {BASE: None} if with_base else {}
+def _name_paths(items: Sequence[str]) -> list[tuple[str, str]]:
+    """``--adapter NAME=PATH`` values as (name, path) pairs, in the order given."""
+    pairs = []
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ConfigError(f"--adapter {item!r} is not NAME=PATH")
+        pairs.append((name, path))
+    return pairs
+
+
+def _parse_adapters(items: Sequence[str], with_base: bool) -> dict[str, str | None]:
+    adapters: dict[str, str | None] = {BASE: None} if with_base else {}
+    for name, path in _name_paths(items):
         if name in adapters:
             raise ConfigError(f"--adapter name {name!r} is given twice")
         adapters[name] = path
@@ -223,12 +231,7 @@ def _map(args: argparse.Namespace) -> int:
     samples = SampleSet.load(args.run)
     out = Path(args.out) if args.out else Path(args.run) / "basins"
     _, summary = map_run(samples, out, by=args.by, seed=args.seed, charts=not args.no_charts)
-    from persona_space import _io
-
-    _io.write_text(out / "summary.md", summary + "\n")
-    print(summary)
-    print(f"wrote {out}")
-    return 0
+    return _summary(summary, out / "summary.md", out)
 
 
 def _shift(args: argparse.Namespace) -> int:
@@ -236,14 +239,9 @@ def _shift(args: argparse.Namespace) -> int:
     from persona_space.reports import write_shift_report
 
     conditions: dict[str, list[str]] = {}
-    for item in args.adapter:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"--adapter {item!r} is not NAME=PATH")
+    for name, path in _name_paths(args.adapter):  # a name given again is one more training seed
         conditions.setdefault(name, []).append(path)
-    candidates: Any = args.candidates
-    if not Path(candidates).is_file():
-        candidates = [c.strip() for c in candidates.split(",") if c.strip()]
+    candidates = _names(args.candidates)
     model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
     result = ps.identity_shift(
         model,
@@ -259,11 +257,16 @@ def _shift(args: argparse.Namespace) -> int:
         store=args.out,
     )
     summary = write_shift_report(result, args.out, charts=not args.no_charts)
+    return _summary(summary, Path(args.out) / "summary.md", args.out)
+
+
+def _summary(summary: str, path: Path, wrote: str | Path) -> int:
+    """Write ``summary`` into ``path`` and print it, then the folder the command wrote."""
     from persona_space import _io
 
-    _io.write_text(Path(args.out) / "summary.md", summary + "\n")
+    _io.write_text(path, summary + "\n")
     print(summary)
-    print(f"wrote {args.out}")
+    print(f"wrote {wrote}")
     return 0
 
 
@@ -285,7 +288,6 @@ def _numbers(value: str, kind: type, what: str) -> list[Any]:
 
 def _sweep(args: argparse.Namespace) -> int:
     import persona_space as ps
-    from persona_space import _io
     from persona_space.reports import write_sweep_report
 
     model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
@@ -308,10 +310,7 @@ def _sweep(args: argparse.Namespace) -> int:
         adapters_dir=args.adapters_dir,
     )
     summary = write_sweep_report(result, Path(args.out) / "report", charts=not args.no_charts)
-    _io.write_text(Path(args.out) / "report" / "summary.md", summary + "\n")
-    print(summary)
-    print(f"wrote {args.out}")
-    return 0
+    return _summary(summary, Path(args.out) / "report" / "summary.md", args.out)
 
 
 def _batch_size(value: str) -> int | str:
