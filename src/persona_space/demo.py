@@ -80,7 +80,9 @@ def run_demo(
     info = ps.train_adapter(loaded, red, out=out / "adapter-red", **spec.options(), seed=0, name="red")
     manifest = ps.AdapterRun.load(info.path).manifest
     result = manifest["result"]
-    params = manifest.get("parameters", manifest.get("params", {}))  # adapters of schema 3 and older say "params"
+    # The training parameters: "params" in adapter manifests of schema 3 and older (where "parameters" is the
+    # model's size), "parameters" in today's layout.
+    params = manifest["params"] if isinstance(manifest.get("params"), dict) else manifest["parameters"]
     print(f"trained: {result['steps']} steps, loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}")
     adapters: dict[str, str | None] = {BASE: None, "red": "red"}
     check = ps.sample(
@@ -109,7 +111,7 @@ def run_demo(
         f"- {result['steps']} steps in {result['seconds']} s, {params['precision']['weights']} weights "
         f"({manifest['precision_reason']}), learning rate {params['learning_rate']}\n"
         f"- training loss {result['first_loss']:.3f} -> {result['final_loss']:.3f} "
-        f"(history in `adapter-red/training_log.csv`)\n"
+        f"(history in `adapter-red/tables/training_log.parquet`)\n"
     )
     shares["in_training_set"] = shares["prompt"].isin(red.prompts())
     colour = (
