@@ -37,7 +37,14 @@ from persona_space.engine._requests import (
     Scores,
 )
 from persona_space.engine._routing import AdapterRouter, check_routable
-from persona_space.engine._score import ScoreMethod, check_score_options, resolve_method, score_jobs
+from persona_space.engine._score import (
+    DEFAULT_BATCH_TOKENS,
+    DEFAULT_MAX_ROW_TOKENS,
+    ScoreMethod,
+    check_score_options,
+    resolve_method,
+    score_jobs,
+)
 from persona_space.errors import ConfigError
 
 AUTO_SLOTS = {"cpu": 128, "cuda": 256}
@@ -61,8 +68,8 @@ class CPUBackend:
         *,
         batch_size: int | Literal["auto"] = "auto",
         score_method: ScoreMethod = "auto",
-        batch_tokens: int = 8192,
-        max_row_tokens: int = 2048,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS,
     ) -> None:
         check_batch_size(batch_size)
         check_score_options(score_method, batch_tokens, max_row_tokens)

@@ -33,7 +33,7 @@ from persona_space.engine._requests import (
     Scores,
 )
 from persona_space.engine._routing import route_rows
-from persona_space.engine._score import check_score_options, score_jobs
+from persona_space.engine._score import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ROW_TOKENS, check_score_options, score_jobs
 from persona_space.engine._streams import choose_tokens
 from persona_space.errors import ConfigError
 
@@ -49,7 +49,12 @@ class HFBackend:
     )
 
     def __init__(
-        self, model: Host, *, batch_size: int = DEFAULT_BATCH, batch_tokens: int = 8192, max_row_tokens: int = 2048
+        self,
+        model: Host,
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -10,7 +10,7 @@ from persona_space.engine._cpu import CPUBackend
 from persona_space.engine._hf import DEFAULT_BATCH, HFBackend
 from persona_space.engine._host import Host
 from persona_space.engine._requests import Backend
-from persona_space.engine._score import ScoreMethod
+from persona_space.engine._score import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ROW_TOKENS, ScoreMethod
 from persona_space.errors import BackendUnavailableError
 
 LOCAL_BACKENDS: tuple[str, ...] = ("auto", "hf", "cpu", "vllm")
@@ -43,8 +43,8 @@ def local_backend(
     *,
     batch_size: int | Literal["auto"] = "auto",
     score_method: ScoreMethod = "auto",
-    batch_tokens: int = 8192,
-    max_row_tokens: int = 2048,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS,
 ) -> Backend:
     """A backend of this process for ``model`` by name (``auto``, ``hf``, ``cpu``; ``vllm`` is refused)."""
     chosen = auto_backend_name(model) if name == "auto" else name

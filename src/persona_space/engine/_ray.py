@@ -38,6 +38,7 @@ from persona_space.engine._requests import (
     ScoreRequest,
     Scores,
 )
+from persona_space.engine._score import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ROW_TOKENS
 from persona_space.errors import BackendError, ConfigError
 
 DEFAULT_SHARD = 256
@@ -69,8 +70,8 @@ class RayBackend:
         start_timeout: float = 600.0,
         batch_size: int | str = "auto",
         score_method: str = "auto",
-        batch_tokens: int = 8192,
-        max_row_tokens: int = 2048,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS,
     ) -> None:
         if inner not in ("auto", "cpu", "hf"):
             raise ConfigError(f"inner must be 'auto', 'cpu' or 'hf' (the backend each Ray actor runs), got {inner!r}")

@@ -48,6 +48,8 @@ ScoreMethod = Literal["auto", "packed", "padded"]
 SCORE_METHODS = ("auto", "packed", "padded")
 _MASKABLE = ("sdpa", "eager")
 _HEAD_CHUNK = 512  # scored positions per float32 vocabulary product
+DEFAULT_BATCH_TOKENS = 8192  # the most (padded) tokens of one scoring batch: every backend's default
+DEFAULT_MAX_ROW_TOKENS = 2048  # the most tokens of one scoring row (a job is split past it): every backend's default
 
 
 @dataclass
@@ -69,8 +71,8 @@ def score_jobs(
     jobs: Sequence[ScoreRequest],
     *,
     method: ScoreMethod = "auto",
-    batch_tokens: int = 8192,
-    max_row_tokens: int = 2048,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS,
     progress: Callable[[int], None] | None = None,
 ) -> list[Scores]:
     """Log-probabilities of every job's candidates; see the module docstring for how."""

@@ -8,7 +8,7 @@ from persona_space.engine._host import Host
 from persona_space.engine._local import local_backend
 from persona_space.engine._ray import RayBackend
 from persona_space.engine._requests import BACKEND_NAMES, Backend
-from persona_space.engine._score import ScoreMethod
+from persona_space.engine._score import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ROW_TOKENS, ScoreMethod
 from persona_space.errors import ConfigError, UnsupportedModelError
 
 BackendLike = str | Backend
@@ -20,8 +20,8 @@ def resolve_backend(
     *,
     batch_size: int | Literal["auto"] = "auto",
     score_method: ScoreMethod = "auto",
-    batch_tokens: int = 8192,
-    max_row_tokens: int = 2048,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS,
 ) -> Backend:
     """The backend for ``model``: a name from :data:`BACKEND_NAMES` or a backend made by the caller.
 
