@@ -150,3 +150,15 @@ def test_write_shift_report_moved_to_reports_and_still_resolves_from_logprobs_wi
     assert "write_shift_report" not in logprobs.__all__ and "write_shift_report" in reports.__all__
     with pytest.raises(AttributeError, match="no attribute 'NOPE'"):
         _ = logprobs.NOPE  # type: ignore[attr-defined]
+
+
+def test_engine_names_used_only_inside_it_still_resolve_with_a_warning() -> None:
+    from persona_space import engine
+    from persona_space.engine import _requests, _routing
+
+    for name, home in (("Capabilities", _requests), ("route_rows", _routing)):
+        with pytest.warns(DeprecationWarning, match=rf"engine\.{name} is deprecated: it is internal to") as caught:
+            value = getattr(engine, name)
+        assert value is getattr(home, name)
+        assert caught[0].filename == __file__  # the warning points at the caller
+        assert name not in engine.__all__

@@ -1,4 +1,4 @@
-"""Old public names kept working for one release, with a :class:`DeprecationWarning` that names the new one."""
+"""Old public names kept working for one release, with a :class:`DeprecationWarning` saying what replaces them."""
 
 from __future__ import annotations
 
@@ -19,14 +19,7 @@ def renamed(module: str, names: Mapping[str, tuple[str, Any]]) -> Callable[[str]
     (1, 'pkg.OLD is deprecated: use pkg.NEW')
     """
 
-    def __getattr__(name: str) -> Any:
-        if name in names:
-            new, value = names[name]
-            warnings.warn(f"{module}.{name} is deprecated: use {module}.{new}", DeprecationWarning, stacklevel=2)
-            return value
-        raise AttributeError(f"module {module!r} has no attribute {name!r}")
-
-    return __getattr__
+    return deprecated(module, renames=names)
 
 
 def moved(module: str, names: Mapping[str, str]) -> Callable[[str], Any]:
@@ -49,6 +42,46 @@ def moved(module: str, names: Mapping[str, str]) -> Callable[[str], Any]:
             home = names[name]
             warnings.warn(f"{module}.{name} is deprecated: use {home}.{name}", DeprecationWarning, stacklevel=2)
             return getattr(importlib.import_module(home), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+def deprecated(
+    module: str,
+    *,
+    renames: Mapping[str, tuple[str, Any]] | None = None,
+    internal: Mapping[str, str] | None = None,
+) -> Callable[[str], Any]:
+    """A module ``__getattr__`` serving names that leave the module's public API, each with a warning.
+
+    ``renames``: old name -> (new name, value), as :func:`renamed` serves them.
+    ``internal``: name -> the private module defining it, for a name the package
+    still uses inside but no longer offers (imported on first use, like :func:`moved`).
+
+    >>> getattr_ = deprecated("pkg", internal={"dumps": "json"})
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     getattr_("dumps")([1]), str(caught[0].message)
+    ('[1]', 'pkg.dumps is deprecated: it is internal to pkg and leaves its public names in the next release')
+    """
+    old_names = dict(renames or {})
+    private = dict(internal or {})
+
+    def __getattr__(name: str) -> Any:
+        if name in old_names:
+            new, value = old_names[name]
+            warnings.warn(f"{module}.{name} is deprecated: use {module}.{new}", DeprecationWarning, stacklevel=2)
+            return value
+        if name in private:
+            warnings.warn(
+                f"{module}.{name} is deprecated: it is internal to {module} and leaves its public names "
+                "in the next release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(importlib.import_module(private[name]), name)
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
     return __getattr__

@@ -15,39 +15,26 @@
   ``"auto"`` (``cpu`` where it supports the architecture, ``hf`` otherwise).
   ``"vllm"`` is refused until it has been checked against ``hf`` on a GPU.
 
->>> import persona_space as ps
->>> ps.engine.BACKEND_NAMES
+>>> from persona_space.engine._requests import BACKEND_NAMES
+>>> BACKEND_NAMES
 ('auto', 'hf', 'cpu', 'vllm', 'ray')
 """
 
-from persona_space._compat import renamed
+from persona_space._compat import deprecated
 from persona_space.engine._adapters import AdapterSet
-from persona_space.engine._arch import SUPPORTED_MODEL_TYPES, check_supported
-from persona_space.engine._cluster import ensure_ray, ray_map, shutdown_actors
-from persona_space.engine._cpu import CPUBackend, auto_batch_size, common_prefix_length
+from persona_space.engine._cluster import ray_map, shutdown_actors
+from persona_space.engine._cpu import CPUBackend, common_prefix_length
 from persona_space.engine._heap import heap_state
 from persona_space.engine._hf import HFBackend
-from persona_space.engine._host import Host, Recipe, base_module
-from persona_space.engine._local import VLLM_STATUS, auto_backend_name, cpu_supports, local_backend
+from persona_space.engine._host import base_module
 from persona_space.engine._native import native_state
-from persona_space.engine._ray import RayBackend, ray_backend
-from persona_space.engine._requests import (
-    BACKEND_NAMES,
-    Backend,
-    BackendName,
-    Capabilities,
-    Completion,
-    FinishReason,
-    GenerateRequest,
-    ScoreRequest,
-    Scores,
-)
-from persona_space.engine._routing import AdapterRouter, adapters_off, route_rows
+from persona_space.engine._ray import RayBackend
+from persona_space.engine._requests import Backend, Completion, GenerateRequest, ScoreRequest, Scores
+from persona_space.engine._routing import AdapterRouter
 from persona_space.engine._score import SCORE_METHODS, ScoreMethod, resolve_method
 from persona_space.engine._select import BackendLike, require_generation, resolve_backend
-from persona_space.engine._streams import MIN_TEMPERATURE, choose_tokens, row_seed, uniforms
+from persona_space.engine._streams import choose_tokens, row_seed, uniforms
 from persona_space.engine._tokens import (
-    Continuations,
     check_candidates,
     check_template,
     continuation,
@@ -56,51 +43,32 @@ from persona_space.engine._tokens import (
 )
 
 __all__ = [
-    "BACKEND_NAMES",
-    "MIN_TEMPERATURE",
     "SCORE_METHODS",
-    "SUPPORTED_MODEL_TYPES",
-    "VLLM_STATUS",
     "AdapterRouter",
     "AdapterSet",
     "Backend",
     "BackendLike",
-    "BackendName",
     "CPUBackend",
-    "Capabilities",
     "Completion",
-    "Continuations",
-    "FinishReason",
     "GenerateRequest",
     "HFBackend",
-    "Host",
     "RayBackend",
-    "Recipe",
     "ScoreMethod",
     "ScoreRequest",
     "Scores",
-    "adapters_off",
-    "auto_backend_name",
-    "auto_batch_size",
     "base_module",
     "check_candidates",
-    "check_supported",
     "check_template",
     "choose_tokens",
     "common_prefix_length",
     "continuation",
-    "cpu_supports",
     "end_of_turn_id",
-    "ensure_ray",
     "heap_state",
-    "local_backend",
     "native_state",
-    "ray_backend",
     "ray_map",
     "require_generation",
     "resolve_backend",
     "resolve_method",
-    "route_rows",
     "row_seed",
     "shutdown_actors",
     "split_continuations",
@@ -108,6 +76,29 @@ __all__ = [
 ]
 
 # Renamed: packing methods of scoring are ScoreMethod/SCORE_METHODS (arithmetic's are CombineMethod).
-__getattr__ = renamed(
-    "persona_space.engine", {"METHODS": ("SCORE_METHODS", SCORE_METHODS), "Method": ("ScoreMethod", ScoreMethod)}
+# Internal: names used only inside the engine leave its public names; served here for one release.
+__getattr__ = deprecated(
+    "persona_space.engine",
+    renames={"METHODS": ("SCORE_METHODS", SCORE_METHODS), "Method": ("ScoreMethod", ScoreMethod)},
+    internal={
+        "BACKEND_NAMES": "persona_space.engine._requests",
+        "BackendName": "persona_space.engine._requests",
+        "Capabilities": "persona_space.engine._requests",
+        "FinishReason": "persona_space.engine._requests",
+        "MIN_TEMPERATURE": "persona_space.engine._streams",
+        "SUPPORTED_MODEL_TYPES": "persona_space.engine._arch",
+        "check_supported": "persona_space.engine._arch",
+        "VLLM_STATUS": "persona_space.engine._local",
+        "auto_backend_name": "persona_space.engine._local",
+        "cpu_supports": "persona_space.engine._local",
+        "local_backend": "persona_space.engine._local",
+        "Continuations": "persona_space.engine._tokens",
+        "Host": "persona_space.engine._host",
+        "Recipe": "persona_space.engine._host",
+        "adapters_off": "persona_space.engine._routing",
+        "route_rows": "persona_space.engine._routing",
+        "auto_batch_size": "persona_space.engine._cpu",
+        "ensure_ray": "persona_space.engine._cluster",
+        "ray_backend": "persona_space.engine._ray",
+    },
 )
