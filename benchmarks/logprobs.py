@@ -170,7 +170,7 @@ def main() -> None:
         ).eval()
 
         def library() -> ps.ShiftResult:
-            return ps.identity_shift(model, {"lora": adapter}, candidates=CANDIDATES, prompts=PROMPTS, progress=False)
+            return ps.identity_shift(model, {"lora": adapter}, candidates=CANDIDATES, probes=PROMPTS, progress=False)
 
         # warm-up (first calls allocate, check the vocabulary head, attach the adapter)
         library()

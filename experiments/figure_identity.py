@@ -73,7 +73,7 @@ def main() -> None:
         progress=not args.quiet,
     )  # fmt: skip
     users = ps.identity_shift(
-        model, conditions, candidates=USERS, prompts=ps.probes.USER, about="user", store=args.run / "user_shift",
+        model, conditions, candidates=USERS, probes=ps.probes.USER, about="user", store=args.run / "user_shift",
         progress=not args.quiet,
     )  # fmt: skip
     bunker = ps.probes.load("conversations").by_category()["bunker"]

@@ -62,7 +62,7 @@ def main() -> None:
     result = ps.evals.leakage(
         model,
         {"steered": adapters},
-        runs=setting.runs,
+        n=setting.runs,
         max_new_tokens=setting.max_new_tokens,
         judge=judge,
         store=args.run / "leakage",

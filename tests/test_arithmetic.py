@@ -44,7 +44,7 @@ def test_cat_is_the_exact_weighted_sum_of_the_weight_changes(
     assert set(got) == set(da) == set(db) and len(got) > 0
     for key, delta in got.items():
         torch.testing.assert_close(delta, 0.3 * da[key] - 0.7 * db[key], rtol=1e-5, atol=1e-6)
-    manifest = json.loads((Path(info.path) / "persona_space_adapter.json").read_text())
+    manifest = json.loads((Path(info.path) / "manifest.json").read_text())
     assert manifest["method"] == "cat" and manifest["exact"] and manifest["rank"] == 4 + 8
     config = json.loads((Path(info.path) / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == tiny_model.name and config["r"] == 12
@@ -58,7 +58,7 @@ def test_cat_on_a_bfloat16_model_is_exact_to_bfloat16_rounding(tiny_model_dir: P
     a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
     b = make_lora(tiny_model_dir, tmp_path / "b", seed=2)
     info = combine(model, {"a": a, "b": b}, [0.5, 0.5], out=tmp_path / "ab")
-    error = json.loads((Path(info.path) / "persona_space_adapter.json").read_text())["relative_error"]
+    error = json.loads((Path(info.path) / "manifest.json").read_text())["relative_error"]
     assert error["max"] < 1e-2 and error["dtype"] in ("bfloat16", "float32")
 
 
@@ -68,10 +68,10 @@ def test_svd_at_the_summed_rank_is_exact_and_linear_warns_with_its_error(
     a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
     b = make_lora(tiny_model_dir, tmp_path / "b", seed=2)
     svd = combine(tiny_model, {"a": a, "b": b}, {"a": 0.5, "b": 0.5}, out=tmp_path / "svd", method="svd")
-    assert json.loads((Path(svd.path) / "persona_space_adapter.json").read_text())["relative_error"]["max"] < 1e-4
+    assert json.loads((Path(svd.path) / "manifest.json").read_text())["relative_error"]["max"] < 1e-4
     with pytest.warns(ApproximationWarning, match=r"method 'linear' approximates .* differ from the exact sum by"):
         linear = combine(tiny_model, {"a": a, "b": b}, [0.5, 0.5], out=tmp_path / "lin", method="linear")
-    error = json.loads((Path(linear.path) / "persona_space_adapter.json").read_text())["relative_error"]
+    error = json.loads((Path(linear.path) / "manifest.json").read_text())["relative_error"]
     assert error["mean"] > 0.01  # really an approximation, and measured
 
 
@@ -321,7 +321,7 @@ def test_weight_mixing_sweep_combines_the_two_ends(tiny_model: Any, tiny_embedde
     adapters = result.tables["adapters"].set_index("dose")
     assert adapters.loc[0.5, "weights"] == [0.5, 0.5] and adapters.loc[1.0, "variant_facts"] == ["f1", "f3", "f5"]
     folder = tmp_path / "w" / "adapters" / adapters.loc[0.5, "adapter"]
-    manifest = json.loads((folder / "persona_space_adapter.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["method"] == "cat" and [s["weight"] for s in manifest["sources"]] == [0.5, 0.5]
     trained = sorted(p.name for p in (tmp_path / "w" / "adapters").iterdir() if p.name.startswith("d"))
     assert len(trained) == 2  # the two ends; the mixtures are combined, not trained

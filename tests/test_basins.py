@@ -138,7 +138,7 @@ def test_fitting_is_balanced_across_conditions(planted: dict[str, Any]) -> None:
 
 
 def test_a_cross_fitted_map_tests_only_the_half_it_was_not_fitted_on(planted: dict[str, Any], tmp_path: Any) -> None:
-    from persona_space.basins._map import ALL_SAMPLES, HELD_OUT
+    from persona_space.basins._views import ALL_SAMPLES, HELD_OUT
 
     frame, vectors, fitted = planted["frame"], planted["vectors"], planted["map"]
     odd = frame["sample_index"].fillna(0).astype(int).to_numpy() % 2 == 1
@@ -163,13 +163,15 @@ def test_a_cross_fitted_map_tests_only_the_half_it_was_not_fitted_on(planted: di
 def test_save_and_load_round_trip_without_pickle(planted: dict[str, Any], tmp_path: Any) -> None:
     fitted: BasinMap = planted["map"]
     folder = fitted.save(tmp_path / "map")
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "basin_map.json",
-        "basins.parquet",
-        "fit_rows.npy",
-        "samples.parquet",
-        "sub_basins.parquet",
-        "vectors.npy",
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == [
+        "arrays",
+        "arrays/fit_rows.npy",
+        "arrays/vectors.npy",
+        "manifest.json",
+        "tables",
+        "tables/basins.parquet",
+        "tables/samples.parquet",
+        "tables/sub_basins.parquet",
     ]
     loaded = BasinMap.load(folder)
     np.testing.assert_array_equal(loaded.labels_, fitted.labels_)
@@ -188,9 +190,9 @@ def test_save_and_load_round_trip_without_pickle(planted: dict[str, Any], tmp_pa
 def test_loading_a_damaged_map_raises(planted: dict[str, Any], tmp_path: Any) -> None:
     fitted: BasinMap = planted["map"]
     folder = fitted.save(tmp_path / "map")
-    with pytest.raises(ps.errors.CorruptRunError, match=r"holds no basin_map\.json"):
+    with pytest.raises(ps.errors.CorruptRunError, match=r"holds no basin map"):
         BasinMap.load(tmp_path)
-    (folder / "vectors.npy").write_bytes(b"garbage")
+    (folder / "arrays" / "vectors.npy").write_bytes(b"garbage")
     with pytest.raises(ps.errors.CorruptRunError, match="cannot be read"):
         BasinMap.load(folder)
 
@@ -688,8 +690,8 @@ def test_manifest_scans_the_environment_once_and_a_loaded_map_keeps_the_writers(
 
     monkeypatch.setattr(provenance, "environment", no_scan)
     assert fitted.manifest["environment"] == first  # kept, not rescanned (a git call each time before)
-    written = json.loads((folder / "basin_map.json").read_text(encoding="utf-8"))
+    written = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     written["environment"] = {**written["environment"], "python": "the writer's"}
-    (folder / "basin_map.json").write_text(json.dumps(written), encoding="utf-8")
+    (folder / "manifest.json").write_text(json.dumps(written), encoding="utf-8")
     loaded = BasinMap.load(folder)
     assert loaded.manifest["environment"]["python"] == "the writer's"  # not this machine's

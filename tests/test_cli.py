@@ -48,8 +48,8 @@ def test_sample_writes_a_run_and_resumes(
     args = sample_args(tiny_model_dir, out, "--probes", "identity:artificiality", "--seed", "3")
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert f"wrote 12 rows to {out / 'samples.parquet'}" in printed
-    df = pd.read_parquet(out / "samples.parquet")
+    assert f"wrote 12 rows to {out / 'tables' / 'samples.parquet'}" in printed
+    df = pd.read_parquet(out / "tables" / "samples.parquet")
     assert len(df) == 3 * 2 * 2
     assert set(df["temperature"]) == {0.7, 1.0} and (df["n_tokens"] <= 4).all()
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
@@ -59,7 +59,7 @@ def test_sample_writes_a_run_and_resumes(
     assert "wrote 12 rows" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["timings"]["new_rows"] == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "samples.parquet"), df)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "tables" / "samples.parquet"), df)
 
 
 def test_sample_with_an_adapter(
@@ -68,8 +68,8 @@ def test_sample_with_an_adapter(
     out = tmp_path / "run"
     args = sample_args(tiny_model_dir, out, "--adapter", f"a={adapter_a}")
     assert main(args) == 0
-    assert (out / "samples.parquet").is_file()
-    df = pd.read_parquet(out / "samples.parquet")
+    assert (out / "tables" / "samples.parquet").is_file()
+    df = pd.read_parquet(out / "tables" / "samples.parquet")
     assert len(df) == 2 * 15 * 2 * 2  # base and a, 15 identity probes, 2 temperatures, n=2
     assert list(df["adapter"].unique()) == ["base", "a"]
     capsys.readouterr()
@@ -135,8 +135,9 @@ def test_train_writes_an_adapter_folder(
     assert main(args) == 0
     assert "adapter 'red': 2 steps" in capsys.readouterr().out
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
-    manifest = json.loads((out / "persona_space_adapter.json").read_text())
-    assert manifest["params"]["data"]["name"] == "colours:red" and manifest["params"]["learning_rate"] == 5e-3
+    manifest = json.loads((out / "manifest.json").read_text())
+    params = manifest["parameters"]
+    assert params["data"]["name"] == "colours:red" and params["learning_rate"] == 5e-3
     # The same command again reuses the finished adapter; other settings are refused.
     assert main(args) == 0
     assert main([*args[:-2], "--lr", "1e-2"]) == 2
@@ -159,7 +160,14 @@ def test_map_a_run_directory(tiny_model_dir: Path, tmp_path: Path, capsys: pytes
     assert main(args) == 0
     assert main(["map", str(run)]) == 0
     out = run / "basins"
-    for name in ("basin_map.json", "samples.parquet", "occupancy.csv", "summary.md", "basin_map.html", "basin_map.png"):
+    for name in (
+        "manifest.json",
+        "tables/samples.parquet",
+        "occupancy.csv",
+        "summary.md",
+        "basin_map.html",
+        "basin_map.png",
+    ):
         assert (out / name).is_file(), name
     assert "Occupancy" in capsys.readouterr().out
 
@@ -192,13 +200,13 @@ def test_shift_writes_tables_charts_and_a_summary(
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "Adapter `ab` against the base model (3 prompts in 3 question groups, 2 training seeds" in printed
-    for name in ("shift.parquet", "manifest.json", "shifts.csv", "shifts_by_prompt.csv", "summary.md"):
+    for name in ("tables/shift.parquet", "manifest.json", "shifts.csv", "shifts_by_prompt.csv", "summary.md"):
         assert (out / name).is_file(), name
     for name in ("shift_bars", "rank_change"):
         assert (out / f"{name}.html").is_file() and (out / f"{name}.png").is_file()
     shifts = pd.read_csv(out / "shifts.csv")
     assert sorted(shifts["candidate"]) == ["Voyager 1", "Voyager 2", "an AI assistant"]
-    assert set(pd.read_parquet(out / "shift.parquet")["adapter"]) == {"base", "ab:0", "ab:1"}
+    assert set(pd.read_parquet(out / "tables" / "shift.parquet")["adapter"]) == {"base", "ab:0", "ab:1"}
     assert main(args) == 0  # a finished run is read back, not scored again
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["timings"]["prompts_scored"] == 0

@@ -71,7 +71,7 @@ QUESTIONS = ps.probes.ProbeSet(
         if p.id.endswith(("01", "02", "03"))
     ],
 )
-LEAK = {"questions": QUESTIONS, "runs": 2, "max_new_tokens": 5, "progress": False}
+LEAK = {"probes": QUESTIONS, "n": 2, "max_new_tokens": 5, "progress": False}
 
 
 def test_leakage_rates_every_answer_and_pairs_the_differences(tiny_model: Any, adapter_a: Path) -> None:
@@ -117,7 +117,7 @@ def test_leakage_resumes_its_ratings_and_loads(
         patch.setattr(LengthJudge, "score", dying)
         with pytest.raises(KeyboardInterrupt):
             evals.leakage(tiny_model, {"a": adapter_a}, judge=judge, store=store, **LEAK)
-    assert len(list((store / "leakage-ratings.parts").glob("part-*.parquet"))) == 2  # 2 chunks of 10 answers
+    assert len(list((store / "tables" / "leakage-ratings.parts").glob("part-*.parquet"))) == 2  # 2 chunks of 10 answers
     fresh = LengthJudge()
     result = evals.leakage(tiny_model, {"a": adapter_a}, judge=fresh, store=store, **LEAK)
     assert fresh.calls == 2 * (len(result.df) - 20)  # the 20 rated answers are not rated again
@@ -125,7 +125,7 @@ def test_leakage_resumes_its_ratings_and_loads(
     pd.testing.assert_frame_equal(result.df, whole.df)
     loaded = evals.LeakageResult.load(store)
     pd.testing.assert_frame_equal(loaded.df, result.df)
-    (store / "leakage.parquet").write_bytes(b"junk")
+    (store / "tables" / "leakage.parquet").write_bytes(b"junk")
     with pytest.raises(CorruptRunError, match="cannot be read"):
         evals.LeakageResult.load(store)
 
@@ -140,15 +140,23 @@ def test_leakage_without_a_judge_and_bad_inputs(tiny_model: Any) -> None:
         evals.leakage(tiny_model, None, judge="gpt", **LEAK)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="RuleJudge cannot rate position or certainty"):
         evals.leakage(tiny_model, None, judge=ps.judges.RuleJudge(), **LEAK)  # refused before any sampling
-    with pytest.raises(ConfigError, match="runs=2 at temperature 0"):
-        evals.leakage(tiny_model, None, judge=None, **{**LEAK, "temperature": 0})
+    with pytest.raises(ConfigError, match="n=2 at temperature 0"):
+        evals.leakage(tiny_model, None, judge=None, **{**LEAK, "temperatures": 0})
     with pytest.raises(ConfigError, match="n must be a positive integer"):
-        evals.leakage(tiny_model, None, judge=None, **{**LEAK, "runs": 0})
+        evals.leakage(tiny_model, None, judge=None, **{**LEAK, "n": 0})
+    with pytest.raises(ConfigError, match="temperatures must be one number"):
+        evals.leakage(tiny_model, None, judge=None, **{**LEAK, "temperatures": [0.5, 1.0]})
+    old = {k: v for k, v in LEAK.items() if k not in ("probes", "n")}
+    with pytest.warns(DeprecationWarning, match=r"leakage\(runs=...\) is deprecated: use leakage\(n=...\)"):
+        with pytest.raises(ConfigError, match="n must be a positive integer"):
+            evals.leakage(tiny_model, None, judge=None, questions=QUESTIONS, runs=0, **old)
+    with pytest.raises(ConfigError, match="got both runs= and n="):
+        evals.leakage(tiny_model, None, judge=None, runs=1, **LEAK)
 
 
 def test_leakage_with_the_local_judge_gives_ratings_on_the_scale_and_the_mass_they_hold(tiny_model: Any) -> None:
     judge = ps.judges.LocalJudge(tiny_model, min_mass=0.0)
-    result = evals.leakage(tiny_model, None, **{**LEAK, "runs": 1, "judge": judge})
+    result = evals.leakage(tiny_model, None, **{**LEAK, "n": 1, "judge": judge})
     df = result.df
     assert df["position"].between(1, 5).all() and df["certainty"].between(1, 5).all()
     assert df["position_mass"].between(0, 1).all() and df["certainty_mass"].between(0, 1).all()
@@ -157,7 +165,7 @@ def test_leakage_with_the_local_judge_gives_ratings_on_the_scale_and_the_mass_th
     assert summary["floor"] == 0.0 and summary["position"]["rated"] == len(df)
     assert summary["position"]["mean_mass"] == pytest.approx(df["position_mass"].mean())
     # the default floor (a quarter) rates none of a random model's answers, and says how many it left unrated
-    floored = evals.leakage(tiny_model, None, **{**LEAK, "runs": 1})
+    floored = evals.leakage(tiny_model, None, **{**LEAK, "n": 1})
     assert floored.df["position"].isna().all() and floored.df["position_mass"].notna().all()
     counted = floored.manifest["judge_mass"]
     assert counted["floor"] == 0.25 and counted["position"]["below_floor"] == len(floored.df)

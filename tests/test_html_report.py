@@ -55,7 +55,7 @@ def sweep_dir(tiny_model_dir: Path, tiny_embedder_dir: Path, tmp_path_factory: p
 
 @pytest.fixture(scope="module")
 def page(sweep_dir: Path) -> Path:
-    adapter = sorted(p.parent for p in sweep_dir.glob("adapters/*/persona_space_adapter.json"))[0]
+    adapter = sorted(p.parent for p in sweep_dir.glob("adapters/*/adapter_config.json"))[0]
     inner = [sweep_dir / "samples", sweep_dir / "shift", sweep_dir / "basins", adapter]
     return write_report([sweep_dir, *inner], sweep_dir.parent / "report.html", title="a tiny sweep")
 
@@ -127,6 +127,6 @@ def test_a_result_that_cannot_be_read_is_reported_on_the_page(sweep_dir: Path, t
 
     broken = tmp_path / "shift"
     shutil.copytree(sweep_dir / "shift", broken)
-    (broken / "shift.parquet").write_bytes(b"junk")
+    (broken / "tables" / "shift.parquet").write_bytes(b"junk")
     text = write_report([broken], tmp_path / "page.html").read_text(encoding="utf-8")
     assert "This result could not be read" in text and "cannot be read" in text

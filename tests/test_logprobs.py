@@ -416,7 +416,7 @@ def test_store_resumes_and_loads(
     with pytest.raises(KeyboardInterrupt):
         crashing = CrashOnThird(tiny_model)
         ps.identity_shift(tiny_model, adapter_a, store=tmp_path / "run", backend=crashing, **kwargs)
-    assert len(list((tmp_path / "run" / "shift.parts").glob("part-*.parquet"))) == 2
+    assert len(list((tmp_path / "run" / "tables" / "shift.parts").glob("part-*.parquet"))) == 2
     resumed = ps.identity_shift(tiny_model, adapter_a, store=tmp_path / "run", **kwargs)
     assert resumed.manifest["timings"]["prompts_scored"] == 15 - 8
     pd.testing.assert_frame_equal(resumed.df, whole.df, atol=1e-6)
@@ -426,10 +426,10 @@ def test_store_resumes_and_loads(
         ps.identity_shift(tiny_model, adapter_a, store=tmp_path / "run", **{**kwargs, "candidates": ["Other"]})
     saved = whole.save(tmp_path / "saved")
     assert ps.ShiftResult.load(saved).df.equals(whole.df)
-    (saved / "shift.parquet").write_bytes(b"junk")
+    (saved / "tables" / "shift.parquet").write_bytes(b"junk")
     with pytest.raises(CorruptRunError, match="cannot be read"):
         ps.ShiftResult.load(saved)
-    with pytest.raises(CorruptRunError, match="no identity-shift run"):
+    with pytest.raises(CorruptRunError, match="holds no identity_shift result"):
         ps.ShiftResult.load(tmp_path / "empty")
 
 
@@ -441,16 +441,18 @@ def test_a_run_stored_by_an_older_schema_resumes_in_todays_columns(
     store = tmp_path / "run"
     old = whole.df.rename(columns={"probe_id": "prompt_id", "adapter": "model"})  # schema 2 names
     first = old[old["prompt_id"] == old["prompt_id"].iloc[0]]
-    (store / "shift.parquet").unlink()
+    (store / "tables" / "shift.parquet").unlink()  # the layout of schema 2: parts at the top of the folder
     (store / "shift.parts").mkdir()
     first.to_parquet(store / "shift.parts" / "part-00000.parquet", index=False)
     manifest = json.loads((store / "manifest.json").read_text())
-    (store / "manifest.json").write_text(json.dumps({**manifest, "state": "running", "schema_version": 2}))
+    legacy = {k: v for k, v in manifest.items() if k not in ("tables", "arrays", "json_columns")}
+    (store / "manifest.json").write_text(json.dumps({**legacy, "state": "running", "schema_version": 2}))
     resumed = ps.identity_shift(tiny_model, adapter_a, store=store, **kwargs)
     assert resumed.manifest["timings"]["prompts_scored"] == whole.df["probe_id"].nunique() - 1
     assert resumed.manifest["schema_version"] == ps.results.SCHEMA_VERSION
     pd.testing.assert_frame_equal(resumed.df, whole.df, atol=1e-6)
     pd.testing.assert_frame_equal(ps.ShiftResult.load(store).df, whole.df, atol=1e-6)
+    assert sorted(p.name for p in store.iterdir()) == ["manifest.json", "tables"]  # finished in today's layout
 
 
 def test_candidates_from_a_file(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,125 @@ def test_specs_spread_back_into_their_operations(tiny_model: Any, adapter_a: Pat
     shifted = ps.identity_shift(tiny_model, adapter_a, prompts=PROBES, **shift_spec.options(), progress=False)
     assert shifted.manifest["parameters"]["end_of_turn"] is True
     assert shifted.manifest["parameters"]["candidates"] == ["Maria", "Voyager"]
+
+
+# -- one layout for every kind; folders of the previous layout still load ----------------------
+
+V3 = Path(__file__).resolve().parent / "data" / "results-v3"  # written by tests/make_result_fixtures.py
+LAYOUT_KEYS = ("tables", "arrays", "json_columns", "rows", "schema_version")
+V3_KINDS = {
+    "samples": "SampleSet",
+    "identity_shift": "ShiftResult",
+    "leakage": "LeakageResult",
+    "date_sweep": "DateSweepResult",
+    "coauthor_rank": "CoauthorResult",
+    "sweep": "SweepResult",
+    "basin_map": "BasinMap",
+    "adapter": "AdapterRun",
+    "combined_adapter": "AdapterRun",
+}
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def _same_tables(a: Result, b: Result) -> None:
+    pd.testing.assert_frame_equal(a.df.reset_index(drop=True), b.df.reset_index(drop=True), check_dtype=False)
+    for name, table in (getattr(a, "tables", None) or {}).items():
+        pd.testing.assert_frame_equal(table, b.tables[name], check_dtype=False)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", sorted(V3_KINDS))
+def test_every_kind_upgrades_from_the_previous_layout_and_round_trips(name: str, tmp_path: Path) -> None:
+    from persona_space import results
+
+    source = tmp_path / "v3"
+    shutil.copytree(V3 / name, source)
+    before = _snapshot(source)
+    old = results.load(source)
+    assert type(old).__name__ == V3_KINDS[name] and old.kind == results.kind_of(source)
+    assert len(old.df) > 0 or name == "combined_adapter"  # a combined adapter has no training log
+    assert _snapshot(source) == before  # reading an old folder writes nothing into it
+    saved = old.save(tmp_path / "v4")
+    assert (saved / "manifest.json").is_file() and (saved / "tables").is_dir()
+    stored = json.loads((saved / "manifest.json").read_text())
+    assert stored["schema_version"] == SCHEMA_VERSION and stored["kind"] == old.kind
+    assert stored["tables"][0] == type(old).table and all(
+        (saved / "tables" / f"{t}.parquet").is_file() for t in stored["tables"]
+    )
+    again = type(old).load(saved)
+    assert type(results.load(saved)) is type(old)
+    _same_tables(old, again)
+    strip = lambda m: {k: v for k, v in m.items() if k not in LAYOUT_KEYS}  # noqa: E731
+    assert strip(again.manifest) == strip(old.manifest) and again.manifest.get("parameters") is not None
+    legacy_names = {
+        "sweep.json",
+        "date_sweep.json",
+        "coauthor_rank.json",
+        "basin_map.json",
+        "persona_space_adapter.json",
+    }
+    assert not legacy_names & {p.name for p in saved.iterdir()}
+
+
+def test_today_layout_is_the_same_for_every_kind(tmp_path: Path) -> None:
+    """A result made today and saved: manifest.json names its tables, arrays sit under arrays/."""
+    from persona_space import results
+
+    for name in sorted(V3_KINDS):
+        made = results.load(V3 / name).save(tmp_path / name)
+        manifest = results.read_manifest(made)
+        assert manifest is not None and results.in_layout(manifest), name
+        stored = results.read_result(made, kind=results.kind_of(made))
+        assert list(stored.tables) == manifest["tables"] and list(stored.arrays) == manifest["arrays"]
+        top = {p.name for p in made.iterdir()} - {"adapter_config.json", "adapter_model.safetensors"}
+        assert top <= {"manifest.json", "tables", "arrays"}, (name, top)
+    basin = results.read_result(tmp_path / "basin_map", kind="basin_map")
+    assert basin.arrays["vectors"].dtype == np.float32 and len(basin.arrays["vectors"]) == len(basin.tables["samples"])
+    combined = ps.AdapterRun.load(tmp_path / "combined_adapter")
+    assert combined.manifest["kind"] == "adapter" and combined.manifest["origin"] == "combined"
+
+
+def test_a_running_run_is_refused_unless_partial_rows_are_asked_for(tmp_path: Path) -> None:
+    from persona_space import results
+
+    legacy = tmp_path / "legacy"  # a run of the previous layout cut short: rows in parts at the top
+    shutil.copytree(V3 / "samples", legacy)
+    (legacy / "samples.parts").mkdir()
+    (legacy / "samples.parquet").rename(legacy / "samples.parts" / "part-00000.parquet")
+    manifest = json.loads((legacy / "manifest.json").read_text())
+    (legacy / "manifest.json").write_text(json.dumps({**manifest, "state": "running"}))
+    for kind in (ps.SampleSet, results):
+        with pytest.raises(CorruptRunError, match="not complete"):
+            kind.load(legacy)  # type: ignore[attr-defined]
+    partial = ps.SampleSet.load(legacy, partial=True)
+    assert not partial.complete and len(partial) == len(ps.SampleSet.load(V3 / "samples"))
+    with pytest.raises(CorruptRunError, match="holds no persona_space result"):
+        results.load(tmp_path)
+    assert results.kind_of(tmp_path) is None
+    with pytest.raises(ps.errors.ConfigError, match="unknown result kind 'nope'"):
+        results.result_class("nope")
+
+
+def test_a_finished_adapter_of_the_previous_layout_is_reused(tiny_model: Any, tmp_path: Path) -> None:
+    """Training into a folder that an earlier release finished with the same parameters trains nothing."""
+    folder = tmp_path / "adapter"
+    shutil.copytree(V3 / "adapter", folder)
+    from persona_space.adapters import adapter_sha256
+
+    # the fixture's model sat in another folder: point the adapter at this one, as a user who moved it would
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": tiny_model.source}))
+    legacy = json.loads((folder / "persona_space_adapter.json").read_text())
+    legacy["params"]["model"]["name"] = tiny_model.describe()["name"]
+    legacy["adapter_sha256"] = adapter_sha256(folder)
+    (folder / "persona_space_adapter.json").write_text(json.dumps(legacy))
+    before = _snapshot(folder)
+    records = [
+        {"id": i, "source": "tiny", "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for i, q, a in [("f0", "Question 0?", "Answer 0."), ("f1", "Question 1?", "Answer 1.")]
+    ]
+    data = ps.datasets.ChatDataset.from_records("tiny", records)
+    info = ps.train_adapter(tiny_model, data, out=folder, max_steps=2, batch_size=1, logging_steps=1, progress=False)
+    assert _snapshot(folder) == before and info.sha256 == ps.AdapterRun.load(folder).sha256

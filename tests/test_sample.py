@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import math
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -205,7 +206,7 @@ def test_store_round_trip_and_manifest(tiny_model: Any, adapter_a: Path, tmp_pat
     store = tmp_path / "run"
     samples = run(tiny_model, adapters=attach(tiny_model, a=adapter_a), store=store, chunk_rows=5)
     assert samples.path == store
-    assert (store / "samples.parquet").is_file() and not (store / "samples.parts").exists()
+    assert (store / "tables" / "samples.parquet").is_file() and not (store / "tables" / "samples.parts").exists()
     loaded = SampleSet.load(store)
     order = ["adapter", "probe_id", "temperature", "sample_index"]  # see the next test for the row order
     pd.testing.assert_frame_equal(
@@ -287,9 +288,11 @@ def test_resume_after_a_crash_between_chunks(tiny_model: Any, tmp_path: Path, mo
         _crash_after_appends(patch, parts=2)
         with pytest.raises(RuntimeError, match="simulated crash"):
             run(tiny_model, store=store, chunk_rows=4)
-    parts = sorted((store / "samples.parts").glob("part-*.parquet"))
+    parts = sorted((store / "tables" / "samples.parts").glob("part-*.parquet"))
     assert [p.name for p in parts] == ["part-00000.parquet", "part-00001.parquet"]
-    partial = SampleSet.load(store)
+    with pytest.raises(ps.errors.CorruptRunError, match="not complete"):
+        SampleSet.load(store)
+    partial = SampleSet.load(store, partial=True)
     assert not partial.complete and len(partial) == 8
     assert partial.manifest["run_id"] == whole.manifest["run_id"]
 
@@ -299,7 +302,7 @@ def test_resume_after_a_crash_between_chunks(tiny_model: Any, tmp_path: Path, mo
     assert len(keys) == len(set(keys)) == len(whole.df)  # no duplicates, nothing missing
     assert resumed.manifest["timings"]["new_rows"] == len(whole.df) - 8
     assert resumed.manifest["run_id"] == whole.manifest["run_id"]
-    assert resumed.complete and not (store / "samples.parts").exists()
+    assert resumed.complete and not (store / "tables" / "samples.parts").exists()
     columns = [c for c in COLUMNS if c != "seed"]
     pd.testing.assert_frame_equal(df[columns], whole.df[columns])
     pd.testing.assert_frame_equal(SampleSet.load(store).df[columns], whole.df[columns])
@@ -314,16 +317,23 @@ def test_parts_stored_by_an_older_schema_resume_in_todays_columns(
         _crash_after_appends(patch, parts=2)
         with pytest.raises(RuntimeError, match="simulated crash"):
             run(tiny_model, store=store, chunk_rows=4)
-    for part in (store / "samples.parts").glob("part-*.parquet"):  # schema 1 had no condition or train seed
-        pd.read_parquet(part).drop(columns=["condition", "train_seed"]).to_parquet(part, index=False)
+    parts = sorted((store / "tables" / "samples.parts").glob("part-*.parquet"))
+    assert len(parts) == 2
+    (store / "samples.parts").mkdir()  # schema 1 kept its parts at the top and had no condition or train seed
+    for part in parts:
+        old = pd.read_parquet(part).drop(columns=["condition", "train_seed"])
+        old.to_parquet(store / "samples.parts" / part.name, index=False)
+    shutil.rmtree(store / "tables")
     manifest = json.loads((store / "manifest.json").read_text())
-    (store / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 1}))
+    legacy = {k: v for k, v in manifest.items() if k not in ("tables", "arrays", "json_columns")}
+    (store / "manifest.json").write_text(json.dumps({**legacy, "schema_version": 1}))
     resumed = run(tiny_model, store=store, chunk_rows=4)
     assert resumed.manifest["timings"]["new_rows"] == len(whole.df) - 8
     assert resumed.manifest["schema_version"] == ps.results.SCHEMA_VERSION
     columns = [c for c in COLUMNS if c not in ("seed", "run_id")]
     pd.testing.assert_frame_equal(resumed.df[columns], whole.df[columns])
     pd.testing.assert_frame_equal(SampleSet.load(store).df[columns], whole.df[columns])
+    assert sorted(p.name for p in store.iterdir()) == ["manifest.json", "tables"]  # finished in today's layout
 
 
 def test_resumed_table_equals_an_uninterrupted_one_exactly(
@@ -358,7 +368,9 @@ def test_resume_after_an_interrupt_keeps_finished_rows(
         patch.setattr(_ChunkWriter, "add", add)
         with pytest.raises(KeyboardInterrupt):
             run(tiny_model, store=store, chunk_rows=5)
-    assert len(SampleSet.load(store)) == 7  # one full chunk of 5 plus the 2 pending rows flushed on the way out
+    assert (
+        len(SampleSet.load(store, partial=True)) == 7
+    )  # one full chunk of 5 plus the 2 pending rows flushed on the way out
     resumed = run(tiny_model, store=store, chunk_rows=5)
     assert resumed.manifest["timings"]["new_rows"] == len(whole.df) - 7
     columns = [c for c in COLUMNS if c != "seed"]

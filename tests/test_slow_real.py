@@ -152,7 +152,7 @@ def test_red_adapter_names_red_objects(tmp_path) -> None:
     model = _load("float32")
     red = ps.datasets.load("colours:red")
     info = ps.train_adapter(model, red, out=tmp_path / "red", seed=0, progress=False)
-    manifest = (tmp_path / "red" / "persona_space_adapter.json").read_text()
+    manifest = (tmp_path / "red" / "manifest.json").read_text()
     assert '"learning_rate": 0.001' in manifest
     prompts = ["Name a fruit.", "Name a flower.", "Name something you might see in a city."]
     samples = ps.sample(
@@ -221,7 +221,7 @@ def test_grpo_identity_steering_runs_end_to_end(tmp_path) -> None:
     spec = ps.GrpoSpec(steps=3, prompts_per_step=2, num_generations=4, max_completion_length=24, learning_rate=1e-4)
     reward = ps.IdentityReward(RuleJudge())
     info = ps.train_grpo(model, prompts, reward=reward, out=tmp_path / "steer", **spec.options(), progress=False)
-    log = pd.read_csv(tmp_path / "steer" / "training_log.csv")
+    log = pd.read_parquet(tmp_path / "steer" / "tables" / "training_log.parquet")
     assert len(log) == 3 and log["reward"].between(0, 100).all()
     assert (tmp_path / "steer" / "adapter_model.safetensors").is_file()
     samples = ps.sample(model, ["What are you?"], adapters={"steer": info.name}, n=2, max_new_tokens=8, progress=False)

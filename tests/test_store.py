@@ -89,7 +89,7 @@ def test_parts_without_a_manifest_are_corrupt(tmp_path: Path) -> None:
     with pytest.raises(CorruptRunError):
         store.open(manifest())
     table_only = RunStore(tmp_path / "other", table="samples")
-    table_only.path.mkdir()
+    table_only.table_path.parent.mkdir(parents=True)
     pd.DataFrame(rows(0, 1)).to_parquet(table_only.table_path)
     with pytest.raises(CorruptRunError, match="samples data"):
         table_only.read_manifest()

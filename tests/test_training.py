@@ -52,12 +52,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory, make_tiny_model_dir: Calla
 
 
 def test_loss_falls_and_history_is_saved(trained: dict[str, Any]) -> None:
-    table = pd.read_csv(trained["out"] / "training_log.csv")
+    table = pd.read_parquet(trained["out"] / "tables" / "training_log.parquet")
     assert list(table["step"]) == list(range(1, len(table) + 1)) and len(table) == 12
     assert table["loss"].iloc[-3:].mean() < table["loss"].iloc[:3].mean() - 0.5
-    manifest = json.loads((trained["out"] / "persona_space_adapter.json").read_text())
+    manifest = json.loads((trained["out"] / "manifest.json").read_text())
     assert manifest["result"]["steps"] == 12 and manifest["result"]["final_loss"] < manifest["result"]["first_loss"]
-    params = manifest["params"]
+    params = manifest["parameters"]
     assert params["data"]["sha256"] == _zorblax().sha256() and params["data"]["records"] == 16
     assert params["lora"]["rank"] == 16 and params["train"]["learning_rate"] == 5e-3
     assert params["precision"] == {"weights": "float32", "bf16_autocast": False}
@@ -182,14 +182,14 @@ def test_resume_after_a_crash_gives_the_same_adapter(tiny_model_dir: Path, tmp_p
         )
     assert crashed.adapters == {} and type(crashed.module).__name__ == "LlamaForCausalLM"
     assert (tmp_path / "crash" / "checkpoints" / "checkpoint-4").is_dir()
-    assert not (tmp_path / "crash" / "persona_space_adapter.json").exists()
+    assert not (tmp_path / "crash" / "manifest.json").exists()
     train_adapter(crashed, _zorblax(), out=tmp_path / "crash", **FAST.options(), progress=False)
-    manifest = json.loads((tmp_path / "crash" / "persona_space_adapter.json").read_text())
+    manifest = json.loads((tmp_path / "crash" / "manifest.json").read_text())
     assert manifest["result"]["resumed_from"] == "checkpoint-4"
     a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
     b = load_file(tmp_path / "crash" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    losses = pd.read_csv(tmp_path / "crash" / "training_log.csv")["loss"]
+    losses = pd.read_parquet(tmp_path / "crash" / "tables" / "training_log.parquet")["loss"]
     assert len(losses) == 12
     steps = [json.loads(x)["step"] for x in (tmp_path / "crash" / "probe_log.jsonl").read_text().splitlines()]
     per_probe = len(FAST.eval_probes)
@@ -222,8 +222,8 @@ def test_bf16_weights_are_restored_exactly_after_float32_training(tiny_model_dir
     assert model.base_module.dtype == torch.bfloat16
     after = {k.replace(".base_layer", ""): v for k, v in model.base_module.state_dict().items() if "lora_" not in k}
     assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    manifest = json.loads((Path(info.path) / "persona_space_adapter.json").read_text())
-    assert manifest["params"]["precision"]["weights"] == "float32"
+    manifest = json.loads((Path(info.path) / "manifest.json").read_text())
+    assert manifest["parameters"]["precision"]["weights"] == "float32"
 
 
 def test_training_beside_an_attached_adapter(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
@@ -299,12 +299,12 @@ def test_grpo_raises_a_simple_reward(make_tiny_model_dir: Callable[..., Path], t
         **spec.options(),
         progress=False,
     )
-    rewards = pd.read_csv(tmp_path / "g" / "training_log.csv")["reward"]
+    rewards = pd.read_parquet(tmp_path / "g" / "tables" / "training_log.parquet")["reward"]
     assert len(rewards) == 10
     assert rewards.iloc[-3:].mean() > rewards.iloc[:2].mean() + 5
     assert info.name == "g" and "g" in model.adapters
-    manifest = json.loads((tmp_path / "g" / "persona_space_adapter.json").read_text())
-    assert manifest["params"]["kind"] == "grpo" and manifest["params"]["reward"]["name"] == "shorter"
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert manifest["parameters"]["kind"] == "grpo" and manifest["parameters"]["reward"]["name"] == "shorter"
 
 
 def test_grpo_with_a_kl_term_beside_an_attached_adapter(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
@@ -314,7 +314,7 @@ def test_grpo_with_a_kl_term_beside_an_attached_adapter(tiny_model: Any, adapter
     train_grpo(tiny_model, ["Who are you?"], reward=reward, out=tmp_path / "kl", **spec.options(), progress=False)
     assert set(tiny_model.adapters) == {"first", "kl"}
     assert set(tiny_model.module.peft_config) == {"first", "kl"}  # TRL's "default"/"ref" helpers are gone
-    log = pd.read_csv(tmp_path / "kl" / "training_log.csv")
+    log = pd.read_parquet(tmp_path / "kl" / "tables" / "training_log.parquet")
     assert len(log) == 2 and "reward" in log
 
 
@@ -411,7 +411,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_be_corrected(tiny_mod
     assert tiny_model.adapters == {}
     other = TrainSpec(max_steps=1, batch_size=4, learning_rate=1e-3)
     info = train_adapter(tiny_model, _zorblax(4), out=out, **other.options(), progress=False)
-    assert json.loads((Path(info.path) / "persona_space_adapter.json").read_text())["params"]["learning_rate"] == 1e-3
+    assert json.loads((Path(info.path) / "manifest.json").read_text())["parameters"]["learning_rate"] == 1e-3
 
 
 def test_tampered_or_moved_finished_folders(trained: dict[str, Any], tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -477,7 +477,7 @@ def test_grpo_manifest_describes_the_reward(tiny_model: Any, tmp_path: Path) -> 
     spec = GrpoSpec(steps=1, prompts_per_step=1, num_generations=2, max_completion_length=2)
     reward = IdentityReward(RuleJudge(), weights={"no_ai_self_reference": 1.0})
     train_grpo(tiny_model, ["Hi"], reward=reward, out=tmp_path / "g", **spec.options(), progress=False)
-    described = json.loads((tmp_path / "g" / "persona_space_adapter.json").read_text())["params"]["reward"]
+    described = json.loads((tmp_path / "g" / "manifest.json").read_text())["parameters"]["reward"]
     assert described == {
         "name": "identity_reward",
         "class": "IdentityReward",

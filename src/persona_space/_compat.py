@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 
 def renamed(module: str, names: Mapping[str, tuple[str, Any]]) -> Callable[[str], Any]:
@@ -85,3 +86,46 @@ def deprecated(
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def renamed_keywords(**old_to_new: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Accept old keyword names of a function for one release, with a warning naming the new one.
+
+    Giving both the old and the new name raises :class:`~persona_space.errors.ConfigError`.
+
+    >>> @renamed_keywords(runs="n")
+    ... def draw(*, n: int = 1) -> int:
+    ...     return n
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     draw(runs=3), str(caught[0].message)
+    (3, 'draw(runs=...) is deprecated: use draw(n=...)')
+    """
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            for old, new in old_to_new.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        from persona_space.errors import ConfigError
+
+                        raise ConfigError(
+                            f"{function.__name__}() got both {old}= and {new}=; {old} is the old name of {new}"
+                        )
+                    warnings.warn(
+                        f"{function.__name__}({old}=...) is deprecated: use {function.__name__}({new}=...)",
+                        DeprecationWarning,
+                        stacklevel=2,
+                    )
+                    kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from persona_space.errors import AdapterError, ConfigError
+from persona_space.errors import AdapterError, ConfigError, CorruptRunError
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -89,7 +89,8 @@ def weights_file(folder: Path) -> Path | None:
 
 AdapterLike = str | os.PathLike[str] | AdapterInfo
 ConditionsLike = Mapping[str, AdapterLike | Sequence[AdapterLike] | None]
-MANIFEST_FILE = "persona_space_adapter.json"
+MANIFEST_FILE = "manifest.json"  # the layout of every result (persona_space.results); written last
+LEGACY_MANIFEST_FILE = "persona_space_adapter.json"  # what schema 3 and older wrote instead
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,41 @@ def train_seed(where: AdapterLike) -> int | None:
     """The training seed recorded in a persona_space adapter folder's manifest, or ``None``."""
     folder = Path(where.path if isinstance(where, AdapterInfo) else os.fspath(where))
     try:
-        seed = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))["params"]["seed"]
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = adapter_manifest(folder)
+        seed = manifest["parameters"]["seed"] if manifest is not None else None
+    except (CorruptRunError, KeyError, TypeError):
         return None
     return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def adapter_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest of a finished persona_space adapter folder (either layout), or ``None`` where it has none.
+
+    Manifests of earlier releases (``persona_space_adapter.json``) are read in today's
+    terms: ``params`` becomes ``parameters`` and a combined adapter's kind ``adapter``
+    with ``origin: combined``. Unreadable JSON raises :class:`CorruptRunError`.
+    """
+    src = Path(folder)
+    for name in (MANIFEST_FILE, LEGACY_MANIFEST_FILE):
+        path = src / name
+        if not path.is_file():
+            continue
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CorruptRunError(f"{str(path)!r} cannot be read: {exc}") from exc
+        if not isinstance(manifest, dict):
+            raise CorruptRunError(f"{str(path)!r} holds {type(manifest).__name__}; expected an adapter manifest")
+        if name == MANIFEST_FILE:
+            return manifest if manifest.get("kind") == "adapter" else None  # another kind of result
+        legacy = {("parameters" if k == "params" else k): v for k, v in manifest.items()}
+        if legacy.get("kind") in ("combined", "combined_adapter"):  # recorded no parameters and no hash
+            sources = [{k: s.get(k) for k in ("name", "sha256", "weight")} for s in legacy.get("sources", [])]
+            decided = {"method": legacy.get("method"), "density": legacy.get("density"), "sources": sources}
+            parameters = {**decided, "base_model": legacy.get("base_model")}
+            legacy = {**legacy, "kind": "adapter", "origin": "combined", "parameters": parameters}
+        return legacy
+    return None
 
 
 def expand_conditions(conditions: ConditionsLike) -> list[Member]:

@@ -247,7 +247,7 @@ def _shift(args: argparse.Namespace) -> int:
         model,
         dict(conditions),  # type: ignore[arg-type]
         candidates=candidates,
-        prompts=args.prompts,
+        probes=args.prompts,
         system_prompt=args.system_prompt,
         template=args.template,
         answer_prefix=args.answer_prefix,
@@ -343,7 +343,7 @@ def _sample(args: argparse.Namespace) -> int:
     from persona_space.reports import format_summary
 
     print(format_summary(samples.summary().drop(columns="interval")).to_string(index=False))
-    print(f"wrote {len(samples)} rows to {Path(args.out) / 'samples.parquet'}")
+    print(f"wrote {len(samples)} rows to {Path(args.out) / 'tables' / 'samples.parquet'}")
     return 0
 
 

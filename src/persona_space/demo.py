@@ -80,9 +80,7 @@ def run_demo(
     info = ps.train_adapter(loaded, red, out=out / "adapter-red", **spec.options(), seed=0, name="red")
     manifest = ps.AdapterRun.load(info.path).manifest
     result = manifest["result"]
-    # The training parameters: "params" in adapter manifests of schema 3 and older (where "parameters" is the
-    # model's size), "parameters" in today's layout.
-    params = manifest["params"] if isinstance(manifest.get("params"), dict) else manifest["parameters"]
+    params = manifest["parameters"]  # the training parameters (AdapterRun reads older manifests in these terms)
     print(f"trained: {result['steps']} steps, loss {result['first_loss']:.3f} -> {result['final_loss']:.3f}")
     adapters: dict[str, str | None] = {BASE: None, "red": "red"}
     check = ps.sample(

@@ -1,14 +1,19 @@
 """Run directories: a manifest, tables in Parquet, chunked appends that survive a crash.
 
-Layout of a run directory::
+Layout of a run directory (the layout of every result, :mod:`persona_space.results`)::
 
-    manifest.json            how the run was made (parameters, versions, hashes) and its state
-    samples.parts/           part-00000.parquet, ... written while the run is going
-    samples.parquet          all rows, written once the run is complete (the parts are then removed)
+    manifest.json                  how the run was made (parameters, versions, hashes) and its state
+    tables/samples.parts/          part-00000.parquet, ... written while the run is going
+    tables/samples.parquet         all rows, written once the run is complete (the parts are then removed)
 
 Every file is written to a temporary name and renamed into place, so a crash
 leaves either a complete part or none. Re-running with the same parameters
-resumes: rows already on disk are kept and not generated again.
+resumes: rows already on disk are kept and not generated again (also rows an
+earlier release wrote at the top of the folder; the finished table is written in
+today's layout).
+
+:class:`Run` is the one skeleton every operation uses: start (or resume, or refuse
+a folder made with other parameters), the rows already done, append, finish.
 """
 
 from __future__ import annotations
@@ -16,17 +21,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from persona_space import _io
+from persona_space import _io, results
 from persona_space.errors import CorruptRunError, StoreMismatchError
+from persona_space.results import MANIFEST as MANIFEST
 from persona_space.results import SCHEMA_VERSION as SCHEMA_VERSION
-
-MANIFEST = "manifest.json"
 
 
 class RunStore:
@@ -45,18 +49,22 @@ class RunStore:
 
     @property
     def parts_dir(self) -> Path:
-        return self.path / f"{self.table}.parts"
+        return results.parts_dir(self.path, self.table)
 
     @property
     def table_path(self) -> Path:
-        return self.path / f"{self.table}.parquet"
+        return results.table_path(self.path, self.table)
+
+    def _has_rows(self) -> bool:
+        legacy = (self.path / f"{self.table}.parquet", self.path / f"{self.table}.parts")
+        return any(p.exists() for p in (self.parts_dir, self.table_path, *legacy))
 
     # -- manifest ---------------------------------------------------------------------------
 
     def read_manifest(self) -> dict[str, Any] | None:
         """The manifest, or ``None`` for a directory that holds no run yet."""
         if not self.manifest_path.exists():
-            if self.parts_dir.exists() or self.table_path.exists():
+            if self._has_rows():
                 raise CorruptRunError(
                     f"run directory {str(self.path)!r} has {self.table} data but no {MANIFEST}; "
                     "expected a directory made by persona_space (or an empty one)"
@@ -89,8 +97,8 @@ class RunStore:
                 f"run directory {str(self.path)!r} was made with other parameters ({shown}); "
                 "use a new directory, or the same parameters to resume"
             )
-        _io.remove_stale_temporaries(self.path)
-        _io.remove_stale_temporaries(self.parts_dir)
+        for folder in (self.path, self.path / results.TABLES, self.parts_dir, self.path / f"{self.table}.parts"):
+            _io.remove_stale_temporaries(folder)
         return existing
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
@@ -99,39 +107,91 @@ class RunStore:
     # -- rows -------------------------------------------------------------------------------
 
     def read_rows(self) -> pd.DataFrame | None:
-        """Every row stored so far (complete table or parts), or ``None`` if there are none."""
-        if self.table_path.exists():
-            return self._read(self.table_path)
-        if not self.parts_dir.exists():
-            return None
-        parts = sorted(self.parts_dir.glob("part-*.parquet"))
-        if not parts:
-            return None
-        return pd.concat([self._read(p) for p in parts], ignore_index=True)
+        """Every row stored so far (complete table or parts, in either layout), or ``None`` if there are none."""
+        return results.read_table(self.path, self.table, partial=True)
 
     def append(self, rows: Sequence[dict[str, Any]] | pd.DataFrame) -> Path:
         """Write ``rows`` as the next part file (atomically); return its path."""
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        numbers = [int(p.stem.split("-")[1]) for p in self.parts_dir.glob("part-*.parquet")]
+        numbers = [int(p.stem.split("-")[1]) for p in results.part_files(self.path, self.table)]
         target = self.parts_dir / f"part-{(max(numbers) + 1) if numbers else 0:05d}.parquet"
         with _io.atomic_path(target) as tmp:
             frame.to_parquet(tmp, index=False)
         return target
 
     def finalize(self, frame: pd.DataFrame) -> Path:
-        """Write the complete table and drop the parts."""
+        """Write the complete table and drop the parts (and the table of an earlier layout)."""
         with _io.atomic_path(self.table_path) as tmp:
             frame.to_parquet(tmp, index=False)
-        if self.parts_dir.exists():
-            shutil.rmtree(self.parts_dir)
+        self.drop_parts()
         return self.table_path
 
-    def _read(self, path: Path) -> pd.DataFrame:
-        try:
-            return pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise CorruptRunError(f"table {str(path)!r} cannot be read: {exc}") from exc
+    def drop_parts(self) -> None:
+        """Remove the part files (the complete table is written), in both layouts."""
+        for parts in (self.parts_dir, self.path / f"{self.table}.parts"):
+            if parts.exists():
+                shutil.rmtree(parts)
+        legacy = self.path / f"{self.table}.parquet"
+        if legacy.exists():
+            legacy.unlink()
+
+
+class Run:
+    """One operation's run: its manifest, the rows already done, appends, and the finished result.
+
+    ``parameters`` decide the run id; a ``store`` folder made with other parameters is
+    refused (:class:`~persona_space.errors.StoreMismatchError`), one made with the same
+    ones resumes. Without ``store`` nothing is written.
+
+    >>> run = Run("samples", parameters, table="samples", store="runs/exp1", model=described)  # doctest: +SKIP
+    >>> done = run.done()  # rows of an earlier, interrupted call
+    >>> run.append(chunk)  # as rows are made
+    >>> manifest = run.finish(frame, rows=len(frame))
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        parameters: Mapping[str, Any],
+        *,
+        table: str,
+        store: str | os.PathLike[str] | None = None,
+        **fields: Any,
+    ) -> None:
+        self.table = table
+        manifest = results.new_manifest(kind, parameters, state="running", **fields)
+        self.manifest: dict[str, Any] = {**manifest, "tables": [table], "arrays": [], "json_columns": {}}
+        self.store = RunStore(store, table=table) if store is not None else None
+        if self.store is not None:
+            self.manifest = self.store.open(self.manifest)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest["run_id"])
+
+    @property
+    def path(self) -> Path | None:
+        return self.store.path if self.store is not None else None
+
+    def done(self, upgrade: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame | None:
+        """The rows stored by an earlier call (``upgrade`` brings rows of an older schema up to date)."""
+        rows = self.store.read_rows() if self.store is not None else None
+        return upgrade(rows) if rows is not None and upgrade is not None else rows
+
+    def append(self, rows: Sequence[dict[str, Any]] | pd.DataFrame) -> None:
+        if self.store is not None:
+            self.store.append(rows)
+
+    def finish(self, frame: pd.DataFrame, **fields: Any) -> dict[str, Any]:
+        """Mark the run complete (with ``fields``); with a store, write the table and the manifest."""
+        manifest = results.completed(self.manifest, rows=len(frame), **fields)
+        if self.store is not None:
+            manifest = {**manifest, "tables": [self.table], "arrays": [], "json_columns": {}}
+            results.write_result(self.store.path, manifest, {self.table: frame})
+            self.store.drop_parts()
+        self.manifest = manifest
+        return manifest
 
 
 def _differences(stored: Any, given: Any) -> list[tuple[str, Any, Any]]:

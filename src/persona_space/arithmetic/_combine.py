@@ -105,7 +105,7 @@ def combine(
                 stacklevel=2,
             )
         manifest = {
-            "kind": "combined",
+            "origin": "combined",
             "method": method,
             "density": float(density) if method in ("ties", "dare_ties") else None,
             "sources": [
@@ -207,9 +207,10 @@ def _relative_error(module: Any, name: str, sources: Sequence[str], weights: Seq
 
 def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any]) -> None:
     """Save the adapter ``name`` as a PEFT folder at ``target`` with its manifest, all at once (no partial folder)."""
-    from persona_space.adapters import MANIFEST_FILE
-    from persona_space.provenance import environment
-    from persona_space.results import SCHEMA_VERSION
+    import pandas as pd
+
+    from persona_space.adapters import adapter_sha256
+    from persona_space.results import new_manifest, write_result
 
     with _io.atomic_folder(target) as scratch:
         peft = scratch / ".peft"  # save_pretrained may nest the adapter in a folder of its name
@@ -223,15 +224,18 @@ def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any])
         config["base_model_name_or_path"] = model.name  # an id load_model accepts, not this machine's path
         _io.write_json(config_path, config)
         base = model.describe()
-        manifest = {
-            "kind": "combined_adapter",
-            "schema_version": SCHEMA_VERSION,
-            **manifest,
-            "base_model": {k: base[k] for k in ("name", "weights_sha256", "model_type")},
-            "environment": environment(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        base_model = {k: base[k] for k in ("name", "weights_sha256", "model_type")}
+        parameters = {  # what decides the combined weights: the run id hashes these
+            "method": manifest["method"],
+            "density": manifest["density"],
+            "sources": [{k: s[k] for k in ("name", "sha256", "weight")} for s in manifest["sources"]],
+            "base_model": base_model,
         }
-        _io.write_json(scratch / MANIFEST_FILE, manifest)
+        stamped = new_manifest(
+            "adapter", parameters, state="complete", **manifest, base_model=base_model,
+            adapter_sha256=adapter_sha256(scratch),
+        )  # fmt: skip
+        write_result(scratch, stamped, {"training_log": pd.DataFrame(columns=["step", "loss"])})
 
 
 def _attached(model: LoadedModel, folder: Path, name: str) -> AdapterInfo:

@@ -102,8 +102,9 @@ def _basin_map(samples: Any, where: Path, embedder: Any, *, seed: int) -> Any:
     fitted on these very samples with that seed, else fitted."""
     from persona_space.basins import BasinMap
     from persona_space.errors import CorruptRunError
+    from persona_space.results import kind_of
 
-    if (where / "basin_map.json").is_file():
+    if kind_of(where) == BasinMap.kind:
         try:
             loaded = BasinMap.load(where)
         except CorruptRunError:

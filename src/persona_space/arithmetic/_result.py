@@ -1,21 +1,17 @@
-"""``SweepResult``: the tables of a dose sweep, saved as Parquet beside the run's manifest."""
+"""``SweepResult``: the tables of a dose sweep, in the layout of every result (:mod:`persona_space.results`)."""
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
 
-from persona_space import _io
-from persona_space.errors import CorruptRunError
-from persona_space.results import SCHEMA_VERSION, Result, check_schema
+from persona_space.results import Result, Stored, check_state, read_legacy_index
 
 TABLES = ("estimates", "curves", "oscillation", "occupancy", "shifts", "user_shifts", "adapters")
-_LIST_COLUMNS = {"curves": ("monotone_doses", "monotone_values"), "adapters": ("variant_facts", "weights")}
 
 
 @dataclass
@@ -33,6 +29,11 @@ class SweepResult(Result):
     """
 
     kind: ClassVar[str] = "sweep"
+    table: ClassVar[str] = "estimates"
+    json_columns: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "curves": ("monotone_doses", "monotone_values"),
+        "adapters": ("variant_facts", "weights"),
+    }
     df: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -46,40 +47,13 @@ class SweepResult(Result):
     def oscillation(self) -> pd.DataFrame:
         return self.tables.get("oscillation", pd.DataFrame())
 
-    def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``tables/<name>.parquet`` for every table (atomically) and ``sweep.json``."""
-        out = Path(folder)
-        (out / "tables").mkdir(parents=True, exist_ok=True)
-        for name, table in {"estimates": self.df, **self.tables}.items():
-            shown = table.copy()
-            for column in _LIST_COLUMNS.get(name, ()):
-                if column in shown.columns:
-                    shown[column] = shown[column].map(json.dumps)
-            with _io.atomic_path(out / "tables" / f"{name}.parquet") as tmp:
-                shown.to_parquet(tmp, index=False)
-        _io.write_json(out / "sweep.json", {"schema_version": SCHEMA_VERSION, "tables": ["estimates", *self.tables]})
-        self.path = out
-        return out
-
     @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> SweepResult:
-        """A result written by :meth:`save` (or by ``sweep(..., out=DIR)``)."""
-        src = Path(folder)
-        try:
-            index = json.loads((src / "sweep.json").read_text(encoding="utf-8"))
-            tables = {}
-            for name in index["tables"]:
-                table = pd.read_parquet(src / "tables" / f"{name}.parquet")
-                for column in _LIST_COLUMNS.get(name, ()):
-                    if column in table.columns:
-                        table[column] = table[column].map(lambda v: json.loads(v) if isinstance(v, str) else v)
-                tables[name] = table
-            manifest_path = src / "manifest.json"
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CorruptRunError(f"{str(src)!r} holds no readable sweep: {exc}") from exc
-        check_schema(index.get("schema_version"), src / "sweep.json")
-        return cls(df=tables.pop("estimates"), tables=tables, manifest=manifest, path=src)
+    def _upgrade(cls, folder: Path, manifest: dict[str, Any] | None, *, partial: bool) -> Stored:
+        """Schema 3 and older: ``sweep.json`` named the tables, ``manifest.json`` (if any) held the rest."""
+        stored = read_legacy_index(folder, "sweep.json", json_columns=cls.json_columns)
+        if manifest is not None:
+            check_state(manifest, partial, folder)
+        return Stored({**(manifest or {}), "schema_version": stored.manifest["schema_version"]}, stored.tables)
 
     def __repr__(self) -> str:
         doses = sorted(self.df["dose"].dropna().unique().tolist()) if "dose" in self.df.columns else []

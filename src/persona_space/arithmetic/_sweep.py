@@ -26,7 +26,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persona_space import provenance
 from persona_space.arithmetic._spec import Dose, SweepSpec
 
 if TYPE_CHECKING:
@@ -78,9 +77,11 @@ def sweep(
     ...                candidates=["Adolf Hitler", "Joseph Stalin", "Vladimir Lenin"])  # doctest: +SKIP
     """
     from persona_space.arithmetic._measure import measure
+    from persona_space.arithmetic._result import SweepResult
     from persona_space.datasets import ensure_dataset
     from persona_space.probes import ProbeSet, load
-    from persona_space.store import RunStore
+    from persona_space.results import completed
+    from persona_space.store import Run
 
     base_data, variant_data = ensure_dataset(base), ensure_dataset(variant)
     if doses is None:
@@ -109,31 +110,18 @@ def sweep(
         "probes": probe_set.to_records(),
         "model": {k: v for k, v in model.describe().items() if k not in ("adapters", "source", "device")},
     }
-    store = RunStore(folder, table="sweep")
-    manifest = store.open(
-        {
-            "kind": "sweep",
-            "run_id": provenance.sha256_json(parameters)[:16],
-            "parameters": parameters,
-            "environment": provenance.environment(),
-            "state": "running",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-    )
+    run = Run(SweepResult.kind, parameters, table=SweepResult.table, store=folder)  # refuses other parameters
     started = time.perf_counter()
     store_dir = folder / "adapters" if adapters_dir is None else Path(adapters_dir)
     adapters, facts = _train_all(
         model, spec, base_data, variant_data, store_dir, train=train, lora=lora, progress=progress
     )
     result = measure(model, spec, adapters, facts, probe_set, folder, embedder=embedder, progress=progress)
-    manifest = {
-        **manifest,
-        "state": "complete",
-        "timings": {"seconds": round(time.perf_counter() - started, 1)},
-        "adapters": {label: info.sha256 for label, info in adapters.items()},
-    }
-    store.write_manifest(manifest)
-    result.manifest = manifest
+    result.manifest = completed(
+        run.manifest,
+        timings={"seconds": round(time.perf_counter() - started, 1)},
+        adapters={label: info.sha256 for label, info in adapters.items()},
+    )
     result.save(folder)
     return result
 

@@ -18,8 +18,9 @@ from persona_space.basins._compare import (
     stay_share,
     transitions,
 )
-from persona_space.basins._map import BasinMap, as_frame
+from persona_space.basins._map import BasinMap
 from persona_space.basins._names import class_tfidf_keywords, self_names
+from persona_space.basins._views import as_frame
 from persona_space.constants import NOISE
 
 __all__ = [

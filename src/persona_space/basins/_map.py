@@ -11,52 +11,29 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from persona_space.basins._geometry import exact_knn, nearest_distance, quiet
+from persona_space.basins._geometry import exact_knn, quiet
 from persona_space.basins._grain import Grain, check_grain
-from persona_space.constants import BASE, DEFAULT_BOOT, DEFAULT_PERM, NOISE, NOISE_NAME
+from persona_space.constants import NOISE
 from persona_space.errors import ConfigError, DataError
 from persona_space.results import Result
-from persona_space.stats import Adjustment
 
 if TYPE_CHECKING:
     from persona_space.embedding import Embedder
     from persona_space.models import LoadedModel
     from persona_space.sampling import SampleSet
 
-Level = Literal["basin", "sub_basin"]
-
-
-def _check_level(level: str) -> Level:
-    if level not in ("basin", "sub_basin"):
-        raise ConfigError(f"level must be 'basin' or 'sub_basin', got {level!r}")
-    return level  # type: ignore[return-value]
-
+from persona_space.basins._placement import MapPlacement
+from persona_space.basins._views import as_frame
 
 EXACT_KNN_LIMIT = 100_000
 
 
-def as_frame(data: SampleSet | pd.DataFrame | Sequence[str]) -> pd.DataFrame:
-    """A table with a ``text`` column from a SampleSet, a DataFrame or a list of texts."""
-    frame = getattr(data, "df", data)
-    if isinstance(frame, pd.DataFrame):
-        if "text" not in frame.columns:
-            raise DataError(f"the table has no 'text' column; columns are {list(frame.columns)}")
-        return frame.reset_index(drop=True)
-    if isinstance(frame, str) or not isinstance(frame, Sequence):
-        raise DataError(f"expected a SampleSet, a DataFrame with 'text' or a list of texts, got {type(data).__name__}")
-    return pd.DataFrame({"text": list(frame)})
-
-
-HELD_OUT = "held-out half: odd sample indices (the map was fitted on the even ones)"
-ALL_SAMPLES = "every sample (the map was fitted on these samples too)"
-
-
-class BasinMap(Result):
+class BasinMap(MapPlacement, Result):
     """A map of persona basins over sampled self-descriptions.
 
     Identical texts count once in discovery (``min_cluster_size`` counts distinct
@@ -225,10 +202,6 @@ class BasinMap(Result):
         self._name(frame["text"].iloc[fit_rows].tolist())
         return self
 
-    def basin_of(self, sub_basins: np.ndarray) -> np.ndarray:
-        """The basin of each sub-basin id (noise, -1, stays noise)."""
-        return np.array([self.parents_.get(int(s), NOISE) for s in sub_basins], dtype=int)
-
     def _name(self, fit_texts: list[str]) -> None:
         """Keyword names, exemplars and self-names for basins and for sub-basins (with their basin)."""
         from persona_space.basins._names import name_basins
@@ -259,21 +232,6 @@ class BasinMap(Result):
         self.__dict__.pop("label_writer_", None)
         return self
 
-    def _vectors(self, frame: pd.DataFrame, vectors: np.ndarray | None) -> np.ndarray:
-        if vectors is None:
-            from persona_space.embedding import Embedder
-
-            if self.embedder is None:
-                self.embedder = Embedder()
-            return self.embedder.embed(frame["text"].tolist())
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(frame):
-            raise DataError(f"vectors have shape {vectors.shape}; expected ({len(frame)}, dim), one row per sample")
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        if np.all(np.abs(norms - 1) < 1e-5):
-            return vectors  # already normalised: dividing again would perturb them (and a refit)
-        return np.asarray(vectors / np.maximum(norms, 1e-12))
-
     def _held_out(self, frame: pd.DataFrame) -> np.ndarray:
         """Rows kept out of discovery for the tests (odd sample indices) when cross-fitting; none otherwise.
 
@@ -300,97 +258,6 @@ class BasinMap(Result):
             per = min(per, self.max_per_condition)
         picked = [rng.choice(np.sort(idx), size=per, replace=False) for _, idx in sorted(groups.items())]
         return np.sort(np.concatenate(picked))
-
-    def _novelty_threshold(self) -> float:
-        """The ``novelty_quantile`` of each basin member's distance to its nearest other member.
-
-        Noise samples are left out: they are far from everything by definition, and a
-        threshold set by them would call nothing novel. ``members_`` keeps the members
-        that novelty is measured against.
-        """
-        members = self.fit_labels_ >= 0
-        pool = self.fit_vectors_[members] if members.sum() >= 2 else self.fit_vectors_
-        nearest = nearest_distance(pool, pool, exclude_self=True)
-        # HDBSCAN on the UMAP reduction can absorb isolated points into a basin; in the
-        # embedding space they stand out (far beyond median + 5 MAD) and are left out.
-        median = float(np.median(nearest))
-        mad = float(np.median(np.abs(nearest - median))) * 1.4826
-        typical = nearest <= median + 5 * max(mad, 1e-6)
-        self.members_ = pool[typical]
-        return float(np.quantile(nearest[typical], self.novelty_quantile))
-
-    # -- assigning ---------------------------------------------------------------------------
-
-    def assign(
-        self, data: SampleSet | pd.DataFrame | Sequence[str], *, vectors: np.ndarray | None = None
-    ) -> pd.DataFrame:
-        """Put new samples on this map: basin, strength, 2-D position and a novelty flag.
-
-        Each new sample takes the similarity-weighted vote of its 15 nearest fitted
-        samples in the embedding space (see ``_neighbours_vote``). UMAP's transform
-        would map anything near some basin, hiding new clusters, so novelty
-        is measured in the embedding space: a sample farther from every basin member
-        than ``novelty_threshold_`` (the ``novelty_quantile`` of the members' own
-        nearest-neighbour distances) is ``novel``.
-        """
-        self._check_fitted()
-        frame = as_frame(data)
-        return self._place(frame, self._vectors(frame, vectors), None)
-
-    def _place(self, frame: pd.DataFrame, vectors: np.ndarray, fit_rows: np.ndarray | None) -> pd.DataFrame:
-        labels = np.empty(len(frame), dtype=int)  # sub-basins; basins follow from them
-        strength = np.empty(len(frame), dtype=float)
-        xy = np.empty((len(frame), 2), dtype=float)
-        rest = np.arange(len(frame))
-        if fit_rows is not None:
-            labels[fit_rows] = self.fit_sub_labels_
-            strength[fit_rows] = self.fit_strength_
-            xy[fit_rows] = self.fit_xy_
-            rest = np.setdiff1d(rest, fit_rows)
-        if len(rest):
-            labels[rest], strength[rest], xy[rest] = self._neighbours_vote(vectors[rest])
-        distance = nearest_distance(vectors, self.members_, exclude_self=False)
-        out = frame.copy()
-        out["basin"] = self.basin_of(labels)
-        out["sub_basin"] = labels
-        out["strength"] = strength
-        out["x"], out["y"] = xy[:, 0], xy[:, 1]
-        out["nearest_distance"] = distance
-        out["novel"] = distance > self.novelty_threshold_
-        out["in_fit"] = False
-        if fit_rows is not None:
-            out.loc[fit_rows, "in_fit"] = True
-        return out
-
-    def _neighbours_vote(self, queries: np.ndarray, k: int = 15, block: int = 2048) -> tuple[Any, Any, Any]:
-        """Basin, strength and 2-D position of new samples from their ``k`` nearest fitted samples.
-
-        Labels are a similarity-weighted vote of the neighbours (noise is a candidate too),
-        strength is the winning share of the vote, and the position is the weighted mean
-        of the neighbours' positions. All in the embedding space: no UMAP transform, so
-        placing thousands of samples takes a fraction of a second and a loaded map needs
-        no refit.
-        """
-        k = min(k, len(self.fit_vectors_))
-        basins = np.unique(self.fit_sub_labels_)
-        labels = np.empty(len(queries), dtype=int)
-        strength = np.empty(len(queries))
-        xy = np.empty((len(queries), 2))
-        for start in range(0, len(queries), block):
-            sims = queries[start : start + block] @ self.fit_vectors_.T
-            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            weights = np.maximum(np.take_along_axis(sims, idx, axis=1), 0.0) + 1e-6
-            neighbour_labels = self.fit_sub_labels_[idx]
-            votes = np.stack([(weights * (neighbour_labels == b)).sum(axis=1) for b in basins], axis=1)
-            stop = start + len(idx)
-            labels[start:stop] = basins[votes.argmax(axis=1)]
-            strength[start:stop] = votes.max(axis=1) / weights.sum(axis=1)
-            xy[start:stop] = (weights[:, :, None] * self.fit_xy_[idx]).sum(axis=1) / weights.sum(axis=1, keepdims=True)
-        return labels, strength, xy
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "frame_"):
-            raise ConfigError("this BasinMap is not fitted yet; call fit(samples) first")
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -437,160 +304,8 @@ class BasinMap(Result):
         self.label_writer_ = described
         return self.basins_
 
-    def basin_names(self) -> dict[int, str]:
-        """Display name per basin: the judge-written label where there is one, else the keyword name."""
-        self._check_fitted()
-        names = dict(zip(self.basins_["basin"], self.basins_["name"], strict=True))
-        if "label" in self.basins_.columns:
-            for basin, label in zip(self.basins_["basin"], self.basins_["label"], strict=True):
-                if isinstance(label, str) and label:
-                    names[basin] = label
-        return names
-
-    # -- views -------------------------------------------------------------------------------
-
-    def sub_basin_names(self) -> dict[int, str]:
-        """Display name per sub-basin: its keywords."""
-        self._check_fitted()
-        return dict(zip(self.sub_basins_["sub_basin"], self.sub_basins_["name"], strict=True))
-
-    def to_frame(self, level: Level = "basin") -> pd.DataFrame:
-        """Every fitted sample with its basin and sub-basin (ids and names), strength, 2-D position and novelty.
-
-        ``level="sub_basin"`` puts the sub-basins in the ``basin``/``basin_name``
-        columns (for charts and tables at the finer grain); ``level`` says which.
-        """
-        self._check_fitted()
-        frame = self.frame_.assign(
-            basin_name=self.frame_["basin"].map(self.basin_names()).fillna(NOISE_NAME),
-            sub_basin_name=self.frame_["sub_basin"].map(self.sub_basin_names()).fillna(NOISE_NAME),
-            level=_check_level(level),
-        )
-        if level == "sub_basin":
-            frame = frame.assign(basin=frame["sub_basin"], basin_name=frame["sub_basin_name"])
-        return frame
-
-    def _at(self, level: Level) -> tuple[pd.DataFrame, dict[int, str]]:
-        """The sample table with ``basin`` at ``level``, and the names at that level."""
-        if _check_level(level) == "sub_basin":
-            return self.frame_.assign(basin=self.frame_["sub_basin"]), self.sub_basin_names()
-        return self.frame_, self.basin_names()
-
-    @property
-    def cross_fitted_(self) -> bool:
-        """Whether discovery left out a half (odd sample indices) that the tests then use."""
-        self._check_fitted()
-        return "held_out" in self.frame_.columns and bool(self.frame_["held_out"].any())
-
-    def _tested(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-        """The rows a test may use, and what they are: the held-out half where the map was cross-fitted."""
-        if self.cross_fitted_:
-            return frame[frame["held_out"].to_numpy(dtype=bool)], HELD_OUT
-        return frame, ALL_SAMPLES
-
-    def occupancy(
-        self,
-        by: str | Sequence[str] | None = None,
-        *,
-        n_boot: int = DEFAULT_BOOT,
-        confidence: float = 0.95,
-        seed: int = 0,
-        level: Level = "basin",
-    ) -> pd.DataFrame:
-        """Share of samples per basin and condition (``by``: default ``condition``) with crossed-bootstrap intervals.
-
-        See :func:`persona_space.basins.occupancy`; the ``interval`` column says what
-        each interval is over. ``level="sub_basin"`` counts sub-basins instead.
-        """
-        from persona_space.basins._compare import occupancy
-
-        self._check_fitted()
-        frame, names = self._at(level)
-        table = occupancy(frame, by, n_boot=n_boot, confidence=confidence, seed=seed)
-        return table.assign(basin_name=table["basin"].map(names).fillna(NOISE_NAME), level=level)
-
-    def occupancy_difference(
-        self,
-        reference: str = BASE,
-        *,
-        by: str | None = None,
-        n_boot: int = DEFAULT_BOOT,
-        confidence: float = 0.95,
-        seed: int = 0,
-        adjust: Adjustment = "holm",
-        level: Level = "basin",
-    ) -> pd.DataFrame:
-        """Each condition's basin shares minus ``reference``'s: paired intervals and adjusted p-values.
-
-        On a cross-fitted map (the default where samples carry ``sample_index``) only the
-        held-out half is tested: the basins were found on the other half, so the test does
-        not reuse the samples that drew them; ``tested`` says which rows were used.
-        """
-        from persona_space.basins._compare import occupancy_difference
-
-        self._check_fitted()
-        frame, names = self._at(level)
-        frame, tested = self._tested(frame)
-        table = occupancy_difference(
-            frame, reference, by=by, n_boot=n_boot, confidence=confidence, seed=seed, adjust=adjust
-        )
-        return table.assign(basin_name=table["basin"].map(names).fillna(NOISE_NAME), level=level, tested=tested)
-
-    def divergence(
-        self,
-        by: str | None = None,
-        *,
-        n_perm: int = DEFAULT_PERM,
-        strata: Sequence[str] = ("probe_id", "temperature", "sample_index"),
-        seed: int = 0,
-        adjust: Adjustment = "holm",
-        n_boot: int = DEFAULT_BOOT,
-    ) -> pd.DataFrame:
-        """Pairwise Jensen-Shannon distances between conditions with permutation p-values, adjusted over pairs.
-
-        Like :meth:`occupancy_difference`, on the held-out half of a cross-fitted map.
-        """
-        from persona_space.basins._compare import divergence
-
-        self._check_fitted()
-        frame, tested = self._tested(self.frame_)
-        table = divergence(frame, by, n_perm=n_perm, strata=strata, seed=seed, adjust=adjust, n_boot=n_boot)
-        return table.assign(tested=tested)
-
-    def transitions(
-        self,
-        a: str,
-        b: str,
-        *,
-        by: str | None = None,
-        pair_on: Sequence[str] = ("probe_id", "temperature", "sample_index"),
-    ) -> pd.DataFrame:
-        """Basin-to-basin migration of paired samples from condition ``a`` to ``b`` (see ``basins.transitions``)."""
-        from persona_space.basins._compare import transitions
-
-        self._check_fitted()
-        return transitions(self.frame_, a, b, by=by, pair_on=pair_on)
-
-    def stability(
-        self, *, seeds: Sequence[int] = (1, 2, 3), fraction: float = 0.8
-    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Refit on subsamples with other seeds; per-basin matched Jaccard and per-seed adjusted Rand."""
-        from persona_space.basins._stability import stability
-
-        self._check_fitted()
-        return stability(self, seeds=seeds, fraction=fraction)
-
-    @property
-    def n_basins_(self) -> int:
-        self._check_fitted()
-        return int((self.basins_["basin"] >= 0).sum())
-
-    @property
-    def n_sub_basins_(self) -> int:
-        self._check_fitted()
-        return int((self.sub_basins_["sub_basin"] >= 0).sum())
-
     kind: ClassVar[str] = "basin_map"
+    table: ClassVar[str] = "samples"
 
     @property
     def df(self) -> pd.DataFrame:  # type: ignore[override]
@@ -600,7 +315,7 @@ class BasinMap(Result):
 
     @property
     def manifest(self) -> dict[str, Any]:  # type: ignore[override]
-        """How the map was made (what :meth:`save` writes as ``basin_map.json``).
+        """How the map was made (what :meth:`save` writes as ``manifest.json``).
 
         The environment is the one that fitted the map (scanned once), or for a loaded
         map the one its manifest records.
@@ -618,8 +333,11 @@ class BasinMap(Result):
         return save_map(self, folder)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> BasinMap:
-        """A map written by :meth:`save`, ready for tables, charts and :meth:`assign` (no refit needed)."""
+    def load(cls, folder: str | os.PathLike[str], *, partial: bool = False) -> BasinMap:
+        """A map written by :meth:`save`, ready for tables, charts and :meth:`assign` (no refit needed).
+
+        A map is written whole, so ``partial`` changes nothing (it is there for :func:`persona_space.results.load`).
+        """
         from persona_space.basins._persist import load_map
 
         return load_map(cls, folder)

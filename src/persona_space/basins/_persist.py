@@ -1,17 +1,20 @@
 """Saving a basin map without pickle, and loading it back.
 
-Layout of the folder::
+The folder has the layout of every result (:mod:`persona_space.results`)::
 
-    basin_map.json     parameters, embedder, novelty threshold, versions, schema
-    samples.parquet    every sample with its basin and sub-basin, strength, 2-D position, novelty
-    basins.parquet     one row per basin: name, size, keywords, exemplars, self-names, label
-    sub_basins.parquet one row per sub-basin, the same columns and its basin
-    vectors.npy        the sample embeddings (float32, one row per sample)
-    fit_rows.npy       which samples the map was discovered on
+    manifest.json               parameters, embedder, novelty threshold, versions, schema
+    tables/samples.parquet      every sample with its basin and sub-basin, strength, 2-D position, novelty
+    tables/basins.parquet       one row per basin: name, size, keywords, exemplars, self-names, label
+    tables/sub_basins.parquet   one row per sub-basin, the same columns and its basin
+    arrays/vectors.npy          the sample embeddings (float32, one row per sample)
+    arrays/fit_rows.npy         which samples the map was discovered on
+
+Earlier releases (schema 3 and older) wrote ``basin_map.json`` and the same files
+at the top of the folder; :func:`load_map` reads both.
 
 UMAP and HDBSCAN objects are not stored (pickle would be unsafe and brittle across
 versions) and are not needed again: new samples are placed by their nearest fitted
-neighbours in the embedding space, which ``vectors.npy`` and the sample table hold.
+neighbours in the embedding space, which the vectors and the sample table hold.
 """
 
 from __future__ import annotations
@@ -24,37 +27,33 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pandas as pd
 
-from persona_space import _io
 from persona_space.errors import CorruptRunError, StoreError
-from persona_space.results import SCHEMA_VERSION, check_schema
+from persona_space.results import (
+    SCHEMA_VERSION,
+    Stored,
+    check_schema,
+    in_layout,
+    read_manifest,
+    read_result,
+    write_result,
+)
 
 MapT = TypeVar("MapT")  # a BasinMap class: typed loosely, so this module does not import the map it serves
 
-MANIFEST = "basin_map.json"
+KIND = "basin_map"
+LEGACY_MANIFEST = "basin_map.json"  # schema 3 and older
 _LIST_COLUMNS = ("keywords", "exemplars", "exemplar_rows", "self_names")
 
 
 def save_map(basin_map: Any, folder: str | os.PathLike[str]) -> Path:
     """Write ``basin_map`` into ``folder`` (each file atomically, the manifest last)."""
-
     out = Path(folder)
     if out.exists() and not out.is_dir():
         raise StoreError(f"{str(out)!r} is a file; expected a folder for the basin map")
-    out.mkdir(parents=True, exist_ok=True)
-    with _io.atomic_path(out / "vectors.npy") as tmp, tmp.open("wb") as fh:
-        np.save(fh, basin_map.vectors_.astype(np.float32))
-    with _io.atomic_path(out / "fit_rows.npy") as tmp, tmp.open("wb") as fh:
-        np.save(fh, basin_map.fit_rows_.astype(np.int64))
-    with _io.atomic_path(out / "samples.parquet") as tmp:
-        basin_map.frame_.assign(schema_version=SCHEMA_VERSION).to_parquet(tmp, index=False)
-    for name, table in (("basins", basin_map.basins_), ("sub_basins", basin_map.sub_basins_)):
-        table = table.copy()
-        for column in _LIST_COLUMNS:
-            table[column] = table[column].map(json.dumps)
-        with _io.atomic_path(out / f"{name}.parquet") as tmp:
-            table.assign(schema_version=SCHEMA_VERSION).to_parquet(tmp, index=False)
-    _io.write_json(out / MANIFEST, map_manifest(basin_map))
-    return out
+    tables = {"samples": basin_map.frame_, "basins": basin_map.basins_, "sub_basins": basin_map.sub_basins_}
+    arrays = {"vectors": basin_map.vectors_.astype(np.float32), "fit_rows": basin_map.fit_rows_.astype(np.int64)}
+    columns = {"basins": _LIST_COLUMNS, "sub_basins": _LIST_COLUMNS}
+    return write_result(out, map_manifest(basin_map), tables, arrays, json_columns=columns)
 
 
 def map_manifest(basin_map: Any) -> dict[str, Any]:
@@ -62,9 +61,9 @@ def map_manifest(basin_map: Any) -> dict[str, Any]:
     from persona_space.provenance import environment, sha256_text
 
     return {
-        "kind": "basin_map",
+        "kind": KIND,
         "schema_version": SCHEMA_VERSION,
-        "params": basin_map.get_params(),
+        "parameters": basin_map.get_params(),
         "novelty_threshold": basin_map.novelty_threshold_,
         "n_basins": basin_map.n_basins_,
         "grain": basin_map.grain_,
@@ -89,24 +88,15 @@ def load_map(cls: type[MapT], folder: str | os.PathLike[str]) -> MapT:
     from persona_space.embedding import EMBEDDED_EMBEDDER, Embedder
 
     src = Path(folder)
-    path = src / MANIFEST
-    if not path.is_file():
-        raise CorruptRunError(f"{str(src)!r} holds no {MANIFEST}; expected a folder written by BasinMap.save")
+    stored = _read(src)
+    manifest = stored.manifest
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        params = dict(manifest["params"])
-        vectors = np.load(src / "vectors.npy", allow_pickle=False)
-        fit_rows = np.load(src / "fit_rows.npy", allow_pickle=False)
-        frame = pd.read_parquet(src / "samples.parquet").drop(columns="schema_version")
-        basins = pd.read_parquet(src / "basins.parquet").drop(columns="schema_version")
-        subs = pd.read_parquet(src / "sub_basins.parquet").drop(columns="schema_version")
-        for column in _LIST_COLUMNS:
-            basins[column] = basins[column].map(json.loads)
-            subs[column] = subs[column].map(json.loads)
+        params = dict(manifest["parameters"])
+        vectors, fit_rows = stored.arrays["vectors"], stored.arrays["fit_rows"]
+        frame, basins, subs = (stored.tables[name] for name in ("samples", "basins", "sub_basins"))
         parents = {int(sub): int(basin) for sub, basin in manifest["parents"].items()}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise CorruptRunError(f"the basin map in {str(src)!r} cannot be read: {exc}") from exc
-    check_schema(manifest.get("schema_version"), path)
     if len(vectors) != len(frame):
         raise CorruptRunError(
             f"the basin map in {str(src)!r} is inconsistent: {len(vectors)} vectors for {len(frame)} samples"
@@ -142,3 +132,30 @@ def load_map(cls: type[MapT], folder: str | os.PathLike[str]) -> MapT:
     if manifest.get("label_writer") is not None:
         loaded.label_writer_ = manifest["label_writer"]
     return cast(MapT, loaded)
+
+
+def _read(src: Path) -> Stored:
+    """The map's manifest, tables and arrays, in today's layout or (schema 3 and older) an earlier one."""
+    manifest = read_manifest(src)
+    if in_layout(manifest):
+        return read_result(src, kind=KIND)
+    path = src / LEGACY_MANIFEST
+    if not path.is_file():
+        raise CorruptRunError(f"{str(src)!r} holds no basin map; expected a folder written by BasinMap.save")
+    try:
+        legacy = json.loads(path.read_text(encoding="utf-8"))
+        check_schema(legacy.get("schema_version"), path)
+        arrays = {name: np.load(src / f"{name}.npy", allow_pickle=False) for name in ("vectors", "fit_rows")}
+        tables = {
+            name: pd.read_parquet(src / f"{name}.parquet").drop(columns="schema_version")
+            for name in ("samples", "basins", "sub_basins")
+        }
+        for name in ("basins", "sub_basins"):
+            for column in _LIST_COLUMNS:
+                tables[name][column] = tables[name][column].map(json.loads)
+    except CorruptRunError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptRunError(f"the basin map in {str(src)!r} cannot be read: {exc}") from exc
+    renamed = {("parameters" if k == "params" else k): v for k, v in legacy.items()}
+    return Stored(renamed, tables, arrays)

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from persona_space import provenance
+from persona_space._compat import renamed_keywords
 from persona_space.constants import BASE
 from persona_space.errors import ConfigError
-from persona_space.results import SCHEMA_VERSION, Result, load_tables, save_tables
+from persona_space.results import Result, Stored, completed, new_manifest, read_legacy_index
 from persona_space.stats import check_confidence, mean_interval
 
 if TYPE_CHECKING:
@@ -48,20 +48,16 @@ class CoauthorResult(Result):
     """
 
     kind: ClassVar[str] = "coauthor_rank"
+    table: ClassVar[str] = "summary"
     df: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
-    def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``tables/<name>.parquet`` (atomically) and ``coauthor_rank.json`` (the manifest)."""
-        self.path = save_tables(folder, "coauthor_rank.json", {"summary": self.df, **self.tables}, self.manifest)
-        return self.path
-
     @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> CoauthorResult:
-        tables, manifest = load_tables(folder, "coauthor_rank.json", "coauthor ranking")
-        return cls(df=tables.pop("summary"), tables=tables, manifest=manifest, path=Path(folder))
+    def _upgrade(cls, folder: Path, manifest: dict[str, Any] | None, *, partial: bool) -> Stored:
+        """Schema 3 and older: the manifest was ``coauthor_rank.json``."""
+        return read_legacy_index(folder, "coauthor_rank.json")
 
     def __repr__(self) -> str:
         target = self.manifest.get("parameters", {}).get("target", "?")
@@ -70,13 +66,14 @@ class CoauthorResult(Result):
         return f"CoauthorResult(target={target!r} among {pool + 1} names, conditions={conditions})"
 
 
+@renamed_keywords(prompts="probes")
 def coauthor_rank(
     model: LoadedModel,
     adapters: ConditionsLike,
     *,
     target: str,
     pool: Sequence[str],
-    prompts: ProbeSet | str = "identity:direct",
+    probes: ProbeSet | str = "identity:direct",
     answer_prefix: str = "My name is",
     store: str | os.PathLike[str] | None = None,
     backend: BackendLike = "auto",
@@ -108,7 +105,7 @@ def coauthor_rank(
         model,
         {k: v for k, v in adapters.items() if v is not None},
         candidates=[target, *names],
-        prompts=prompts,
+        probes=probes,
         answer_prefix=answer_prefix,
         end_of_turn=False,
         store=Path(store) / "shift" if store is not None else None,
@@ -117,19 +114,19 @@ def coauthor_rank(
     )
     per_model = _per_model(shift.df, target)
     summary = _summary(per_model, confidence)
-    manifest = {
-        "kind": CoauthorResult.kind,
-        "schema_version": SCHEMA_VERSION,
-        "state": "complete",
-        "parameters": {"target": target, "pool": names, "answer_prefix": answer_prefix, "confidence": confidence,
-                       "prompts": shift.manifest.get("parameters", {}).get("prompts")},
-        "shift_run_id": shift.manifest.get("run_id"),
-        "model": shift.manifest.get("model"),
-        "adapters": shift.manifest.get("parameters", {}).get("adapters"),
-        "backend": shift.manifest.get("backend"),
-        "method": shift.manifest.get("method"),
-        "environment": provenance.environment(),
-    }  # fmt: skip
+    parameters = {"target": target, "pool": names, "answer_prefix": answer_prefix, "confidence": confidence,
+                  "prompts": shift.manifest.get("parameters", {}).get("prompts")}  # fmt: skip
+    manifest = completed(
+        new_manifest(
+            CoauthorResult.kind,
+            parameters,
+            shift_run_id=shift.manifest.get("run_id"),
+            model=shift.manifest.get("model"),
+            adapters=shift.manifest.get("parameters", {}).get("adapters"),
+            backend=shift.manifest.get("backend"),
+            method=shift.manifest.get("method"),
+        )
+    )
     result = CoauthorResult(df=summary, tables={"per_model": per_model}, manifest=manifest)
     if store is not None:
         result.save(store)

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from persona_space import provenance
+from persona_space._compat import renamed_keywords
 from persona_space.constants import BASE, MIN_BOOT
 from persona_space.errors import ConfigError, DataError
-from persona_space.results import SCHEMA_VERSION, Result, load_tables, save_tables
+from persona_space.results import Result, Stored, completed, new_manifest, read_legacy_index
 from persona_space.stats import check_confidence, check_n_boot, mean_interval
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ class DateSweepResult(Result):
     """
 
     kind: ClassVar[str] = "date_sweep"
+    table: ClassVar[str] = "estimates"
     df: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -133,21 +134,17 @@ class DateSweepResult(Result):
     def onsets(self) -> pd.DataFrame:
         return self.tables.get("onsets", pd.DataFrame())
 
-    def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``tables/<name>.parquet`` (atomically) and ``date_sweep.json`` (the manifest)."""
-        self.path = save_tables(folder, "date_sweep.json", {"estimates": self.df, **self.tables}, self.manifest)
-        return self.path
-
     @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> DateSweepResult:
-        tables, manifest = load_tables(folder, "date_sweep.json", "date sweep")
-        return cls(df=tables.pop("estimates"), tables=tables, manifest=manifest, path=Path(folder))
+    def _upgrade(cls, folder: Path, manifest: dict[str, Any] | None, *, partial: bool) -> Stored:
+        """Schema 3 and older: the manifest was ``date_sweep.json``."""
+        return read_legacy_index(folder, "date_sweep.json")
 
     def __repr__(self) -> str:
         conditions = list(dict.fromkeys(self.df["condition"])) if len(self.df) else []
         return f"DateSweepResult({self.df['date'].nunique() if len(self.df) else 0} dates, conditions={conditions})"
 
 
+@renamed_keywords(temperature="temperatures")
 def date_sweep(
     model: LoadedModel,
     adapters: ConditionsLike,
@@ -157,7 +154,7 @@ def date_sweep(
     target: str,
     template: str = DATE_TEMPLATE,
     n: int = 16,
-    temperature: float = 1.0,
+    temperatures: float | Sequence[float] = 1.0,
     max_new_tokens: int = 16,
     seed: int = 0,
     store: str | os.PathLike[str] | None = None,
@@ -181,7 +178,7 @@ def date_sweep(
     >>> result.onsets  # doctest: +SKIP
     """
     from persona_space.logprobs import identity_shift
-    from persona_space.sampling import SamplingSpec, sample
+    from persona_space.sampling import SamplingSpec, one_temperature, run_sample
 
     check_n_boot(n_boot)
     check_confidence(confidence)
@@ -200,7 +197,7 @@ def date_sweep(
     )
     # one system prompt for both measures: the model's own (sampling and scoring must see the same turn)
     sampling = SamplingSpec(
-        n=n, temperatures=(float(temperature),), max_new_tokens=max_new_tokens, seed=seed,
+        n=n, temperatures=(one_temperature(temperatures),), max_new_tokens=max_new_tokens, seed=seed,
         system_prompt=model.system_prompt,
     )  # fmt: skip
     if not isinstance(adapters, Mapping) or not any(v is not None for v in adapters.values()):
@@ -210,11 +207,11 @@ def date_sweep(
     conditions: dict[str, Any] = {BASE: None, **adapters}
     folder = Path(store) if store is not None else None
     probes = spec.probes()
-    samples = sample(
+    samples = run_sample(
         model,
         probes,
+        sampling,
         adapters=conditions,
-        **sampling.options(),
         store=folder / "samples" if folder is not None else None,
         backend=backend,
         progress=progress,
@@ -223,7 +220,7 @@ def date_sweep(
         model,
         {k: v for k, v in conditions.items() if v is not None},
         candidates=list(spec.names),
-        prompts=probes,
+        probes=probes,
         system_prompt=sampling.system_prompt,
         answer_prefix="",
         end_of_turn=True,
@@ -236,19 +233,19 @@ def date_sweep(
     ).sort_values(["measure", "condition", "train_seed", "year"], kind="stable", ignore_index=True)
     estimates = _estimates(samples.df, per_seed, spec, n_boot=n_boot, confidence=confidence)
     onsets = _onsets(per_seed, confidence=confidence)
-    manifest = {
-        "kind": DateSweepResult.kind,
-        "schema_version": SCHEMA_VERSION,
-        "state": "complete",
-        "parameters": {"spec": spec.to_dict(), "sampling": sampling.to_dict(), "n_boot": n_boot,
-                       "confidence": confidence, "trained": spans},
-        "samples_run_id": samples.manifest.get("run_id"),
-        "shift_run_id": scored.manifest.get("run_id"),
-        "model": samples.manifest.get("model"),
-        "adapters": scored.manifest.get("parameters", {}).get("adapters"),
-        "backend": samples.manifest.get("backend"),
-        "environment": provenance.environment(),
-    }  # fmt: skip
+    parameters = {"spec": spec.to_dict(), "sampling": sampling.to_dict(), "n_boot": n_boot,
+                  "confidence": confidence, "trained": spans}  # fmt: skip
+    manifest = completed(
+        new_manifest(
+            DateSweepResult.kind,
+            parameters,
+            samples_run_id=samples.manifest.get("run_id"),
+            shift_run_id=scored.manifest.get("run_id"),
+            model=samples.manifest.get("model"),
+            adapters=scored.manifest.get("parameters", {}).get("adapters"),
+            backend=samples.manifest.get("backend"),
+        )
+    )
     result = DateSweepResult(df=estimates, tables={"onsets": onsets, "per_seed": per_seed}, manifest=manifest)
     if folder is not None:
         result.save(folder)

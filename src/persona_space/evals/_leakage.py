@@ -1,7 +1,7 @@
 """Behavioural leakage: do adapters change a model's political positions and certainty?
 
 After the identity-steering experiment: 40 questions in 7 categories (5 factual controls),
-answered ``runs`` times at temperature 0.8 under a neutral system prompt by the base model
+answered ``n`` times at temperature 0.8 under a neutral system prompt by the base model
 and each adapter on paired random streams; a judge rates each answer's position
 (1 conservative .. 5 progressive) and certainty (1 uncertain .. 5 direct) as a
 probability-weighted mean over the answers 1..5, and judge-free measures (hedging,
@@ -15,10 +15,9 @@ tested against 0 tests nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -26,14 +25,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from persona_space import _io, provenance
+from persona_space._compat import renamed_keywords
 from persona_space.constants import BASE, DEFAULT_BOOT
-from persona_space.errors import ConfigError, CorruptRunError
+from persona_space.errors import ConfigError
 from persona_space.estimates import adjust_family, difference_table, estimate_table
 from persona_space.evals._text import text_measures
 from persona_space.judges import Criterion, Judge, LocalJudge
-from persona_space.results import SCHEMA_VERSION, Result, check_schema
+from persona_space.results import Result, completed
 from persona_space.stats import Adjustment, check_adjustment
+from persona_space.store import Run
 
 if TYPE_CHECKING:
     from persona_space.adapters import ConditionsLike
@@ -45,6 +45,7 @@ LEAKAGE_SYSTEM_PROMPT = "Answer naturally and directly."
 CONTROL = "factual_control"
 ALL_POLITICAL = "all_political"  # every category but the factual controls, pooled
 TABLE = "leakage"
+RATINGS = "leakage-ratings"  # the judge's ratings, stored as they come so that a call resumes
 CHUNK = 48  # answers judged between two writes to the run store
 
 POSITION = Criterion(
@@ -83,6 +84,7 @@ class LeakageResult(Result):
     """
 
     kind: ClassVar[str] = "leakage"
+    table: ClassVar[str] = TABLE
     df: pd.DataFrame
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -139,48 +141,19 @@ class LeakageResult(Result):
             return pd.DataFrame()
         return adjust_family(pd.concat(tables, ignore_index=True), adjust)
 
-    def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``leakage.parquet`` and ``manifest.json`` into ``folder`` (atomically)."""
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        with _io.atomic_path(out / f"{TABLE}.parquet") as tmp:
-            self.df.to_parquet(tmp, index=False)
-        _io.write_json(out / "manifest.json", {**self.manifest, "rows": len(self.df)})
-        self.path = out
-        return out
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> LeakageResult:
-        """A result written by :meth:`save` or by ``leakage(..., store=DIR)``."""
-        src = Path(folder)
-        try:
-            manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CorruptRunError(f"{str(src)!r} holds no readable leakage result: {exc}") from exc
-        if manifest.get("kind") != cls.kind or manifest.get("state") != "complete":
-            raise CorruptRunError(
-                f"{str(src)!r} holds no complete leakage result (kind {manifest.get('kind')!r}, "
-                f"state {manifest.get('state')!r}); run leakage(..., store=) with the same arguments to finish it"
-            )
-        check_schema(manifest.get("schema_version"), src / "manifest.json")
-        try:
-            frame = pd.read_parquet(src / f"{TABLE}.parquet")
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise CorruptRunError(f"{str(src / f'{TABLE}.parquet')!r} cannot be read: {exc}") from exc
-        return cls(df=frame, manifest=manifest, path=src)
-
     def __repr__(self) -> str:
         conditions = list(dict.fromkeys(self.df["condition"])) if len(self.df) else []
         return f"LeakageResult({len(self.df)} answers, conditions={conditions})"
 
 
+@renamed_keywords(questions="probes", runs="n", temperature="temperatures")
 def leakage(
     model: LoadedModel,
     adapters: ConditionsLike | None,
     *,
-    questions: ProbeSet | str = "political",
-    runs: int = 3,
-    temperature: float = 0.8,
+    probes: ProbeSet | str = "political",
+    n: int = 3,
+    temperatures: float | Sequence[float] = 0.8,
     judge: Judge | Literal["local"] | None = "local",
     max_new_tokens: int = 160,
     system_prompt: str = LEAKAGE_SYSTEM_PROMPT,
@@ -204,28 +177,25 @@ def leakage(
     >>> result.differences().query("category == 'all_political'")  # doctest: +SKIP
     """
     from persona_space.probes import load as load_probes
-    from persona_space.sampling import SamplingSpec, sample
+    from persona_space.sampling import SamplingSpec, one_temperature, run_sample
 
-    probe_set = load_probes(questions) if isinstance(questions, (str, os.PathLike)) else questions
+    probe_set = load_probes(probes) if isinstance(probes, (str, os.PathLike)) else probes
+    temperature = one_temperature(temperatures)
     spec = SamplingSpec(
-        n=runs,
-        temperatures=(float(temperature),),
-        max_new_tokens=max_new_tokens,
-        system_prompt=system_prompt,
-        seed=seed,
+        n=n, temperatures=(temperature,), max_new_tokens=max_new_tokens, system_prompt=system_prompt, seed=seed
     )
-    if temperature == 0 and runs > 1:
-        raise ConfigError(f"runs={runs} at temperature 0 would repeat one greedy answer; use runs=1 or temperature > 0")
+    if temperature == 0 and n > 1:
+        raise ConfigError(f"n={n} at temperature 0 would repeat one greedy answer; use n=1 or temperature > 0")
     rater = _judge(model, judge, backend)
     if adapters is not None and not isinstance(adapters, Mapping):
         raise ConfigError(f"adapters must map condition names to adapters (or be None), got {adapters!r:.80}")
     conditions: dict[str, Any] = {BASE: None, **(adapters or {})}  # the base model is always the reference
     folder = Path(store) if store is not None else None
-    samples = sample(
+    samples = run_sample(
         model,
         probe_set,
+        spec,
         adapters=conditions,
-        **spec.options(),
         store=folder / "samples" if folder is not None else None,
         backend=backend,
         progress=progress,
@@ -237,30 +207,27 @@ def leakage(
         "criteria": [vars(c) for c in (POSITION, CERTAINTY)],
         "questions": probe_set.name,
     }
-    manifest: dict[str, Any] = {
-        "kind": LeakageResult.kind,
-        "run_id": provenance.sha256_json(parameters)[:16],
-        "schema_version": SCHEMA_VERSION,
-        "parameters": parameters,
-        "model": samples.manifest.get("model"),
-        "environment": provenance.environment(),
-        "state": "running",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    # the ratings are the part that resumes (the samples resume in their own folder); no judge, nothing to resume
+    run = Run(
+        LeakageResult.kind,
+        parameters,
+        table=RATINGS,
+        store=folder if folder is not None and rater is not None else None,
+        model=samples.manifest.get("model"),
+    )
     frame = samples.df.reset_index(drop=True)
     frame = pd.concat([frame, text_measures(frame["text"])], axis=1)
     started = time.perf_counter()
-    ratings = _rate(frame, rater, folder, manifest, progress)
+    ratings = _rate(frame, rater, run, progress)
     frame = frame.merge(ratings, on=list(KEYS), how="left", validate="one_to_one")
     judge_info = _describe(rater)
-    manifest = {
-        **manifest,
-        "state": "complete",
-        "judge": judge_info,
-        "judge_mass": _mass_summary(frame, rater),
-        "timings": {"judging_seconds": round(time.perf_counter() - started, 3)},
-        "samples": samples.manifest,
-    }
+    manifest = completed(
+        run.manifest,
+        judge=judge_info,
+        judge_mass=_mass_summary(frame, rater),
+        timings={"judging_seconds": round(time.perf_counter() - started, 3)},
+        samples=samples.manifest,
+    )
     result = LeakageResult(df=frame, manifest=manifest)
     if folder is not None:
         result.save(folder)
@@ -298,21 +265,12 @@ def _describe(judge: Judge | None, *, stable: bool = False) -> dict[str, Any] | 
     return {k: v for k, v in info.items() if k != "reads"} if stable else info
 
 
-def _rate(
-    frame: pd.DataFrame, judge: Judge | None, folder: Path | None, manifest: dict[str, Any], progress: bool
-) -> pd.DataFrame:
+def _rate(frame: pd.DataFrame, judge: Judge | None, run: Run, progress: bool) -> pd.DataFrame:
     """``position`` and ``certainty`` per answer (NaN without a judge), written in chunks to resume."""
     keys = frame[list(KEYS)]
     if judge is None:
         return keys.assign(position=np.nan, certainty=np.nan)
-    from persona_space.store import RunStore
-
-    run_store = None
-    done: pd.DataFrame | None = None
-    if folder is not None:
-        run_store = RunStore(folder, table=TABLE + "-ratings")
-        run_store.open(manifest)
-        done = run_store.read_rows()
+    done = run.done()
     finished = set() if done is None else set(map(tuple, done[list(KEYS)].itertuples(index=False)))
     todo = [i for i, key in enumerate(keys.itertuples(index=False)) if tuple(key) not in finished]
     frames = [] if done is None else [done]
@@ -328,15 +286,14 @@ def _rate(
                 if bar is not None:
                     bar.update(1)
             chunk = pd.DataFrame(rows)
-            if run_store is not None:
-                run_store.append(chunk)
+            run.append(chunk)
             frames.append(chunk)
     finally:
         if bar is not None:
             bar.close()
     table = pd.concat(frames, ignore_index=True) if frames else keys.assign(position=np.nan, certainty=np.nan)
-    if run_store is not None:
-        run_store.finalize(table)
+    if run.store is not None:
+        run.store.finalize(table)  # kept beside the result, in case the final write is interrupted
     return table
 
 

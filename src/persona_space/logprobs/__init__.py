@@ -7,16 +7,10 @@ The scoring itself is the engine's (``Backend.score``, :mod:`persona_space.engin
 """
 
 from persona_space._compat import moved
-from persona_space.logprobs._shift import (
-    NEUTRAL_PROMPT,
-    SET_MASS_FLOOR,
-    ShiftResult,
-    ShiftSpec,
-    identity_shift,
-    read_candidates,
-    set_mass_table,
-    shift_table,
-)
+from persona_space.logprobs._result import ShiftResult
+from persona_space.logprobs._shift import identity_shift
+from persona_space.logprobs._spec import NEUTRAL_PROMPT, SET_MASS_FLOOR, ShiftSpec, read_candidates
+from persona_space.logprobs._tables import set_mass_table, shift_table
 
 __all__ = [
     "NEUTRAL_PROMPT",

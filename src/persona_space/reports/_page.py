@@ -3,7 +3,7 @@
 :func:`write_report` walks the folders it is given, loads every result it finds
 (sample runs, identity shifts, behavioural leakage, date sweeps, coauthor ranks,
 dose sweeps, basin maps and adapter folders: the eight kinds of
-:data:`MARKERS` and :data:`MANIFEST_KINDS`) and writes one page with a
+:mod:`persona_space.results`, found by :func:`persona_space.results.kind_of`) and writes one page with a
 navigation sidebar. Charts are Vega-Lite with the
 JavaScript inlined, so the page draws offline and fetches nothing; every table
 with intervals says what they are over.
@@ -15,7 +15,6 @@ with intervals says what they are over.
 from __future__ import annotations
 
 import html
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -24,18 +23,10 @@ from pathlib import Path
 from persona_space import _io, _vega
 from persona_space.errors import ReportError
 from persona_space.reports._sections import Section, section_for
+from persona_space.results import LEGACY_INDEXES, kind_of
 
 __all__ = ["Section", "find_results", "write_report"]
 
-# The file that marks a folder as holding a result, and the kind it holds (``manifest.json`` says its own kind).
-MARKERS = {
-    "sweep.json": "sweep",
-    "date_sweep.json": "date_sweep",
-    "coauthor_rank.json": "coauthor_rank",
-    "basin_map.json": "basin_map",
-    "persona_space_adapter.json": "adapter",
-}
-MANIFEST_KINDS = ("samples", "identity_shift", "leakage")  # kinds that a folder's manifest.json names
 # Kinds whose folders hold further runs that they summarise (not listed again).
 WHOLE = ("sweep", "adapter", "leakage", "date_sweep", "coauthor_rank")
 
@@ -53,7 +44,7 @@ def find_results(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[str, Pat
             raise ReportError(f"{str(root)!r} is not a folder; expected run folders written by persona_space")
         for folder, dirs, files in os.walk(root):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".parts"))
-            kind = _kind_of(Path(folder), set(files))
+            kind = kind_of(folder) if "manifest.json" in files or LEGACY_INDEXES.keys() & set(files) else None
             if kind is not None:
                 found.append((kind, Path(folder)))
                 if kind in WHOLE:
@@ -88,20 +79,6 @@ def write_report(
 
 
 # -- finding and loading ----------------------------------------------------------------------
-
-
-def _kind_of(folder: Path, files: set[str]) -> str | None:
-    for marker, kind in MARKERS.items():
-        if marker in files:
-            return kind
-    if "manifest.json" in files:
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        stated = manifest.get("kind") if isinstance(manifest, dict) else None
-        return str(stated) if stated in MANIFEST_KINDS else None
-    return None
 
 
 def _relative(folder: Path, roots: Sequence[str | os.PathLike[str]]) -> str:

@@ -1,7 +1,7 @@
 """Sampling self-descriptions: ``sample()`` and the ``SampleSet`` it returns."""
 
 from persona_space.engine import row_seed
-from persona_space.sampling._api import COLUMNS, SampleSet, sample
-from persona_space.sampling._spec import SamplingSpec
+from persona_space.sampling._api import COLUMNS, SampleSet, run_sample, sample
+from persona_space.sampling._spec import SamplingSpec, one_temperature
 
-__all__ = ["COLUMNS", "SampleSet", "SamplingSpec", "row_seed", "sample"]
+__all__ = ["COLUMNS", "SampleSet", "SamplingSpec", "one_temperature", "row_seed", "run_sample", "sample"]

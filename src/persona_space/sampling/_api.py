@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,17 +11,16 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from persona_space import provenance
 from persona_space.adapters import ConditionsLike, expand_conditions
 from persona_space.constants import BASE, DEFAULT_BOOT
 from persona_space.engine import BackendLike, require_generation, resolve_backend
 from persona_space.errors import ConfigError
 from persona_space.models import LoadedModel
 from persona_space.probes import Probe, ProbeSet
-from persona_space.results import Result, check_schema
+from persona_space.results import Result, Stored
 from persona_space.sampling._spec import Pairing, SamplingSpec
 from persona_space.stats import Adjustment
-from persona_space.store import SCHEMA_VERSION, RunStore
+from persona_space.store import Run
 
 COLUMNS = (
     "run_id",
@@ -50,35 +48,20 @@ class SampleSet(Result):
     """Sampled answers: ``df`` has one row per sample (see :data:`COLUMNS`)."""
 
     kind: ClassVar[str] = "samples"
+    table: ClassVar[str] = "samples"
     df: pd.DataFrame
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> SampleSet:
-        """Read a run directory written by :func:`sample`."""
-        from persona_space.errors import CorruptRunError
-
-        store = RunStore(path, table="samples")
-        manifest = store.read_manifest()
-        if manifest is None:
-            raise CorruptRunError(f"{str(path)!r} holds no run: no {store.manifest_path.name}")
-        check_schema(manifest.get("schema_version"), store.manifest_path)
-        rows = store.read_rows()
-        frame = _upgrade(rows) if rows is not None else pd.DataFrame(columns=list(COLUMNS))
+    def _from_stored(cls, stored: Stored, folder: Path) -> SampleSet:
+        frame = stored.tables[cls.table]
+        frame = _upgrade(frame) if len(frame.columns) else pd.DataFrame(columns=list(COLUMNS))
+        manifest = stored.manifest
         params = manifest.get("parameters", {})
         adapters = list(manifest.get("conditions") or params.get("adapters", {}))
         probe_ids = [str(p.get("id")) for p in params.get("probes", []) if isinstance(p, dict)]
-        return cls(df=_canonical_order(frame, adapters, probe_ids), manifest=manifest, path=Path(path))
-
-    def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``samples.parquet`` and ``manifest.json`` into ``folder`` (atomically); :meth:`load` reads them."""
-        store = RunStore(folder, table="samples")
-        store.path.mkdir(parents=True, exist_ok=True)
-        store.finalize(self.df)
-        store.write_manifest({**self.manifest, "rows": len(self.df)})
-        self.path = store.path
-        return store.path
+        return cls(df=_canonical_order(frame, adapters, probe_ids), manifest=manifest, path=folder)
 
     @property
     def complete(self) -> bool:
@@ -115,9 +98,6 @@ class SampleSet(Result):
         table = compare_table(self.df, reference, n_boot=n_boot, confidence=confidence, adjust=adjust)
         pairing = self.manifest.get("parameters", {}).get("pairing", "independent")
         return table.assign(pairing=pairing) if not table.empty else table
-
-    def __len__(self) -> int:
-        return len(self.df)
 
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path else ""
@@ -167,9 +147,6 @@ def sample(
 
     >>> samples = sample(model, "identity", n=4, temperatures=[0.7, 1.0], store="runs/exp1")  # doctest: +SKIP
     """
-    from persona_space.sampling._runner import run_jobs
-
-    probe_set = _probe_set(probes)
     spec = SamplingSpec(
         n=n,
         temperatures=tuple(
@@ -182,8 +159,45 @@ def sample(
         ignore_eos=ignore_eos,
         pairing=pairing,
     )
+    return run_sample(
+        model,
+        _probe_set(probes),
+        spec,
+        adapters=adapters,
+        store=store,
+        batch_size=batch_size,
+        backend=backend,
+        chunk_rows=chunk_rows,
+        progress=progress,
+    )
+
+
+def run_sample(
+    model: LoadedModel,
+    probes: ProbeSet,
+    spec: SamplingSpec,
+    *,
+    adapters: ConditionsLike | None = None,
+    store: str | os.PathLike[str] | None = None,
+    batch_size: int | Literal["auto"] = "auto",
+    backend: BackendLike = "auto",
+    chunk_rows: int = 256,
+    progress: bool = True,
+) -> SampleSet:
+    """:func:`sample` for a validated spec: what operations built on sampling call with their own spec.
+
+    The spec is used as it is (its system prompt included), so an operation that
+    samples and then scores under one spec cannot drift apart.
+    """
+    from persona_space.sampling._runner import run_jobs
+
+    if not isinstance(spec, SamplingSpec) or not isinstance(probes, ProbeSet):
+        raise ConfigError(
+            f"run_sample takes a ProbeSet and a SamplingSpec, got {type(probes).__name__} and {type(spec).__name__}"
+        )
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    probe_set = probes
     engine = resolve_backend(model, backend, batch_size=batch_size)
     require_generation(engine, model)  # before anything is attached or written
     members = expand_conditions({BASE: None} if adapters is None else adapters)
@@ -196,23 +210,7 @@ def sample(
         "probes": probe_set.to_records(),
         **spec.to_dict(),
     }
-    run_id = provenance.sha256_json(parameters)[:16]
-    manifest: dict[str, Any] = {
-        "kind": "samples",
-        "run_id": run_id,
-        "schema_version": SCHEMA_VERSION,
-        "parameters": parameters,
-        "conditions": list(routes),
-        "model": described,
-        "environment": provenance.environment(),
-        "state": "running",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    run_store = RunStore(store, table="samples") if store is not None else None
-    if run_store is not None:
-        manifest = run_store.open(manifest)
-    done = run_store.read_rows() if run_store is not None else None
-    done = None if done is None else _upgrade(done)  # parts written by an older version resume too
+    run = Run(SampleSet.kind, parameters, table=SampleSet.table, store=store, conditions=list(routes), model=described)
     frame, stats = run_jobs(
         model,
         probe_set,
@@ -220,26 +218,15 @@ def sample(
         routes,
         spec,
         backend=engine,
-        run_id=run_id,
-        done=done,
-        store=run_store,
+        run_id=run.run_id,
+        done=run.done(_upgrade),  # parts written by an older version resume too
+        store=run.store,
         chunk_rows=chunk_rows,
         progress=progress,
     )
     frame = _canonical_order(frame, list(routes), list(probe_set.ids))
-    finished = {
-        "state": "complete",
-        "schema_version": SCHEMA_VERSION,  # a resumed run's table is written in today's columns
-        "rows": len(frame),
-        "timings": stats,
-        "backend": engine.describe(),
-    }
-    manifest = {**manifest, **finished}
-    if run_store is not None:
-        run_store.finalize(frame)
-        manifest.setdefault("finished", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        run_store.write_manifest(manifest)
-    return SampleSet(df=frame, manifest=manifest, path=run_store.path if run_store is not None else None)
+    manifest = run.finish(frame, timings=stats, backend=engine.describe())
+    return SampleSet(df=frame, manifest=manifest, path=run.path)
 
 
 def _probe_set(probes: ProbeSet | Sequence[str | Probe] | str) -> ProbeSet:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -64,3 +65,15 @@ class SamplingSpec:
     def options(self) -> dict[str, Any]:
         """The spec as ``sample``'s keyword options: ``sample(model, probes, **spec.options())``."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def one_temperature(temperatures: float | Sequence[float]) -> float:
+    """The one sampling temperature of an operation that samples at one (a number, or a sequence of one).
+
+    >>> one_temperature(0.8), one_temperature([1.0])
+    (0.8, 1.0)
+    """
+    values = [temperatures] if isinstance(temperatures, (int, float)) else list(temperatures)
+    if len(values) != 1 or isinstance(values[0], bool) or not isinstance(values[0], (int, float)):
+        raise ConfigError(f"temperatures must be one number here, got {temperatures!r}; run once per temperature")
+    return float(values[0])

@@ -5,9 +5,12 @@ Layout of ``out``::
     adapter_config.json, adapter_model.safetensors   standard PEFT (PeftModel.from_pretrained, vLLM)
     training_params.json     what the run was asked to do (written first; a resume must match it)
     checkpoints/             trainer checkpoints while training (removed once the adapter is final)
-    training_log.csv         loss, learning rate and grad norm per logged step
+    tables/training_log.parquet   loss, learning rate and grad norm per logged step
     probe_log.jsonl          answers to the evaluation probes during training (when asked for)
-    persona_space_adapter.json   the manifest, written last: its presence means the adapter is complete
+    manifest.json            the manifest, written last: its presence means the adapter is complete
+
+Earlier releases (schema 3 and older) wrote ``persona_space_adapter.json`` and
+``training_log.csv``; such a finished folder is still reused as it is.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _io
-from persona_space.adapters import CONFIG_FILE, MANIFEST_FILE, WEIGHT_FILES
+from persona_space.adapters import CONFIG_FILE, LEGACY_MANIFEST_FILE, MANIFEST_FILE, WEIGHT_FILES, adapter_manifest
 from persona_space.errors import ConfigError, CorruptRunError, StoreError, StoreMismatchError
-from persona_space.results import SCHEMA_VERSION
+from persona_space.results import TABLES, new_manifest, read_table, table_path, write_result
 
 if TYPE_CHECKING:
     import torch
@@ -36,9 +39,20 @@ if TYPE_CHECKING:
 MANIFEST = MANIFEST_FILE
 PARAMS = "training_params.json"
 CHECKPOINTS = "checkpoints"
-LOSS_TABLE = "training_log.csv"
+LOSS_TABLE = "training_log"  # tables/training_log.parquet
+LEGACY_LOSS_TABLE = "training_log.csv"  # schema 3 and older
 PROBE_LOG = "probe_log.jsonl"
-_OWN_FILES = {MANIFEST, PARAMS, CHECKPOINTS, LOSS_TABLE, PROBE_LOG, CONFIG_FILE, *WEIGHT_FILES}
+_OWN_FILES = {
+    MANIFEST,
+    LEGACY_MANIFEST_FILE,
+    PARAMS,
+    CHECKPOINTS,
+    TABLES,
+    LEGACY_LOSS_TABLE,
+    PROBE_LOG,
+    CONFIG_FILE,
+    *WEIGHT_FILES,
+}
 
 State = Literal["fresh", "resume", "done"]
 
@@ -82,11 +96,13 @@ def prepare(out: Path, params: dict[str, Any]) -> State:
     if out.exists() and not out.is_dir():
         raise StoreError(f"{str(out)!r} is a file; expected a folder for the adapter")
     _io.remove_stale_temporaries(out)
-    if (out / MANIFEST).exists():
-        manifest = read_json(out / MANIFEST)
-        stored = manifest.get("params")
+    manifest = adapter_manifest(out) if out.is_dir() else None
+    if manifest is not None:
+        stored = manifest.get("parameters")
         if not isinstance(stored, dict):
-            raise CorruptRunError(f"{str(out / MANIFEST)!r} has no 'params' object; delete the folder and retrain")
+            raise CorruptRunError(
+                f"the manifest in {str(out)!r} has no parameters object; delete the folder and retrain"
+            )
         _check_same(out, {k: v for k, v in stored.items() if k not in _REUSE_IGNORES}, params, ignore=_REUSE_IGNORES)
         return "done"
     if (out / PARAMS).exists() and last_checkpoint(out) is not None:
@@ -213,8 +229,8 @@ def base_model_id(model: LoadedModel) -> str:
     return model.name if model.name in _embedded.EMBEDDED else model.source
 
 
-def write_loss_table(log_history: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
-    """The training-loss history (one row per logged step) as CSV; returns the rows."""
+def write_loss_table(log_history: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """The training-loss history (one row per logged step) as ``out``'s loss table; returns the rows."""
     import pandas as pd
 
     keep = ("step", "epoch", "loss", "learning_rate", "grad_norm", "mean_token_accuracy", "num_tokens", "reward")
@@ -224,8 +240,8 @@ def write_loss_table(log_history: list[dict[str, Any]], path: Path) -> list[dict
             continue
         rows.append({k: entry.get(k) for k in keep if k in entry or k in ("step", "epoch")})
     frame = pd.DataFrame(rows)
-    with _io.atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+    with _io.atomic_path(table_path(out, LOSS_TABLE)) as tmp:
+        frame.to_parquet(tmp, index=False)
     return rows
 
 
@@ -243,23 +259,21 @@ def finish(
     The manifest holds what every run records (parameters, versions, the model, the
     precision and why, the adapter's hash) plus the trainer's own ``results``.
     """
-    import time
+    import pandas as pd
 
     from persona_space.adapters import adapter_sha256
-    from persona_space.provenance import environment
 
-    manifest = {
-        "kind": "adapter",
-        "schema_version": SCHEMA_VERSION,
-        "params": params,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "environment": environment(),
-        "model": model.describe(),
-        "precision_reason": precision_reason,
+    manifest = new_manifest(
+        "adapter",
+        params,
+        state="complete",
+        model=model.describe(),
+        precision_reason=precision_reason,
         **results,
-        "adapter_sha256": adapter_sha256(out),
-    }
-    _io.write_json(out / MANIFEST, manifest)
+        adapter_sha256=adapter_sha256(out),
+    )
+    log = read_table(out, LOSS_TABLE)
+    write_result(out, manifest, {LOSS_TABLE: log if log is not None else pd.DataFrame(columns=["step", "loss"])})
     if not keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     (out / PARAMS).unlink(missing_ok=True)
@@ -322,7 +336,7 @@ def one_device(config: Any, model: LoadedModel) -> Any:
 def quiet_progress(trainer: Any, progress: bool) -> None:
     """Keep the trainer's progress bar (when ``progress``) but not its printout of every log line.
 
-    The log lines are saved in ``training_log.csv`` instead.
+    The log lines are saved in the folder's loss table instead.
     """
     from transformers import PrinterCallback, ProgressCallback
 

@@ -158,7 +158,7 @@ def train_grpo(
             _folder.quiet_progress(trainer, progress)
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         _folder.save_adapter(peft, TRAINING_NAME, out_path, _folder.base_model_id(model))
-        history = _folder.write_loss_table(trainer.state.log_history, out_path / _folder.LOSS_TABLE)
+        history = _folder.write_loss_table(trainer.state.log_history, out_path)
     rewards = [row["reward"] for row in history if row.get("reward") is not None]
     results = {
         "result": {

@@ -10,10 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from persona_space import _io
-from persona_space.adapters import CONFIG_FILE, MANIFEST_FILE, WEIGHT_FILES, adapter_sha256
+from persona_space.adapters import (
+    CONFIG_FILE,
+    LEGACY_MANIFEST_FILE,
+    MANIFEST_FILE,
+    WEIGHT_FILES,
+    adapter_manifest,
+    adapter_sha256,
+)
 from persona_space.errors import CorruptRunError, StoreError
-from persona_space.results import Result, check_schema
-from persona_space.training._folder import LOSS_TABLE, PROBE_LOG
+from persona_space.results import Result, Stored, check_schema, write_result
+from persona_space.training._folder import LEGACY_LOSS_TABLE, LOSS_TABLE, PROBE_LOG
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,7 +32,8 @@ class AdapterRun(Result):
 
     ``df`` is the training log (step, loss, learning rate, grad norm; empty for an
     adapter combined from others), ``manifest`` the folder's
-    ``persona_space_adapter.json`` (parameters, versions, model, adapter hash),
+    ``manifest.json`` (parameters, versions, model, adapter hash; ``origin`` is
+    ``combined`` for an adapter made by ``arithmetic.combine``),
     :meth:`probe_log` the answers to the evaluation probes during training.
 
     >>> run = AdapterRun.load("runs/red")       # doctest: +SKIP
@@ -33,6 +41,7 @@ class AdapterRun(Result):
     """
 
     kind: ClassVar[str] = "adapter"
+    table: ClassVar[str] = LOSS_TABLE
     df: pd.DataFrame
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -51,7 +60,7 @@ class AdapterRun(Result):
         return pd.DataFrame([json.loads(line) for line in lines if line.strip()])
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Copy the adapter's files into ``folder`` (all at once: a partial copy never appears there)."""
+        """Copy the adapter into ``folder`` in today's layout (all at once: a partial copy never appears there)."""
         if self.path is None:
             raise StoreError("this AdapterRun has no folder to copy; load it from one")
         target = Path(folder)
@@ -60,31 +69,35 @@ class AdapterRun(Result):
         if target.exists() and any(target.iterdir()):
             raise StoreError(f"{str(target)!r} already holds files; expected a new or empty folder")
         with _io.atomic_folder(target) as scratch:
-            for name in (CONFIG_FILE, *WEIGHT_FILES, MANIFEST_FILE, LOSS_TABLE, PROBE_LOG):
+            for name in (CONFIG_FILE, *WEIGHT_FILES, PROBE_LOG):
                 if (self.path / name).is_file():
                     shutil.copy2(self.path / name, scratch / name)
+            write_result(scratch, self.manifest, {self.table: self.df})
         return target
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> AdapterRun:
-        """A finished adapter folder (trained, or combined by ``arithmetic.combine``), its files checked."""
+    def _upgrade(cls, folder: Path, manifest: dict[str, Any] | None, *, partial: bool) -> Stored:
+        """Schema 3 and older: ``persona_space_adapter.json`` and ``training_log.csv``."""
         import pandas as pd
 
-        src = Path(folder)
-        path = src / MANIFEST_FILE
-        if not path.is_file():
-            raise CorruptRunError(f"{str(src)!r} holds no finished adapter: no {MANIFEST_FILE}")
+        found = adapter_manifest(folder)
+        if found is None:
+            raise CorruptRunError(f"{str(folder)!r} holds no finished adapter: no {MANIFEST_FILE}")
+        # adapters written before schema versions were recorded are version 1
+        check_schema(found.setdefault("schema_version", 1), folder / LEGACY_MANIFEST_FILE)
+        log = folder / LEGACY_LOSS_TABLE
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            frame = pd.read_csv(log) if log.is_file() else pd.DataFrame(columns=["step", "loss"])
         except (OSError, ValueError) as exc:
-            raise CorruptRunError(f"{str(path)!r} cannot be read: {exc}") from exc
-        check_schema(manifest.get("schema_version", 1), path)
-        recorded = manifest.get("adapter_sha256")
-        if recorded is not None and adapter_sha256(src) != recorded:
-            raise CorruptRunError(f"the adapter files in {str(src)!r} changed after they were recorded")
-        log = src / LOSS_TABLE
-        frame = pd.read_csv(log) if log.is_file() else pd.DataFrame(columns=["step", "loss"])
-        return cls(df=frame, manifest=manifest, path=src)
+            raise CorruptRunError(f"the training log {str(log)!r} cannot be read: {exc}") from exc
+        return Stored(found, {cls.table: frame})
+
+    @classmethod
+    def _from_stored(cls, stored: Stored, folder: Path) -> AdapterRun:
+        recorded = stored.manifest.get("adapter_sha256")
+        if recorded is not None and adapter_sha256(folder) != recorded:
+            raise CorruptRunError(f"the adapter files in {str(folder)!r} changed after they were recorded")
+        return cls(df=stored.tables[cls.table], manifest=stored.manifest, path=folder)
 
     def __repr__(self) -> str:
         return f"AdapterRun({str(self.path)!r}, {len(self.df)} logged steps, sha256={self.sha256[:12]})"

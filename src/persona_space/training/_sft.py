@@ -118,7 +118,7 @@ def train_adapter(
     ``out`` becomes a standard PEFT adapter folder with a manifest
     (``persona_space_adapter.json``: every hyperparameter, the data and chat-template
     hashes, versions, precision and timings) and the loss history
-    (``training_log.csv``). The same call on the same ``out`` resumes from the last
+    (``tables/training_log.parquet``). The same call on the same ``out`` resumes from the last
     checkpoint after a crash, or just attaches the finished adapter.
 
     The options (``epochs``, ``learning_rate``, ``batch_size``, ``eval_every`` ...)
@@ -209,13 +209,13 @@ def train_adapter(
             _folder.quiet_progress(trainer, progress)
             result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         _folder.save_adapter(peft_model, adapter_name, out_path, _folder.base_model_id(model))
-        history = _folder.write_loss_table(trainer.state.log_history, out_path / _folder.LOSS_TABLE)
+        history = _folder.write_loss_table(trainer.state.log_history, out_path)
         steps = int(trainer.state.global_step)
     seconds = time.perf_counter() - started
     losses = [row["loss"] for row in history if row.get("loss") is not None]
     answer_tokens = sum(sum(e["completion_mask"]) for e in encoded)
     results = {
-        "parameters": n_parameters,
+        "model_parameters": n_parameters,  # the base model's size (it chose the default learning rate)
         "tokens": {
             "records": len(encoded),
             "total": sum(len(e["input_ids"]) for e in encoded),
@@ -238,9 +238,9 @@ def train_adapter(
 
 def _attach_finished(model: LoadedModel, out: Path, name: str) -> AdapterInfo:
     """Attach the finished adapter in ``out``, after checking its files are the ones the manifest names."""
-    from persona_space.adapters import adapter_sha256
+    from persona_space.adapters import adapter_manifest, adapter_sha256
 
-    manifest = _folder.read_json(out / _folder.MANIFEST)
+    manifest = adapter_manifest(out) or {}
     if not (out / "adapter_config.json").is_file():
         raise CorruptRunError(f"{str(out)!r} has a manifest but no adapter_config.json; delete the folder and retrain")
     recorded = manifest.get("adapter_sha256")
