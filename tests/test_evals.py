@@ -147,9 +147,9 @@ def test_leakage_without_a_judge_and_bad_inputs(tiny_model: Any) -> None:
     with pytest.raises(ConfigError, match="temperatures must be one number"):
         evals.leakage(tiny_model, None, judge=None, **{**LEAK, "temperatures": [0.5, 1.0]})
     old = {k: v for k, v in LEAK.items() if k not in ("probes", "n")}
-    with pytest.warns(DeprecationWarning, match=r"leakage\(runs=...\) is deprecated: use leakage\(n=...\)"):
-        with pytest.raises(ConfigError, match="n must be a positive integer"):
-            evals.leakage(tiny_model, None, judge=None, questions=QUESTIONS, runs=0, **old)
+    deprecated = r"leakage\(runs=...\) is deprecated: use leakage\(n=...\)"
+    with pytest.warns(DeprecationWarning, match=deprecated), pytest.raises(ConfigError, match="n must be a positive"):
+        evals.leakage(tiny_model, None, judge=None, questions=QUESTIONS, runs=0, **old)
     with pytest.raises(ConfigError, match="got both runs= and n="):
         evals.leakage(tiny_model, None, judge=None, runs=1, **LEAK)
 
