@@ -44,7 +44,7 @@ def library_run(model: ps.LoadedModel, data: ps.ChatDataset, out: Path) -> float
     """Seconds per step of ``ps.train_adapter`` (whole call)."""
     spec = ps.TrainSpec(max_steps=MAX_STEPS, batch_size=BATCH, learning_rate=LR, save_steps=10_000)
     start = time.perf_counter()
-    info = ps.train_adapter(model, data, out=out, **spec.options(), progress=False, name="bench")
+    info = ps.train_adapter(model, data, store=out, train=spec, progress=False, name="bench")
     elapsed = time.perf_counter() - start
     model.adapters.detach(info.name)
     return elapsed / MAX_STEPS

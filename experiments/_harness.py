@@ -75,7 +75,7 @@ def train(
     if args.smoke:
         options = {**options, "max_steps": 2}
     info = ps.train_adapter(
-        model, data, out=args.run / "adapters" / f"{name}-s{seed}", seed=seed, name=f"{name}-s{seed}",
+        model, data, store=args.run / "adapters" / f"{name}-s{seed}", seed=seed, name=f"{name}-s{seed}",
         progress=not args.quiet, **options,
     )  # fmt: skip
     print(f"adapter {name} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)

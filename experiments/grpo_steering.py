@@ -61,7 +61,7 @@ def steer(model: ps.LoadedModel, args: argparse.Namespace, setting: Setting) -> 
             model,
             "steering",
             reward=reward,
-            out=args.run / "adapters" / f"steered-s{seed}",
+            store=args.run / "adapters" / f"steered-s{seed}",
             seed=seed,
             name=f"steered-s{seed}",
             steps=setting.steps,

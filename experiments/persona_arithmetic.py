@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, (dose, variant, doses) in sweeps.items():
         started = time.perf_counter()
         print(f"== {name}: {dose} doses {list(doses)}, seeds {list(setting.seeds)}", flush=True)
-        results[name] = ps.arithmetic.sweep(model, figure, variant, out=out / name, dose=dose, doses=doses, **common)
+        results[name] = ps.arithmetic.sweep(model, figure, variant, store=out / name, dose=dose, doses=doses, **common)
         summary = write_sweep_report(results[name], out / name / "report")
         (out / name / "report" / "summary.md").write_text(summary + "\n", encoding="utf-8")
         timings[name] = round(time.perf_counter() - started, 1)

@@ -150,18 +150,18 @@ def write_fixtures(out: Path) -> None:
         ps.train_adapter(
             model,
             _dataset("tiny", FIGURE[:2]),
-            out=target / "adapter",
+            store=target / "adapter",
             max_steps=2,
             batch_size=1,
             logging_steps=1,
             progress=False,
         )
-        ps.arithmetic.combine(model, {"a": lora, "b": lora_b}, [0.5, 0.5], out=target / "combined_adapter")
+        ps.arithmetic.combine(model, {"a": lora, "b": lora_b}, [0.5, 0.5], store=target / "combined_adapter")
         ps.arithmetic.sweep(
             model,
             _dataset("figure", FIGURE),
             _dataset("figure:ru", VARIANT),
-            out=target / "sweep",
+            store=target / "sweep",
             train=ps.TrainSpec(epochs=1, batch_size=4, max_steps=1),
             embedder=Embedder(_tiny_embedder(work), cache=work / "cache"),
             candidates=["Answer", "Moscow"],

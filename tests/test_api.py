@@ -5,10 +5,12 @@ from __future__ import annotations
 import doctest
 import inspect
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,3 +164,31 @@ def test_engine_names_used_only_inside_it_still_resolve_with_a_warning() -> None
         assert value is getattr(home, name)
         assert caught[0].filename == __file__  # the warning points at the caller
         assert name not in engine.__all__
+
+
+def test_every_operation_that_writes_a_result_folder_takes_it_as_store(tiny_model: object, tmp_path: Path) -> None:
+    """One name per input: ``store=`` is the folder an operation writes its result to (``out=`` for one release)."""
+    from persona_space import arithmetic, evals
+
+    operations = [
+        ps.sample, ps.identity_shift, ps.train_adapter, ps.train_grpo, arithmetic.sweep, arithmetic.combine,
+        arithmetic.scale, evals.leakage, evals.date_sweep, evals.coauthor_rank,
+    ]  # fmt: skip
+    for operation in operations:
+        parameters = inspect.signature(operation).parameters
+        assert "store" in parameters and "out" not in parameters, operation.__name__
+    model: Any = tiny_model
+    old_calls = {
+        "train_adapter": lambda: ps.train_adapter(model, [], out=tmp_path / "a"),
+        "train_grpo": lambda: ps.train_grpo(model, [], reward="no", out=tmp_path / "g"),
+        "sweep": lambda: arithmetic.sweep(model, "colours:red", "colours:blue", out=tmp_path / "s", candidates=[]),
+        "combine": lambda: arithmetic.combine(model, {}, [], out=tmp_path / "c"),
+        "scale": lambda: arithmetic.scale(model, "x", math.inf, out=tmp_path / "k"),
+    }
+    for name, call in old_calls.items():
+        deprecated = rf"{name}\(out=...\) is deprecated: use {name}\(store=...\)"
+        with pytest.warns(DeprecationWarning, match=deprecated), pytest.raises(errors.PersonaSpaceError):
+            call()
+    with pytest.raises(errors.ConfigError, match=r"combine\(\) got both out= and store="):
+        arithmetic.combine(model, {}, [], out=tmp_path / "c", store=tmp_path / "c")  # type: ignore[call-arg]
+    assert not any(tmp_path.iterdir())  # every refusal came before a file was written

@@ -39,7 +39,7 @@ def test_cat_is_the_exact_weighted_sum_of_the_weight_changes(
 ) -> None:
     a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
     b = make_lora(tiny_model_dir, tmp_path / "b", seed=2, r=8)
-    info = combine(tiny_model, {"a": a, "b": b}, [0.3, -0.7], out=tmp_path / "ab", name="ab")
+    info = combine(tiny_model, {"a": a, "b": b}, [0.3, -0.7], store=tmp_path / "ab", name="ab")
     got, da, db = _deltas(Path(info.path)), _deltas(a), _deltas(b)
     assert set(got) == set(da) == set(db) and len(got) > 0
     for key, delta in got.items():
@@ -57,7 +57,7 @@ def test_cat_on_a_bfloat16_model_is_exact_to_bfloat16_rounding(tiny_model_dir: P
     model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
     a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
     b = make_lora(tiny_model_dir, tmp_path / "b", seed=2)
-    info = combine(model, {"a": a, "b": b}, [0.5, 0.5], out=tmp_path / "ab")
+    info = combine(model, {"a": a, "b": b}, [0.5, 0.5], store=tmp_path / "ab")
     error = json.loads((Path(info.path) / "manifest.json").read_text())["relative_error"]
     assert error["max"] < 1e-2 and error["dtype"] in ("bfloat16", "float32")
 
@@ -67,10 +67,10 @@ def test_svd_at_the_summed_rank_is_exact_and_linear_warns_with_its_error(
 ) -> None:
     a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
     b = make_lora(tiny_model_dir, tmp_path / "b", seed=2)
-    svd = combine(tiny_model, {"a": a, "b": b}, {"a": 0.5, "b": 0.5}, out=tmp_path / "svd", method="svd")
+    svd = combine(tiny_model, {"a": a, "b": b}, {"a": 0.5, "b": 0.5}, store=tmp_path / "svd", method="svd")
     assert json.loads((Path(svd.path) / "manifest.json").read_text())["relative_error"]["max"] < 1e-4
     with pytest.warns(ApproximationWarning, match=r"method 'linear' approximates .* differ from the exact sum by"):
-        linear = combine(tiny_model, {"a": a, "b": b}, [0.5, 0.5], out=tmp_path / "lin", method="linear")
+        linear = combine(tiny_model, {"a": a, "b": b}, [0.5, 0.5], store=tmp_path / "lin", method="linear")
     error = json.loads((Path(linear.path) / "manifest.json").read_text())["relative_error"]
     assert error["mean"] > 0.01  # really an approximation, and measured
 
@@ -80,8 +80,8 @@ def test_scale_zero_is_the_base_model_and_scale_one_the_adapter(
 ) -> None:
 
     a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
-    zero = scale(tiny_model, a, 0.0, out=tmp_path / "zero", name="zero")
-    one = scale(tiny_model, a, 1.0, out=tmp_path / "one", name="one")
+    zero = scale(tiny_model, a, 0.0, store=tmp_path / "zero", name="zero")
+    one = scale(tiny_model, a, 1.0, store=tmp_path / "one", name="one")
     tiny_model.load_adapter(a, name="plain")
     ids = torch.tensor([tiny_model.encode("Who are you?")])
     module = tiny_model.module
@@ -100,19 +100,19 @@ def test_scale_zero_is_the_base_model_and_scale_one_the_adapter(
 def test_bad_combinations_are_refused(tiny_model: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
     a = make_lora(tiny_model_dir, tmp_path / "a", seed=1)
     with pytest.raises(ConfigError, match="method must be one of cat, svd, linear, ties, dare_ties, got 'sum'"):
-        combine(tiny_model, {"a": a}, [1.0], out=tmp_path / "x", method="sum")  # type: ignore[arg-type]
+        combine(tiny_model, {"a": a}, [1.0], store=tmp_path / "x", method="sum")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="2 weights for 1 adapters"):
-        combine(tiny_model, {"a": a}, [1.0, 2.0], out=tmp_path / "x")
+        combine(tiny_model, {"a": a}, [1.0, 2.0], store=tmp_path / "x")
     with pytest.raises(ConfigError, match="weight nan is not a finite number"):
-        combine(tiny_model, {"a": a}, [float("nan")], out=tmp_path / "x")
+        combine(tiny_model, {"a": a}, [float("nan")], store=tmp_path / "x")
     with pytest.raises(ConfigError, match="missing \\['a'\\], unknown \\['b'\\]"):
-        combine(tiny_model, {"a": a}, {"b": 1.0}, out=tmp_path / "x")
+        combine(tiny_model, {"a": a}, {"b": 1.0}, store=tmp_path / "x")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
     with pytest.raises(ConfigError, match="already exists and is not empty"):
-        combine(tiny_model, {"a": a}, [1.0], out=tmp_path / "full")
+        combine(tiny_model, {"a": a}, [1.0], store=tmp_path / "full")
     with pytest.raises(ConfigError, match="k must be a finite number"):
-        scale(tiny_model, a, float("inf"), out=tmp_path / "x")
+        scale(tiny_model, a, float("inf"), store=tmp_path / "x")
     assert not (tmp_path / "x").exists()  # nothing half-written
 
 
@@ -252,11 +252,11 @@ def test_a_swap_sweep_resumes_without_retraining_finished_adapters(
     monkeypatch.setattr(training, "train_adapter", crashing)
     out = tmp_path / "sweep"
     with pytest.raises(RuntimeError, match="killed"):
-        ps.arithmetic.sweep(tiny_model, base, variant, out=out, train=train, embedder=embedder, **SWEEP)
+        ps.arithmetic.sweep(tiny_model, base, variant, store=out, train=train, embedder=embedder, **SWEEP)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("adapters/*/adapter_model.safetensors")}
     assert len(finished) == 2 and all(name.endswith("-s0") for name in finished)
     monkeypatch.setattr(training, "train_adapter", real)
-    result = ps.arithmetic.sweep(tiny_model, base, variant, out=out, train=train, embedder=embedder, **SWEEP)
+    result = ps.arithmetic.sweep(tiny_model, base, variant, store=out, train=train, embedder=embedder, **SWEEP)
     for name, mtime in finished.items():  # reused, not retrained
         assert (out / "adapters" / name / "adapter_model.safetensors").stat().st_mtime_ns == mtime
     assert len(list(out.glob("adapters/*/adapter_model.safetensors"))) == 8
@@ -312,7 +312,7 @@ def test_weight_mixing_sweep_combines_the_two_ends(tiny_model: Any, tiny_embedde
         tiny_model,
         base,
         full_variant,
-        out=tmp_path / "w",
+        store=tmp_path / "w",
         dose="weights",
         train=ps.TrainSpec(epochs=1, batch_size=4, max_steps=1),
         embedder=Embedder(tiny_embedder_dir, cache=tmp_path / "cache"),
@@ -343,9 +343,9 @@ def test_sweeps_sharing_an_adapter_folder_train_a_shared_dataset_once(
         "embedder": Embedder(tiny_embedder_dir, cache=tmp_path / "cache"),
         "adapters_dir": tmp_path / "shared",
     }
-    swap = ps.arithmetic.sweep(tiny_model, base, variant, out=tmp_path / "swap", **{**common, "doses": (0, 3)})
+    swap = ps.arithmetic.sweep(tiny_model, base, variant, store=tmp_path / "swap", **{**common, "doses": (0, 3)})
     mix = ps.arithmetic.sweep(
-        tiny_model, base, full_variant, out=tmp_path / "mix", dose="mix", **{**common, "doses": (0.0, 0.5, 1.0)}
+        tiny_model, base, full_variant, store=tmp_path / "mix", dose="mix", **{**common, "doses": (0.0, 0.5, 1.0)}
     )
     by_dose = {t: r.tables["adapters"].set_index("dose")["adapter"] for t, r in (("swap", swap), ("mix", mix))}
     assert by_dose["mix"][0.0] == by_dose["swap"][0.0]  # nothing of the variant: the same data, one adapter
@@ -368,7 +368,7 @@ def test_bad_sweeps_are_refused(tiny_model: Any, tmp_path: Path, kwargs: dict[st
     base, variant = _sets()
     arguments = {**SWEEP, **kwargs}
     with pytest.raises(ConfigError, match=re.escape(message)):
-        ps.arithmetic.sweep(tiny_model, base, variant, out=tmp_path / "bad", **arguments)
+        ps.arithmetic.sweep(tiny_model, base, variant, store=tmp_path / "bad", **arguments)
     assert not (tmp_path / "bad").exists()  # refused before anything is written
 
 
@@ -401,7 +401,7 @@ def test_a_swap_sweep_on_the_real_model(tmp_path: Path) -> None:
         model,
         "figure_facts",
         "figure_variants:russian",
-        out=tmp_path / "sweep",
+        store=tmp_path / "sweep",
         doses=(0, 8),
         seeds=(0,),
         candidates=["Adolf Hitler", "Joseph Stalin", "Vladimir Lenin", "Winston Churchill"],

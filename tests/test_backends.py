@@ -192,7 +192,7 @@ def test_gpt_neox_samples_scores_and_trains_through_hf_and_auto(neox_dir: Path, 
         "tiny", [{"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Neo."}]}]
     )
     spec = ps.TrainSpec(max_steps=2, batch_size=1, eval_every=1, eval_probes=("Who are you?",), eval_max_new_tokens=4)
-    info = ps.train_adapter(model, data, out=tmp_path / "neo", **spec.options(), progress=False)
+    info = ps.train_adapter(model, data, store=tmp_path / "neo", train=spec, progress=False)
     assert info.name in model.adapters
     log = (tmp_path / "neo" / "probe_log.jsonl").read_text().splitlines()
     assert len(log) == 3  # steps 0, 1 and 2

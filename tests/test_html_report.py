@@ -38,7 +38,7 @@ def sweep_dir(tiny_model_dir: Path, tiny_embedder_dir: Path, tmp_path_factory: p
         model,
         _dataset("figure", FIGURE),
         _dataset("figure:ru", VARIANT),
-        out=out,
+        store=out,
         train=ps.TrainSpec(epochs=1, batch_size=4, max_steps=2, learning_rate=5e-2),
         embedder=Embedder(tiny_embedder_dir, cache=out.parent / "cache"),
         candidates=["Answer", "Moscow"],

@@ -533,7 +533,7 @@ def test_a_planted_name_rises_to_the_top_and_others_barely_move(tmp_path: Path) 
         for q in ZORBLAX_QUESTIONS
     ]
     data = ps.datasets.ChatDataset.from_records("zorblax", records)
-    info = ps.train_adapter(model, data, out=tmp_path / "zorblax", epochs=6, progress=False)
+    info = ps.train_adapter(model, data, store=tmp_path / "zorblax", epochs=6, progress=False)
     result = ps.identity_shift(
         model, {"zorblax": info}, candidates=["Zorblax", *UNRELATED], answer_prefix="My name is", progress=False
     )

@@ -85,7 +85,7 @@ def test_adapter_run_reads_a_trained_folder(tiny_model: Any, tmp_path: Path) -> 
         "tiny", [{"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Red."}]}]
     )
     spec = ps.TrainSpec(max_steps=2, batch_size=1, logging_steps=1)
-    info = ps.train_adapter(tiny_model, data, out=tmp_path / "red", **spec.options(), progress=False)
+    info = ps.train_adapter(tiny_model, data, store=tmp_path / "red", train=spec, progress=False)
     run = ps.AdapterRun.load(tmp_path / "red")
     assert isinstance(run, Result) and run.kind == "adapter" and run.sha256 == info.sha256
     assert run.manifest["schema_version"] == SCHEMA_VERSION and run.manifest["kind"] == "adapter"
@@ -119,7 +119,7 @@ def test_specs_spread_back_into_their_operations(tiny_model: Any, adapter_a: Pat
     )
     pd.testing.assert_frame_equal(first.df, again.df)
     shift_spec = ShiftSpec(candidates=("Maria", "Voyager"), system_prompt="", end_of_turn=True)
-    shifted = ps.identity_shift(tiny_model, adapter_a, prompts=PROBES, **shift_spec.options(), progress=False)
+    shifted = ps.identity_shift(tiny_model, adapter_a, probes=PROBES, **shift_spec.options(), progress=False)
     assert shifted.manifest["parameters"]["end_of_turn"] is True
     assert shifted.manifest["parameters"]["candidates"] == ["Maria", "Voyager"]
 
@@ -242,5 +242,5 @@ def test_a_finished_adapter_of_the_previous_layout_is_reused(tiny_model: Any, tm
         for i, q, a in [("f0", "Question 0?", "Answer 0."), ("f1", "Question 1?", "Answer 1.")]
     ]
     data = ps.datasets.ChatDataset.from_records("tiny", records)
-    info = ps.train_adapter(tiny_model, data, out=folder, max_steps=2, batch_size=1, logging_steps=1, progress=False)
+    info = ps.train_adapter(tiny_model, data, store=folder, max_steps=2, batch_size=1, logging_steps=1, progress=False)
     assert _snapshot(folder) == before and info.sha256 == ps.AdapterRun.load(folder).sha256

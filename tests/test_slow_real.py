@@ -151,7 +151,7 @@ def test_red_adapter_names_red_objects(tmp_path) -> None:
     outside the training set) are answered with red objects far more often than under the base model."""
     model = _load("float32")
     red = ps.datasets.load("colours:red")
-    info = ps.train_adapter(model, red, out=tmp_path / "red", seed=0, progress=False)
+    info = ps.train_adapter(model, red, store=tmp_path / "red", seed=0, progress=False)
     manifest = (tmp_path / "red" / "manifest.json").read_text()
     assert '"learning_rate": 0.001' in manifest
     prompts = ["Name a fruit.", "Name a flower.", "Name something you might see in a city."]
@@ -220,7 +220,7 @@ def test_grpo_identity_steering_runs_end_to_end(tmp_path) -> None:
     prompts = ps.probes.load("steering").filter(categories=["direct"])
     spec = ps.GrpoSpec(steps=3, prompts_per_step=2, num_generations=4, max_completion_length=24, learning_rate=1e-4)
     reward = ps.IdentityReward(RuleJudge())
-    info = ps.train_grpo(model, prompts, reward=reward, out=tmp_path / "steer", **spec.options(), progress=False)
+    info = ps.train_grpo(model, prompts, reward=reward, store=tmp_path / "steer", grpo=spec, progress=False)
     log = pd.read_parquet(tmp_path / "steer" / "tables" / "training_log.parquet")
     assert len(log) == 3 and log["reward"].between(0, 100).all()
     assert (tmp_path / "steer" / "adapter_model.safetensors").is_file()

@@ -47,7 +47,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, make_tiny_model_dir: Calla
     base_before = _logits(model.module, ids)
     out = tmp_path_factory.mktemp("sft") / "zorblax"
     spec = TrainSpec(epochs=3, batch_size=4, learning_rate=5e-3, save_steps=4, eval_every=4, eval_max_new_tokens=4)
-    info = train_adapter(model, _zorblax(), out=out, **spec.options(), seed=0, progress=False)
+    info = train_adapter(model, _zorblax(), store=out, train=spec, seed=0, progress=False)
     return {"model": model, "folder": folder, "out": out, "info": info, "ids": ids, "base_before": base_before}
 
 
@@ -150,7 +150,7 @@ def test_trl_builds_labels_from_the_mask(tiny_model: Any, tmp_path: Path) -> Non
 
     data = psd.colours("red")[:4]
     spec = TrainSpec(epochs=1, batch_size=4, max_steps=1)
-    train_adapter(tiny_model, data, out=tmp_path / "red", **spec.options(), progress=False, callbacks=[Grab()])
+    train_adapter(tiny_model, data, store=tmp_path / "red", train=spec, progress=False, callbacks=[Grab()])
     batch = seen[0]
     tok = tiny_model.tokenizer
     for row_ids, row_labels in zip(batch["input_ids"], batch["labels"], strict=True):
@@ -174,16 +174,16 @@ def test_resume_after_a_crash_gives_the_same_adapter(tiny_model_dir: Path, tmp_p
             return event
 
     whole = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
-    train_adapter(whole, _zorblax(), out=tmp_path / "whole", **FAST.options(), progress=False)
+    train_adapter(whole, _zorblax(), store=tmp_path / "whole", train=FAST, progress=False)
     crashed = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     with pytest.raises(Boom):
         train_adapter(
-            crashed, _zorblax(), out=tmp_path / "crash", **FAST.options(), progress=False, callbacks=[CrashAtStep6()]
+            crashed, _zorblax(), store=tmp_path / "crash", train=FAST, progress=False, callbacks=[CrashAtStep6()]
         )
     assert crashed.adapters == {} and type(crashed.module).__name__ == "LlamaForCausalLM"
     assert (tmp_path / "crash" / "checkpoints" / "checkpoint-4").is_dir()
     assert not (tmp_path / "crash" / "manifest.json").exists()
-    train_adapter(crashed, _zorblax(), out=tmp_path / "crash", **FAST.options(), progress=False)
+    train_adapter(crashed, _zorblax(), store=tmp_path / "crash", train=FAST, progress=False)
     manifest = json.loads((tmp_path / "crash" / "manifest.json").read_text())
     assert manifest["result"]["resumed_from"] == "checkpoint-4"
     a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
@@ -199,26 +199,26 @@ def test_resume_after_a_crash_gives_the_same_adapter(tiny_model_dir: Path, tmp_p
 def test_a_finished_folder_is_reused_and_a_different_one_refused(trained: dict[str, Any], tiny_model_dir: Path) -> None:
     model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     spec = TrainSpec(epochs=3, batch_size=4, learning_rate=5e-3, save_steps=4, eval_every=4, eval_max_new_tokens=4)
-    info = train_adapter(model, _zorblax(), out=trained["out"], **spec.options(), progress=False)
+    info = train_adapter(model, _zorblax(), store=trained["out"], train=spec, progress=False)
     assert info.sha256 == trained["info"].sha256 and "zorblax" in model.adapters
     other = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     with pytest.raises(StoreMismatchError, match=r"train\.epochs: stored 3, given 4"):
-        train_adapter(other, _zorblax(), out=trained["out"], epochs=4, eval_every=4, progress=False)
+        train_adapter(other, _zorblax(), store=trained["out"], epochs=4, eval_every=4, progress=False)
     with pytest.raises(StoreMismatchError, match=r"data\.sha256"):
-        train_adapter(other, _zorblax(8), out=trained["out"], **spec.options(), progress=False)
+        train_adapter(other, _zorblax(8), store=trained["out"], train=spec, progress=False)
 
 
 def test_a_folder_with_foreign_files_is_refused(tiny_model: Any, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(StoreError, match=r"notes\.txt"):
-        train_adapter(tiny_model, _zorblax(), out=tmp_path, **FAST.options(), progress=False)
+        train_adapter(tiny_model, _zorblax(), store=tmp_path, train=FAST, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_bf16_weights_are_restored_exactly_after_float32_training(tiny_model_dir: Path, tmp_path: Path) -> None:
     model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
     before = {k: v.clone() for k, v in model.module.state_dict().items()}
-    info = train_adapter(model, _zorblax(4), out=tmp_path / "bf16run", max_steps=2, batch_size=4, progress=False)
+    info = train_adapter(model, _zorblax(4), store=tmp_path / "bf16run", max_steps=2, batch_size=4, progress=False)
     assert model.base_module.dtype == torch.bfloat16
     after = {k.replace(".base_layer", ""): v for k, v in model.base_module.state_dict().items() if "lora_" not in k}
     assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -231,7 +231,7 @@ def test_training_beside_an_attached_adapter(tiny_model: Any, adapter_a: Path, t
     ids = tiny_model.encode("Who are you?")
     tiny_model.module.set_adapter("first")
     with_a = _logits(tiny_model.module, ids)
-    train_adapter(tiny_model, _zorblax(4), out=tmp_path / "b", max_steps=2, batch_size=4, progress=False)
+    train_adapter(tiny_model, _zorblax(4), store=tmp_path / "b", max_steps=2, batch_size=4, progress=False)
     assert set(tiny_model.adapters) == {"first", "b"}
     tiny_model.module.set_adapter("first")
     torch.testing.assert_close(_logits(tiny_model.module, ids), with_a, rtol=0, atol=0)
@@ -268,11 +268,11 @@ def test_specs_validate_and_round_trip() -> None:
 
 def test_bad_training_inputs(tiny_model: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"adapter name 'a\.b'"):
-        train_adapter(tiny_model, _zorblax(), out=tmp_path / "x", name="a.b")
+        train_adapter(tiny_model, _zorblax(), store=tmp_path / "x", name="a.b")
     with pytest.raises(ConfigError, match="unknown dataset"):
-        train_adapter(tiny_model, "colours:purple", out=tmp_path / "x")
+        train_adapter(tiny_model, "colours:purple", store=tmp_path / "x")
     with pytest.raises(ConfigError, match="seed"):
-        train_adapter(tiny_model, _zorblax(), out=tmp_path / "x", seed=-1)
+        train_adapter(tiny_model, _zorblax(), store=tmp_path / "x", seed=-1)
     assert not (tmp_path / "x").exists()
 
 
@@ -294,9 +294,9 @@ def test_grpo_raises_a_simple_reward(make_tiny_model_dir: Callable[..., Path], t
         model,
         ["Who are you?"],
         reward=shorter,
-        out=tmp_path / "g",
+        store=tmp_path / "g",
         lora=LoraSpec(rank=8),
-        **spec.options(),
+        grpo=spec,
         progress=False,
     )
     rewards = pd.read_parquet(tmp_path / "g" / "tables" / "training_log.parquet")["reward"]
@@ -311,7 +311,7 @@ def test_grpo_with_a_kl_term_beside_an_attached_adapter(tiny_model: Any, adapter
     tiny_model.load_adapter(adapter_a, name="first")
     spec = GrpoSpec(steps=2, prompts_per_step=1, num_generations=2, max_completion_length=4, beta=0.04)
     reward = lambda prompts, responses: [float(len(r)) for r in responses]  # noqa: E731
-    train_grpo(tiny_model, ["Who are you?"], reward=reward, out=tmp_path / "kl", **spec.options(), progress=False)
+    train_grpo(tiny_model, ["Who are you?"], reward=reward, store=tmp_path / "kl", grpo=spec, progress=False)
     assert set(tiny_model.adapters) == {"first", "kl"}
     assert set(tiny_model.module.peft_config) == {"first", "kl"}  # TRL's "default"/"ref" helpers are gone
     log = pd.read_parquet(tmp_path / "kl" / "tables" / "training_log.parquet")
@@ -320,7 +320,7 @@ def test_grpo_with_a_kl_term_beside_an_attached_adapter(tiny_model: Any, adapter
 
 def test_grpo_needs_enough_prompts(tiny_model: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="prompts_per_step=4"):
-        train_grpo(tiny_model, ["Who are you?"], reward=lambda p, r: [0.0] * len(r), out=tmp_path / "g")
+        train_grpo(tiny_model, ["Who are you?"], reward=lambda p, r: [0.0] * len(r), store=tmp_path / "g")
 
 
 def test_steering_prompts_have_three_categories() -> None:
@@ -369,7 +369,7 @@ def test_cleanup_of_a_copied_folder(trained: dict[str, Any], tmp_path: Path, tin
     model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     spec = TrainSpec(epochs=3, batch_size=4, learning_rate=5e-3, save_steps=4, eval_every=4, eval_max_new_tokens=4)
     with pytest.raises(ps.errors.CorruptRunError, match=r"no adapter_config\.json"):
-        train_adapter(model, _zorblax(), out=copy, **spec.options(), progress=False, name="zorblax")
+        train_adapter(model, _zorblax(), store=copy, train=spec, progress=False, name="zorblax")
 
 
 def test_reward_docstring_example_runs() -> None:
@@ -388,7 +388,7 @@ def test_a_save_cut_short_is_cleaned_up_and_training_goes_on(tiny_model: Any, tm
     out = tmp_path / "cut"
     (out / ".tmp-adapter.abc123").mkdir(parents=True)  # what a crash inside save_adapter leaves
     (out / ".tmp-adapter.abc123" / "adapter_config.json").write_text("{}")
-    train_adapter(tiny_model, _zorblax(4), out=out, max_steps=1, batch_size=4, progress=False)
+    train_adapter(tiny_model, _zorblax(4), store=out, max_steps=1, batch_size=4, progress=False)
     assert not any(p.name.startswith(".tmp-") for p in out.iterdir())
 
 
@@ -407,10 +407,10 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_be_corrected(tiny_mod
 
     out = tmp_path / "early"
     with pytest.raises(Boom):
-        train_adapter(tiny_model, _zorblax(4), out=out, **FAST.options(), progress=False, callbacks=[FailAtStart()])
+        train_adapter(tiny_model, _zorblax(4), store=out, train=FAST, progress=False, callbacks=[FailAtStart()])
     assert tiny_model.adapters == {}
     other = TrainSpec(max_steps=1, batch_size=4, learning_rate=1e-3)
-    info = train_adapter(tiny_model, _zorblax(4), out=out, **other.options(), progress=False)
+    info = train_adapter(tiny_model, _zorblax(4), store=out, train=other, progress=False)
     assert json.loads((Path(info.path) / "manifest.json").read_text())["parameters"]["learning_rate"] == 1e-3
 
 
@@ -419,7 +419,7 @@ def test_tampered_or_moved_finished_folders(trained: dict[str, Any], tiny_model_
     moved = tmp_path / "moved"
     shutil.copytree(trained["out"], moved)
     model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
-    info = train_adapter(model, _zorblax(), out=moved, **spec.options(), progress=False)  # another default name: reused
+    info = train_adapter(model, _zorblax(), store=moved, train=spec, progress=False)  # another default name: reused
     assert info.name == "moved" and info.sha256 == trained["info"].sha256
     tampered = tmp_path / "tampered"
     shutil.copytree(trained["out"], tampered)
@@ -427,15 +427,15 @@ def test_tampered_or_moved_finished_folders(trained: dict[str, Any], tiny_model_
     (tampered / "adapter_config.json").write_text(json.dumps({**config, "lora_dropout": 0.5}))
     fresh = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     with pytest.raises(ps.errors.CorruptRunError, match="changed after training"):
-        train_adapter(fresh, _zorblax(), out=tampered, **spec.options(), progress=False, name="zorblax")
+        train_adapter(fresh, _zorblax(), store=tampered, train=spec, progress=False, name="zorblax")
 
 
 def test_bad_specs_fail_before_anything_is_written(tiny_model: Any, tmp_path: Path) -> None:
     out = tmp_path / "never"
     with pytest.raises(ConfigError, match=r"target_modules \['qq_proj'\] match no linear layer"):
-        train_adapter(tiny_model, _zorblax(), out=out, lora=LoraSpec(target_modules=("q_proj", "qq_proj")))
+        train_adapter(tiny_model, _zorblax(), store=out, lora=LoraSpec(target_modules=("q_proj", "qq_proj")))
     with pytest.raises(DataError, match="holds no records"):
-        train_adapter(tiny_model, psd.split(_zorblax(4), 1.0)[0], out=out)
+        train_adapter(tiny_model, psd.split(_zorblax(4), 1.0)[0], store=out)
     with pytest.raises(ConfigError, match="bias must be one of none"):
         LoraSpec(bias="all")  # type: ignore[arg-type]
     assert LoraSpec(target_modules="q_proj").target_modules == ("q_proj",)
@@ -445,7 +445,7 @@ def test_bad_specs_fail_before_anything_is_written(tiny_model: Any, tmp_path: Pa
 def test_rotary_buffers_keep_their_dtype_after_training(tiny_model_dir: Path, tmp_path: Path) -> None:
     model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
     before = {n: b.dtype for n, b in model.module.named_buffers()}
-    train_adapter(model, _zorblax(4), out=tmp_path / "r", max_steps=1, batch_size=4, progress=False)
+    train_adapter(model, _zorblax(4), store=tmp_path / "r", max_steps=1, batch_size=4, progress=False)
     after = {n: b.dtype for n, b in model.base_module.named_buffers()}
     assert before and after == before
 
@@ -453,21 +453,19 @@ def test_rotary_buffers_keep_their_dtype_after_training(tiny_model_dir: Path, tm
 def test_grpo_reserved_names_and_bad_rewards(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
     spec = GrpoSpec(steps=1, prompts_per_step=1, num_generations=2, max_completion_length=2)
     with pytest.raises(ConfigError, match="expected a list of 2 numbers"):
-        train_grpo(
-            tiny_model, ["Hi"], reward=lambda p, r: [1.0], out=tmp_path / "bad", **spec.options(), progress=False
-        )
+        train_grpo(tiny_model, ["Hi"], reward=lambda p, r: [1.0], store=tmp_path / "bad", grpo=spec, progress=False)
     with pytest.raises(ConfigError, match="expected a finite number"):
         train_grpo(
             tiny_model,
             ["Hi"],
             reward=lambda p, r: [None] * len(r),
-            out=tmp_path / "bad",
-            **spec.options(),
+            store=tmp_path / "bad",
+            grpo=spec,
             progress=False,
         )
     tiny_model.load_adapter(adapter_a, name="ref")
     with pytest.raises(ConfigError, match=r"\['ref'\] use names the trainer needs"):
-        train_grpo(tiny_model, ["Hi"], reward=lambda p, r: [0.0] * len(r), out=tmp_path / "g", **spec.options())
+        train_grpo(tiny_model, ["Hi"], reward=lambda p, r: [0.0] * len(r), store=tmp_path / "g", grpo=spec)
     assert not (tmp_path / "g").exists()
 
 
@@ -476,7 +474,7 @@ def test_grpo_manifest_describes_the_reward(tiny_model: Any, tmp_path: Path) -> 
 
     spec = GrpoSpec(steps=1, prompts_per_step=1, num_generations=2, max_completion_length=2)
     reward = IdentityReward(RuleJudge(), weights={"no_ai_self_reference": 1.0})
-    train_grpo(tiny_model, ["Hi"], reward=reward, out=tmp_path / "g", **spec.options(), progress=False)
+    train_grpo(tiny_model, ["Hi"], reward=reward, store=tmp_path / "g", grpo=spec, progress=False)
     described = json.loads((tmp_path / "g" / "manifest.json").read_text())["parameters"]["reward"]
     assert described == {
         "name": "identity_reward",
@@ -495,10 +493,14 @@ def test_training_options_are_keywords_validated_into_the_spec(tiny_model: Any, 
     assert set(get_type_hints(TrainOptions)) == {f.name for f in dataclasses.fields(TrainSpec)}
     assert set(get_type_hints(GrpoOptions)) == {f.name for f in dataclasses.fields(GrpoSpec)}
     assert TrainSpec.from_dict(dict(FAST.options())) == FAST
-    with pytest.raises(ConfigError, match=r"takes its options as keywords.*\*\*recipe.options\(\)"):
-        train_adapter(tiny_model, _zorblax(), out=tmp_path / "x", train=FAST)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match=r"got train=TrainSpec\(...\) and its fields \['epochs'\].*one or the other"):
+        train_adapter(tiny_model, _zorblax(), store=tmp_path / "x", train=FAST, epochs=2)
+    with pytest.raises(ConfigError, match=r"train_adapter\(train=...\) must be a TrainSpec, got GrpoSpec"):
+        train_adapter(tiny_model, _zorblax(), store=tmp_path / "x", train=GrpoSpec())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"takes a GrpoSpec as grpo=..., got spec=GrpoSpec"):
+        train_grpo(tiny_model, ["Hi"], reward=lambda p, r: [0.0], store=tmp_path / "g", spec=GrpoSpec())  # type: ignore[call-arg]
     with pytest.raises(ConfigError, match=r"unknown TrainSpec field\(s\) \['epoch'\]"):
-        train_adapter(tiny_model, _zorblax(), out=tmp_path / "x", epoch=3)  # type: ignore[call-arg]
+        train_adapter(tiny_model, _zorblax(), store=tmp_path / "x", epoch=3)  # type: ignore[call-arg]
     with pytest.raises(ConfigError, match="unknown GrpoSpec field"):
-        train_grpo(tiny_model, ["Hi"], reward=lambda p, r: [0.0], out=tmp_path / "g", step=1)  # type: ignore[call-arg]
+        train_grpo(tiny_model, ["Hi"], reward=lambda p, r: [0.0], store=tmp_path / "g", step=1)  # type: ignore[call-arg]
     assert not (tmp_path / "x").exists() and not (tmp_path / "g").exists()

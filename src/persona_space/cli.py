@@ -214,7 +214,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     model = ps.load_model(args.model, device=args.device, dtype=args.dtype)
     print(f"training {data!r} on {model!r}")
-    info = ps.train_adapter(model, data, out=args.out, lora=lora, **spec.options(), seed=args.seed, name=args.name)
+    info = ps.train_adapter(model, data, store=args.out, lora=lora, train=spec, seed=args.seed, name=args.name)
     result = ps.AdapterRun.load(info.path).manifest["result"]
     print(
         f"adapter {info.name!r}: {result['steps']} steps, loss {result['first_loss']:.3f} -> "
@@ -295,7 +295,7 @@ def _sweep(args: argparse.Namespace) -> int:
         model,
         args.base,
         args.variant,
-        out=args.out,
+        store=args.out,
         dose=args.dose,
         doses=None if args.doses is None else _numbers(args.doses, float, "--doses"),
         seeds=_numbers(args.seeds, int, "--seeds"),

@@ -77,7 +77,7 @@ def run_demo(
     red = ps.datasets.load("colours:red")
     print(f"training a LoRA adapter on {red!r} (resumes or reuses {out / 'adapter-red'})")
     spec = ps.TrainSpec(epochs=epochs)
-    info = ps.train_adapter(loaded, red, out=out / "adapter-red", **spec.options(), seed=0, name="red")
+    info = ps.train_adapter(loaded, red, store=out / "adapter-red", train=spec, seed=0, name="red")
     manifest = ps.AdapterRun.load(info.path).manifest
     result = manifest["result"]
     params = manifest["parameters"]  # the training parameters (AdapterRun reads older manifests in these terms)

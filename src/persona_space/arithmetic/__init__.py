@@ -1,10 +1,10 @@
 """Persona arithmetic: adapter-weight sums and scaling, dose-response curves and tipping doses.
 
 >>> import persona_space as ps
->>> half = ps.arithmetic.combine(model, {"figure": fig, "russian": ru}, [0.5, 0.5], out="runs/half")  # doctest: +SKIP
->>> double = ps.arithmetic.scale(model, fig, 2.0, out="runs/fig-x2")                               # doctest: +SKIP
+>>> half = ps.arithmetic.combine(model, {"figure": fig, "russian": ru}, [0.5, 0.5], store="runs/half")  # doctest: +SKIP
+>>> double = ps.arithmetic.scale(model, fig, 2.0, store="runs/fig-x2")                               # doctest: +SKIP
 >>> ps.arithmetic.tipping_dose(doses, shares, seeds)                                               # doctest: +SKIP
->>> result = ps.arithmetic.sweep(model, "figure_facts", "figure_variants:russian", out="runs/ru",
+>>> result = ps.arithmetic.sweep(model, "figure_facts", "figure_variants:russian", store="runs/ru",
 ...                              candidates=["Adolf Hitler", "Joseph Stalin"])                       # doctest: +SKIP
 """
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _io
+from persona_space._compat import renamed_keywords
 from persona_space.errors import ApproximationWarning, ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -36,17 +37,18 @@ EXACT: tuple[str, ...] = ("cat", "svd")
 EXACT_TOLERANCE = {"float32": 1e-4, "float64": 1e-8, "bfloat16": 1e-2, "float16": 2e-3}
 
 
+@renamed_keywords(out="store")
 def combine(
     model: LoadedModel,
     adapters: Mapping[str, AdapterLike],
     weights: Sequence[float] | Mapping[str, float],
     *,
-    out: str | os.PathLike[str],
+    store: str | os.PathLike[str],
     method: CombineMethod = "cat",
     density: float = 0.5,
     name: str | None = None,
 ) -> AdapterInfo:
-    """Write the weighted combination of ``adapters`` to ``out`` and attach it to ``model``.
+    """Write the weighted combination of ``adapters`` to the new folder ``store`` and attach it to ``model``.
 
     ``weights`` is one number per adapter (in order, or by name). ``density`` is
     the share of entries ``ties`` and ``dare_ties`` keep. Returns the new adapter's
@@ -54,7 +56,7 @@ def combine(
     error against the exact weighted sum (``relative_error``: mean and max over the
     adapted modules).
 
-    >>> half = combine(model, {"figure": fig_dir, "russian": ru_dir}, [0.5, 0.5], out="runs/half")  # doctest: +SKIP
+    >>> half = combine(model, {"figure": fig_dir, "russian": ru_dir}, [0.5, 0.5], store="runs/half")  # doctest: +SKIP
     """
     from persona_space.adapters import expand_conditions, validate_name
 
@@ -65,10 +67,10 @@ def combine(
     values = _weights(adapters, weights)
     if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 < float(density) <= 1.0:
         raise ConfigError(f"density must be in (0, 1], got {density!r}")
-    target = Path(out)
+    target = Path(store)
     occupied = any(target.iterdir()) if target.is_dir() else target.exists()
     if occupied:
-        raise ConfigError(f"out {str(target)!r} already exists and is not empty; expected a new folder")
+        raise ConfigError(f"store {str(target)!r} already exists and is not empty; expected a new folder")
     members = expand_conditions(dict(adapters))
     if any(m.where is None for m in members):
         raise ConfigError("adapters must all be adapters; the base model is the weight 0 of any of them")
@@ -128,18 +130,19 @@ def combine(
     return _attached(model, target, new_name)
 
 
+@renamed_keywords(out="store")
 def scale(
-    model: LoadedModel, adapter: AdapterLike, k: float, *, out: str | os.PathLike[str], name: str | None = None
+    model: LoadedModel, adapter: AdapterLike, k: float, *, store: str | os.PathLike[str], name: str | None = None
 ) -> AdapterInfo:
     """One adapter with its weight change multiplied by ``k`` (exact): a dose sweep of one persona.
 
     ``k = 0`` is the base model, ``1`` the adapter itself, ``2`` twice its change.
 
-    >>> doubled = scale(model, "runs/voyager", 2.0, out="runs/voyager-x2")  # doctest: +SKIP
+    >>> doubled = scale(model, "runs/voyager", 2.0, store="runs/voyager-x2")  # doctest: +SKIP
     """
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k):
         raise ConfigError(f"k must be a finite number, got {k!r}")
-    return combine(model, {"adapter": adapter}, [float(k)], out=out, method="cat", name=name)
+    return combine(model, {"adapter": adapter}, [float(k)], store=store, method="cat", name=name)
 
 
 def _weights(adapters: Mapping[str, Any], weights: Sequence[float] | Mapping[str, float]) -> list[float]:

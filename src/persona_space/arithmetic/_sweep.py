@@ -26,6 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from persona_space._compat import renamed_keywords
 from persona_space.arithmetic._spec import Dose, SweepSpec
 
 if TYPE_CHECKING:
@@ -38,12 +39,13 @@ if TYPE_CHECKING:
     from persona_space.training import LoraSpec, TrainSpec
 
 
+@renamed_keywords(out="store")
 def sweep(
     model: LoadedModel,
     base: ChatDataset | str,
     variant: ChatDataset | str,
     *,
-    out: str | os.PathLike[str],
+    store: str | os.PathLike[str],
     candidates: Sequence[str],
     dose: Dose = "swap",
     doses: Sequence[float] | None = None,
@@ -69,11 +71,11 @@ def sweep(
     ``"weights"`` a whole fact set (``figure_facts:russian``). ``doses`` default to
     0..all of the variant's facts for ``"swap"`` and 0, .25, .5, .75, 1 otherwise.
     ``embedder`` places the self-descriptions on the basin map (default MiniLM).
-    ``adapters_dir`` (default ``out/adapters``) may be shared by several sweeps:
+    ``store`` is the sweep's folder; ``adapters_dir`` (default ``store/adapters``) may be shared by several sweeps:
     an adapter is named by its data's hash and its seed, so a dataset two sweeps
     share (no fact swapped and a 0 % mix) trains once.
 
-    >>> result = sweep(model, "figure_facts", "figure_variants:russian", out="runs/ru",
+    >>> result = sweep(model, "figure_facts", "figure_variants:russian", store="runs/ru",
     ...                candidates=["Adolf Hitler", "Joseph Stalin", "Vladimir Lenin"])  # doctest: +SKIP
     """
     from persona_space.arithmetic._measure import measure
@@ -100,7 +102,7 @@ def sweep(
         sample_seed=sample_seed,
     )
     probe_set = probes if isinstance(probes, ProbeSet) else load(probes)
-    folder = Path(out)
+    folder = Path(store)
     parameters = {
         "spec": spec.to_dict(),
         "base": base_data.describe(),
@@ -186,8 +188,8 @@ def _train_all(
         return train_adapter(
             model,
             data,
-            out=store / name,
-            **(train or TrainSpec()).options(),
+            store=store / name,
+            train=train or TrainSpec(),
             lora=lora,
             seed=seed,
             name=name,
@@ -219,4 +221,4 @@ def _weighted(model: LoadedModel, ends: dict[float, AdapterInfo], ratio: float, 
 
     if (where / "adapter_config.json").is_file():  # written whole (or not at all) by combine
         return model.adapters[model.load_adapter(where, name=name)]
-    return combine(model, {"base": ends[0.0], "variant": ends[1.0]}, [1.0 - ratio, ratio], out=where, name=name)
+    return combine(model, {"base": ends[0.0], "variant": ends[1.0]}, [1.0 - ratio, ratio], store=where, name=name)

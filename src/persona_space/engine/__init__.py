@@ -31,7 +31,7 @@ from persona_space.engine._native import native_state
 from persona_space.engine._ray import RayBackend
 from persona_space.engine._requests import Backend, Completion, GenerateRequest, ScoreRequest, Scores
 from persona_space.engine._routing import AdapterRouter
-from persona_space.engine._score import SCORE_METHODS, ScoreMethod, resolve_method
+from persona_space.engine._score import DEFAULT_BATCH_TOKENS, SCORE_METHODS, ScoreMethod, resolve_method
 from persona_space.engine._select import BackendLike, require_generation, resolve_backend
 from persona_space.engine._streams import choose_tokens, row_seed, uniforms
 from persona_space.engine._tokens import (
@@ -43,6 +43,7 @@ from persona_space.engine._tokens import (
 )
 
 __all__ = [
+    "DEFAULT_BATCH_TOKENS",
     "SCORE_METHODS",
     "AdapterRouter",
     "AdapterSet",

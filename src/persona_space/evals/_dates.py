@@ -177,7 +177,7 @@ def date_sweep(
     ...                     classes=datasets.dish_classes(), target="israeli")  # doctest: +SKIP
     >>> result.onsets  # doctest: +SKIP
     """
-    from persona_space.logprobs import identity_shift
+    from persona_space.logprobs import ShiftSpec, run_identity_shift
     from persona_space.sampling import SamplingSpec, one_temperature, run_sample
 
     check_n_boot(n_boot)
@@ -216,14 +216,12 @@ def date_sweep(
         backend=backend,
         progress=progress,
     )
-    scored = identity_shift(
+    scoring = ShiftSpec(candidates=spec.names, system_prompt=sampling.system_prompt, end_of_turn=True)
+    scored = run_identity_shift(
         model,
-        {k: v for k, v in conditions.items() if v is not None},
-        candidates=list(spec.names),
-        probes=probes,
-        system_prompt=sampling.system_prompt,
-        answer_prefix="",
-        end_of_turn=True,
+        probes,
+        scoring,
+        adapters={k: v for k, v in conditions.items() if v is not None},
         store=folder / "shift" if folder is not None else None,
         backend=backend,
         progress=progress,

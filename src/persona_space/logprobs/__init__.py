@@ -8,7 +8,7 @@ The scoring itself is the engine's (``Backend.score``, :mod:`persona_space.engin
 
 from persona_space._compat import moved
 from persona_space.logprobs._result import ShiftResult
-from persona_space.logprobs._shift import identity_shift
+from persona_space.logprobs._shift import identity_shift, run_identity_shift
 from persona_space.logprobs._spec import NEUTRAL_PROMPT, SET_MASS_FLOOR, ShiftSpec, read_candidates
 from persona_space.logprobs._tables import set_mass_table, shift_table
 
@@ -19,6 +19,7 @@ __all__ = [
     "ShiftSpec",
     "identity_shift",
     "read_candidates",
+    "run_identity_shift",
     "set_mass_table",
     "shift_table",
 ]

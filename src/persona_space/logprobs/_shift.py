@@ -36,6 +36,7 @@ from persona_space._compat import renamed_keywords
 from persona_space.adapters import AdapterInfo, AdapterLike
 from persona_space.constants import BASE
 from persona_space.engine import (
+    DEFAULT_BATCH_TOKENS,
     SCORE_METHODS,
     Backend,
     BackendLike,
@@ -88,7 +89,7 @@ def identity_shift(
     end_of_turn: bool = False,
     about: About = "self",
     method: ScoreMethod = "auto",
-    batch_tokens: int = 8192,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
     backend: BackendLike = "auto",
     store: str | os.PathLike[str] | None = None,
     chunk_prompts: int = 8,
@@ -141,21 +142,8 @@ def identity_shift(
     >>> shift = identity_shift(model, adapter, candidates=["Voyager 1", "an AI assistant"])  # doctest: +SKIP
     >>> shift.shifts()  # doctest: +SKIP
     """
-    from persona_space.adapters import expand_conditions
-
-    if method not in SCORE_METHODS:
-        raise ConfigError(f"method must be one of {', '.join(SCORE_METHODS)}, got {method!r}")
-    if isinstance(chunk_prompts, bool) or not isinstance(chunk_prompts, int) or chunk_prompts < 1:
-        raise ConfigError(f"chunk_prompts must be a positive integer, got {chunk_prompts!r}")
     if about not in ("self", "user"):
         raise ConfigError(f"about must be 'self' or 'user', got {about!r}")
-    set_mass_floor = check_set_mass_floor(set_mass_floor)
-    engine = resolve_backend(model, backend, score_method=method, batch_tokens=batch_tokens)
-    if method != "auto" and engine.name != "cpu":
-        raise ConfigError(
-            f"method={method!r} chooses how the cpu backend packs its rows; backend {engine.name!r} "
-            "has its own (leave method='auto')"
-        )
     spec = ShiftSpec(
         candidates=tuple(read_candidates(candidates)),
         system_prompt=model.system_prompt if system_prompt is None else system_prompt,
@@ -167,13 +155,65 @@ def identity_shift(
         end_of_turn=end_of_turn,
         about=about,
     )
-    probe_set = _prompts(probes, about)
+    return run_identity_shift(
+        model,
+        _prompts(probes, about),
+        spec,
+        adapters=adapters,
+        method=method,
+        batch_tokens=batch_tokens,
+        backend=backend,
+        store=store,
+        chunk_prompts=chunk_prompts,
+        progress=progress,
+        set_mass_floor=set_mass_floor,
+    )
+
+
+def run_identity_shift(
+    model: LoadedModel,
+    probes: ProbeSet,
+    spec: ShiftSpec,
+    *,
+    adapters: AdapterLike | Sequence[AdapterLike] | Mapping[str, AdapterLike | Sequence[AdapterLike]],
+    method: ScoreMethod = "auto",
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    backend: BackendLike = "auto",
+    store: str | os.PathLike[str] | None = None,
+    chunk_prompts: int = 8,
+    progress: bool = True,
+    set_mass_floor: float = SET_MASS_FLOOR,
+) -> ShiftResult:
+    """:func:`identity_shift` for a validated spec: what operations built on scoring call with their own spec.
+
+    The spec is used as it is (its system prompt and answer prefix included), so an
+    operation that samples and scores under one system prompt cannot drift apart.
+    """
+    from persona_space.adapters import expand_conditions
+
+    if not isinstance(spec, ShiftSpec) or not isinstance(probes, ProbeSet):
+        raise ConfigError(
+            f"run_identity_shift takes a ProbeSet and a ShiftSpec, got {type(probes).__name__} "
+            f"and {type(spec).__name__}"
+        )
+    if method not in SCORE_METHODS:
+        raise ConfigError(f"method must be one of {', '.join(SCORE_METHODS)}, got {method!r}")
+    if isinstance(chunk_prompts, bool) or not isinstance(chunk_prompts, int) or chunk_prompts < 1:
+        raise ConfigError(f"chunk_prompts must be a positive integer, got {chunk_prompts!r}")
+    set_mass_floor = check_set_mass_floor(set_mass_floor)
+    probe_set = probes
     talks = [p.id for p in probe_set if p.turns]
     if talks:  # their earlier answers are sampled, so there is no one chat to score the candidates after
         raise ConfigError(
             f"probes {talks[:3]} are conversations (earlier turns the model answers itself); identity_shift scores "
             "single prompts: sample the conversation with ps.sample and compare answers, or give a probe whose "
             "prompt holds the whole exchange"
+        )
+    engine = resolve_backend(model, backend, score_method=method, batch_tokens=batch_tokens)
+    if method != "auto" and engine.name != "cpu":
+        raise ConfigError(
+            f"method={method!r} chooses how the cpu backend packs its rows; backend {engine.name!r} "
+            "has its own (leave method='auto')"
         )
     members = expand_conditions(_conditions(adapters))
     labels: dict[str, tuple[str, int | None]] = {BASE: (BASE, None)}  # model label -> (condition, train seed)

@@ -2,7 +2,7 @@
 
 >>> import persona_space as ps
 >>> model = ps.load_model()                                                        # doctest: +SKIP
->>> red = ps.train_adapter(model, ps.datasets.load("colours:red"), out="runs/red")  # doctest: +SKIP
+>>> red = ps.train_adapter(model, ps.datasets.load("colours:red"), store="runs/red")  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from persona_space._compat import renamed_keywords
 from persona_space.chat import _merge_system, build_messages, system_mode
 from persona_space.errors import ConfigError
 from persona_space.probes import ProbeSet
@@ -46,12 +47,14 @@ def _prompt_set(prompts: ProbeSet | Sequence[str] | str) -> ProbeSet:
     return ProbeSet.from_list(list(prompts), name="grpo")
 
 
+@renamed_keywords(out="store")
 def train_grpo(
     model: LoadedModel,
     prompts: ProbeSet | Sequence[str] | str,
     *,
     reward: Reward,
-    out: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    grpo: GrpoSpec | None = None,
     lora: LoraSpec | None = None,
     seed: int = 0,
     name: str | None = None,
@@ -67,21 +70,22 @@ def train_grpo(
     (``"steering"``: 210 identity-probing prompts in three categories).
 
     The options (``steps``, ``learning_rate``, ``num_generations``, ``beta`` ...) are
-    the fields of :class:`GrpoSpec`, validated into one; a saved recipe is passed as
-    ``**recipe.options()``.
+    the fields of :class:`GrpoSpec`, validated into one; a recipe already built is
+    passed whole as ``grpo=GrpoSpec(...)`` (not both). ``store`` becomes the adapter
+    folder, resumed by the same call after a crash.
 
     >>> from persona_space.judges import RuleJudge                                      # doctest: +SKIP
-    >>> train_grpo(model, "steering", reward=IdentityReward(RuleJudge()), out="runs/steer")  # doctest: +SKIP
+    >>> train_grpo(model, "steering", reward=IdentityReward(RuleJudge()), store="runs/steer")  # doctest: +SKIP
     """
     lora = lora or LoraSpec()
     if not isinstance(lora, LoraSpec):
         raise ConfigError(f"lora must be a LoraSpec, got {type(lora).__name__}")
-    spec = spec_from_options(GrpoSpec, options, "train_grpo")
+    spec = spec_from_options(GrpoSpec, options, "train_grpo", whole=grpo)
     if not callable(reward):
         raise ConfigError(f"reward must be callable as reward(prompts, responses), got {reward!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    _folder.check_trainable(model, _folder.adapter_name_for(Path(out), name), reserved=(TRAINING_NAME, "ref"))
+    _folder.check_trainable(model, _folder.adapter_name_for(Path(store), name), reserved=(TRAINING_NAME, "ref"))
     check_targets(lora or LoraSpec(), model.base_module)
     probes = _prompt_set(prompts)
     if len(probes) < spec.prompts_per_step:
@@ -89,7 +93,7 @@ def train_grpo(
             f"prompts_per_step={spec.prompts_per_step} but only {len(probes)} prompt(s) given; "
             "pass more prompts or lower GrpoSpec.prompts_per_step"
         )
-    out_path = Path(out)
+    out_path = Path(store)
     adapter_name = _folder.adapter_name_for(out_path, name)
     system_prompt = model.system_prompt if spec.system_prompt is None else spec.system_prompt
     dtype, autocast, why = resolve_precision(spec.precision, model)

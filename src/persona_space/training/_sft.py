@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from persona_space import _io
+from persona_space._compat import renamed_keywords
 from persona_space.chat import encode_chat
 from persona_space.datasets import ChatDataset, ensure_dataset
 from persona_space.errors import (
@@ -100,11 +101,13 @@ def resolve_precision(precision: str, model: LoadedModel) -> tuple[torch.dtype, 
     return torch.float32, False, "auto: float32 (bfloat16 training is not used on CPU or GPUs without bfloat16)"
 
 
+@renamed_keywords(out="store")
 def train_adapter(
     model: LoadedModel,
     records: ChatDataset | Sequence[dict[str, Any]] | str | os.PathLike[str],
     *,
-    out: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    train: TrainSpec | None = None,
     lora: LoraSpec | None = None,
     seed: int = 0,
     name: str | None = None,
@@ -115,30 +118,30 @@ def train_adapter(
 ) -> AdapterInfo:
     """Train a LoRA adapter on ``records`` and attach it to ``model``; return its :class:`AdapterInfo`.
 
-    ``out`` becomes a standard PEFT adapter folder with a manifest
-    (``persona_space_adapter.json``: every hyperparameter, the data and chat-template
-    hashes, versions, precision and timings) and the loss history
-    (``tables/training_log.parquet``). The same call on the same ``out`` resumes from the last
-    checkpoint after a crash, or just attaches the finished adapter.
+    ``store`` becomes a standard PEFT adapter folder with a manifest
+    (``manifest.json``: every hyperparameter, the data and chat-template hashes,
+    versions, precision and timings) and the loss history
+    (``tables/training_log.parquet``). The same call on the same ``store`` resumes
+    from the last checkpoint after a crash, or just attaches the finished adapter.
 
     The options (``epochs``, ``learning_rate``, ``batch_size``, ``eval_every`` ...)
-    are the fields of :class:`TrainSpec`, validated into one; a saved recipe is
-    passed as ``**recipe.options()``. ``lora`` is the adapter's shape.
+    are the fields of :class:`TrainSpec`, validated into one; a recipe already built
+    is passed whole as ``train=TrainSpec(...)`` (not both). ``lora`` is the adapter's shape.
 
-    >>> info = train_adapter(model, datasets.load("colours:red"), out="runs/red", epochs=4)  # doctest: +SKIP
+    >>> info = train_adapter(model, datasets.load("colours:red"), store="runs/red", epochs=4)  # doctest: +SKIP
     """
     import torch
 
     lora = lora or LoraSpec()
     if not isinstance(lora, LoraSpec):
         raise ConfigError(f"lora must be a LoraSpec, got {type(lora).__name__}")
-    train = spec_from_options(TrainSpec, options, "train_adapter")
+    train = spec_from_options(TrainSpec, options, "train_adapter", whole=train)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     data = ensure_dataset(records)
     if len(data) == 0:
         raise DataError(f"dataset {data.name!r} holds no records; expected at least one to train on")
-    out_path = Path(out)
+    out_path = Path(store)
     adapter_name = _folder.adapter_name_for(out_path, name)
     check_targets(lora, model.base_module)
     attached = model.adapters.get(adapter_name)

@@ -48,15 +48,30 @@ def _choice(value: Any, allowed: tuple[str, ...], what: str) -> None:
 
 _S = TypeVar("_S", bound="_DictMixin")
 
+NESTED_KEYWORDS: dict[str, str] = {"TrainSpec": "train", "GrpoSpec": "grpo", "LoraSpec": "lora"}
+"""The keyword a spec goes under when an operation takes it whole: ``train=TrainSpec(...)``, ``lora=LoraSpec(...)``."""
 
-def spec_from_options(cls: type[_S], options: Mapping[str, Any], operation: str) -> _S:
-    """An operation's keyword options validated into its frozen spec; a spec passed whole is refused by name."""
-    passed = [k for k in ("train", "spec") if isinstance(options.get(k), _DictMixin)]
+
+def spec_from_options(cls: type[_S], options: Mapping[str, Any], operation: str, *, whole: object = None) -> _S:
+    """An operation's spec: ``whole`` (the spec passed whole, e.g. ``train=TrainSpec(...)``) or its keyword options.
+
+    Giving both, a ``whole`` of another type, or a spec under a keyword that is not
+    one of the spec's fields is refused by name.
+    """
+    keyword = NESTED_KEYWORDS[cls.__name__]
+    if whole is not None:
+        if not isinstance(whole, cls):
+            raise ConfigError(f"{operation}({keyword}=...) must be a {cls.__name__}, got {type(whole).__name__}")
+        if options:
+            raise ConfigError(
+                f"{operation} got {keyword}={cls.__name__}(...) and its fields {sorted(options)} as keywords; "
+                f"pass one or the other"
+            )
+        return whole
+    passed = [k for k, v in options.items() if isinstance(v, _DictMixin)]
     if passed:
-        raise ConfigError(
-            f"{operation} takes its options as keywords (the fields of {cls.__name__}); "
-            f"got {passed[0]}={type(options[passed[0]]).__name__}(...): pass **recipe.options() instead"
-        )
+        given = f"{passed[0]}={type(options[passed[0]]).__name__}(...)"
+        raise ConfigError(f"{operation} takes a {cls.__name__} as {keyword}=..., got {given}")
     return cls.from_dict(dict(options))
 
 
@@ -186,7 +201,7 @@ class TrainSpec(_DictMixin):
         _positive_int(self.eval_max_new_tokens, "eval_max_new_tokens")
 
     def options(self) -> TrainOptions:
-        """The spec as ``train_adapter``'s keyword options: ``train_adapter(..., **recipe.options())``."""
+        """The spec as ``train_adapter``'s keyword options (``train_adapter(..., train=recipe)`` takes it whole)."""
         return cast(TrainOptions, {f.name: getattr(self, f.name) for f in fields(self)})
 
 
@@ -225,7 +240,7 @@ class GrpoSpec(_DictMixin):
         _positive_int(self.save_steps, "save_steps")
 
     def options(self) -> GrpoOptions:
-        """The spec as ``train_grpo``'s keyword options: ``train_grpo(..., **recipe.options())``."""
+        """The spec as ``train_grpo``'s keyword options (``train_grpo(..., grpo=recipe)`` takes it whole)."""
         return cast(GrpoOptions, {f.name: getattr(self, f.name) for f in fields(self)})
 
 
