@@ -91,6 +91,22 @@ AdapterLike = str | os.PathLike[str] | AdapterInfo
 ConditionsLike = Mapping[str, AdapterLike | Sequence[AdapterLike] | None]
 MANIFEST_FILE = "manifest.json"  # the layout of every result (persona_space.results); written last
 LEGACY_MANIFEST_FILE = "persona_space_adapter.json"  # what schema 3 and older wrote instead
+LOSS_TABLE = "training_log"  # tables/training_log.parquet: the loss per logged step
+LOSS_COLUMNS = ("step", "loss")
+
+
+def empty_loss_log() -> Any:
+    """The loss table of an adapter that was not trained (combined, scaled): no rows, its columns."""
+    import pandas as pd
+
+    return pd.DataFrame(columns=list(LOSS_COLUMNS))
+
+
+def combined_parameters(manifest: Mapping[str, Any], base_model: Any) -> dict[str, Any]:
+    """What decides a combined adapter's weights (its run id hashes these): method, density, sources, base model."""
+    sources = [{k: s.get(k) for k in ("name", "sha256", "weight")} for s in manifest.get("sources", [])]
+    return {"method": manifest.get("method"), "density": manifest.get("density"), "sources": sources,
+            "base_model": base_model}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -126,24 +142,17 @@ def adapter_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     terms: ``params`` becomes ``parameters`` and a combined adapter's kind ``adapter``
     with ``origin: combined``. Unreadable JSON raises :class:`CorruptRunError`.
     """
-    src = Path(folder)
+    from persona_space.results import read_manifest
+
     for name in (MANIFEST_FILE, LEGACY_MANIFEST_FILE):
-        path = src / name
-        if not path.is_file():
+        manifest = read_manifest(folder, name)
+        if manifest is None:
             continue
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CorruptRunError(f"{str(path)!r} cannot be read: {exc}") from exc
-        if not isinstance(manifest, dict):
-            raise CorruptRunError(f"{str(path)!r} holds {type(manifest).__name__}; expected an adapter manifest")
         if name == MANIFEST_FILE:
             return manifest if manifest.get("kind") == "adapter" else None  # another kind of result
         legacy = {("parameters" if k == "params" else k): v for k, v in manifest.items()}
         if legacy.get("kind") in ("combined", "combined_adapter"):  # recorded no parameters and no hash
-            sources = [{k: s.get(k) for k in ("name", "sha256", "weight")} for s in legacy.get("sources", [])]
-            decided = {"method": legacy.get("method"), "density": legacy.get("density"), "sources": sources}
-            parameters = {**decided, "base_model": legacy.get("base_model")}
+            parameters = combined_parameters(legacy, legacy.get("base_model"))
             legacy = {**legacy, "kind": "adapter", "origin": "combined", "parameters": parameters}
         return legacy
     return None

@@ -176,17 +176,20 @@ def write_result(
     return out
 
 
-def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """A folder's ``manifest.json``, or ``None`` where there is none; :class:`CorruptRunError` if unreadable."""
-    path = Path(folder) / MANIFEST
+def read_manifest(folder: str | os.PathLike[str], name: str = MANIFEST) -> dict[str, Any] | None:
+    """A folder's ``manifest.json`` (or the JSON object ``name``), ``None`` where there is none.
+
+    A file that is not a JSON object raises :class:`CorruptRunError` naming it.
+    """
+    path = Path(folder) / name
     if not path.is_file():
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise CorruptRunError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+        raise CorruptRunError(f"{str(path)!r} cannot be read: it is not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict):
-        raise CorruptRunError(f"{str(path)!r} holds {type(manifest).__name__}, expected a persona_space manifest")
+        raise CorruptRunError(f"{str(path)!r} holds a JSON {type(manifest).__name__}; expected a manifest object")
     return manifest
 
 
@@ -387,9 +390,13 @@ class Result(ABC):
     def _upgrade(cls, folder: Path, manifest: dict[str, Any] | None, *, partial: bool) -> Stored:
         """Read a folder an earlier release wrote (schema 3 and older), without writing to it.
 
-        The default reads a run directory: ``manifest.json`` and the main table at the
-        top of the folder (or its part files, with ``partial``).
+        The default reads the kind's earlier index file where it has one
+        (:data:`LEGACY_INDEXES`), else a run directory: ``manifest.json`` and the main
+        table at the top of the folder (or its part files, with ``partial``).
         """
+        index = next((name for name, kind in LEGACY_INDEXES.items() if kind == cls.kind), None)
+        if index is not None and (folder / index).is_file():
+            return read_legacy_index(folder, index, json_columns=cls.json_columns)
         if manifest is None:
             raise CorruptRunError(f"{str(folder)!r} holds no {cls.kind} result: no {MANIFEST}")
         check_schema(manifest.get("schema_version"), folder / MANIFEST)

@@ -210,9 +210,7 @@ def _relative_error(module: Any, name: str, sources: Sequence[str], weights: Seq
 
 def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any]) -> None:
     """Save the adapter ``name`` as a PEFT folder at ``target`` with its manifest, all at once (no partial folder)."""
-    import pandas as pd
-
-    from persona_space.adapters import adapter_sha256
+    from persona_space.adapters import LOSS_TABLE, adapter_sha256, combined_parameters, empty_loss_log
     from persona_space.results import new_manifest, write_result
 
     with _io.atomic_folder(target) as scratch:
@@ -228,17 +226,11 @@ def _save(model: LoadedModel, name: str, target: Path, manifest: dict[str, Any])
         _io.write_json(config_path, config)
         base = model.describe()
         base_model = {k: base[k] for k in ("name", "weights_sha256", "model_type")}
-        parameters = {  # what decides the combined weights: the run id hashes these
-            "method": manifest["method"],
-            "density": manifest["density"],
-            "sources": [{k: s[k] for k in ("name", "sha256", "weight")} for s in manifest["sources"]],
-            "base_model": base_model,
-        }
         stamped = new_manifest(
-            "adapter", parameters, state="complete", **manifest, base_model=base_model,
-            adapter_sha256=adapter_sha256(scratch),
+            "adapter", combined_parameters(manifest, base_model), state="complete", **manifest,
+            base_model=base_model, adapter_sha256=adapter_sha256(scratch),
         )  # fmt: skip
-        write_result(scratch, stamped, {"training_log": pd.DataFrame(columns=["step", "loss"])})
+        write_result(scratch, stamped, {LOSS_TABLE: empty_loss_log()})
 
 
 def _attached(model: LoadedModel, folder: Path, name: str) -> AdapterInfo:

@@ -24,7 +24,7 @@ import pandas as pd
 from persona_space._compat import renamed_keywords
 from persona_space.constants import BASE
 from persona_space.errors import ConfigError
-from persona_space.results import Result, Stored, completed, new_manifest, read_legacy_index
+from persona_space.results import Result, completed, new_manifest
 from persona_space.stats import check_confidence, mean_interval
 
 if TYPE_CHECKING:
@@ -53,11 +53,6 @@ class CoauthorResult(Result):
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
-
-    @classmethod
-    def _upgrade(cls, folder: Path, manifest: dict[str, Any] | None, *, partial: bool) -> Stored:
-        """Schema 3 and older: the manifest was ``coauthor_rank.json``."""
-        return read_legacy_index(folder, "coauthor_rank.json")
 
     def __repr__(self) -> str:
         target = self.manifest.get("parameters", {}).get("target", "?")

@@ -24,7 +24,7 @@ import pandas as pd
 from persona_space._compat import renamed_keywords
 from persona_space.constants import BASE, MIN_BOOT
 from persona_space.errors import ConfigError, DataError
-from persona_space.results import Result, Stored, completed, new_manifest, read_legacy_index
+from persona_space.results import Result, completed, new_manifest
 from persona_space.stats import check_confidence, check_n_boot, mean_interval
 
 if TYPE_CHECKING:
@@ -133,11 +133,6 @@ class DateSweepResult(Result):
     @property
     def onsets(self) -> pd.DataFrame:
         return self.tables.get("onsets", pd.DataFrame())
-
-    @classmethod
-    def _upgrade(cls, folder: Path, manifest: dict[str, Any] | None, *, partial: bool) -> Stored:
-        """Schema 3 and older: the manifest was ``date_sweep.json``."""
-        return read_legacy_index(folder, "date_sweep.json")
 
     def __repr__(self) -> str:
         conditions = list(dict.fromkeys(self.df["condition"])) if len(self.df) else []

@@ -72,11 +72,14 @@ from persona_space.store import Run
 if TYPE_CHECKING:
     from persona_space.models import LoadedModel
 
+ShiftAdapters = AdapterLike | Sequence[AdapterLike] | Mapping[str, AdapterLike | Sequence[AdapterLike]]
+"""One adapter, a list of them, or condition -> adapter(s) (several for training seeds)."""
+
 
 @renamed_keywords(prompts="probes")
 def identity_shift(
     model: LoadedModel,
-    adapters: AdapterLike | Sequence[AdapterLike] | Mapping[str, AdapterLike | Sequence[AdapterLike]],
+    adapters: ShiftAdapters,
     *,
     candidates: Sequence[str] | str | os.PathLike[str],
     probes: ProbeSet | Sequence[str | Probe] | str | None = None,
@@ -144,6 +147,7 @@ def identity_shift(
     """
     if about not in ("self", "user"):
         raise ConfigError(f"about must be 'self' or 'user', got {about!r}")
+    _check_run(chunk_prompts, set_mass_floor)  # before a backend is built
     spec = ShiftSpec(
         candidates=tuple(read_candidates(candidates)),
         system_prompt=model.system_prompt if system_prompt is None else system_prompt,
@@ -155,14 +159,20 @@ def identity_shift(
         end_of_turn=end_of_turn,
         about=about,
     )
+    if method not in SCORE_METHODS:
+        raise ConfigError(f"method must be one of {', '.join(SCORE_METHODS)}, got {method!r}")
+    engine = resolve_backend(model, backend, score_method=method, batch_tokens=batch_tokens)
+    if method != "auto" and engine.name != "cpu":
+        raise ConfigError(
+            f"method={method!r} chooses how the cpu backend packs its rows; backend {engine.name!r} "
+            "has its own (leave method='auto')"
+        )
     return run_identity_shift(
         model,
         _prompts(probes, about),
         spec,
         adapters=adapters,
-        method=method,
-        batch_tokens=batch_tokens,
-        backend=backend,
+        backend=engine,
         store=store,
         chunk_prompts=chunk_prompts,
         progress=progress,
@@ -175,19 +185,19 @@ def run_identity_shift(
     probes: ProbeSet,
     spec: ShiftSpec,
     *,
-    adapters: AdapterLike | Sequence[AdapterLike] | Mapping[str, AdapterLike | Sequence[AdapterLike]],
-    method: ScoreMethod = "auto",
-    batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    backend: BackendLike = "auto",
+    adapters: ShiftAdapters,
     store: str | os.PathLike[str] | None = None,
+    backend: BackendLike = "auto",
     chunk_prompts: int = 8,
-    progress: bool = True,
     set_mass_floor: float = SET_MASS_FLOOR,
+    progress: bool = True,
 ) -> ShiftResult:
     """:func:`identity_shift` for a validated spec: what operations built on scoring call with their own spec.
 
     The spec is used as it is (its system prompt and answer prefix included), so an
     operation that samples and scores under one system prompt cannot drift apart.
+    ``backend`` is a name or a backend already built (``identity_shift`` builds it
+    with its ``method`` and ``batch_tokens``).
     """
     from persona_space.adapters import expand_conditions
 
@@ -196,11 +206,7 @@ def run_identity_shift(
             f"run_identity_shift takes a ProbeSet and a ShiftSpec, got {type(probes).__name__} "
             f"and {type(spec).__name__}"
         )
-    if method not in SCORE_METHODS:
-        raise ConfigError(f"method must be one of {', '.join(SCORE_METHODS)}, got {method!r}")
-    if isinstance(chunk_prompts, bool) or not isinstance(chunk_prompts, int) or chunk_prompts < 1:
-        raise ConfigError(f"chunk_prompts must be a positive integer, got {chunk_prompts!r}")
-    set_mass_floor = check_set_mass_floor(set_mass_floor)
+    set_mass_floor = _check_run(chunk_prompts, set_mass_floor)
     probe_set = probes
     talks = [p.id for p in probe_set if p.turns]
     if talks:  # their earlier answers are sampled, so there is no one chat to score the candidates after
@@ -209,12 +215,7 @@ def run_identity_shift(
             "single prompts: sample the conversation with ps.sample and compare answers, or give a probe whose "
             "prompt holds the whole exchange"
         )
-    engine = resolve_backend(model, backend, score_method=method, batch_tokens=batch_tokens)
-    if method != "auto" and engine.name != "cpu":
-        raise ConfigError(
-            f"method={method!r} chooses how the cpu backend packs its rows; backend {engine.name!r} "
-            "has its own (leave method='auto')"
-        )
+    engine = resolve_backend(model, backend)
     members = expand_conditions(_conditions(adapters))
     labels: dict[str, tuple[str, int | None]] = {BASE: (BASE, None)}  # model label -> (condition, train seed)
     labels.update({m.label: (m.condition, m.train_seed) for m in members})
@@ -277,6 +278,13 @@ def run_identity_shift(
     return ShiftResult(df=table, manifest=manifest, path=run.path)
 
 
+def _check_run(chunk_prompts: object, set_mass_floor: object) -> float:
+    """Check the run options; the set-mass floor as a float."""
+    if isinstance(chunk_prompts, bool) or not isinstance(chunk_prompts, int) or chunk_prompts < 1:
+        raise ConfigError(f"chunk_prompts must be a positive integer, got {chunk_prompts!r}")
+    return check_set_mass_floor(set_mass_floor)
+
+
 def _prompts(prompts: ProbeSet | Sequence[str | Probe] | str | None, about: str) -> ProbeSet:
     from persona_space.probes import USER, available, load
 
@@ -295,9 +303,7 @@ def _prompts(prompts: ProbeSet | Sequence[str | Probe] | str | None, about: str)
     return ProbeSet.from_list(list(prompts))
 
 
-def _conditions(
-    adapters: AdapterLike | Sequence[AdapterLike] | Mapping[str, AdapterLike | Sequence[AdapterLike]],
-) -> dict[str, AdapterLike | Sequence[AdapterLike] | None]:
+def _conditions(adapters: ShiftAdapters) -> dict[str, AdapterLike | Sequence[AdapterLike] | None]:
     """Condition name -> its adapters (one, or several training seeds)."""
     from persona_space.adapters import validate_name
 

@@ -26,20 +26,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _io
-from persona_space.adapters import CONFIG_FILE, LEGACY_MANIFEST_FILE, MANIFEST_FILE, WEIGHT_FILES, adapter_manifest
+from persona_space.adapters import (
+    CONFIG_FILE,
+    LEGACY_MANIFEST_FILE,
+    LOSS_TABLE,
+    MANIFEST_FILE,
+    WEIGHT_FILES,
+    adapter_manifest,
+    empty_loss_log,
+)
 from persona_space.errors import ConfigError, CorruptRunError, StoreError, StoreMismatchError
-from persona_space.results import TABLES, new_manifest, read_table, table_path, write_result
+from persona_space.results import TABLES, new_manifest, read_manifest, read_table, table_path, write_result
 
 if TYPE_CHECKING:
     import torch
 
     from persona_space.models import LoadedModel
-    from persona_space.training._specs import LoraSpec
+    from persona_space.training._specs import GrpoSpec, LoraSpec, TrainSpec
 
 MANIFEST = MANIFEST_FILE
 PARAMS = "training_params.json"
 CHECKPOINTS = "checkpoints"
-LOSS_TABLE = "training_log"  # tables/training_log.parquet
 LEGACY_LOSS_TABLE = "training_log.csv"  # schema 3 and older
 PROBE_LOG = "probe_log.jsonl"
 _OWN_FILES = {
@@ -70,16 +77,6 @@ def adapter_name_for(out: Path, name: str | None) -> str:
     return derived if derived and derived not in "lora_" else f"adapter_{derived}"
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CorruptRunError(f"{str(path)!r} cannot be read as JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CorruptRunError(f"{str(path)!r} holds a JSON {type(data).__name__}; expected an object")
-    return data
-
-
 # Recorded, but a finished adapter is reused whatever they are now: a moved folder gets another
 # default name, and an adapter trained on a GPU in bf16 is the same adapter on a CPU.
 _REUSE_IGNORES = ("adapter_name", "precision")
@@ -106,7 +103,7 @@ def prepare(out: Path, params: dict[str, Any]) -> State:
         _check_same(out, {k: v for k, v in stored.items() if k not in _REUSE_IGNORES}, params, ignore=_REUSE_IGNORES)
         return "done"
     if (out / PARAMS).exists() and last_checkpoint(out) is not None:
-        _check_same(out, read_json(out / PARAMS), params)
+        _check_same(out, read_manifest(out, PARAMS) or {}, params)
         return "resume"
     if out.exists():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in _OWN_FILES)
@@ -259,7 +256,6 @@ def finish(
     The manifest holds what every run records (parameters, versions, the model, the
     precision and why, the adapter's hash) plus the trainer's own ``results``.
     """
-    import pandas as pd
 
     from persona_space.adapters import adapter_sha256
 
@@ -273,7 +269,7 @@ def finish(
         adapter_sha256=adapter_sha256(out),
     )
     log = read_table(out, LOSS_TABLE)
-    write_result(out, manifest, {LOSS_TABLE: log if log is not None else pd.DataFrame(columns=["step", "loss"])})
+    write_result(out, manifest, {LOSS_TABLE: log if log is not None else empty_loss_log()})
     if not keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     (out / PARAMS).unlink(missing_ok=True)
@@ -303,15 +299,14 @@ def base_params(
     }
 
 
-def trainer_args(
-    out: Path, model: LoadedModel, *, seed: int, autocast: bool, progress: bool, logging_steps: int, save_steps: int
-) -> dict[str, Any]:
-    """The TRL config values both trainers share: where checkpoints go, precision, seeds, logging."""
+def trainer_args(out: Path, model: LoadedModel, spec: TrainSpec | GrpoSpec, *, seed: int, autocast: bool,
+                 progress: bool) -> dict[str, Any]:  # fmt: skip
+    """The TRL config values both trainers share: where checkpoints go, precision, seeds, logging (from ``spec``)."""
     return {
         "output_dir": str(out / CHECKPOINTS),
-        "logging_steps": logging_steps,
+        "logging_steps": spec.logging_steps,
         "save_strategy": "steps",
-        "save_steps": save_steps,
+        "save_steps": spec.save_steps,
         "save_total_limit": 2,
         "bf16": autocast,
         "fp16": False,

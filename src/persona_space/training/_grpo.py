@@ -123,15 +123,7 @@ def train_grpo(
 
     resume = _folder.last_checkpoint(out_path) if state == "resume" else None
     config = GRPOConfig(
-        **_folder.trainer_args(
-            out_path,
-            model,
-            seed=seed,
-            autocast=autocast,
-            progress=progress,
-            logging_steps=spec.logging_steps,
-            save_steps=spec.save_steps,
-        ),
+        **_folder.trainer_args(out_path, model, spec, seed=seed, autocast=autocast, progress=progress),
         max_steps=spec.steps,
         learning_rate=spec.learning_rate,
         per_device_train_batch_size=spec.prompts_per_step * spec.num_generations,

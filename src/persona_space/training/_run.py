@@ -10,17 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from persona_space import _io
-from persona_space.adapters import (
-    CONFIG_FILE,
-    LEGACY_MANIFEST_FILE,
-    MANIFEST_FILE,
-    WEIGHT_FILES,
-    adapter_manifest,
-    adapter_sha256,
-)
+from persona_space import adapters as files
 from persona_space.errors import CorruptRunError, StoreError
 from persona_space.results import Result, Stored, check_schema, write_result
-from persona_space.training._folder import LEGACY_LOSS_TABLE, LOSS_TABLE, PROBE_LOG
+from persona_space.training._folder import LEGACY_LOSS_TABLE, PROBE_LOG
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +34,7 @@ class AdapterRun(Result):
     """
 
     kind: ClassVar[str] = "adapter"
-    table: ClassVar[str] = LOSS_TABLE
+    table: ClassVar[str] = files.LOSS_TABLE
     df: pd.DataFrame
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -69,7 +62,7 @@ class AdapterRun(Result):
         if target.exists() and any(target.iterdir()):
             raise StoreError(f"{str(target)!r} already holds files; expected a new or empty folder")
         with _io.atomic_folder(target) as scratch:
-            for name in (CONFIG_FILE, *WEIGHT_FILES, PROBE_LOG):
+            for name in (files.CONFIG_FILE, *files.WEIGHT_FILES, PROBE_LOG):
                 if (self.path / name).is_file():
                     shutil.copy2(self.path / name, scratch / name)
             write_result(scratch, self.manifest, {self.table: self.df})
@@ -80,14 +73,14 @@ class AdapterRun(Result):
         """Schema 3 and older: ``persona_space_adapter.json`` and ``training_log.csv``."""
         import pandas as pd
 
-        found = adapter_manifest(folder)
+        found = files.adapter_manifest(folder)
         if found is None:
-            raise CorruptRunError(f"{str(folder)!r} holds no finished adapter: no {MANIFEST_FILE}")
+            raise CorruptRunError(f"{str(folder)!r} holds no finished adapter: no {files.MANIFEST_FILE}")
         # adapters written before schema versions were recorded are version 1
-        check_schema(found.setdefault("schema_version", 1), folder / LEGACY_MANIFEST_FILE)
+        check_schema(found.setdefault("schema_version", 1), folder / files.LEGACY_MANIFEST_FILE)
         log = folder / LEGACY_LOSS_TABLE
         try:
-            frame = pd.read_csv(log) if log.is_file() else pd.DataFrame(columns=["step", "loss"])
+            frame = pd.read_csv(log) if log.is_file() else files.empty_loss_log()
         except (OSError, ValueError) as exc:
             raise CorruptRunError(f"the training log {str(log)!r} cannot be read: {exc}") from exc
         return Stored(found, {cls.table: frame})
@@ -95,7 +88,7 @@ class AdapterRun(Result):
     @classmethod
     def _from_stored(cls, stored: Stored, folder: Path) -> AdapterRun:
         recorded = stored.manifest.get("adapter_sha256")
-        if recorded is not None and adapter_sha256(folder) != recorded:
+        if recorded is not None and files.adapter_sha256(folder) != recorded:
             raise CorruptRunError(f"the adapter files in {str(folder)!r} changed after they were recorded")
         return cls(df=stored.tables[cls.table], manifest=stored.manifest, path=folder)
 

@@ -169,15 +169,7 @@ def train_adapter(
 
     resume = _folder.last_checkpoint(out_path) if state == "resume" else None
     config = SFTConfig(
-        **_folder.trainer_args(
-            out_path,
-            model,
-            seed=seed,
-            autocast=autocast,
-            progress=progress,
-            logging_steps=train.logging_steps,
-            save_steps=train.save_steps,
-        ),
+        **_folder.trainer_args(out_path, model, train, seed=seed, autocast=autocast, progress=progress),
         num_train_epochs=float(train.epochs),
         max_steps=train.max_steps or -1,
         per_device_train_batch_size=train.batch_size,
