@@ -192,3 +192,12 @@ def test_every_operation_that_writes_a_result_folder_takes_it_as_store(tiny_mode
     with pytest.raises(errors.ConfigError, match=r"combine\(\) got both out= and store="):
         arithmetic.combine(model, {}, [], out=tmp_path / "c", store=tmp_path / "c")  # type: ignore[call-arg]
     assert not any(tmp_path.iterdir())  # every refusal came before a file was written
+
+
+def test_a_result_folder_loads_by_its_old_keyword_with_a_warning() -> None:
+    from persona_space.sampling import SampleSet
+
+    folder = Path(__file__).parent / "data" / "results-v3" / "samples"
+    with pytest.warns(DeprecationWarning, match=r"load\(path=...\) is deprecated: use load\(folder=...\)"):
+        loaded = SampleSet.load(path=folder)  # type: ignore[call-arg]
+    assert loaded.df.equals(SampleSet.load(folder).df) and len(loaded.df)

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from persona_space import _io
+from persona_space._compat import renamed_keywords
 from persona_space.errors import ConfigError, CorruptRunError
 
 if TYPE_CHECKING:
@@ -422,6 +423,7 @@ class Result(ABC):
         return self.path
 
     @classmethod
+    @renamed_keywords(path="folder")  # SampleSet.load(path=...) of earlier releases
     def load(cls, folder: str | os.PathLike[str], *, partial: bool = False) -> Self:
         """Read a result written by :meth:`save` (or by the operation that made it, with ``store=``).
 
