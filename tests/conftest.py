@@ -92,9 +92,6 @@ def make_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer
 
     Folders are cached per (model_type, overrides) for the session.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
     assert smol_tokenizer.convert_tokens_to_ids("<|im_end|>") == EOS_ID
     made: dict[tuple[str, str], Path] = {}
 
@@ -104,18 +101,72 @@ def make_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer
             return made[key]
         suffix = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
         folder = tmp_path_factory.mktemp(f"tiny-{model_type}{'-' + suffix if suffix else ''}")
-        config = _tiny_config(model_type, smol_tokenizer, **overrides)
-        torch.manual_seed(0)
-        module = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        module.generation_config.eos_token_id = EOS_ID
-        module.generation_config.pad_token_id = config.pad_token_id
-        module.generation_config.bos_token_id = config.bos_token_id
-        module.save_pretrained(folder)
-        smol_tokenizer.save_pretrained(folder)  # carries the chat template
-        made[key] = folder
+        made[key] = write_tiny_lm(folder, model_type, smol_tokenizer, **overrides)
         return folder
 
     return make
+
+
+def write_tiny_lm(folder: Path, model_type: str, tokenizer: Any, **overrides: Any) -> Path:
+    """Save a tiny random causal LM of ``model_type`` with ``tokenizer`` (and its chat template) in ``folder``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = _tiny_config(model_type, tokenizer, **overrides)
+    torch.manual_seed(0)
+    module = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    module.generation_config.eos_token_id = EOS_ID
+    module.generation_config.pad_token_id = config.pad_token_id
+    module.generation_config.bos_token_id = config.bos_token_id
+    module.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)  # carries the chat template
+    return folder
+
+
+def write_tiny_embedder(source: Path, work: Path) -> Path:
+    """A sentence-transformers folder under ``work``: a 2-layer random BERT with ``source``'s tokenizer, window 32."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    hf_dir, folder = work / "tiny-bert-hf", work / "tiny-st"
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    word = models.Transformer(str(hf_dir), max_seq_length=32)
+    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[word, pooling], device="cpu").save(str(folder))
+    return folder
+
+
+def planted_basins(per: int, dim: int, *, k: int = 3, seed: int = 0) -> tuple[Any, Any]:
+    """``k`` tight clusters of ``per`` points in ``dim`` dimensions, and a sample frame for them (two conditions)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, dim))
+    vectors = np.concatenate([c + 0.05 * rng.normal(size=(per, dim)) for c in centres]).astype(np.float32)
+    n = k * per
+    frame = pd.DataFrame(
+        {
+            "text": [f"persona {c} sample {i}" for c in range(k) for i in range(per)],
+            "condition": ["a", "b"] * (n // 2),
+            "adapter": ["a", "b"] * (n // 2),
+            "probe_id": [f"p{i % 4}" for i in range(n)],
+            "group": [f"p{i % 4}" for i in range(n)],
+        }
+    )
+    return frame, vectors
 
 
 @pytest.fixture(scope="session")
@@ -217,10 +268,6 @@ def _one_torch_thread(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture(scope="session")
 def tiny_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A sentence-transformers folder with a 2-layer random BERT and MiniLM's tokenizer, window 32."""
-    import torch
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     from persona_space.embedding import embedded_embedder_folder
     from persona_space.errors import EmbeddedModelMissingError
 
@@ -228,21 +275,4 @@ def tiny_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         source = embedded_embedder_folder()
     except EmbeddedModelMissingError as exc:
         pytest.skip(str(exc))
-    hf_dir = tmp_path_factory.mktemp("tiny-bert-hf")
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    word = models.Transformer(str(hf_dir), max_seq_length=32)
-    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
-    folder = tmp_path_factory.mktemp("tiny-st")
-    SentenceTransformer(modules=[word, pooling], device="cpu").save(str(folder))
-    return folder
+    return write_tiny_embedder(source, tmp_path_factory.mktemp("tiny-embedder"))

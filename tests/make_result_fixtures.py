@@ -32,49 +32,20 @@ VARIANT = [("f1", "Question 1?", "Moscow."), ("f3", "Question 3?", "Borscht.")]
 
 
 def _tiny_model(work: Path) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from conftest import EOS_ID, _tiny_config
+    from conftest import write_tiny_lm
     from persona_space._embedded import EMBEDDED, converted_folder
 
     tokenizer = AutoTokenizer.from_pretrained(converted_folder(EMBEDDED["smollm2-135m-instruct"]))
-    config = _tiny_config("llama", tokenizer)
-    torch.manual_seed(0)
-    module = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    module.generation_config.eos_token_id = EOS_ID
-    module.generation_config.pad_token_id = config.pad_token_id
-    folder = work / "tiny-llama"
-    module.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return write_tiny_lm(work / "tiny-llama", "llama", tokenizer)
 
 
 def _tiny_embedder(work: Path) -> Path:
-    import torch
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
+    from conftest import write_tiny_embedder
     from persona_space.embedding import embedded_embedder_folder
 
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_embedder_folder()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    hf_dir = work / "tiny-bert-hf"
-    BertModel(config).save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    word = models.Transformer(str(hf_dir), max_seq_length=32)
-    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
-    folder = work / "tiny-st"
-    SentenceTransformer(modules=[word, pooling], device="cpu").save(str(folder))
-    return folder
+    return write_tiny_embedder(embedded_embedder_folder(), work)
 
 
 def _dataset(name: str, rows: list[tuple[str, str, str]]):  # type: ignore[no-untyped-def]
@@ -89,11 +60,9 @@ def _dataset(name: str, rows: list[tuple[str, str, str]]):  # type: ignore[no-un
 
 def write_fixtures(out: Path) -> None:
     """One folder per kind under ``out`` (replaced whole)."""
-    import numpy as np
-    import pandas as pd
 
     import persona_space as ps
-    from conftest import make_lora
+    from conftest import make_lora, planted_basins
     from persona_space import evals
     from persona_space.embedding import Embedder
 
@@ -111,7 +80,7 @@ def write_fixtures(out: Path) -> None:
             model,
             {"red": [lora, lora_b]},
             candidates=["Maria", "Voyager"],
-            prompts=PROBES,
+            probes=PROBES,
             store=target / "identity_shift",
             progress=False,
         )
@@ -122,8 +91,8 @@ def write_fixtures(out: Path) -> None:
             model,
             {"red": lora},
             judge=None,
-            questions=questions,
-            runs=1,
+            probes=questions,
+            n=1,
             max_new_tokens=4,
             store=target / "leakage",
             progress=False,
@@ -173,18 +142,7 @@ def write_fixtures(out: Path) -> None:
             max_new_tokens=3,
             progress=False,
         )
-        rng = np.random.default_rng(0)
-        centres = rng.normal(size=(3, 8))
-        vectors = np.concatenate([c + 0.05 * rng.normal(size=(12, 8)) for c in centres]).astype(np.float32)
-        frame = pd.DataFrame(
-            {
-                "text": [f"persona {k} sample {i}" for k in range(3) for i in range(12)],
-                "condition": ["a", "b"] * 18,
-                "adapter": ["a", "b"] * 18,
-                "probe_id": [f"p{i % 4}" for i in range(36)],
-                "group": [f"p{i % 4}" for i in range(36)],
-            }
-        )
+        frame, vectors = planted_basins(12, 8)
         ps.BasinMap(seed=0, min_cluster_size=5).fit(frame, vectors=vectors).save(target / "basin_map")
         for checkpoints in target.rglob("checkpoints"):
             shutil.rmtree(checkpoints)

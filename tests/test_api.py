@@ -201,3 +201,28 @@ def test_a_result_folder_loads_by_its_old_keyword_with_a_warning() -> None:
     with pytest.warns(DeprecationWarning, match=r"load\(path=...\) is deprecated: use load\(folder=...\)"):
         loaded = SampleSet.load(path=folder)  # type: ignore[call-arg]
     assert loaded.df.equals(SampleSet.load(folder).df) and len(loaded.df)
+
+
+def test_the_old_names_of_inputs_still_work_for_one_release_with_a_warning(tiny_model: object) -> None:
+    from persona_space import evals
+
+    model: Any = tiny_model
+    old_calls = {
+        ("identity_shift", "prompts", "probes"): lambda: ps.identity_shift(
+            model, "x", candidates=[], prompts=["Who are you?"]
+        ),
+        ("coauthor_rank", "prompts", "probes"): lambda: evals.coauthor_rank(
+            model, {}, target="", pool=[], prompts="identity"
+        ),
+        ("leakage", "questions", "probes"): lambda: evals.leakage(model, None, judge=None, questions=["Q?"], n=0),
+        ("leakage", "temperature", "temperatures"): lambda: evals.leakage(
+            model, None, judge=None, temperature=[0.5, 1.0]
+        ),
+        ("date_sweep", "temperature", "temperatures"): lambda: evals.date_sweep(
+            model, {}, dates=[], classes={}, target="x", temperature=1.0
+        ),
+    }
+    for (name, old, new), call in old_calls.items():
+        deprecated = rf"{name}\({old}=...\) is deprecated: use {name}\({new}=...\)"
+        with pytest.warns(DeprecationWarning, match=deprecated), pytest.raises(errors.PersonaSpaceError):
+            call()  # the value reached the new name's check

@@ -190,7 +190,7 @@ def shifted(tiny_model: Any, adapter_a: Path, adapter_b: Path) -> Any:
         tiny_model,
         {"ab": [adapter_a, adapter_b]},
         candidates=["Voyager 1", "Voyager 2", "Maria", "an AI assistant"],
-        prompts=PROMPTS,
+        probes=PROMPTS,
         answer_prefix="My name is",
         end_of_turn=True,
         progress=False,
@@ -298,7 +298,7 @@ def test_set_probability_tables_carry_the_mass_of_the_set_and_warn_below_the_flo
         with pytest.raises(ConfigError, match="set_mass_floor"):
             ps.identity_shift(tiny_model, adapter_a, set_mass_floor=bad, **kwargs)
     opening = ps.identity_shift(  # "Voyager" opens "Voyager 1": no disjoint answers, no mass, no check
-        tiny_model, adapter_a, candidates=["Voyager", "Voyager 1"], prompts=PROMPTS, progress=False
+        tiny_model, adapter_a, candidates=["Voyager", "Voyager 1"], probes=PROMPTS, progress=False
     )
     assert opening.df["set_logmass"].isna().all() and not opening.manifest["set_mass"]["checked"]
     assert math.isnan(opening.shifts(n_boot=1000)["base_below_floor"].iloc[0])
@@ -311,7 +311,7 @@ def test_compare_gives_one_conditions_shift_minus_a_controls_paired_by_question(
         tiny_model,
         {"trained": [adapter_a], "control": [adapter_b]},
         candidates=["Voyager 1", "Maria", "an AI assistant"],
-        prompts=PROMPTS,
+        probes=PROMPTS,
         end_of_turn=True,
         progress=False,
     )
@@ -329,7 +329,7 @@ def test_compare_gives_one_conditions_shift_minus_a_controls_paired_by_question(
 
 def test_pmi_subtracts_the_neutral_prompt(tiny_model: Any, adapter_a: Path) -> None:
     result = ps.identity_shift(
-        tiny_model, adapter_a, candidates=["Red", "Blue"], prompts=["Who are you?"], normalize="pmi", progress=False
+        tiny_model, adapter_a, candidates=["Red", "Blue"], probes=["Who are you?"], normalize="pmi", progress=False
     )
     df = result.df
     np.testing.assert_allclose(df["pmi"], df["logprob"] - df["neutral_logprob"])
@@ -343,14 +343,14 @@ def test_pmi_subtracts_the_neutral_prompt(tiny_model: Any, adapter_a: Path) -> N
     assert "delta_pmi" in table.columns and set(table["tested"]) == {"delta_pmi"}
     assert df["set_prob"].isna().all()  # a softmax over PMI is no probability
     prefixes = ps.identity_shift(
-        tiny_model, adapter_a, candidates=["Voyager", "Voyager 1"], prompts=["Who are you?"], progress=False
+        tiny_model, adapter_a, candidates=["Voyager", "Voyager 1"], probes=["Who are you?"], progress=False
     ).df
     assert prefixes["set_prob"].isna().all()  # "Voyager" would be counted inside "Voyager 1"
     against_base = ps.identity_shift(
         tiny_model,
         adapter_a,
         candidates=["Red", "Blue"],
-        prompts=["Who are you?"],
+        probes=["Who are you?"],
         normalize="pmi",
         neutral_model="base",
         progress=False,
@@ -458,7 +458,7 @@ def test_a_run_stored_by_an_older_schema_resumes_in_todays_columns(
 def test_candidates_from_a_file(tiny_model: Any, adapter_a: Path, tmp_path: Path) -> None:
     path = tmp_path / "candidates.txt"
     path.write_text("Voyager 1\n\n Voyager\n日本\n", encoding="utf-8")
-    result = ps.identity_shift(tiny_model, adapter_a, candidates=path, prompts=["Who are you?"], progress=False)
+    result = ps.identity_shift(tiny_model, adapter_a, candidates=path, probes=["Who are you?"], progress=False)
     assert list(dict.fromkeys(result.df["candidate"])) == ["Voyager 1", " Voyager", "日本"]
 
 
@@ -560,4 +560,4 @@ def test_the_tested_shift_is_the_one_in_the_ranking_score(tiny_model: Any, adapt
 
 def test_conversation_probes_are_refused_by_name(tiny_model: Any, adapter_a: Path) -> None:
     with pytest.raises(ConfigError, match=r"user\.who_am_i\.after_bunker.*are conversations"):
-        ps.identity_shift(tiny_model, adapter_a, candidates=["a journalist"], prompts="user+after_bunker")
+        ps.identity_shift(tiny_model, adapter_a, candidates=["a journalist"], probes="user+after_bunker")

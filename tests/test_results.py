@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import persona_space as ps
+from conftest import planted_basins
 from persona_space.errors import CorruptRunError, StoreError
 from persona_space.results import JOIN_COLUMNS, READABLE_VERSIONS, SCHEMA_VERSION, Result, check_schema
 
@@ -38,7 +39,7 @@ def test_samples_and_shifts_join_and_round_trip(tiny_model: Any, adapter_a: Path
     conditions = {"base": None, "red": [adapter_a]}
     samples = ps.sample(tiny_model, PROBES, adapters=conditions, n=2, max_new_tokens=4, progress=False)
     shift = ps.identity_shift(
-        tiny_model, {"red": [adapter_a]}, candidates=["Maria", "Voyager"], prompts=PROBES, progress=False
+        tiny_model, {"red": [adapter_a]}, candidates=["Maria", "Voyager"], probes=PROBES, progress=False
     )
     for result in (samples, shift):
         assert isinstance(result, Result) and set(JOIN_COLUMNS) <= set(result.df.columns)
@@ -59,18 +60,7 @@ def test_samples_and_shifts_join_and_round_trip(tiny_model: Any, adapter_a: Path
 
 
 def test_basin_map_is_a_result(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(3, 16))
-    vectors = np.concatenate([c + 0.05 * rng.normal(size=(40, 16)) for c in centres]).astype(np.float32)
-    frame = pd.DataFrame(
-        {
-            "text": [f"persona {k} sample {i}" for k in range(3) for i in range(40)],
-            "condition": ["a", "b"] * 60,
-            "adapter": ["a", "b"] * 60,
-            "probe_id": [f"p{i % 4}" for i in range(120)],
-            "group": [f"p{i % 4}" for i in range(120)],
-        }
-    )
+    frame, vectors = planted_basins(40, 16)
     fitted = ps.BasinMap(seed=0, min_cluster_size=10).fit(frame, vectors=vectors)
     assert isinstance(fitted, Result) and fitted.kind == "basin_map"
     assert {"basin", "condition", "adapter", "probe_id"} <= set(fitted.df.columns) and len(fitted) == 120
