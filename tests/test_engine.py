@@ -22,8 +22,9 @@ from persona_space import provenance
 from persona_space.engine import AdapterRouter, Completion, choose_tokens, uniforms
 from persona_space.engine import GenerateRequest as Job
 from persona_space.engine import common_prefix_length as _common_prefix_length
+from persona_space.engine._cache import SlotCache
 from persona_space.engine._slots import _prefill_groups, generate
-from persona_space.engine._stack import DecoderStack, SlotCache
+from persona_space.engine._stack import DecoderStack
 from persona_space.engine._streams import invert_cdf, nucleus_filter
 from persona_space.errors import UnsupportedModelError
 
@@ -544,33 +545,43 @@ def test_prepacked_linears_match_the_plain_ones(
     width = tokens.shape[1]
     rows = torch.arange(len(prompts))
 
-    def run() -> tuple[DecoderStack, torch.Tensor, torch.Tensor]:
-        stack = DecoderStack(model.base_module)
+    def run(invariant: bool) -> tuple[DecoderStack, torch.Tensor, torch.Tensor]:
+        stack = DecoderStack(model.base_module, invariant=invariant)
         cache = stack.allocate(len(prompts), width + 2)
         with torch.inference_mode():
             first = stack.logits(stack.prefill(cache, tokens, lengths, rows, rows))
             second = stack.decode(cache, first.argmax(-1), lengths)
         return stack, first, second
 
-    packed_stack, packed_first, packed_second = run()
-    monkeypatch.setenv("PERSONA_SPACE_PACKED_LINEAR", "0")
-    plain_stack, plain_first, plain_second = run()
-    n_layers = len(plain_stack.layers)
-    assert len(packed_stack.packed) == 1 + 2 * n_layers and plain_stack.packed == {}  # lm_head, o_proj, down_proj
-    assert all(g.fused is not None for g in (*packed_stack.qkv, *packed_stack.gate_up))
-    assert all(g.fused is None for g in (*plain_stack.qkv, *plain_stack.gate_up))
-    monkeypatch.delenv("PERSONA_SPACE_PACKED_LINEAR")
-    tight = DecoderStack(model.base_module, pack_limit=1024)  # the copies would not fit: none are made
-    assert tight.packed == {} and all(g.fused is None for g in (*tight.qkv, *tight.gate_up))
-    # The products differ only in rounding: the same argmax, logits within the dtype's precision.
     tolerance = {"atol": 0.1, "rtol": 0.02} if dtype == "bfloat16" else {"atol": 1e-4, "rtol": 1e-4}
-    assert torch.equal(packed_first.argmax(-1), plain_first.argmax(-1))
-    torch.testing.assert_close(packed_first, plain_first, **tolerance)
-    torch.testing.assert_close(packed_second, plain_second, **tolerance)
+    for invariant in (True, False):
+        monkeypatch.delenv("PERSONA_SPACE_PACKED_LINEAR", raising=False)
+        packed_stack, packed_first, packed_second = run(invariant)
+        monkeypatch.setenv("PERSONA_SPACE_PACKED_LINEAR", "0")
+        plain_stack, plain_first, plain_second = run(invariant)
+        monkeypatch.delenv("PERSONA_SPACE_PACKED_LINEAR")
+        tight = DecoderStack(model.base_module, pack_limit=1024, invariant=invariant)  # the copies would not fit
+        n_layers = len(plain_stack.layers)
+        if invariant and packed_stack.plan is not None:
+            assert plain_stack.plan is not None and tight.plan is not None
+            packed_layers, plain_layers = packed_stack.plan.layers, plain_stack.plan.layers
+            assert all(len(lp.qkv) == 1 and len(lp.gate_up) == 1 and lp.o.base.packed for lp in packed_layers)
+            assert all(len(lp.qkv) == 3 and len(lp.gate_up) == 2 and not lp.o.base.packed for lp in plain_layers)
+            assert not any(lp.down.base.packed for lp in tight.plan.layers) and not tight.plan.head.base.packed
+        elif not invariant:
+            assert len(packed_stack.packed) == 1 + 2 * n_layers and plain_stack.packed == {}  # lm_head, o, down
+            assert all(g.fused is not None for g in (*packed_stack.qkv, *packed_stack.gate_up))
+            assert all(g.fused is None for g in (*plain_stack.qkv, *plain_stack.gate_up))
+            assert tight.packed == {} and all(g.fused is None for g in (*tight.qkv, *tight.gate_up))
+        # The products differ only in rounding: the same argmax, logits within the dtype's precision.
+        assert torch.equal(packed_first.argmax(-1), plain_first.argmax(-1))
+        torch.testing.assert_close(packed_first, plain_first, **tolerance)
+        torch.testing.assert_close(packed_second, plain_second, **tolerance)
 
 
 def test_lora_wrapped_projections_are_neither_fused_nor_packed(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """A projection a LoRA wraps keeps its own forward, and so does the rest of its group."""
+    """On the earlier path a projection a LoRA wraps keeps its own forward, and so does the rest of its group;
+    on the row-invariant path its base weight is fused and packed like the others, its term added after."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -580,7 +591,14 @@ def test_lora_wrapped_projections_are_neither_fused_nor_packed(tiny_model_dir: P
     get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(str(tmp_path / "q_only"))
     model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     model.load_adapter(tmp_path / "q_only", name="q")
-    stack = DecoderStack(model.base_module)
+    invariant = DecoderStack(model.base_module)  # the row-invariant path packs the wrapped layer's base weight
+    if invariant.plan is not None:
+        assert all(len(lp.qkv) == 1 and set(lp.qkv[0].terms) == {"q"} for lp in invariant.plan.layers)
+        assert all(not lp.o.terms and not lp.gate_up[0].terms for lp in invariant.plan.layers)
+        assert {(t.start, t.end) for lp in invariant.plan.layers for t in lp.qkv[0].terms["q"]} == {
+            (0, invariant.n_heads * invariant.head_dim)
+        }
+    stack = DecoderStack(model.base_module, invariant=False)
     assert all(group.fused is None for group in stack.qkv)  # q is wrapped: k and v run alone too
     assert all(group.fused is not None for group in stack.gate_up)
     q_ids = {id(layer.self_attn.q_proj) for layer in stack.layers}

@@ -309,40 +309,50 @@ static inline void prefetch_rows(const void *p, int64_t bytes) {
                                                                                                    \
     DEFINE_ATTEND_FAST(T, S, LOAD, STORE)                                                          \
                                                                                                    \
-    /* Decode attention for one new token per row. Row b's query heads, key and value are at       \
-     * q + b*q_stride, k + b*k_stride, v + b*v_stride; its rotary cos/sin at cs/sn + b*hd. The      \
-     * rotated key and the value are written to position pos[b] of slot b of the caches            \
-     * ([slots, kv_heads, cap, hd]); the row then attends over positions 0..pos[b] (grouped-query:  \
-     * heads/kv_heads query heads per cached head). Scores are rounded to T as the eager matmul     \
-     * output is, softmax runs in float32 and its probabilities are rounded to T before the        \
-     * weighted sum of values. out: [rows, heads*hd]. */                                           \
+    /* Attention for one new token per row, written to the cache first. Row b's query heads, key  \
+     * and value are at q + b*q_stride, k + b*k_stride, v + b*v_stride; its rotary cos/sin at       \
+     * cs/sn + b*hd. Every row's rotated key and value are written to position pos[b] of slot       \
+     * slot[b] of the caches ([slots, kv_heads, cap, hd]; slot NULL: slot b) before any row        \
+     * attends, so rows of one prompt (a prefill) see each other's earlier tokens. Row b then      \
+     * attends over positions 0..pos[b] of its slot (grouped-query: heads/kv_heads query heads per \
+     * cached head). Scores are rounded to T as the eager matmul output is, softmax runs in float32 \
+     * and its probabilities are rounded to T before the weighted sum of values. A row's result    \
+     * depends on its own query and its slot's positions 0..pos[b] only, computed in one fixed     \
+     * order: not on the other rows, their number or their order. out: [rows, heads*hd]. */        \
     void ps_decode_attention_##S(const T *q, int64_t q_stride, const T *k, int64_t k_stride, const T *v, \
                                  int64_t v_stride, const T *cs, const T *sn, const T *q_norm,       \
                                  const T *k_norm, float norm_eps, T *k_cache, T *v_cache,           \
-                                 const int64_t *pos, T *out, int64_t rows, int64_t heads,          \
-                                 int64_t kv_heads, int64_t hd, int64_t cap, float scale) {         \
+                                 const int64_t *pos, const int64_t *slot, T *out, int64_t rows,    \
+                                 int64_t heads, int64_t kv_heads, int64_t hd, int64_t cap, float scale) { \
         int64_t groups = heads / kv_heads;                                                         \
         _Pragma("omp parallel for schedule(static)") for (int64_t item = 0; item < rows * kv_heads; item++) { \
-            int64_t b = item / kv_heads, g = item % kv_heads, p = pos[b], span = p + 1;            \
-            const T *c = cs + b * hd, *s = sn + b * hd;                                            \
-            T *kb = k_cache + (b * kv_heads + g) * cap * hd;                                       \
-            T *vb = v_cache + (b * kv_heads + g) * cap * hd;                                       \
-            float *work = malloc(sizeof(float) * (size_t)(groups * (2 * hd + span) + hd) + sizeof(T) * (size_t)hd); \
-            float *key = work, *queries = key + hd, *scores = queries + groups * hd;               \
-            float *acc = scores + groups * span;                                                   \
-            T *scratch = (T *)(acc + groups * hd);                                                 \
-            rotate_##S(k + b * k_stride + g * hd, k_norm, norm_eps, c, s, scratch, key, hd);       \
+            int64_t b = item / kv_heads, g = item % kv_heads, p = pos[b], sb = slot ? slot[b] : b; \
+            T *kb = k_cache + (sb * kv_heads + g) * cap * hd;                                      \
+            T *vb = v_cache + (sb * kv_heads + g) * cap * hd;                                      \
+            float key[hd];                                                                         \
+            T scratch[hd];                                                                         \
+            rotate_##S(k + b * k_stride + g * hd, k_norm, norm_eps, cs + b * hd, sn + b * hd, scratch, key, hd); \
             for (int64_t i = 0; i < hd; i++) {                                                     \
                 kb[p * hd + i] = STORE(key[i]);                                                    \
                 vb[p * hd + i] = v[b * v_stride + g * hd + i];                                     \
             }                                                                                      \
+        }                                                                                          \
+        _Pragma("omp parallel for schedule(static)") for (int64_t item = 0; item < rows * kv_heads; item++) { \
+            int64_t b = item / kv_heads, g = item % kv_heads, span = pos[b] + 1, sb = slot ? slot[b] : b; \
+            const T *c = cs + b * hd, *s = sn + b * hd;                                            \
+            const T *kb = k_cache + (sb * kv_heads + g) * cap * hd;                                \
+            const T *vb = v_cache + (sb * kv_heads + g) * cap * hd;                                \
+            float *work = malloc(sizeof(float) * (size_t)(groups * (hd + span) + groups * hd) + sizeof(T) * (size_t)hd); \
+            float *queries = work, *scores = queries + groups * hd;                                \
+            float *acc = scores + groups * span;                                                   \
+            T *scratch = (T *)(acc + groups * hd);                                                 \
             for (int64_t j = 0; j < groups; j++)                                                   \
                 rotate_##S(q + b * q_stride + (g * groups + j) * hd, q_norm, norm_eps, c, s, scratch, \
                            queries + j * hd, hd);                                                  \
             T *o = out + b * heads * hd + g * groups * hd;                                         \
-            int64_t next = item + 1 < rows * kv_heads ? item + 1 : item;                            \
-            const T *next_k = k_cache + next * cap * hd; /* items are laid out as cache blocks */  \
-            int64_t next_span = pos[next / kv_heads] + 1;                                           \
+            int64_t next = item + 1 < rows * kv_heads ? item + 1 : item, nb = next / kv_heads;     \
+            const T *next_k = k_cache + ((slot ? slot[nb] : nb) * kv_heads + next % kv_heads) * cap * hd; \
+            int64_t next_span = pos[nb] + 1;                                                       \
             if (PS_FAST && hd == 64)                                                               \
                 attend_fast_##S(queries, kb, vb, span, groups, 64 / PS_LANES, scale, scores, acc, o, next_k, next_span); \
             else if (PS_FAST && hd == 128)                                                         \
@@ -363,4 +373,4 @@ DEFINE_KERNELS(float, f32, AS_IS, AS_IS)
 DEFINE_KERNELS(bf16, bf16, bf16_to_float, float_to_bf16)
 
 /* The layout version the Python side checks, so a stale build is never called. */
-int ps_kernels_version(void) { return 1; }
+int ps_kernels_version(void) { return 2; }

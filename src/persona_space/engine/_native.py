@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import torch
 
 ENV = "PERSONA_SPACE_NATIVE_KERNELS"  # "0" turns the fused kernels off
-VERSION = 1  # must equal ps_kernels_version() in _kernels.c
+VERSION = 2  # must equal ps_kernels_version() in _kernels.c
 SOURCE = Path(__file__).with_name("_kernels.c")
 _SUFFIX = {"float32": "f32", "bfloat16": "bf16"}  # torch dtype name -> kernel name suffix (torch loads lazily)
 _TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2}
@@ -52,7 +52,7 @@ _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 _SIGNATURES: dict[str, list[Any]] = {
     "ps_add_rms_norm": [_P, _P, _P, _P, _I, _I, _F],
     "ps_silu_mul": [_P, _I, _P, _I, _P, _I, _I],
-    "ps_decode_attention": [_P, _I, _P, _I, _P, _I, _P, _P, _P, _P, _F, _P, _P, _P, _P, _I, _I, _I, _I, _I, _F],
+    "ps_decode_attention": [_P, _I, _P, _I, _P, _I, _P, _P, _P, _P, _F, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _F],
 }
 
 
@@ -119,8 +119,15 @@ class NativeKernels:
         q_norm: torch.Tensor | None = None,
         k_norm: torch.Tensor | None = None,
         norm_eps: float = 0.0,
+        slots: torch.Tensor | None = None,
     ) -> None:
-        """Rotate ``q``/``k`` ``[rows, heads*hd]``, write ``k``/``v`` at ``positions``, attend over the cache."""
+        """Rotate ``q``/``k`` ``[rows, heads*hd]``, write ``k``/``v`` at ``positions``, attend over the cache.
+
+        Row ``b`` uses cache slot ``slots[b]`` (int64; ``None``: slot ``b``); every row's key
+        and value are written before any row attends, so the tokens of one prompt can be
+        rows of one call (a prefill). A row's output depends on its query and its slot's
+        positions up to its own only.
+        """
         rows = int(positions.shape[0])
         _, kv_heads, cap, hd = k_cache.shape
         heads = out.shape[1] // hd
@@ -139,6 +146,7 @@ class NativeKernels:
             k_cache.data_ptr(),
             v_cache.data_ptr(),
             positions.data_ptr(),
+            None if slots is None else slots.data_ptr(),
             out.data_ptr(),
             rows,
             heads,
@@ -358,6 +366,25 @@ def _compare(
     scores = (scores * hd**-0.5).masked_fill(~visible[:, None, None], float("-inf"))
     mixed = torch.matmul(torch.softmax(scores, dim=-1).to(dtype), want_v).reshape(rows, heads * hd)
     pairs["decode_attention"] = (
+        torch.cat((attended.flatten(), k_cache.flatten(), v_cache.flatten())),
+        torch.cat((mixed.flatten(), want_k.flatten(), want_v.flatten())),
+    )
+    # a prefill: the rows are the tokens of two prompts (slots 1 and 0) at consecutive positions
+    slots = torch.tensor([1, 1, 1, 0, 0][:rows])
+    positions = torch.tensor([0, 1, 2, 0, 1][:rows])
+    k_cache, v_cache = rand(2, kv_heads, cap, hd), rand(2, kv_heads, cap, hd)
+    want_k, want_v = k_cache.clone(), v_cache.clone()
+    kernels.decode_attention(
+        q, k, v, cos, sin, k_cache, v_cache, positions, attended, scale=hd**-0.5, q_norm=q_norm, k_norm=k_norm,
+        norm_eps=1e-6, slots=slots,
+    )  # fmt: skip
+    want_k[slots, :, positions] = kh
+    want_v[slots, :, positions] = v.reshape(rows, kv_heads, hd)
+    scores = torch.matmul(qh.reshape(rows, kv_heads, heads // kv_heads, hd), want_k[slots].transpose(-1, -2)).float()
+    visible = torch.arange(cap)[None] <= positions[:, None]
+    scores = (scores * hd**-0.5).masked_fill(~visible[:, None, None], float("-inf"))
+    mixed = torch.matmul(torch.softmax(scores, dim=-1).to(dtype), want_v[slots]).reshape(rows, heads * hd)
+    pairs["prefill_attention"] = (
         torch.cat((attended.flatten(), k_cache.flatten(), v_cache.flatten())),
         torch.cat((mixed.flatten(), want_k.flatten(), want_v.flatten())),
     )

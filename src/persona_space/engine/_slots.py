@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from persona_space.engine._cache import SlotCache
 from persona_space.engine._heap import heap_retained
 from persona_space.engine._requests import Completion, FinishReason, GenerateRequest
 from persona_space.engine._routing import AdapterRouter
-from persona_space.engine._stack import DecoderStack, SlotCache
+from persona_space.engine._stack import DecoderStack
 from persona_space.engine._streams import choose_tokens
 
 
@@ -113,11 +114,13 @@ def generate(
                 previous, active = active, active + len(admitted)
                 active = _retire(rows, previous, active, cache, stop_ids, limits, on_complete)
             else:
-                router.set_rows([jobs[k].adapter for k in rows.job[:active]])
+                adapters = [jobs[k].adapter for k in rows.job[:active]]
+                router.set_rows(adapters)
                 logits = stack.decode(
                     cache,
                     torch.from_numpy(rows.last[:active]).to(device),
                     torch.from_numpy(rows.length[:active]).to(device),
+                    adapters,
                 )
                 rows.length[:active] += 1
                 keys = rows.job[:active]
@@ -188,7 +191,7 @@ def _prefill_prefix(
     lengths = torch.full((len(names),), len(prefix), dtype=torch.long, device=device)
     rows = torch.arange(len(names), device=device)
     router.set_rows(names, repeats=[len(prefix)] * len(names))  # the prefill's layers run per real token
-    stack.prefill(cache, tokens, lengths, rows, rows)
+    stack.prefill(cache, tokens, lengths, rows, rows, adapters=names)
     return cache, {name: i for i, name in enumerate(names)}
 
 
@@ -225,9 +228,10 @@ def _prefill(
         prefix=None if prefix is None else prefix[0],
         prefix_rows=prefix_rows,
         start=start,
+        adapters=[adapter for _, adapter in unique],
     )
     router.set_rows([adapter for _, adapter in unique])  # the head runs once per prompt
-    return stack.logits(last), row_of
+    return stack.logits(last, [adapter for _, adapter in unique]), row_of
 
 
 def _retire(

@@ -17,14 +17,14 @@ every supported architecture.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from persona_space.engine import _native
+from persona_space.engine import _native, _products, _rows
 from persona_space.engine._arch import check_supported
+from persona_space.engine._cache import SlotCache
 from persona_space.engine._packing import (
     _fusable,
     _fuse,
@@ -38,52 +38,15 @@ from persona_space.engine._packing import (
 from persona_space.errors import UnsupportedModelError
 
 
-@dataclass
-class SlotCache:
-    """Per-layer key/value buffers shaped ``[slots, kv_heads, capacity, head_dim]``.
-
-    The eager decode step attends over the whole current capacity of the first ``B``
-    slots, which is one contiguous block (a slice along the position axis would make
-    the batched matmuls copy it each step); for it the capacity grows in blocks of
-    :attr:`block` positions as the longest row grows, up to :attr:`limit`. The fused
-    step reads each row's own positions only, and its buffers hold :attr:`limit`
-    from the start (see :meth:`DecoderStack.allocate`).
-    """
-
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
-    limit: int
-    block: int = 32
-
-    @property
-    def capacity(self) -> int:
-        return int(self.keys[0].shape[2])
-
-    def ensure(self, span: int) -> None:
-        """Grow every buffer so that positions ``0..span-1`` fit."""
-        if span <= self.capacity:
-            return
-        if span > self.limit:
-            raise ValueError(f"span {span} exceeds the cache limit {self.limit}")
-        new = min(self.limit, -(-span // self.block) * self.block)
-        for buffers in (self.keys, self.values):
-            for i, old in enumerate(buffers):
-                grown = old.new_empty((old.shape[0], old.shape[1], new, old.shape[3]))
-                grown[:, :, : old.shape[2]] = old
-                grown[:, :, old.shape[2] :] = 0  # masked positions still enter the products: keep them finite
-                buffers[i] = grown
-
-    def move(self, dst: torch.Tensor, src: torch.Tensor) -> None:
-        """Copy slots ``src`` onto slots ``dst``."""
-        for buf in (*self.keys, *self.values):
-            buf[dst] = buf[src]
-
-
 class DecoderStack:
     """The pieces of a causal LM needed for slot-based prefill and decode."""
 
-    def __init__(self, causal_lm: Any, *, pack_limit: int | None = None) -> None:
-        """``pack_limit``: the most bytes the prepacked copies of the weights may take (none: no limit)."""
+    def __init__(self, causal_lm: Any, *, pack_limit: int | None = None, invariant: bool = True) -> None:
+        """``pack_limit``: the most bytes the prepacked copies of the weights may take (none: no limit).
+
+        ``invariant=False`` runs the earlier path (PEFT's own LoRA layers, products on
+        whole batches), kept to measure what the row-invariant one costs.
+        """
         check_supported(causal_lm)
         config = causal_lm.config
         inner = causal_lm.model
@@ -105,11 +68,21 @@ class DecoderStack:
         self.dtype = self.embed.weight.dtype
         self.device = self.embed.weight.device
         pack = _packing_available(self) and (pack_limit is None or _linear_bytes(self) <= pack_limit)
+        self.native = _native.kernels() if _fusable(self) else None
+        self.plan = _products.plan(self, pack) if self.native is not None and invariant else None
+        self.invariance = _invariance(self, invariant)
+        if self.plan is not None:  # the row-invariant path: its own products, PEFT's LoRA forward is not used
+            self.qkv, self.gate_up, self.packed = [], [], {}
+            return
         self.qkv = [_fuse((a.q_proj, a.k_proj, a.v_proj), pack) for a in (layer.self_attn for layer in self.layers)]
         self.gate_up = [_fuse((m.gate_proj, m.up_proj), pack) for m in (layer.mlp for layer in self.layers)]
         fused = {id(m) for group in (*self.qkv, *self.gate_up) if group.fused is not None for m in group.modules}
         self.packed = _pack_linears(_linears(self), skip=fused) if pack else {}
-        self.native = _native.kernels() if _fusable(self) else None
+
+    @property
+    def invariant(self) -> bool:
+        """Whether a row's logits depend on its own tokens and adapter only (see :attr:`invariance`)."""
+        return self.plan is not None and self.plan.invariant
 
     def allocate(self, slots: int, capacity: int) -> SlotCache:
         """Empty KV buffers for ``slots`` sequences of up to ``capacity`` tokens.
@@ -147,6 +120,7 @@ class DecoderStack:
         prefix: SlotCache | None = None,
         prefix_rows: torch.Tensor | None = None,
         start: int = 0,
+        adapters: Sequence[str | None] | None = None,
     ) -> torch.Tensor:
         """Run right-padded prompts ``tokens [u, w]`` and store their keys/values.
 
@@ -164,6 +138,13 @@ class DecoderStack:
         """
         if int(lengths.min()) < 1:
             raise ValueError(f"every prompt needs at least one token to prefill, got lengths {lengths.tolist()}")
+        if self.plan is not None:
+            cache.ensure(start + int(tokens.shape[1]))
+            named = [None] * int(tokens.shape[0]) if adapters is None else list(adapters)
+            return _rows.prefill(
+                self, cache, tokens, lengths, dst_slots, src_rows, named, prefix=prefix, prefix_rows=prefix_rows,
+                start=start,
+            )  # fmt: skip
         u, width = tokens.shape
         cache.ensure(start + width)
         positions = torch.arange(start, start + width, device=self.device).unsqueeze(0).expand(u, width)
@@ -205,14 +186,24 @@ class DecoderStack:
         last: torch.Tensor = hidden[lengths.cumsum(0) - 1]
         return last
 
-    def decode(self, cache: SlotCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self,
+        cache: SlotCache,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        adapters: Sequence[str | None] | None = None,
+    ) -> torch.Tensor:
         """One step for slots ``0..B-1``: token ``tokens[b]`` sits at ``positions[b]``.
 
         Returns float32 logits ``[B, vocab]``. Runs the fused native kernels where
         they are available (:mod:`persona_space.engine._native`), eager operations otherwise.
+        ``adapters`` names each row's adapter on the row-invariant path (``None``: the
+        base model for every row); the other paths route rows by the adapter router.
         """
         batch = int(tokens.shape[0])
         cache.ensure(int(positions.max().item()) + 1)
+        if self.plan is not None:
+            return _rows.decode(self, cache, tokens, positions, [None] * batch if adapters is None else adapters)
         if self.native is not None:
             return self._decode_native(self.native, cache, tokens, positions.to(torch.int64).contiguous())
         span = cache.capacity
@@ -347,8 +338,10 @@ class DecoderStack:
         final: torch.Tensor = hidden
         return final
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor, adapters: Sequence[str | None] | None = None) -> torch.Tensor:
         """Final norm and vocabulary head for the needed positions only, in float32."""
+        if self.plan is not None:
+            return _rows.head(self, hidden, [None] * int(hidden.shape[0]) if adapters is None else adapters)
         logits: torch.Tensor = self.linear(self.lm_head, self.norm(hidden)).float()
         return logits
 
@@ -366,3 +359,20 @@ class DecoderStack:
             return [self.linear(module, x) for module in group.modules]
         parts: tuple[torch.Tensor, ...] = _packed_linear(x, group.fused).split(group.sizes, dim=-1)
         return parts
+
+
+def _invariance(stack: DecoderStack, asked: bool) -> str:
+    """Why a row's logits do or do not depend on the other rows of its batch, for manifests."""
+    if stack.plan is not None:
+        if stack.plan.invariant:
+            return (
+                f"batch-invariant: {stack.plan.reason}, each adapter's term added after the base product, "
+                "attention and norms one row at a time (fused kernels)"
+            )
+        return f"not batch-invariant: {stack.plan.reason}"
+    if not asked:
+        return "not batch-invariant: the earlier path was asked for (invariant=False)"
+    if stack.native is None:
+        why = _native.native_state()["reason"] if _native.kernels() is None else "the layers are not the llama family's"
+        return f"not batch-invariant: the eager step runs ({why})"
+    return "not batch-invariant: a LoRA layer of a kind the engine does not compute itself (DoRA, a bias on B, merged)"
