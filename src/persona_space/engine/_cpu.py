@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from persona_space.engine._arch import PACK_ENV, SUPPORTED_MODEL_TYPES, check_supported
+from persona_space.engine._arch import PACK_ENV, SUPPORTED_MODEL_TYPES, check_supported, supports
 from persona_space.engine._heap import heap_state
 from persona_space.engine._host import Host
 from persona_space.engine._native import native_state
@@ -54,13 +54,6 @@ class CPUBackend:
     """Continuous batching over KV slots (generation) and prefix-tree packing (scoring)."""
 
     name = "cpu"
-    capabilities = Capabilities(
-        paired_streams=True,
-        mixed_adapters=True,
-        exact_scoring=True,
-        devices=("cpu", "cuda", "mps"),
-        architectures=SUPPORTED_MODEL_TYPES,
-    )
 
     def __init__(
         self,
@@ -70,8 +63,15 @@ class CPUBackend:
         score_method: ScoreMethod = "auto",
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS,
+        invariant: bool = True,
     ) -> None:
+        """``invariant=False`` generates through the earlier path (PEFT's LoRA layers, products on whole
+        batches), whose rows depend on their batch; it is kept to measure what invariance costs."""
         check_batch_size(batch_size)
+        if not isinstance(invariant, bool):
+            raise ConfigError(f"invariant must be True or False, got {invariant!r}")
+        self.invariant = invariant
+        self.last_invariance: str | None = None
         check_score_options(score_method, batch_tokens, max_row_tokens)
         self.model = model
         self.batch_size = batch_size
@@ -81,6 +81,27 @@ class CPUBackend:
         self.last_slots: int | None = None
         self.last_method: str | None = None
         self.last_prefix: int | None = None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this backend promises for its model as it is now (attached adapters included)."""
+        from persona_space.engine._stack import DecoderStack
+
+        invariant, why = False, "the architecture is not one the slot engine drives"
+        if supports(self.model.base_module):
+            decided = DecoderStack(
+                self.model.base_module, pack_limit=memory_budget(self.model), invariant=self.invariant, build=False
+            )
+            invariant, why = decided.invariant, decided.invariance
+        return Capabilities(
+            paired_streams=True,
+            mixed_adapters=True,
+            exact_scoring=True,
+            devices=("cpu", "cuda", "mps"),
+            architectures=SUPPORTED_MODEL_TYPES,
+            batch_invariant=invariant,
+            invariance=why,
+        )
 
     def generate(
         self,
@@ -110,8 +131,10 @@ class CPUBackend:
         slots = auto_batch_size(self.model, capacity) if self.batch_size == "auto" else self.batch_size
         self.last_slots = slots
         self.last_prefix = common_prefix_length([r.prompt_ids for r in jobs])
+        stack = DecoderStack(self.model.base_module, pack_limit=memory_budget(self.model), invariant=self.invariant)
+        self.last_invariance = stack.invariance
         generate(
-            DecoderStack(self.model.base_module, pack_limit=memory_budget(self.model)),
+            stack,
             AdapterRouter(self.model.module),
             jobs,
             slots=slots,
@@ -138,6 +161,7 @@ class CPUBackend:
         return {
             "name": self.name,
             "capabilities": self.capabilities.to_dict(),
+            "invariance": self.last_invariance,  # of the last generation (None: none yet)
             "batch_size": self.batch_size if self.last_slots is None else self.last_slots,
             "shared_prefix_tokens": self.last_prefix,
             "score_method": self.last_method or self.score_method,

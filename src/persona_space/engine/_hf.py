@@ -37,16 +37,15 @@ from persona_space.engine._score import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ROW_TO
 from persona_space.engine._streams import choose_tokens
 from persona_space.errors import ConfigError
 
-DEFAULT_BATCH = 32
+DEFAULT_BATCH = 1
+"""Rows per ``generate`` call by default: one, the only layout in which a row's tokens do not depend on the others
+(a batch left-pads its prompts and multiplies them together, and both change a row's last bits)."""
 
 
 class HFBackend:
     """Batched ``generate`` with per-row random streams, and padded exact scoring."""
 
     name = "hf"
-    capabilities = Capabilities(
-        paired_streams=True, mixed_adapters=True, exact_scoring=True, devices=("cpu", "cuda", "mps"), architectures=None
-    )
 
     def __init__(
         self,
@@ -59,6 +58,14 @@ class HFBackend:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         check_score_options("padded", batch_tokens, max_row_tokens)
+        invariant = batch_size == 1
+        self.capabilities = Capabilities(
+            paired_streams=True, mixed_adapters=True, exact_scoring=True, devices=("cpu", "cuda", "mps"),
+            architectures=None, batch_invariant=invariant,
+            invariance="batch-invariant: one row per generate call" if invariant else (
+                f"not batch-invariant: {batch_size} rows per generate call are left-padded and multiplied together"
+            ),
+        )  # fmt: skip
         self.model = model
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens

@@ -204,12 +204,10 @@ class LayerProducts:
 
 @dataclass
 class Plan:
-    """Every product of a decoder stack on the row-invariant path, and whether this CPU keeps them invariant."""
+    """Every product of a decoder stack on the row-invariant path (:func:`assess` says whether they are here)."""
 
     layers: list[LayerProducts]
     head: Product
-    invariant: bool
-    reason: str
 
 
 def plan(stack: Any, pack: bool) -> Plan | None:
@@ -233,12 +231,42 @@ def plan(stack: Any, pack: bool) -> Plan | None:
     head = build((stack.lm_head,), pack=pack, fuse=False)
     if head is None:
         return None
-    products = [head, *(p for lp in layers for p in (*lp.qkv, lp.o, *lp.gate_up, lp.down))]
-    weights = [p.base for p in products]
-    weights += [w for p in products for terms in p.terms.values() for t in terms for w in (t.a, t.b)]
-    failing = next((w for w in weights if not tile_invariant(w)), None)
-    if failing is not None:
-        kind = "prepacked" if failing.packed else "plain"
-        return Plan(layers, head, False, f"{kind} {str(failing.tensor.dtype).removeprefix('torch.')} products of "
-                    f"shape {failing.shape} depend on the other rows of a tile on this CPU")  # fmt: skip
-    return Plan(layers, head, True, f"every product on tiles of {TILE} rows (checked on this CPU)")
+    return Plan(layers, head)
+
+
+def _groups(stack: Any) -> list[tuple[Any, ...]]:
+    """The modules of each product: q/k/v, o, gate/up, down of every layer, and the head."""
+    out: list[tuple[Any, ...]] = []
+    for layer in stack.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        out += [(attn.q_proj, attn.k_proj, attn.v_proj), (attn.o_proj,), (mlp.gate_proj, mlp.up_proj), (mlp.down_proj,)]
+    return [*out, (stack.lm_head,)]
+
+
+def assess(stack: Any, pack: bool) -> tuple[bool, str] | None:
+    """Whether ``stack``'s products are row-invariant on this CPU, and why; ``None`` where a module is unsupported.
+
+    Cheap: it reads the modules' shapes and probes each (dtype, shape, packing) once,
+    on random weights, without copying any of the model's.
+    """
+    probes: set[tuple[torch.dtype, tuple[int, int], bool, bool]] = set()
+    for modules in _groups(stack):
+        parts = [lora_parts(m) for m in modules]
+        if any(p is None for p in parts):
+            return None
+        bases = [p[0] for p in parts if p is not None]
+        fused = pack and len(bases) > 1
+        for base in [bases[0]] if fused else bases:
+            out = sum(int(b.out_features) for b in bases) if fused else int(base.out_features)
+            probes.add((base.weight.dtype, (out, int(base.in_features)), pack, base.bias is not None))
+        for _, adapters in (p for p in parts if p is not None):
+            for a, b, _ in adapters.values():
+                packable = pack and a.weight.dtype in (torch.float32, torch.bfloat16)
+                probes.add((a.weight.dtype, tuple(a.weight.shape), packable, False))  # type: ignore[arg-type]
+                probes.add((b.weight.dtype, tuple(b.weight.shape), packable, False))  # type: ignore[arg-type]
+    for dtype, shape, packed, bias in sorted(probes, key=str):
+        if not _tile_invariant(dtype, shape, packed, bias):
+            kind = "prepacked" if packed else "plain"
+            name = str(dtype).removeprefix("torch.")
+            return False, f"{kind} {name} products of shape {shape} depend on the other rows of a tile on this CPU"
+    return True, f"every product on tiles of {TILE} rows (checked on this CPU)"

@@ -106,13 +106,25 @@ class RayBackend:
         self._ray = _import_ray()
         from persona_space.engine._local import auto_backend_name
 
-        inner_name = auto_backend_name(model) if inner == "auto" else inner
-        self.capabilities = Capabilities(
+        self.inner_name = auto_backend_name(model) if inner == "auto" else inner
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The actors' backend's promises, as a local one states them for this model (actors on other kinds of
+        machine may differ: each shard's rows still depend on that shard alone when the actors' backend is
+        batch-invariant)."""
+        from persona_space.engine._local import local_backend
+
+        options = {k: v for k, v in self.worker_options.items() if k != "score_method"}
+        local = local_backend(self.model, self.inner_name, **options).capabilities  # type: ignore[arg-type]
+        return Capabilities(
             paired_streams=True,
             mixed_adapters=True,
             exact_scoring=True,
             devices=("cpu", "cuda"),
-            architectures=None if inner_name == "hf" else SUPPORTED_MODEL_TYPES,
+            architectures=None if self.inner_name == "hf" else SUPPORTED_MODEL_TYPES,
+            batch_invariant=local.batch_invariant,
+            invariance=local.invariance,
         )
 
     # -- the cluster ----------------------------------------------------------------------------

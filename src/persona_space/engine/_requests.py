@@ -80,7 +80,11 @@ class Capabilities:
     ``exact_scoring``: scores are full-precision log-softmax values of the model's
     own logits, checked against the model's forward pass. ``architectures``:
     the ``model_type`` values it generates with (``None``: any transformers
-    causal LM); scoring runs on any architecture.
+    causal LM); scoring runs on any architecture. ``batch_invariant``: a
+    request's logits, and so its tokens, do not depend on the other requests of
+    its batch (their number, adapters, lengths or order), so a condition sampled
+    alone, beside others, at another batch size or resumed into another layout
+    gives the same texts; ``invariance`` says why it holds or what breaks it here.
     """
 
     paired_streams: bool
@@ -88,6 +92,8 @@ class Capabilities:
     exact_scoring: bool
     devices: tuple[str, ...]
     architectures: frozenset[str] | None = None
+    batch_invariant: bool = False
+    invariance: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -112,7 +118,9 @@ class Backend(Protocol):
     """
 
     name: str
-    capabilities: Capabilities
+
+    @property
+    def capabilities(self) -> Capabilities: ...
 
     def generate(
         self,

@@ -41,11 +41,14 @@ from persona_space.errors import UnsupportedModelError
 class DecoderStack:
     """The pieces of a causal LM needed for slot-based prefill and decode."""
 
-    def __init__(self, causal_lm: Any, *, pack_limit: int | None = None, invariant: bool = True) -> None:
+    def __init__(
+        self, causal_lm: Any, *, pack_limit: int | None = None, invariant: bool = True, build: bool = True
+    ) -> None:
         """``pack_limit``: the most bytes the prepacked copies of the weights may take (none: no limit).
 
         ``invariant=False`` runs the earlier path (PEFT's own LoRA layers, products on
-        whole batches), kept to measure what the row-invariant one costs.
+        whole batches), kept to measure what the row-invariant one costs. ``build=False`` only decides
+        the path and its :attr:`invariance` (no weight is copied): what a backend states.
         """
         check_supported(causal_lm)
         config = causal_lm.config
@@ -69,20 +72,23 @@ class DecoderStack:
         self.device = self.embed.weight.device
         pack = _packing_available(self) and (pack_limit is None or _linear_bytes(self) <= pack_limit)
         self.native = _native.kernels() if _fusable(self) else None
-        self.plan = _products.plan(self, pack) if self.native is not None and invariant else None
-        self.invariance = _invariance(self, invariant)
-        if self.plan is not None:  # the row-invariant path: its own products, PEFT's LoRA forward is not used
-            self.qkv, self.gate_up, self.packed = [], [], {}
+        self.plan: _products.Plan | None = None
+        self.qkv: list[_Group] = []
+        self.gate_up: list[_Group] = []
+        self.packed: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        verdict = _products.assess(self, pack) if self.native is not None and invariant else None
+        self.invariant = verdict is not None and verdict[0]
+        """Whether a row's logits depend on its own tokens and adapter only (see :attr:`invariance`)."""
+        self.invariance = _invariance(self, invariant, verdict)
+        if not build:
+            return
+        if verdict is not None:  # the row-invariant path: its own products, PEFT's LoRA forward is not used
+            self.plan = _products.plan(self, pack)
             return
         self.qkv = [_fuse((a.q_proj, a.k_proj, a.v_proj), pack) for a in (layer.self_attn for layer in self.layers)]
         self.gate_up = [_fuse((m.gate_proj, m.up_proj), pack) for m in (layer.mlp for layer in self.layers)]
         fused = {id(m) for group in (*self.qkv, *self.gate_up) if group.fused is not None for m in group.modules}
         self.packed = _pack_linears(_linears(self), skip=fused) if pack else {}
-
-    @property
-    def invariant(self) -> bool:
-        """Whether a row's logits depend on its own tokens and adapter only (see :attr:`invariance`)."""
-        return self.plan is not None and self.plan.invariant
 
     def allocate(self, slots: int, capacity: int) -> SlotCache:
         """Empty KV buffers for ``slots`` sequences of up to ``capacity`` tokens.
@@ -361,15 +367,15 @@ class DecoderStack:
         return parts
 
 
-def _invariance(stack: DecoderStack, asked: bool) -> str:
+def _invariance(stack: DecoderStack, asked: bool, verdict: tuple[bool, str] | None) -> str:
     """Why a row's logits do or do not depend on the other rows of its batch, for manifests."""
-    if stack.plan is not None:
-        if stack.plan.invariant:
+    if verdict is not None:
+        if verdict[0]:
             return (
-                f"batch-invariant: {stack.plan.reason}, each adapter's term added after the base product, "
+                f"batch-invariant: {verdict[1]}, each adapter's term added after the base product, "
                 "attention and norms one row at a time (fused kernels)"
             )
-        return f"not batch-invariant: {stack.plan.reason}"
+        return f"not batch-invariant: {verdict[1]}"
     if not asked:
         return "not batch-invariant: the earlier path was asked for (invariant=False)"
     if stack.native is None:
