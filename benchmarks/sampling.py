@@ -5,14 +5,17 @@ paraphrases), one sample each, exactly 64 new tokens per sample (end-of-turn
 ignored so that every method produces the same number of tokens), temperature
 1.0, in the dtype ``load_model`` picks (bfloat16 on CPUs with AVX-512 BF16).
 
-Measured: ``backend="cpu"`` (the default where it supports the model) and
+Measured: ``backend="cpu"`` (the default where it supports the model; its
+row-invariant path, with the earlier path beside it where adapters are mixed) and
 ``backend="hf"`` (plain transformers with per-sample random streams), against
 baselines measured in the same run, on the same weights and dtype:
   (a) naive: ``model.generate`` one prompt at a time (on the first 8 prompts; a rate);
   (b) batched: one ``model.generate`` call over all 64 left-padded prompts.
 
 A second, research-shaped workload (16 probes x 16 samples, the way ``sample`` is
-used) shows the effect of computing each shared prompt once.
+used) shows the effect of computing each shared prompt once. A third samples base
+plus two rank-16 all-linear LoRAs against base alone (the target: at least 0.8x),
+on each path, with whether it is batch-invariant.
 
 Also measured: the machine's matrix-product rate in the model dtype, and the
 share of it that sampling reaches, two ways: counting the generated tokens only
@@ -155,6 +158,81 @@ def library_rate(
     return tokens / elapsed, min(int(samples.manifest["backend"]["batch_size"]), len(samples))
 
 
+def random_lora(model: ps.LoadedModel, folder: Path, seed: int, rank: int = 16) -> Path:
+    """A random rank-``rank`` LoRA on every linear layer (non-zero B, so it changes the texts), saved to ``folder``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model.source, dtype=torch.float32)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", init_lora_weights=False)
+    peft_model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(0.05)
+    peft_model.save_pretrained(str(folder))
+    return folder
+
+
+def adapter_rows(
+    model: ps.LoadedModel, probes: ps.probes.ProbeSet, repeats: int, base_rate: float
+) -> dict[str, object]:
+    """Base plus two rank-16 all-linear LoRAs against base alone, 64 prompts x 64 tokens each condition.
+
+    On the ``cpu`` backend's row-invariant path (the default) and its earlier path
+    (PEFT's LoRA layers, products on whole batches), and on ``hf`` (one row per call,
+    the invariant default, on 8 prompts; and 64 rows per call). ``base_rate`` is base
+    alone on the default path, measured before the adapters were attached.
+    """
+    import tempfile
+
+    from persona_space.engine import CPUBackend, HFBackend
+
+    with tempfile.TemporaryDirectory() as work:
+        for name, seed in (("lora-a", 1), ("lora-b", 2)):
+            model.load_adapter(random_lora(model, Path(work) / name, seed), name=name)
+        mixed = {"base": None, "lora-a": "lora-a", "lora-b": "lora-b"}
+
+        def rate(adapters: dict[str, str | None], backend: object, prompts: ps.probes.ProbeSet, seed: int) -> float:
+            start = time.perf_counter()
+            samples = ps.sample(
+                model, prompts, adapters=adapters, n=1, temperatures=[1.0], max_new_tokens=NEW_TOKENS,
+                ignore_eos=True, seed=seed, progress=False, backend=backend,  # type: ignore[arg-type]
+            )  # fmt: skip
+            return int(samples.df["n_tokens"].sum()) / (time.perf_counter() - start)
+
+        few = ps.probes.ProbeSet("bench8", probes.probes[:8])
+        paths: dict[str, tuple[Callable[[], object], ps.probes.ProbeSet]] = {
+            "cpu (row-invariant, default)": (lambda: CPUBackend(model), probes),
+            "cpu (earlier path)": (lambda: CPUBackend(model, invariant=False), probes),
+            "hf (1 row per call, default; 8 prompts)": (lambda: HFBackend(model), few),
+            "hf (64 rows per call)": (lambda: HFBackend(model, batch_size=64), probes),
+        }
+        rows: dict[str, object] = {}
+        print(f"\nbase + two rank-16 all-linear LoRAs vs base alone, {len(probes)} prompts x {NEW_TOKENS} tokens each")
+        for label, (make, prompts) in paths.items():
+            alone = statistics.median(rate({"base": None}, make(), prompts, i) for i in range(repeats))
+            both = statistics.median(rate(mixed, make(), prompts, i) for i in range(repeats))
+            invariant = make().capabilities.batch_invariant  # type: ignore[attr-defined]
+            rows[label] = {"base_alone": round(alone, 1), "mixed": round(both, 1), "ratio": round(both / alone, 2),
+                           "batch_invariant": invariant}  # fmt: skip
+            print(
+                f"  {label:40s} base alone {alone:7.1f}  mixed {both:7.1f} tokens/s  ratio {both / alone:4.2f}  "
+                f"batch-invariant: {invariant}"
+            )
+        default, earlier = rows["cpu (row-invariant, default)"], rows["cpu (earlier path)"]
+        assert isinstance(default, dict) and isinstance(earlier, dict)
+        rows["cpu mixed vs base alone before the adapters were attached"] = round(default["mixed"] / base_rate, 2)
+        rows["cost of invariance, base alone (invariant / earlier)"] = round(
+            default["base_alone"] / earlier["base_alone"], 2
+        )
+        rows["cost of invariance, mixed (invariant / earlier)"] = round(default["mixed"] / earlier["mixed"], 2)
+        for name in ("lora-a", "lora-b"):
+            model.adapters.detach(name)
+    return rows
+
+
 def median_of(repeats: int, measure: Callable[[int], float]) -> tuple[float, list[float]]:
     """Median of ``repeats`` measurements (this machine's timings vary by +-20 % run to run)."""
     values = [measure(i) for i in range(repeats)]
@@ -262,6 +340,16 @@ def main() -> None:
         print(f"  HF batched generate  {batched16:8.1f} tokens/s   ratio {lib16 / batched16:5.2f}x (one call)")
         if naive is not None:
             print(f"  HF naive generate    {naive:8.1f} tokens/s   ratio {lib16 / naive:5.1f}x")
+
+    adapters = adapter_rows(model, probes, repeats, lib)
+    results["adapters"] = adapters
+    default = adapters["cpu (row-invariant, default)"]
+    hf_invariant = adapters["hf (1 row per call, default; 8 prompts)"]
+    assert isinstance(default, dict) and isinstance(hf_invariant, dict)
+    targets["cpu: base + two adapters >= 0.8x base alone"] = default["ratio"] >= 0.8
+    targets["hf: base + two adapters >= 0.8x base alone"] = hf_invariant["ratio"] >= 0.8
+    for target in list(targets)[-2:]:
+        print(f"  target {target}: {'met' if targets[target] else 'NOT met'}")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
