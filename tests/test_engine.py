@@ -595,8 +595,8 @@ def test_lora_wrapped_projections_are_neither_fused_nor_packed(tiny_model_dir: P
     if invariant.plan is not None:
         assert all(len(lp.qkv) == 1 and set(lp.qkv[0].terms) == {"q"} for lp in invariant.plan.layers)
         assert all(not lp.o.terms and not lp.gate_up[0].terms for lp in invariant.plan.layers)
-        assert {(t.start, t.end) for lp in invariant.plan.layers for t in lp.qkv[0].terms["q"]} == {
-            (0, invariant.n_heads * invariant.head_dim)
+        assert {lp.qkv[0].terms["q"].spans for lp in invariant.plan.layers} == {
+            ((0, invariant.n_heads * invariant.head_dim),)
         }
     stack = DecoderStack(model.base_module, invariant=False)
     assert all(group.fused is None for group in stack.qkv)  # q is wrapped: k and v run alone too

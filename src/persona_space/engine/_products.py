@@ -4,18 +4,19 @@ A matrix-product library picks its kernel, blocking and summation order by the
 shape of the call: the same row multiplied in a batch of 3 and in a batch of 64
 can differ in its last bits (MKL's float32 ``F.linear`` uses three kernels for 1,
 2-3 and 4+ rows on the CPUs measured), and sampling by inverse CDF turns such a
-difference into another token. Here every product is called on tiles of exactly
-:data:`TILE` rows (the last one padded with zero rows), so a row's result comes
-from the same call shape whatever else is in its batch; a one-off probe per weight
-shape checks on this CPU that a row's result does not depend on the other rows of
-its tile or its place in it (:func:`tile_invariant`).
+difference into another token. Here every product runs in calls of a few fixed
+sizes (:data:`TILES`: 64, 32 and 16 rows, the last padded with zero rows), only
+after a one-off probe per weight shape has found on this CPU that a row's result
+is the same in a call of any of them, whatever the call's other rows and the row's
+place in it (:func:`tiles_for`).
 
 Every row's base product runs through the same weights whether or not adapters
 are attached (the prepacked copy of a LoRA-wrapped layer's ``base_layer``), and an
 adapter's low-rank term is added after it, on the rows of that adapter only, as
-two more tiled products: a row with no adapter, or with an adapter whose ``B`` is
-zero, gets exactly the base model's result. Rows are grouped by adapter
-(contiguous ``segments``), so a term is a slice, not a gather.
+two more products (its ``A`` of every projection stacked, its ``B`` block-diagonal):
+a row with no adapter, or with an adapter whose ``B`` is zero, gets exactly the
+base model's result. Rows are grouped by adapter (contiguous ``segments``), so a
+term is a slice, not a gather.
 """
 
 from __future__ import annotations
@@ -30,28 +31,40 @@ import torch.nn.functional as F
 
 from persona_space.engine._packing import _packed_linear, _reorder
 
-TILE = 16
-"""Rows per product call: every product runs on tiles of exactly this many rows."""
+TILES: tuple[int, ...] = (64, 32, 16)
+"""The call sizes products run at: rows in calls of 64, then 32, then 16 (the last padded with zero rows).
+
+Used only where a probe on this CPU finds a row's result the same in a call of any of
+these sizes (and whatever the call's other rows); where only 16-row calls pass, every
+call is 16 rows; where none does, products are plain calls and not invariant.
+"""
+TILE = TILES[-1]
 
 Segment = tuple[str | None, int, int]  # (adapter or None for the base model, first row, end row)
 
 
 @dataclass(frozen=True)
 class Weight:
-    """A product's weight: a oneDNN-prepacked copy (``packed``) or the plain ``[out, in]`` tensor."""
+    """A product's weight: a oneDNN-prepacked copy (``packed``) or the plain ``[out, in]`` tensor.
+
+    ``tiles`` are the call sizes this weight's products run at (:func:`tiles_for`);
+    empty where none keeps a row's result independent of the call.
+    """
 
     tensor: torch.Tensor
     bias: torch.Tensor | None
     packed: bool
     shape: tuple[int, int]  # (out, in)
+    tiles: tuple[int, ...] = ()
+    whole: bool = False  # pad a call up to the next size rather than split it (small weights: calls cost, rows not)
 
     @classmethod
-    def of(cls, weight: torch.Tensor, bias: torch.Tensor | None, *, pack: bool) -> Weight:
+    def of(cls, weight: torch.Tensor, bias: torch.Tensor | None, *, pack: bool, whole: bool = False) -> Weight:
         weight = weight.detach()
         shape = (int(weight.shape[0]), int(weight.shape[1]))
-        if pack:
-            return cls(_reorder(weight), None if bias is None else bias.detach(), True, shape)
-        return cls(weight, None if bias is None else bias.detach(), False, shape)
+        tiles = tiles_for(weight.dtype, shape, pack, bias is not None)
+        bias = None if bias is None else bias.detach()
+        return cls(_reorder(weight) if pack else weight, bias, pack, shape, tiles, whole)
 
     def call(self, x: torch.Tensor) -> torch.Tensor:
         """One product call (any number of rows)."""
@@ -60,50 +73,63 @@ class Weight:
         return F.linear(x, self.tensor, self.bias)
 
     def tiled(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W.T (+ b)`` computed :data:`TILE` rows per call, the last tile padded with zero rows."""
+        """``x @ W.T (+ b)`` in calls of :attr:`tiles` rows, largest first, the last padded with zero rows."""
         n = int(x.shape[0])
         if n == 0:
             return x.new_empty((0, self.shape[0]))
+        if not self.tiles:
+            return self.call(x)
         x = x.contiguous()
-        full = n - n % TILE
-        parts = [self.call(x[i : i + TILE]) for i in range(0, full, TILE)]
-        if full < n:
-            pad = x.new_zeros((TILE, x.shape[1]))
-            pad[: n - full] = x[full:]
-            parts.append(self.call(pad)[: n - full])
+        parts, first = [], 0
+        for size in self.tiles[:1] if self.whole else self.tiles:
+            while n - first >= size:
+                parts.append(self.call(x[first : first + size]))
+                first += size
+        if first < n:
+            size = min(t for t in self.tiles if t >= n - first)
+            pad = x.new_zeros((size, x.shape[1]))
+            pad[: n - first] = x[first:]
+            parts.append(self.call(pad)[: n - first])
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 @dataclass(frozen=True)
 class LoraTerm:
-    """One adapter's low-rank term on output columns ``start:end`` of a product: ``B(A(x)) * scaling``."""
+    """One adapter's low-rank term on a product: ``B(A(x))``, every projection of the product at once.
+
+    ``a`` stacks the adapter's ``A`` of each projection it adapts (``[sum of ranks, in]``)
+    and ``b`` is block-diagonal (``[out, sum of ranks]``: each projection's ``B`` times its
+    scaling in that projection's rows and rank's columns, zeros elsewhere), so the term of a
+    fused q/k/v is two products whatever the adapter targets, laid out as the base product.
+    """
 
     a: Weight
     b: Weight
-    scaling: float
-    start: int
-    end: int
-    dtype: torch.dtype  # the adapter's weights' (PEFT may keep them in float32 under a bfloat16 model)
+    dtype: torch.dtype  # the dtype the term is computed in (the model's)
+    spans: tuple[tuple[int, int], ...]  # the output columns of each projection it adapts
 
 
 @dataclass
 class Product:
-    """The projections of one input (one, or q/k/v or gate/up fused) and every adapter's terms on them."""
+    """The projections of one input (one, or q/k/v or gate/up fused) and every adapter's term on them."""
 
     base: Weight
     sizes: tuple[int, ...]
-    terms: dict[str, list[LoraTerm]] = field(default_factory=dict)
+    terms: dict[str, LoraTerm] = field(default_factory=dict)
 
     def __call__(self, x: torch.Tensor, segments: Sequence[Segment]) -> torch.Tensor:
         out = self.base.tiled(x)
         for adapter, first, end in segments:
-            for term in self.terms.get(adapter, ()) if adapter is not None else ():
-                low = term.b.tiled(term.a.tiled(x[first:end].to(term.dtype)))
-                block = out[first:end, term.start : term.end]
-                if low.dtype == block.dtype:
-                    block += low * term.scaling
-                else:  # PEFT's order: the term in the adapter's dtype, the sum rounded to the output's
-                    block.copy_((block.to(low.dtype) + low * term.scaling).to(block.dtype))
+            term = self.terms.get(adapter) if adapter is not None else None
+            if term is None:
+                continue
+            rows = x[first:end]
+            low = term.b.tiled(term.a.tiled(rows if rows.dtype == term.dtype else rows.to(term.dtype)))
+            block = out[first:end]
+            if low.dtype == block.dtype:
+                block += low
+            else:  # PEFT's order: the term in the adapter's dtype, the sum rounded to the output's
+                block.copy_((block.to(low.dtype) + low).to(block.dtype))
         return out
 
     def split(self, x: torch.Tensor, segments: Sequence[Segment]) -> tuple[torch.Tensor, ...]:
@@ -152,44 +178,80 @@ def build(modules: Sequence[Any], *, pack: bool, fuse: bool) -> Product | None:
         if any(x is not None for x in biases):
             bias = torch.cat([b.weight.new_zeros(b.out_features) if b.bias is None else b.bias for b in bases])
         product = Product(Weight.of(weight, bias, pack=pack), tuple(int(b.out_features) for b in bases))
+        adapted: dict[str, list[tuple[int, Any, Any, float]]] = {}
         start = 0
-        for (_, adapters), size in zip([p for p in parts if p is not None], product.sizes, strict=True):
-            for name, (a, b, scaling) in adapters.items():
-                packable = pack and a.weight.dtype in (torch.float32, torch.bfloat16)
-                term = LoraTerm(Weight.of(a.weight, None, pack=packable), Weight.of(b.weight, None, pack=packable),
-                                scaling, start, start + size, a.weight.dtype)  # fmt: skip
-                product.terms.setdefault(name, []).append(term)
+        for part, size in zip([p for p in parts if p is not None], product.sizes, strict=True):
+            for name, (a, b, scaling) in part[1].items():
+                adapted.setdefault(name, []).append((start, a, b, scaling))
             start += size
+        for name, members in adapted.items():
+            product.terms[name] = _term(members, start, pack=pack, dtype=weight.dtype)
     return product
 
 
-def tile_invariant(weight: Weight) -> bool:
-    """Whether a row's product through ``weight`` is the same whatever the other rows of its tile and its place.
+def _term(members: list[tuple[int, Any, Any, float]], out_features: int, *, pack: bool, dtype: torch.dtype) -> LoraTerm:
+    """One adapter's :class:`LoraTerm` from ``(first output column, A, B, scaling)`` of each projection it adapts.
 
-    Checked once per (dtype, shape, packing) on random inputs: the rows of one tile
-    against the same rows shuffled among others, and one row alone in a padded tile.
+    Computed in the model's ``dtype`` (PEFT keeps bfloat16 adapters in float32; here the
+    term is a product like the others, with one rounding more than PEFT's sum).
     """
-    return _tile_invariant(weight.tensor.dtype, weight.shape, weight.packed, weight.bias is not None)
+    ranks = [int(a.weight.shape[0]) for _, a, _, _ in members]
+    stacked = torch.cat([a.weight.to(dtype) for _, a, _, _ in members])
+    diagonal = stacked.new_zeros((out_features, sum(ranks)))
+    spans = []
+    column = 0
+    for (first, _, b, scaling), rank in zip(members, ranks, strict=True):
+        rows = int(b.weight.shape[0])
+        diagonal[first : first + rows, column : column + rank] = (b.weight.float() * scaling).to(dtype)
+        spans.append((first, first + rows))
+        column += rank
+    packable = pack and dtype in (torch.float32, torch.bfloat16)
+    return LoraTerm(
+        Weight.of(stacked, None, pack=packable, whole=True),
+        Weight.of(diagonal, None, pack=packable, whole=True),
+        dtype,
+        tuple(spans),
+    )
 
 
 @functools.cache
-def _tile_invariant(dtype: torch.dtype, shape: tuple[int, int], packed: bool, bias: bool) -> bool:
+def tiles_for(dtype: torch.dtype, shape: tuple[int, int], packed: bool, bias: bool) -> tuple[int, ...]:
+    """The call sizes at which a row's product through a weight of this kind is the same on this CPU.
+
+    Probed once per (dtype, shape, packing, bias) on random inputs (a kernel is chosen
+    by the call's shape, not its values): at each size, a tile's rows against the same
+    rows shuffled among others and one row alone in a padded call; across sizes, the
+    rows of a 64-row call against the same rows in calls of 32 and 16. :data:`TILES`
+    where all agree, ``(16,)`` where 16-row calls alone pass, ``()`` where they do not.
+    """
     generator = torch.Generator().manual_seed(0)
     out_features, in_features = shape
     raw = (torch.randn(out_features, in_features, generator=generator) * in_features**-0.5).to(dtype)
-    weight = Weight.of(raw, torch.randn(out_features, generator=generator).to(dtype) if bias else None, pack=packed)
+    plain = Weight(raw, torch.randn(out_features, generator=generator).to(dtype) if bias else None, False, shape)
+    weight = Weight(_reorder(raw), plain.bias, True, shape) if packed else plain
+    biggest = TILES[0]
     with torch.no_grad():
-        x = torch.randn(TILE, in_features, generator=generator).to(dtype)
+        x = torch.randn(biggest, in_features, generator=generator).to(dtype)
         want = weight.call(x)
-        order = torch.randperm(TILE, generator=generator)
-        mixed = torch.randn(TILE, in_features, generator=generator).to(dtype)
-        keep = order[: TILE // 2]
-        mixed[keep] = x[torch.arange(TILE // 2)]
-        if not torch.equal(weight.call(mixed)[keep], want[: TILE // 2]):
-            return False
-        alone = x.new_zeros((TILE, in_features))
-        alone[TILE - 1] = x[0]
-        return bool(torch.equal(weight.call(alone)[TILE - 1], want[0]))
+
+        def steady(size: int) -> bool:
+            order = torch.randperm(size, generator=generator)
+            mixed = torch.randn(size, in_features, generator=generator).to(dtype)
+            keep = order[: size // 2]
+            mixed[keep] = x[: size // 2]
+            alone = x.new_zeros((size, in_features))
+            alone[size - 1] = x[0]
+            return torch.equal(weight.call(mixed)[keep], weight.call(x[:size])[: size // 2]) and torch.equal(
+                weight.call(alone)[size - 1], weight.call(x[:size])[0]
+            )
+
+        if not steady(TILE):
+            return ()
+        if all(steady(size) and torch.equal(weight.call(x[:size]), want[:size]) for size in TILES[:-1]) and (
+            torch.equal(weight.call(x[:TILE]), want[:TILE])
+        ):
+            return TILES
+        return (TILE,)
 
 
 @dataclass
@@ -254,19 +316,23 @@ def assess(stack: Any, pack: bool) -> tuple[bool, str] | None:
         parts = [lora_parts(m) for m in modules]
         if any(p is None for p in parts):
             return None
-        bases = [p[0] for p in parts if p is not None]
-        fused = pack and len(bases) > 1
-        for base in [bases[0]] if fused else bases:
-            out = sum(int(b.out_features) for b in bases) if fused else int(base.out_features)
+        found = [p for p in parts if p is not None]
+        products = [found] if pack and len(found) > 1 else [[p] for p in found]  # fused, or one per projection
+        for members in products:
+            base = members[0][0]
+            out = sum(int(m[0].out_features) for m in members)
             probes.add((base.weight.dtype, (out, int(base.in_features)), pack, base.bias is not None))
-        for _, adapters in (p for p in parts if p is not None):
-            for a, b, _ in adapters.values():
-                packable = pack and a.weight.dtype in (torch.float32, torch.bfloat16)
-                probes.add((a.weight.dtype, tuple(a.weight.shape), packable, False))  # type: ignore[arg-type]
-                probes.add((b.weight.dtype, tuple(b.weight.shape), packable, False))  # type: ignore[arg-type]
-    for dtype, shape, packed, bias in sorted(probes, key=str):
-        if not _tile_invariant(dtype, shape, packed, bias):
-            kind = "prepacked" if packed else "plain"
-            name = str(dtype).removeprefix("torch.")
-            return False, f"{kind} {name} products of shape {shape} depend on the other rows of a tile on this CPU"
-    return True, f"every product on tiles of {TILE} rows (checked on this CPU)"
+            for name in {n for m in members for n in m[1]}:
+                a = [m[1][name][0].weight for m in members if name in m[1]]
+                rank, dtype = sum(int(w.shape[0]) for w in a), base.weight.dtype  # terms run in the model's
+                packable = pack and dtype in (torch.float32, torch.bfloat16)
+                probes.add((dtype, (rank, int(base.in_features)), packable, False))
+                probes.add((dtype, (out, rank), packable, False))
+    found_tiles = {probe: tiles_for(*probe) for probe in sorted(probes, key=str)}
+    failing = [probe for probe, tiles in found_tiles.items() if not tiles]
+    if failing:
+        dtype, shape, packed, _ = failing[0]
+        kind, name = "prepacked" if packed else "plain", str(dtype).removeprefix("torch.")
+        return False, f"{kind} {name} products of shape {shape} depend on the other rows of a call on this CPU"
+    sizes = sorted({t for tiles in found_tiles.values() for t in tiles}, reverse=True)
+    return True, f"every product in calls of {'/'.join(map(str, sizes))} rows (checked on this CPU)"
