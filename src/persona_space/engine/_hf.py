@@ -1,7 +1,9 @@
 """The ``hf`` backend: plain transformers forward passes, for any causal LM transformers loads.
 
-Generation is the model's own ``generate`` with its KV cache, on left-padded
-batches, with one logits processor in charge of the pick: every row takes the
+Generation is the model's own ``generate`` with its KV cache, one row per call by
+default (the only layout in which a row's tokens do not depend on the others; larger
+``batch_size`` left-pads batches, faster and not batch-invariant), with one logits
+processor in charge of the pick: every row takes the
 token its own random stream selects by inverse CDF (:func:`choose_tokens`), the
 same rule as every other backend, so rows match across backends up to
 floating-point noise (greedy rows match exactly in float32). The model's
@@ -43,7 +45,7 @@ DEFAULT_BATCH = 1
 
 
 class HFBackend:
-    """Batched ``generate`` with per-row random streams, and padded exact scoring."""
+    """``generate`` with per-row random streams (one row per call by default), and padded exact scoring."""
 
     name = "hf"
 
