@@ -379,6 +379,11 @@ def _invariance(stack: DecoderStack, asked: bool, verdict: tuple[bool, str] | No
     if not asked:
         return "not batch-invariant: the earlier path was asked for (invariant=False)"
     if stack.native is None:
-        why = _native.native_state()["reason"] if _native.kernels() is None else "the layers are not the llama family's"
+        if stack.device.type != "cpu":
+            why = f"the fused kernels are CPU code; this model is on {stack.device.type}"
+        elif _native.kernels() is None:
+            why = _native.native_state()["reason"]
+        else:
+            why = "the fused kernels do not implement this model's layers or dtype"
         return f"not batch-invariant: the eager step runs ({why})"
     return "not batch-invariant: a LoRA layer of a kind the engine does not compute itself (DoRA, a bias on B, merged)"
