@@ -34,7 +34,7 @@ from persona_space.engine._requests import (
     ScoreRequest,
     Scores,
 )
-from persona_space.engine._routing import route_rows
+from persona_space.engine._routing import one_adapter, route_rows
 from persona_space.engine._score import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ROW_TOKENS, check_score_options, score_jobs
 from persona_space.engine._streams import choose_tokens
 from persona_space.errors import ConfigError
@@ -115,7 +115,14 @@ class HFBackend:
             pad_token_id=pad,
         )
         saved = getattr(base, "generation_config", None)
-        with torch.inference_mode(), route_rows(model.module, [r.adapter for r in batch]):
+        names = {r.adapter for r in batch}
+        only = next(iter(names)) if len(names) == 1 else None
+        routed = (
+            one_adapter(model.module, only)
+            if only is not None
+            else route_rows(model.module, [r.adapter for r in batch])
+        )
+        with torch.inference_mode(), routed:
             base.generation_config = GenerationConfig()  # no hub defaults (penalties, bad words) on the logits
             try:
                 output = base.generate(

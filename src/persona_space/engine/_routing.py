@@ -42,6 +42,27 @@ def route_rows(module: Any, rows: Sequence[str | None]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def one_adapter(module: Any, name: str) -> Iterator[None]:
+    """Every row of the block's passes through adapter ``name`` alone: PEFT's own single-adapter forward.
+
+    Faster than routing rows by name (no per-layer split of the batch); the active
+    adapter and every parameter's ``requires_grad`` are put back after.
+    """
+    check_routable(module, [name])
+    previous = getattr(module, "active_adapter", None)
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        if previous != name:
+            module.set_adapter(name)
+        yield
+    finally:
+        if previous != name and isinstance(previous, str):
+            module.set_adapter(previous)
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+@contextlib.contextmanager
 def adapters_off(module: Any) -> Iterator[None]:
     """Every adapter of a (PEFT) model off inside the block, restored after; a plain model is left alone."""
     disable = getattr(module, "disable_adapter", None)
