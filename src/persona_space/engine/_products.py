@@ -105,7 +105,6 @@ class LoraTerm:
 
     a: Weight
     b: Weight
-    dtype: torch.dtype  # the dtype the term is computed in (the model's)
     spans: tuple[tuple[int, int], ...]  # the output columns of each projection it adapts
 
 
@@ -123,13 +122,7 @@ class Product:
             term = self.terms.get(adapter) if adapter is not None else None
             if term is None:
                 continue
-            rows = x[first:end]
-            low = term.b.tiled(term.a.tiled(rows if rows.dtype == term.dtype else rows.to(term.dtype)))
-            block = out[first:end]
-            if low.dtype == block.dtype:
-                block += low
-            else:  # PEFT's order: the term in the adapter's dtype, the sum rounded to the output's
-                block.copy_((block.to(low.dtype) + low).to(block.dtype))
+            out[first:end] += term.b.tiled(term.a.tiled(x[first:end]))  # the term is in the input's dtype
         return out
 
     def split(self, x: torch.Tensor, segments: Sequence[Segment]) -> tuple[torch.Tensor, ...]:
@@ -159,18 +152,13 @@ def lora_parts(module: Any) -> tuple[Any, dict[str, tuple[Any, Any, float]]] | N
     return base, adapters
 
 
-def build(modules: Sequence[Any], *, pack: bool, fuse: bool) -> Product | None:
-    """One product for ``modules`` (projections of one input), or ``None`` where a module is unsupported.
-
-    ``fuse`` stacks their base weights into one product (with ``pack`` only: unpacked,
-    stacking would hold a second copy of the weights and gain nothing).
-    """
+def build(modules: Sequence[Any], *, pack: bool) -> Product | None:
+    """One product for ``modules`` (projections of one input, grouped by :func:`_fusions`), or ``None`` where a
+    module is unsupported. Several modules have their base weights stacked into one product."""
     parts = [lora_parts(m) for m in modules]
     if any(p is None for p in parts):
         return None
     bases = [p[0] for p in parts if p is not None]
-    if len(bases) > 1 and not (pack and fuse):
-        raise ValueError("unfused projections are separate products")
     with torch.no_grad():
         weight = torch.cat([b.weight for b in bases]) if len(bases) > 1 else bases[0].weight
         biases = [b.bias for b in bases]
@@ -205,12 +193,8 @@ def _term(members: list[tuple[int, Any, Any, float]], out_features: int, *, pack
         diagonal[first : first + rows, column : column + rank] = (b.weight.float() * scaling).to(dtype)
         spans.append((first, first + rows))
         column += rank
-    packable = pack and dtype in (torch.float32, torch.bfloat16)
     return LoraTerm(
-        Weight.of(stacked, None, pack=packable, whole=True),
-        Weight.of(diagonal, None, pack=packable, whole=True),
-        dtype,
-        tuple(spans),
+        Weight.of(stacked, None, pack=pack, whole=True), Weight.of(diagonal, None, pack=pack, whole=True), tuple(spans)
     )
 
 
@@ -234,24 +218,24 @@ def tiles_for(dtype: torch.dtype, shape: tuple[int, int], packed: bool, bias: bo
         x = torch.randn(biggest, in_features, generator=generator).to(dtype)
         want = weight.call(x)
 
-        def steady(size: int) -> bool:
+        def steady(size: int) -> tuple[bool, bool]:
+            """Whether the rows of a ``size``-row call are the same among other rows and alone, and as in 64."""
+            own = weight.call(x[:size])
             order = torch.randperm(size, generator=generator)
             mixed = torch.randn(size, in_features, generator=generator).to(dtype)
             keep = order[: size // 2]
             mixed[keep] = x[: size // 2]
             alone = x.new_zeros((size, in_features))
             alone[size - 1] = x[0]
-            return torch.equal(weight.call(mixed)[keep], weight.call(x[:size])[: size // 2]) and torch.equal(
-                weight.call(alone)[size - 1], weight.call(x[:size])[0]
+            here = torch.equal(weight.call(mixed)[keep], own[: size // 2]) and torch.equal(
+                weight.call(alone)[size - 1], own[0]
             )
+            return here, torch.equal(own, want[:size])
 
-        if not steady(TILE):
+        found = {size: steady(size) for size in TILES}
+        if not found[TILE][0]:
             return ()
-        if all(steady(size) and torch.equal(weight.call(x[:size]), want[:size]) for size in TILES[:-1]) and (
-            torch.equal(weight.call(x[:TILE]), want[:TILE])
-        ):
-            return TILES
-        return (TILE,)
+        return TILES if all(here and same for here, same in found.values()) else (TILE,)
 
 
 @dataclass
@@ -274,26 +258,20 @@ class Plan:
 
 def plan(stack: Any, pack: bool) -> Plan | None:
     """The products of ``stack``'s layers and head, or ``None`` where a module is of a kind not supported here."""
-
-    def group(modules: tuple[Any, ...]) -> list[Product] | None:
-        if pack:
-            fused = build(modules, pack=True, fuse=True)
-            return None if fused is None else [fused]
-        single = [build((m,), pack=False, fuse=False) for m in modules]
-        return None if any(p is None for p in single) else [p for p in single if p is not None]
-
-    layers = []
-    for layer in stack.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        qkv, gate_up = group((attn.q_proj, attn.k_proj, attn.v_proj)), group((mlp.gate_proj, mlp.up_proj))
-        o, down = build((attn.o_proj,), pack=pack, fuse=False), build((mlp.down_proj,), pack=pack, fuse=False)
-        if qkv is None or gate_up is None or o is None or down is None:
-            return None
-        layers.append(LayerProducts(qkv, o, gate_up, down))
-    head = build((stack.lm_head,), pack=pack, fuse=False)
-    if head is None:
+    built = [[build(group, pack=pack) for group in _fusions(modules, pack)] for modules in _groups(stack)]
+    if any(p is None for products in built for p in products):
         return None
-    return Plan(layers, head)
+    *per_layer, head = [[p for p in products if p is not None] for products in built]
+    layers = [
+        LayerProducts(qkv, o[0], gate_up, down[0]) for qkv, o, gate_up, down in zip(*[iter(per_layer)] * 4, strict=True)
+    ]
+    return Plan(layers, head[0])
+
+
+def _fusions(modules: tuple[Any, ...], pack: bool) -> list[tuple[Any, ...]]:
+    """The products ``modules`` make: one fused product when packed (unpacked, stacking would hold a second copy
+    of the weights and gain nothing), else one per module."""
+    return [modules] if pack and len(modules) > 1 else [(m,) for m in modules]
 
 
 def _groups(stack: Any) -> list[tuple[Any, ...]]:
@@ -313,21 +291,19 @@ def assess(stack: Any, pack: bool) -> tuple[bool, str] | None:
     """
     probes: set[tuple[torch.dtype, tuple[int, int], bool, bool]] = set()
     for modules in _groups(stack):
-        parts = [lora_parts(m) for m in modules]
-        if any(p is None for p in parts):
-            return None
-        found = [p for p in parts if p is not None]
-        products = [found] if pack and len(found) > 1 else [[p] for p in found]  # fused, or one per projection
-        for members in products:
+        for group in _fusions(modules, pack):
+            found = [lora_parts(m) for m in group]
+            if any(m is None for m in found):
+                return None
+            members = [m for m in found if m is not None]
             base = members[0][0]
             out = sum(int(m[0].out_features) for m in members)
             probes.add((base.weight.dtype, (out, int(base.in_features)), pack, base.bias is not None))
             for name in {n for m in members for n in m[1]}:
                 a = [m[1][name][0].weight for m in members if name in m[1]]
-                rank, dtype = sum(int(w.shape[0]) for w in a), base.weight.dtype  # terms run in the model's
-                packable = pack and dtype in (torch.float32, torch.bfloat16)
-                probes.add((dtype, (rank, int(base.in_features)), packable, False))
-                probes.add((dtype, (out, rank), packable, False))
+                rank = sum(int(w.shape[0]) for w in a)  # terms run in the base weights' dtype
+                probes.add((base.weight.dtype, (rank, int(base.in_features)), pack, False))
+                probes.add((base.weight.dtype, (out, rank), pack, False))
     found_tiles = {probe: tiles_for(*probe) for probe in sorted(probes, key=str)}
     failing = [probe for probe, tiles in found_tiles.items() if not tiles]
     if failing:

@@ -50,14 +50,24 @@ def one_adapter(module: Any, name: str) -> Iterator[None]:
     """
     check_routable(module, [name])
     previous = getattr(module, "active_adapter", None)
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    try:
+    with _grad_flags_kept(module):
         if previous != name:
             module.set_adapter(name)
+        try:
+            yield
+        finally:
+            if previous != name and isinstance(previous, str):
+                module.set_adapter(previous)
+
+
+@contextlib.contextmanager
+def _grad_flags_kept(module: Any) -> Iterator[None]:
+    """Every parameter's ``requires_grad`` put back after the block (PEFT's adapter switches make adapters
+    trainable)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
         yield
     finally:
-        if previous != name and isinstance(previous, str):
-            module.set_adapter(previous)
         for param, flag in flags:
             param.requires_grad_(flag)
 
@@ -67,15 +77,9 @@ def adapters_off(module: Any) -> Iterator[None]:
     """Every adapter of a (PEFT) model off inside the block, restored after; a plain model is left alone."""
     disable = getattr(module, "disable_adapter", None)
     if callable(disable) and getattr(module, "peft_config", None):  # also an adapter being trained
-        # PEFT re-enables the adapters on exit through ``set_adapter``, which also makes
-        # them trainable; put every parameter's ``requires_grad`` back as it was.
-        flags = [(p, p.requires_grad) for p in module.parameters()]
-        try:
-            with disable():
-                yield
-        finally:
-            for param, flag in flags:
-                param.requires_grad_(flag)
+        # PEFT re-enables the adapters on exit through ``set_adapter``, which also makes them trainable
+        with _grad_flags_kept(module), disable():
+            yield
     else:
         yield
 

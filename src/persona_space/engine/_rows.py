@@ -111,11 +111,9 @@ def forward(
 
 def head(stack: DecoderStack, hidden: torch.Tensor, adapters: Sequence[str | None]) -> torch.Tensor:
     """Final norm and vocabulary head of rows whose adapters are ``adapters``, in float32, in the rows' order."""
-    assert stack.plan is not None
     order, segments = sort_rows(adapters)
     index = torch.tensor(order, device=hidden.device)
-    logits = stack.plan.head(_final_norm(stack, hidden[index]), segments).float()
-    return _unsort(logits, index)
+    return _sorted_head(stack, hidden[index], segments, index)
 
 
 def decode(
@@ -129,9 +127,7 @@ def decode(
     order, segments = sort_rows(adapters)
     index = torch.tensor(order, device=stack.device)
     hidden = forward(stack, cache, tokens[index], positions[index].to(torch.int64).contiguous(), index, segments)
-    assert stack.plan is not None
-    logits = stack.plan.head(_final_norm(stack, hidden), segments).float()
-    return _unsort(logits, index)
+    return _sorted_head(stack, hidden, segments, index)
 
 
 def prefill(
@@ -153,8 +149,9 @@ def prefill(
     copied to the other slots of its samples; a shared prefix is copied in first.
     """
     sizes = [int(x) for x in lengths.tolist()]
+    jobs = list(zip(dst_slots.tolist(), src_rows.tolist(), strict=True))  # (slot, prompt) of every job
     home: dict[int, int] = {}
-    for slot, row in zip(dst_slots.tolist(), src_rows.tolist(), strict=True):
+    for slot, row in jobs:
         home.setdefault(int(row), int(slot))
     homes = [home[r] for r in range(len(sizes))]
     device = stack.device
@@ -172,20 +169,21 @@ def prefill(
     hidden = forward(stack, cache, flat, positions, slots, segments)
     ends = torch.tensor([sizes[r] for r in order], device=device).cumsum(0) - 1
     last = _unsort(hidden[ends], torch.tensor(order, device=device))
-    copies = [(int(slot), home[int(row)]) for slot, row in zip(dst_slots.tolist(), src_rows.tolist(), strict=True)]
-    copies = [(d, h) for d, h in copies if d != h]
+    copies = [(int(slot), home[int(row)]) for slot, row in jobs if int(slot) != home[int(row)]]
     if copies:
         dst, src = zip(*copies, strict=True)
         cache.move(torch.tensor(dst, device=device), torch.tensor(src, device=device))
     return last
 
 
-def _final_norm(stack: DecoderStack, hidden: torch.Tensor) -> torch.Tensor:
-    """The model's final RMS norm, one row at a time (the fused kernel)."""
-    assert stack.native is not None
-    out = torch.empty_like(hidden)
-    stack.native.add_rms_norm(hidden.contiguous(), None, stack.norm.weight, out, stack.norm.variance_epsilon)
-    return out
+def _sorted_head(
+    stack: DecoderStack, hidden: torch.Tensor, segments: Sequence[Segment], index: torch.Tensor
+) -> torch.Tensor:
+    """Float32 logits of rows sorted by adapter (the final RMS norm one row at a time), put back in order."""
+    assert stack.native is not None and stack.plan is not None
+    normed = torch.empty_like(hidden)
+    stack.native.add_rms_norm(hidden.contiguous(), None, stack.norm.weight, normed, stack.norm.variance_epsilon)
+    return _unsort(stack.plan.head(normed, segments).float(), index)
 
 
 def _unsort(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
