@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import persona_space as ps
 from conftest import make_lora
@@ -172,3 +173,22 @@ def test_the_eager_step_states_it_is_not_invariant(models: dict[str, Any], monke
     stack = DecoderStack(models["float32"].base_module, build=False)
     assert not stack.invariant and "eager step" in stack.invariance
     assert not CPUBackend(models["float32"]).capabilities.batch_invariant
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_rows_product_is_the_same_in_a_call_of_every_size(dtype: torch.dtype, packed: bool) -> None:
+    from persona_space.engine._products import TILE, TILES, Weight
+
+    generator = torch.Generator().manual_seed(3)
+    try:
+        weight = Weight.of(torch.randn(96, 40, generator=generator).to(dtype), None, pack=packed)
+    except RuntimeError as error:  # the engine checks packing the same way and goes unpacked
+        pytest.skip(f"this torch build cannot prepack {dtype} weights on this CPU: {error}")
+    if not weight.tiles:
+        pytest.skip(f"{dtype} products depend on the other rows of a call on this CPU; the engine states so")
+    assert weight.tiles[-1] == TILE and set(weight.tiles) <= set(TILES)
+    x = torch.randn(2 * TILES[0] + 37, 40, generator=generator).to(dtype)
+    alone = torch.cat([weight.tiled(x[i : i + 1]) for i in range(len(x))])
+    for rows in (1, 7, 16, 64, 100, TILES[0], len(x)):
+        assert torch.equal(weight.tiled(x[:rows]), alone[:rows]), rows

@@ -5,10 +5,12 @@ shape of the call: the same row multiplied in a batch of 3 and in a batch of 64
 can differ in its last bits (MKL's float32 ``F.linear`` uses three kernels for 1,
 2-3 and 4+ rows on the CPUs measured), and sampling by inverse CDF turns such a
 difference into another token. Here every product runs in calls of a few fixed
-sizes (:data:`TILES`: 64, 32 and 16 rows, the last padded with zero rows), only
-after a one-off probe per weight shape has found on this CPU that a row's result
-is the same in a call of any of them, whatever the call's other rows and the row's
-place in it (:func:`tiles_for`).
+sizes (:data:`TILES`: 256, 128, 64, 32 and 16 rows, the last padded with zero
+rows), each size only after a one-off probe per weight shape has found on this CPU
+that a row's result in a call of that size is the same as in a 16-row call, whatever
+the call's other rows and the row's place in it (:func:`tiles_for`). Large calls
+matter where a step reads every weight from memory: a 128-row step in two 64-row
+calls reads the weights twice.
 
 Every row's base product runs through the same weights whether or not adapters
 are attached (the prepacked copy of a LoRA-wrapped layer's ``base_layer``), and an
@@ -31,12 +33,13 @@ import torch.nn.functional as F
 
 from persona_space.engine._packing import _packed_linear, _reorder
 
-TILES: tuple[int, ...] = (64, 32, 16)
-"""The call sizes products run at: rows in calls of 64, then 32, then 16 (the last padded with zero rows).
+TILES: tuple[int, ...] = (256, 128, 64, 32, 16)
+"""The call sizes products may run at, largest first (the last call padded with zero rows).
 
-Used only where a probe on this CPU finds a row's result the same in a call of any of
-these sizes (and whatever the call's other rows); where only 16-row calls pass, every
-call is 16 rows; where none does, products are plain calls and not invariant.
+A size is used only where a probe on this CPU finds a row's result in a call of that
+size the same as in a 16-row call (and whatever the call's other rows); where only
+16-row calls pass, every call is 16 rows; where none does, products are plain calls
+and not invariant.
 """
 TILE = TILES[-1]
 
@@ -200,26 +203,25 @@ def _term(members: list[tuple[int, Any, Any, float]], out_features: int, *, pack
 
 @functools.cache
 def tiles_for(dtype: torch.dtype, shape: tuple[int, int], packed: bool, bias: bool) -> tuple[int, ...]:
-    """The call sizes at which a row's product through a weight of this kind is the same on this CPU.
+    """The call sizes of :data:`TILES` at which a row's product through a weight of this kind is the same on this CPU.
 
     Probed once per (dtype, shape, packing, bias) on random inputs (a kernel is chosen
-    by the call's shape, not its values): at each size, a tile's rows against the same
-    rows shuffled among others and one row alone in a padded call; across sizes, the
-    rows of a 64-row call against the same rows in calls of 32 and 16. :data:`TILES`
-    where all agree, ``(16,)`` where 16-row calls alone pass, ``()`` where they do not.
+    by the call's shape, not its values). A size passes where a call's rows are the
+    same shuffled among other rows, the same alone in a padded call, and the same as
+    the rows of 16-row calls over the same inputs. The passing sizes, largest first;
+    ``()`` where 16-row calls do not pass (products then run as plain calls).
     """
     generator = torch.Generator().manual_seed(0)
     out_features, in_features = shape
     raw = (torch.randn(out_features, in_features, generator=generator) * in_features**-0.5).to(dtype)
     plain = Weight(raw, torch.randn(out_features, generator=generator).to(dtype) if bias else None, False, shape)
     weight = Weight(_reorder(raw), plain.bias, True, shape) if packed else plain
-    biggest = TILES[0]
     with torch.no_grad():
-        x = torch.randn(biggest, in_features, generator=generator).to(dtype)
-        want = weight.call(x)
+        x = torch.randn(TILES[0], in_features, generator=generator).to(dtype)
+        reference = torch.cat([weight.call(x[first : first + TILE]) for first in range(0, TILES[0], TILE)])
 
-        def steady(size: int) -> tuple[bool, bool]:
-            """Whether the rows of a ``size``-row call are the same among other rows and alone, and as in 64."""
+        def steady(size: int) -> bool:
+            """Whether a ``size``-row call's rows are the same among other rows, alone, and as in 16-row calls."""
             own = weight.call(x[:size])
             order = torch.randperm(size, generator=generator)
             mixed = torch.randn(size, in_features, generator=generator).to(dtype)
@@ -227,15 +229,15 @@ def tiles_for(dtype: torch.dtype, shape: tuple[int, int], packed: bool, bias: bo
             mixed[keep] = x[: size // 2]
             alone = x.new_zeros((size, in_features))
             alone[size - 1] = x[0]
-            here = torch.equal(weight.call(mixed)[keep], own[: size // 2]) and torch.equal(
-                weight.call(alone)[size - 1], own[0]
+            return (
+                torch.equal(own, reference[:size])
+                and torch.equal(weight.call(mixed)[keep], own[: size // 2])
+                and torch.equal(weight.call(alone)[size - 1], own[0])
             )
-            return here, torch.equal(own, want[:size])
 
-        found = {size: steady(size) for size in TILES}
-        if not found[TILE][0]:
+        if not steady(TILE):
             return ()
-        return TILES if all(here and same for here, same in found.values()) else (TILE,)
+        return (*(size for size in TILES[:-1] if steady(size)), TILE)
 
 
 @dataclass
