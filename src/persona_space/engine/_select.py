@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from persona_space.engine._host import Host
@@ -58,6 +59,14 @@ def resolve_backend(
         batch_tokens=batch_tokens,
         max_row_tokens=max_row_tokens,
     )
+
+
+def require_adapters(backend: Backend, adapters: Iterable[str | None]) -> None:
+    """Refuse, before anything is written, attached adapters the backend cannot generate with (its own
+    ``check_adapters``, where it has one: the ``vllm`` backend refuses LoRA on the vocabulary head)."""
+    check = getattr(backend, "check_adapters", None)
+    if callable(check):
+        check([a for a in adapters if a is not None])
 
 
 def require_generation(backend: Backend, model: Host) -> None:

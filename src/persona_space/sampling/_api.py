@@ -13,7 +13,7 @@ import pandas as pd
 
 from persona_space.adapters import ConditionsLike, expand_conditions
 from persona_space.constants import BASE, DEFAULT_BOOT
-from persona_space.engine import BackendLike, require_generation, resolve_backend
+from persona_space.engine import BackendLike, require_adapters, require_generation, resolve_backend
 from persona_space.errors import ConfigError
 from persona_space.models import LoadedModel
 from persona_space.probes import Probe, ProbeSet
@@ -202,6 +202,7 @@ def run_sample(
     require_generation(engine, model)  # before anything is attached or written
     members = expand_conditions({BASE: None} if adapters is None else adapters)
     routes = model.adapters.attach_members(members)
+    require_adapters(engine, routes.values())  # before anything is written
     described = model.describe()
     parameters = {
         "model": {k: v for k, v in described.items() if k not in ("adapters", "source", "device")},
