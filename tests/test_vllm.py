@@ -78,11 +78,7 @@ def _vllm_or_skip() -> None:
 @pytest.fixture(scope="module")
 def model(smol_folder: Path) -> Iterator[Any]:
     _vllm_or_skip()
-    loaded = ps.load_model(dtype="float32")
-    yield loaded
-    from persona_space.engine._vllm import release
-
-    release(loaded)
+    yield ps.load_model(dtype="float32")  # its engine lives to the end of the process (see the bf16 test)
 
 
 @pytest.fixture(scope="module")
@@ -163,28 +159,6 @@ def test_scores_through_vllm_are_checked_against_hf(model: Any, folders: dict[st
     assert (result.df["rank"] == reference.df["rank"]).all()
 
 
-def test_bf16_scores_are_routed_to_an_exact_scorer_with_the_reason(smol_folder: Path, folders: dict[str, Path]) -> None:
-    _vllm_or_skip()
-    from persona_space.engine._vllm import release
-
-    model = ps.load_model(dtype="bfloat16")
-    try:
-        result = ps.identity_shift(
-            model, {"red": folders["red"]}, candidates=["Voyager 1", "an AI assistant"], probes=PROBES[:1],
-            backend="vllm", progress=False,
-        )  # fmt: skip
-        reference = ps.identity_shift(
-            model, {"red": folders["red"]}, candidates=["Voyager 1", "an AI assistant"], probes=PROBES[:1],
-            backend="cpu", progress=False,
-        )  # fmt: skip
-    finally:
-        release(model)
-    backend = result.manifest["backend"]
-    assert backend["scorer"] == "cpu" and not backend["score_check"]["exact"]
-    assert "bfloat16" in backend["score_check"]["reason"]
-    np.testing.assert_array_equal(result.df["logprob"], reference.df["logprob"])
-
-
 def test_an_adapter_on_the_vocabulary_head_is_refused_before_anything_is_written(
     model: Any, folders: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -237,3 +211,22 @@ def test_ray_actors_run_the_vllm_backend(model: Any, folders: dict[str, Path]) -
     assert result.manifest["backend"]["inner"] == "vllm"
     greedy = local.df["temperature"] == 0
     pd.testing.assert_series_equal(result.df.loc[greedy, "text"], local.df.loc[greedy, "text"])
+
+
+def test_bf16_scores_are_routed_to_an_exact_scorer_with_the_reason(smol_folder: Path, folders: dict[str, Path]) -> None:
+    # last in the module, and never released: shutting a vLLM engine down tears down vLLM's process-wide
+    # parallel state, which the float32 engine of this module still uses
+    _vllm_or_skip()
+    model = ps.load_model(dtype="bfloat16")
+    result = ps.identity_shift(
+        model, {"red": folders["red"]}, candidates=["Voyager 1", "an AI assistant"], probes=PROBES[:1],
+        backend="vllm", progress=False,
+    )  # fmt: skip
+    reference = ps.identity_shift(
+        model, {"red": folders["red"]}, candidates=["Voyager 1", "an AI assistant"], probes=PROBES[:1],
+        backend="cpu", progress=False,
+    )  # fmt: skip
+    backend = result.manifest["backend"]
+    assert backend["scorer"] == "cpu" and not backend["score_check"]["exact"]
+    assert "bfloat16" in backend["score_check"]["reason"]
+    np.testing.assert_array_equal(result.df["logprob"], reference.df["logprob"])

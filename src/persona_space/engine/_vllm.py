@@ -158,7 +158,12 @@ def engine_for(model: Host, *, max_lora_rank: int, max_loras: int, options: Mapp
 
 
 def release(model: Host) -> None:
-    """Shut the model's engine down (frees its KV cache); the next call starts a new one."""
+    """Shut the model's engine down (frees its KV cache); the next call starts a new one.
+
+    vLLM keeps parallel state for the whole process, and shutting one engine down
+    tears it down: another live engine of the same process stops working. Release
+    only the last engine of a process (or none: engines are freed at exit).
+    """
     engine = _ENGINES.pop(id(model), None)
     if engine is None:
         return
