@@ -235,6 +235,12 @@ def adapter_rows(
     return rows
 
 
+def recorded(measured: tuple[float, int], sizes: list[int]) -> float:
+    """The rate of a :func:`library_rate` result, its batch size appended to ``sizes``."""
+    sizes.append(measured[1])
+    return measured[0]
+
+
 def median_of(repeats: int, measure: Callable[[int], float]) -> tuple[float, list[float]]:
     """Median of ``repeats`` measurements (this machine's timings vary by +-20 % run to run)."""
     values = [measure(i) for i in range(repeats)]
@@ -264,13 +270,7 @@ def main() -> None:
     library_rate(model, ps.probes.ProbeSet("warmup", probes.probes[:4]), 1)  # first-call costs out of the timing
     repeats = 1 if args.quick else 3
     sizes: list[int] = []
-
-    def measure(i: int) -> float:
-        rate, size = library_rate(model, probes, 1, seed=i)
-        sizes.append(size)
-        return rate
-
-    lib, lib_all = median_of(repeats, measure)
+    lib, lib_all = median_of(repeats, lambda i: recorded(library_rate(model, probes, 1, seed=i), sizes))
     seconds = len(prompts) * NEW_TOKENS / lib  # the median run's time
     slots = sizes[-1]
     batched, batched_all = median_of(max(1, repeats - 1), lambda i: batched_rate(model, prompts))
@@ -330,13 +330,7 @@ def main() -> None:
     shared = ps.probes.ProbeSet("bench16", probes.probes[:16])
     shared_prompts = [prompts[i] for i in range(16) for _ in range(16)]
     sizes16: list[int] = []
-
-    def measure16(i: int) -> float:
-        rate, size = library_rate(model, shared, 16, seed=i)
-        sizes16.append(size)
-        return rate
-
-    lib16, lib16_all = median_of(repeats, measure16)
+    lib16, lib16_all = median_of(repeats, lambda i: recorded(library_rate(model, shared, 16, seed=i), sizes16))
     batched16, _ = median_of(1, lambda i: batched_rate(model, shared_prompts))
     slots16 = sizes16[-1]
     distinct16 = sorted(set(map(tuple, prompts[:16])))

@@ -186,7 +186,7 @@ class _StreamPicker:
         return forced
 
 
-def _completion(request: GenerateRequest, new: np.ndarray, stop_ids: frozenset[int]) -> Completion:
+def _completion(request: GenerateRequest, new: np.ndarray | Sequence[int], stop_ids: frozenset[int]) -> Completion:
     tokens = [int(t) for t in new[: request.max_new_tokens]]
     reason: FinishReason = "length"
     for i, token in enumerate(tokens):

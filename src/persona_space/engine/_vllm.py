@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from persona_space.engine._hf import _completion
 from persona_space.engine._host import Host
 from persona_space.engine._requests import (
     Capabilities,
     Completion,
-    FinishReason,
     GenerateRequest,
     OnComplete,
     OnTokens,
@@ -317,7 +317,7 @@ class VLLMBackend:
     def score(self, requests: Sequence[ScoreRequest], *, on_scored: OnTokens | None = None) -> list[Scores]:
         if not requests:
             return []
-        refused = sorted({r.adapter for r in requests if r.adapter is not None and self._refused(r.adapter)})
+        refused = sorted(a for a in {r.adapter for r in requests} - {None} if a is not None and self._refused(a))
         if refused:  # vLLM would score them without their head: the exact scorer does it
             self.last_scorer = self._fallback_name()
             self.refused_scoring = f"adapters {refused} adapt the vocabulary head or embeddings"
@@ -465,14 +465,3 @@ def params_of(request: GenerateRequest, stops: list[int]) -> Any:
         detokenize=False,
         output_kind=RequestOutputKind.DELTA,
     )
-
-
-def _completion(request: GenerateRequest, tokens: list[int], stop_ids: frozenset[int]) -> Completion:
-    """The request's tokens up to (not including) its first stop token."""
-    kept = tokens[: request.max_new_tokens]
-    reason: FinishReason = "length"
-    for i, token in enumerate(kept):
-        if token in stop_ids:
-            kept, reason = kept[:i], "stop"
-            break
-    return Completion(key=request.key, token_ids=tuple(kept), finish_reason=reason)
