@@ -12,6 +12,7 @@ the CPU kind it was measured on (AVX-512) and is reported elsewhere.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -192,6 +193,30 @@ def test_progress_counts_tokens_as_they_are_made_and_stops_at_the_end_of_turn(mo
         assert completion.finish_reason == ("stop" if len(completion.token_ids) < 40 else "length")
     stopped = sum(len(c.token_ids) + (c.finish_reason == "stop") for c in completions)
     assert sum(counts) == stopped  # every token made, the end-of-turn ones included, counted once
+
+
+def test_grpo_rollouts_through_vllm_serve_the_adapter_of_each_step(model: Any, tmp_path: Path) -> None:
+    from persona_space.engine._vllm import _ENGINES
+
+    spec = ps.GrpoSpec(steps=2, prompts_per_step=2, num_generations=2, max_completion_length=8, beta=0.0,
+                       learning_rate=1e-3)  # fmt: skip
+    seen: list[str] = []
+
+    def shorter(prompts: list[str], responses: list[str]) -> list[float]:
+        seen.extend(responses)
+        return [-float(len(r)) for r in responses]
+
+    backend = resolve_backend(model, "vllm")
+    info = ps.train_grpo(model, PROBES, reward=shorter, store=tmp_path / "g", grpo=spec, backend=backend,
+                         progress=False)  # fmt: skip
+    served = [key for key in _ENGINES[id(model)].lora_ids if key[0] == "default"]
+    assert len(served) == 2  # one LoRARequest per step, each with the adapter as that step left it
+    assert len(seen) == 8 and any(seen)
+    log = pd.read_parquet(tmp_path / "g" / "tables" / "training_log.parquet")
+    assert len(log) == 2 and (log["rollout_tokens"] > 0).all()
+    assert not (tmp_path / "g" / "rollouts").exists() and info.name in model.adapters
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert manifest["parameters"]["rollouts"] == "vllm" and manifest["rollouts"]["backend"]["name"] == "vllm"
 
 
 @pytest.mark.skipif(os.environ.get("PERSONA_SPACE_VLLM_RAY", "1") == "0", reason="PERSONA_SPACE_VLLM_RAY=0")

@@ -78,6 +78,24 @@ def adapter_sha256(path: str | os.PathLike[str]) -> str:
     return hash_files(files, root=folder)
 
 
+def info_for_folder(
+    name: str, path: str | os.PathLike[str], *, config: Mapping[str, Any] | None = None, sha256: str | None = None
+) -> AdapterInfo:
+    """What an adapter folder is (its hash, base model, rank and targets), under ``name``; ``config`` and
+    ``sha256`` where the caller has read them already."""
+    folder = Path(path)
+    config = read_adapter_config(folder) if config is None else config
+    targets = config.get("target_modules") or ()
+    return AdapterInfo(
+        name=name,
+        path=str(folder.resolve()),
+        sha256=adapter_sha256(folder) if sha256 is None else sha256,
+        base_model=config.get("base_model_name_or_path"),
+        rank=config.get("r"),
+        target_modules=tuple(sorted(targets)) if isinstance(targets, list) else (str(targets),),
+    )
+
+
 def weights_file(folder: Path) -> Path | None:
     for candidate in WEIGHT_FILES:
         if (folder / candidate).is_file():

@@ -26,6 +26,7 @@ from persona_space.adapters import (
     AdapterInfo,
     Member,
     adapter_sha256,
+    info_for_folder,
     read_adapter_config,
     validate_name,
     weights_file,
@@ -113,15 +114,7 @@ class AdapterSet(Mapping[str, AdapterInfo]):
         # In memory the adapter points at the loaded model's files: a later save of every adapter (a
         # trainer's checkpoint) looks for the base config there, and would ask the Hub about a bare name.
         host.module.peft_config[name].base_model_name_or_path = host.source
-        targets = config.get("target_modules") or ()
-        self._infos[name] = AdapterInfo(
-            name=name,
-            path=str(folder.resolve()),
-            sha256=sha,
-            base_model=config.get("base_model_name_or_path"),
-            rank=config.get("r"),
-            target_modules=tuple(sorted(targets)) if isinstance(targets, list) else (str(targets),),
-        )
+        self._infos[name] = info_for_folder(name, folder, config=config, sha256=sha)
         return name
 
     def detach(self, name: str) -> None:

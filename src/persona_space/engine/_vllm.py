@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from persona_space.adapters import AdapterInfo
 from persona_space.engine._hf import _completion
 from persona_space.engine._host import Host
 from persona_space.engine._requests import (
@@ -216,6 +217,7 @@ class VLLMBackend:
         self.max_row_tokens = max_row_tokens
         self.last_scorer: str | None = None
         self.refused_scoring: str | None = None  # why the last scoring call went to the exact scorer, if for adapters
+        self.served: dict[str, AdapterInfo] = {}
 
     @property
     def capabilities(self) -> Capabilities:
@@ -234,8 +236,26 @@ class VLLMBackend:
 
     # -- the engine -------------------------------------------------------------------------------
 
+    def serve(self, info: AdapterInfo) -> None:
+        """Generate ``info.name`` from ``info.path``, an adapter folder that is not attached to the model.
+
+        What GRPO rollouts use: the adapter being trained is saved at each step and
+        served under its training name; a new hash gives a new ``LoRARequest`` id, so
+        the engine loads the new weights. A served name wins over an attached one.
+        """
+        if not isinstance(info, AdapterInfo):
+            raise ConfigError(f"serve takes an AdapterInfo (adapters.info_for_folder), got {info!r:.80}")
+        self.served[info.name] = info
+        self.check_adapters([info.name])
+
+    def _info(self, name: str) -> AdapterInfo:
+        info = self.served.get(name) or self.model.adapters.get(name)
+        if info is None:
+            raise ConfigError(f"adapter {name!r} is not attached; attached: {sorted(self.model.adapters)}")
+        return info
+
     def _engine(self) -> Engine:
-        ranks = [info.rank for info in self.model.adapters.values()]
+        ranks = [info.rank for info in (*self.model.adapters.values(), *self.served.values())]
         return engine_for(
             self.model,
             max_lora_rank=lora_rank_for(ranks),
@@ -254,9 +274,7 @@ class VLLMBackend:
                 )
 
     def _refused(self, name: str) -> list[str]:
-        info = self.model.adapters.get(name)
-        if info is None:
-            raise ConfigError(f"adapter {name!r} is not attached; attached: {sorted(self.model.adapters)}")
+        info = self._info(name)
         return sorted({t for t in info.target_modules for u in UNSUPPORTED_TARGETS if t == u or t.endswith("." + u)})
 
     def _lora(self, engine: Engine, name: str | None) -> Any:
@@ -265,7 +283,7 @@ class VLLMBackend:
         self.check_adapters([name])
         from vllm.lora.request import LoRARequest
 
-        info = self.model.adapters[name]
+        info = self._info(name)
         return LoRARequest(name, engine.lora_id(name, info.sha256), info.path)
 
     # -- generation -------------------------------------------------------------------------------

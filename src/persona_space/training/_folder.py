@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 MANIFEST = MANIFEST_FILE
 PARAMS = "training_params.json"
 CHECKPOINTS = "checkpoints"
+ROLLOUTS = "rollouts"  # GRPO: the adapter being trained, saved each step for a backend with its own model copy
 LEGACY_LOSS_TABLE = "training_log.csv"  # schema 3 and older
 PROBE_LOG = "probe_log.jsonl"
 _OWN_FILES = {
@@ -54,6 +55,7 @@ _OWN_FILES = {
     LEGACY_MANIFEST_FILE,
     PARAMS,
     CHECKPOINTS,
+    ROLLOUTS,
     TABLES,
     LEGACY_LOSS_TABLE,
     PROBE_LOG,
@@ -230,7 +232,10 @@ def write_loss_table(log_history: list[dict[str, Any]], out: Path) -> list[dict[
     """The training-loss history (one row per logged step) as ``out``'s loss table; returns the rows."""
     import pandas as pd
 
-    keep = ("step", "epoch", "loss", "learning_rate", "grad_norm", "mean_token_accuracy", "num_tokens", "reward")
+    keep = (
+        "step", "epoch", "loss", "learning_rate", "grad_norm", "mean_token_accuracy", "num_tokens", "reward",
+        "rollout_tokens", "rollout_seconds",
+    )  # fmt: skip
     rows = []
     for entry in log_history:
         if "loss" not in entry and "reward" not in entry:
@@ -272,6 +277,7 @@ def finish(
     write_result(out, manifest, {LOSS_TABLE: log if log is not None else empty_loss_log()})
     if not keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(out / ROLLOUTS, ignore_errors=True)
     (out / PARAMS).unlink(missing_ok=True)
 
 

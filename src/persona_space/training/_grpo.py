@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from persona_space._compat import renamed_keywords
 from persona_space.chat import _merge_system, build_messages, system_mode
+from persona_space.engine import BackendLike, end_of_turn_id
 from persona_space.errors import ConfigError
 from persona_space.probes import ProbeSet
 from persona_space.provenance import sha256_json
 from persona_space.rewards import Reward, as_trl_reward, describe_reward
 from persona_space.training import _folder
+from persona_space.training._rollouts import TRL_ROLLOUTS, EngineRollouts, prompt_key, rollout_backend
 from persona_space.training._sft import _attach_finished, resolve_precision
 from persona_space.training._specs import GrpoOptions, GrpoSpec, LoraSpec, check_targets, spec_from_options
 
@@ -35,6 +37,37 @@ if TYPE_CHECKING:
 # TRL's GRPO copies the adapter named "default" into a frozen "ref" adapter for the KL term, so the
 # adapter is trained under that name and attached under its own name from the saved folder.
 TRAINING_NAME = "default"
+
+
+def epoch_seeded(sampler: Any) -> Any:
+    """TRL's prompt sampler, with each epoch's order drawn from a generator seeded by (seed, epoch).
+
+    TRL draws every epoch's order from one generator, and transformers does not replay
+    earlier epochs on resume, so a run resumed after its first epoch would see the
+    first epoch's order again. Seeded by epoch (transformers calls ``set_epoch``), a
+    resumed run sees the order the uninterrupted one saw; the first epoch's is TRL's.
+    """
+    seed, generator = getattr(sampler, "seed", None), getattr(sampler, "generator", None)
+    if seed is None or generator is None:
+        return sampler
+
+    def set_epoch(epoch: int) -> None:
+        generator.manual_seed(int(seed) + int(epoch))
+
+    sampler.set_epoch = set_epoch
+    return sampler
+
+
+def _trainer_class() -> type:
+    with warnings.catch_warnings():  # TRL's note on vLLM versions is for its own vLLM modes, not used here
+        warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
+        from trl.trainer.grpo_trainer import GRPOTrainer
+
+    class Trainer(GRPOTrainer):  # type: ignore[misc]
+        def _get_train_sampler(self, dataset: Any = None) -> Any:
+            return epoch_seeded(super()._get_train_sampler(dataset))
+
+    return Trainer
 
 
 def _prompt_set(prompts: ProbeSet | Sequence[str] | str) -> ProbeSet:
@@ -60,6 +93,7 @@ def train_grpo(
     name: str | None = None,
     progress: bool = True,
     keep_checkpoints: bool = False,
+    backend: BackendLike = "auto",
     **options: Unpack[GrpoOptions],
 ) -> AdapterInfo:
     """Steer ``model`` with GRPO on ``prompts`` to maximise ``reward``; attach and return the adapter.
@@ -73,6 +107,12 @@ def train_grpo(
     the fields of :class:`GrpoSpec`, validated into one; a recipe already built is
     passed whole as ``grpo=GrpoSpec(...)`` (not both). ``store`` becomes the adapter
     folder, resumed by the same call after a crash.
+
+    ``backend`` generates the rollouts (:mod:`persona_space.training._rollouts`):
+    ``"auto"``, ``"cpu"``, ``"hf"`` or ``"vllm"``, with the adapter being trained
+    and a random stream per answer (a resumed run draws the same answers), or
+    ``"trl"`` for TRL's own ``generate`` on the training module. The loss table
+    records each step's rollout tokens and seconds.
 
     >>> from persona_space.judges import RuleJudge                                      # doctest: +SKIP
     >>> train_grpo(model, "steering", reward=IdentityReward(RuleJudge()), store="runs/steer")  # doctest: +SKIP
@@ -88,6 +128,7 @@ def train_grpo(
     _folder.check_trainable(model, _folder.adapter_name_for(Path(store), name), reserved=(TRAINING_NAME, "ref"))
     check_targets(lora or LoraSpec(), model.base_module)
     probes = _prompt_set(prompts)
+    engine = rollout_backend(model, backend)
     if len(probes) < spec.prompts_per_step:
         raise ConfigError(
             f"prompts_per_step={spec.prompts_per_step} but only {len(probes)} prompt(s) given; "
@@ -97,7 +138,7 @@ def train_grpo(
     adapter_name = _folder.adapter_name_for(out_path, name)
     system_prompt = model.system_prompt if spec.system_prompt is None else spec.system_prompt
     dtype, autocast, why = resolve_precision(spec.precision, model)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for probe in probes:
         messages = build_messages(probe.prompt, system_prompt=system_prompt)
         if system_mode(model.tokenizer) == "merged":
@@ -111,6 +152,7 @@ def train_grpo(
             "prompts": {"name": probes.name, "count": len(probes), "sha256": sha256_json([r["prompt"] for r in rows])},
             "reward": describe_reward(reward),
             "spec": spec.to_dict(),
+            "rollouts": TRL_ROLLOUTS if engine is None else engine.name,
         }
     )
     state = _folder.prepare(out_path, params)
@@ -118,8 +160,10 @@ def train_grpo(
         return _attach_finished(model, out_path, adapter_name)
 
     from datasets import Dataset
-    from trl.trainer.grpo_config import GRPOConfig
-    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    with warnings.catch_warnings():  # TRL's note on vLLM versions is for its own vLLM modes, not used here
+        warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
+        from trl.trainer.grpo_config import GRPOConfig
 
     resume = _folder.last_checkpoint(out_path) if state == "resume" else None
     config = GRPOConfig(
@@ -137,19 +181,34 @@ def train_grpo(
         log_completions=False,
     )
     _folder.one_device(config, model)
+    rollouts = None
+    if engine is not None:
+        rollouts = EngineRollouts(
+            backend=engine,
+            tokenizer=model.tokenizer,
+            adapter=TRAINING_NAME,
+            probe_ids={prompt_key(r["prompt"]): r["probe_id"] for r in rows},
+            seed=seed,
+            temperature=spec.temperature,
+            max_new_tokens=spec.max_completion_length,
+            end_of_turn=end_of_turn_id(model),
+            folder=out_path / _folder.ROLLOUTS,
+            base_model=_folder.base_model_id(model),
+        )
     started = time.perf_counter()
     with (
         _folder.quiet_datasets(not progress),
         _folder.trainable_adapter(model, TRAINING_NAME, lora, dtype, seed=seed) as peft,
     ):
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(use_cache=True|generation flags|pad token).*")
-            trainer = GRPOTrainer(
+            warnings.filterwarnings("ignore", message=".*(use_cache=True|generation flags|pad token|'rollout_func').*")
+            trainer = _trainer_class()(
                 model=peft,
                 reward_funcs=[cast(Any, as_trl_reward(reward))],
                 args=config,
                 train_dataset=Dataset.from_list(rows),
                 processing_class=model.tokenizer,
+                rollout_func=rollouts,
             )
             _folder.quiet_progress(trainer, progress)
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -164,6 +223,7 @@ def train_grpo(
             "seconds": round(time.perf_counter() - started, 3),
             "resumed_from": resume.name if resume else None,
         },
+        "rollouts": {"backend": TRL_ROLLOUTS} if rollouts is None else rollouts.summary(),
     }
     _folder.finish(out_path, params, model, why, results, keep_checkpoints=keep_checkpoints)
     return _attach_finished(model, out_path, adapter_name)
