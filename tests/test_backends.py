@@ -429,3 +429,22 @@ def test_vllm_backend_parts_that_need_no_engine(tiny_model: Any, monkeypatch: py
     assert _local.auto_backend_name(tiny_model) == "vllm"  # on a GPU where vLLM is installed
     with pytest.raises(ConfigError, match="inner must be"):
         RayBackend(tiny_model, inner="tpu")
+
+
+def test_ray_actors_running_vllm_refuse_head_adapters(tiny_model: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    import warnings
+
+    from conftest import make_lora
+
+    with warnings.catch_warnings():  # PEFT warns about a LoRA on a head tied to the embeddings
+        warnings.simplefilter("ignore", UserWarning)
+        head = make_lora(tiny_model_dir, tmp_path / "head", seed=1, extra_targets=("lm_head",))
+        tiny_model.load_adapter(head, name="head")
+    plain = make_lora(tiny_model_dir, tmp_path / "plain", seed=2)
+    tiny_model.load_adapter(plain, name="plain")
+    backend = RayBackend(tiny_model, inner="vllm")
+    backend.check_adapters(["plain"])
+    with pytest.raises(ps.errors.AdapterError, match="'head' targets \\['lm_head'\\]"):
+        backend.check_adapters(["plain", "head"])  # what sample() calls before it writes anything
+    RayBackend(tiny_model, inner="cpu").check_adapters(["head"])  # the cpu engine applies it

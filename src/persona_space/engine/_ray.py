@@ -109,6 +109,14 @@ class RayBackend:
 
         self.inner_name = auto_backend_name(model) if inner == "auto" else inner
 
+    def check_adapters(self, names: Sequence[str]) -> None:
+        """Refuse, before anything is written, attached adapters the actors' backend cannot apply (``vllm``: LoRA
+        on the vocabulary head or embeddings)."""
+        if self.inner_name == "vllm":
+            from persona_space.engine._vllm import check_vllm_adapters
+
+            check_vllm_adapters([self.model.adapters[n] for n in names if n in self.model.adapters])
+
     @property
     def capabilities(self) -> Capabilities:
         """The actors' backend's promises, as a local one states them for this model (actors on other kinds of

@@ -179,6 +179,23 @@ def _max_model_len(model: Host) -> int:
     return int(min(int(limit), 8192))
 
 
+def refused_targets(info: AdapterInfo) -> list[str]:
+    """The modules of ``info`` that vLLM does not apply LoRA to here (the vocabulary head, the embeddings)."""
+    return sorted({t for t in info.target_modules for u in UNSUPPORTED_TARGETS if t == u or t.endswith("." + u)})
+
+
+def check_vllm_adapters(infos: Sequence[AdapterInfo]) -> None:
+    """Refuse adapters with LoRA on the vocabulary head or embeddings, before anything is written (also what the
+    ``ray`` backend checks for actors running ``vllm``)."""
+    for info in infos:
+        refused = refused_targets(info)
+        if refused:
+            raise AdapterError(
+                f"adapter {info.name!r} targets {refused}; backend 'vllm' does not apply LoRA to the vocabulary head "
+                "or embeddings here; use backend 'cpu' or 'hf' for it"
+            )
+
+
 def lora_rank_for(ranks: Sequence[int | None]) -> int:
     """The smallest rank vLLM accepts that holds every adapter's rank (16 at least, room for a later one)."""
     needed = max([16, *(int(r) for r in ranks if r is not None)])
@@ -265,17 +282,10 @@ class VLLMBackend:
 
     def check_adapters(self, names: Sequence[str]) -> None:
         """Refuse attached adapters this backend cannot apply (LoRA on the vocabulary head or embeddings)."""
-        for name in names:
-            refused = self._refused(name)
-            if refused:
-                raise AdapterError(
-                    f"adapter {name!r} targets {refused}; backend 'vllm' does not apply LoRA to the vocabulary head "
-                    "or embeddings here; use backend 'cpu' or 'hf' for it"
-                )
+        check_vllm_adapters([self._info(name) for name in names])
 
     def _refused(self, name: str) -> list[str]:
-        info = self._info(name)
-        return sorted({t for t in info.target_modules for u in UNSUPPORTED_TARGETS if t == u or t.endswith("." + u)})
+        return refused_targets(self._info(name))
 
     def _lora(self, engine: Engine, name: str | None) -> Any:
         if name is None:
