@@ -238,6 +238,21 @@ def test_ray_actors_run_the_vllm_backend(model: Any, folders: dict[str, Path]) -
     pd.testing.assert_series_equal(result.df.loc[greedy, "text"], local.df.loc[greedy, "text"])
 
 
+def test_an_adapter_of_a_higher_rank_restarts_the_engine_in_the_same_process(
+    model: Any, smol_folder: Path, tmp_path: Path
+) -> None:
+    from persona_space.engine._vllm import _ENGINES
+
+    big = make_lora(smol_folder, tmp_path / "big", seed=5, r=64, scale=0.4)
+    before = _ENGINES[id(model)]
+    greedy = {"n": 1, "temperatures": [0.0], "max_new_tokens": 12, "progress": False, "seed": 0}
+    got = ps.sample(model, PROBES, adapters={"big": big}, backend="vllm", **greedy)
+    after = _ENGINES[id(model)]
+    assert after is not before and after.max_lora_rank == 64
+    reference = ps.sample(model, PROBES, adapters={"big": big}, backend="hf", **greedy)
+    assert got.df["text"].tolist() == reference.df["text"].tolist()
+
+
 def test_bf16_scores_are_routed_to_an_exact_scorer_with_the_reason(smol_folder: Path, folders: dict[str, Path]) -> None:
     # last in the module, and never released: shutting a vLLM engine down tears down vLLM's process-wide
     # parallel state, which the float32 engine of this module still uses
