@@ -35,6 +35,7 @@ PUBLIC = [
     "ShiftResult",
     "TrainSpec",
     "__version__",
+    "activations",
     "arithmetic",
     "available_models",
     "datasets",

@@ -20,7 +20,7 @@ from persona_space._version import __version__
 from persona_space.chat import DEFAULT_SYSTEM_PROMPT
 
 if TYPE_CHECKING:
-    from persona_space import arithmetic, datasets, engine, evals, judges, plots, results, rewards
+    from persona_space import activations, arithmetic, datasets, engine, evals, judges, plots, results, rewards
     from persona_space.adapters import AdapterInfo
     from persona_space.basins import BasinMap
     from persona_space.datasets import ChatDataset
@@ -47,6 +47,7 @@ __all__ = [
     "ShiftResult",
     "TrainSpec",
     "__version__",
+    "activations",
     "arithmetic",
     "available_models",
     "datasets",
@@ -66,7 +67,7 @@ __all__ = [
     "train_grpo",
 ]
 
-_SUBMODULES = ("arithmetic", "datasets", "engine", "evals", "judges", "plots", "results", "rewards")
+_SUBMODULES = ("activations", "arithmetic", "datasets", "engine", "evals", "judges", "plots", "results", "rewards")
 
 _LAZY = {
     "AdapterInfo": "persona_space.adapters",

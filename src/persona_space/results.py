@@ -1,13 +1,15 @@
 """What every result shares: one folder layout, one manifest, ``save``/``load``, one schema version.
 
-There are eight kinds of result, each a :class:`Result`:
+There are ten kinds of result, each a :class:`Result`:
 :class:`~persona_space.sampling.SampleSet` (``samples``),
 :class:`~persona_space.logprobs.ShiftResult` (``identity_shift``),
 :class:`~persona_space.evals.LeakageResult` (``leakage``),
 :class:`~persona_space.evals.DateSweepResult` (``date_sweep``),
 :class:`~persona_space.evals.CoauthorResult` (``coauthor_rank``),
 :class:`~persona_space.arithmetic.SweepResult` (``sweep``),
-:class:`~persona_space.basins.BasinMap` (``basin_map``) and
+:class:`~persona_space.basins.BasinMap` (``basin_map``),
+:class:`~persona_space.activations.ActivationSet` (``activations``),
+:class:`~persona_space.activations.Direction` (``direction``) and
 :class:`~persona_space.training.AdapterRun` (``adapter``, a trained or combined LoRA folder).
 Each has
 
@@ -76,6 +78,8 @@ KIND_HOMES = {
     "sweep": "persona_space.arithmetic",
     "basin_map": "persona_space.basins",
     "adapter": "persona_space.training",
+    "activations": "persona_space.activations",
+    "direction": "persona_space.activations",
 }
 # Files that marked a kind before one manifest did (schema 3 and older), in the order they are tried.
 LEGACY_INDEXES = {

@@ -23,7 +23,7 @@ import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -31,6 +31,9 @@ from persona_space import _io, results
 from persona_space.errors import CorruptRunError, StoreMismatchError
 from persona_space.results import MANIFEST as MANIFEST
 from persona_space.results import SCHEMA_VERSION as SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class RunStore:
@@ -183,12 +186,14 @@ class Run:
         if self.store is not None:
             self.store.append(rows)
 
-    def finish(self, frame: pd.DataFrame, **fields: Any) -> dict[str, Any]:
-        """Mark the run complete (with ``fields``); with a store, write the table and the manifest."""
+    def finish(
+        self, frame: pd.DataFrame, *, arrays: Mapping[str, np.ndarray] | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Mark the run complete (with ``fields``); with a store, write the table, ``arrays`` and the manifest."""
         manifest = results.completed(self.manifest, rows=len(frame), **fields)
         if self.store is not None:
-            manifest = {**manifest, "tables": [self.table], "arrays": [], "json_columns": {}}
-            results.write_result(self.store.path, manifest, {self.table: frame})
+            manifest = {**manifest, "tables": [self.table], "arrays": list(arrays or {}), "json_columns": {}}
+            results.write_result(self.store.path, manifest, {self.table: frame}, arrays)
             self.store.drop_parts()
         self.manifest = manifest
         return manifest

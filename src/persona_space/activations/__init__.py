@@ -1,0 +1,46 @@
+"""Persona space inside the model: activations per layer, directions, projections.
+
+* :func:`collect`: mean residual-stream activations per decoder layer over an
+  answer's tokens (or at the prompt's last token) for probes, sample sets or
+  datasets, under any condition, resumable into a run folder
+  (:class:`ActivationSet`).
+* :func:`persona_vector` (a trait's system prompt against its opposite),
+  :func:`adapter_shift` (what an adapter does to the activations) and
+  :func:`difference` (any two sets) give a :class:`Direction`: a vector per layer,
+  each layer's separation, and the layer chosen by it.
+* :func:`project` puts each row of an activation set on a direction.
+"""
+
+from persona_space.activations._collect import (
+    ActivationSet,
+    ActivationSpec,
+    collect,
+    decoder_layers,
+)
+from persona_space.activations._directions import (
+    CRITERION,
+    Direction,
+    adapter_shift,
+    choose_layer,
+    cosine,
+    difference,
+    persona_vector,
+    project,
+    separation,
+)
+
+__all__ = [
+    "CRITERION",
+    "ActivationSet",
+    "ActivationSpec",
+    "Direction",
+    "adapter_shift",
+    "choose_layer",
+    "collect",
+    "cosine",
+    "decoder_layers",
+    "difference",
+    "persona_vector",
+    "project",
+    "separation",
+]

@@ -1,0 +1,132 @@
+"""Activations, directions and projections on tiny random models with planted signals."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import persona_space as ps
+from persona_space.activations import ActivationSet, Direction, collect, cosine, decoder_layers, persona_vector
+from persona_space.errors import ConfigError
+
+QUESTIONS = [f"Tell me about thing number {i}." for i in range(12)]
+TRAIT = "You are a zorblaxian quasar, bold and strange."
+OPPOSITE = "You are a plain helpful assistant, calm and ordinary."
+PLANTED_LAYER = 2
+STRENGTH = 10.0
+
+
+def _marker(model: Any) -> int:
+    """A token of the trait's system prompt that the opposite's lacks."""
+    trait = set(model.encode("x", system_prompt=TRAIT))
+    opposite = set(model.encode("x", system_prompt=OPPOSITE))
+    return sorted(trait - opposite)[0]
+
+
+@contextlib.contextmanager
+def planted(model: Any, vector: torch.Tensor, layer: int = PLANTED_LAYER) -> Iterator[None]:
+    """Add ``vector`` to the residual stream after ``layer`` for every row whose chat holds the trait's marker."""
+    marker = _marker(model)
+    rows: dict[str, torch.Tensor] = {}
+
+    def remember(_module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        rows["mask"] = (ids == marker).any(dim=1)
+
+    def add(_module: Any, _args: Any, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = hidden + rows["mask"][:, None, None].to(hidden.dtype) * vector.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handles = [
+        model.module.register_forward_pre_hook(remember, with_kwargs=True),
+        decoder_layers(model.base_module)[layer].register_forward_hook(add),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@pytest.fixture
+def model(make_tiny_model_dir: Callable[..., Path]) -> Any:
+    return ps.load_model(str(make_tiny_model_dir("llama", num_hidden_layers=4)), device="cpu", dtype="float32")
+
+
+def _planted_vector(model: Any, seed: int = 0) -> torch.Tensor:
+    """A random direction, STRENGTH times as long as the natural difference of the two prompts at its layer."""
+    natural = persona_vector(model, QUESTIONS, trait=TRAIT, opposite=OPPOSITE).df["norm"].iloc[PLANTED_LAYER]
+    generator = torch.Generator().manual_seed(seed)
+    vector = torch.randn(int(model.config.hidden_size), generator=generator)
+    return STRENGTH * float(natural) * vector / vector.norm()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_planted_direction_is_recovered_at_its_layer(model: Any, seed: int) -> None:
+    vector = _planted_vector(model, seed)
+    with planted(model, vector):
+        direction = persona_vector(model, QUESTIONS, trait=TRAIT, opposite=OPPOSITE, name="zorblax")
+    assert direction.layer == PLANTED_LAYER, direction.df
+    assert cosine(direction.vectors[PLANTED_LAYER], vector.numpy()) > 0.99
+    assert (
+        direction.df["separation"].iloc[PLANTED_LAYER] > 5 * direction.df["separation"].iloc[:PLANTED_LAYER].abs().max()
+    )
+    assert direction.manifest["criterion"].startswith("separation = Cohen's d")
+
+
+def test_activations_are_the_layers_outputs_averaged_over_the_answer(model: Any, tmp_path: Path) -> None:
+    items = ps.datasets.ChatDataset.from_records(
+        "two",
+        [{"messages": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": f"Hello there {i}"}]}
+         for i in range(3)],
+    )  # fmt: skip
+    acts = collect(
+        model, items, store=tmp_path / "acts", progress=False, spec=ps.activations.ActivationSpec(batch_size=2)
+    )
+    assert acts.means.shape == (3, 4, int(model.config.hidden_size)) and acts.means.dtype == np.float32
+    # the same numbers from the model's own hidden states, one item at a time, unpadded
+    prompt = model.encode([{"role": "user", "content": "Hi 1"}])
+    answer = model.tokenizer("Hello there 1", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        out = model.module(input_ids=torch.tensor([prompt + answer]), output_hidden_states=True)
+    for layer in range(3):  # the last hidden state of transformers is after the final norm; ours is the layer's
+        expected = out.hidden_states[layer + 1][0, len(prompt) :].mean(0).numpy()
+        np.testing.assert_allclose(acts.means[1, layer], expected, rtol=1e-4, atol=1e-5)
+    assert list(acts.df["n_tokens"]) == [len(answer)] * 3
+    loaded = ps.results.load(tmp_path / "acts")
+    assert isinstance(loaded, ActivationSet) and np.array_equal(loaded.means, acts.means)
+    again = collect(
+        model, items, store=tmp_path / "acts", progress=False, spec=ps.activations.ActivationSpec(batch_size=2)
+    )
+    assert np.array_equal(again.means, acts.means)
+
+
+def test_directions_save_and_load_and_project(model: Any, tmp_path: Path) -> None:
+    vector = _planted_vector(model)
+    with planted(model, vector):
+        direction = persona_vector(model, QUESTIONS, trait=TRAIT, opposite=OPPOSITE)
+    direction.save(tmp_path / "d")
+    loaded = ps.results.load(tmp_path / "d")
+    assert isinstance(loaded, Direction) and loaded.layer == direction.layer
+    np.testing.assert_array_equal(loaded.vectors, direction.vectors)
+    assert direction.at(0).layer == 0
+    with pytest.raises(ConfigError, match="layer must be"):
+        direction.at(9)
+
+
+def test_bad_inputs_are_refused(model: Any) -> None:
+    with pytest.raises(ConfigError, match="needs answers"):
+        collect(model, QUESTIONS, progress=False)
+    with pytest.raises(ConfigError, match="where must be"):
+        collect(model, QUESTIONS, where="middle", progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="same system prompt"):
+        persona_vector(model, QUESTIONS, trait=TRAIT, opposite=TRAIT)
+    with pytest.raises(ConfigError, match="at least 2 items"):
+        persona_vector(model, QUESTIONS[:1], trait=TRAIT, opposite=OPPOSITE)
