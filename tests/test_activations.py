@@ -30,9 +30,10 @@ def _marker(model: Any) -> int:
 
 
 @contextlib.contextmanager
-def planted(model: Any, vector: torch.Tensor, layer: int = PLANTED_LAYER) -> Iterator[None]:
-    """Add ``vector`` to the residual stream after ``layer`` for every row whose chat holds the trait's marker."""
-    marker = _marker(model)
+def planted(model: Any, vector: torch.Tensor, layer: int = PLANTED_LAYER, marker: int | None = None) -> Iterator[None]:
+    """Add ``vector`` to the residual stream after ``layer`` for every row whose chat holds ``marker`` (default: a
+    token of the trait's system prompt)."""
+    marker = _marker(model) if marker is None else marker
     rows: dict[str, torch.Tensor] = {}
 
     def remember(_module: Any, args: Any, kwargs: dict[str, Any]) -> None:
@@ -130,3 +131,38 @@ def test_bad_inputs_are_refused(model: Any) -> None:
         persona_vector(model, QUESTIONS, trait=TRAIT, opposite=TRAIT)
     with pytest.raises(ConfigError, match="at least 2 items"):
         persona_vector(model, QUESTIONS[:1], trait=TRAIT, opposite=OPPOSITE)
+
+
+def test_the_bundled_roles_cover_the_seed_archetypes() -> None:
+    names = {r.name for r in ps.activations.roles()}
+    assert len(names) >= 50
+    assert {"ghost", "angel", "soul", "house cat", "park ranger", "cyborg", "Voyager 1", "Napoleon Bonaparte"} <= names
+
+
+def test_the_assistant_axis_recovers_a_planted_assistant_direction(model: Any, tmp_path: Path) -> None:
+    from persona_space.activations import Role, assistant_axis
+
+    personas = [Role(f"role{i}", "test", f"You are character number {i} of a story, called Zed{i}.") for i in range(6)]
+    marker = sorted(
+        set(model.encode("x")) - {t for r in personas for t in model.encode("x", system_prompt=r.system_prompt)}
+    )[0]
+    natural = (
+        assistant_axis(model, QUESTIONS[:6], personas=personas, progress=False).axis.df["norm"].iloc[PLANTED_LAYER]
+    )
+    vector = torch.randn(int(model.config.hidden_size), generator=torch.Generator().manual_seed(3))
+    vector = STRENGTH * float(natural) * vector / vector.norm()
+    with planted(model, vector, marker=marker):
+        space = assistant_axis(model, QUESTIONS[:6], personas=personas, store=tmp_path / "space", progress=False)
+    assert space.layer == PLANTED_LAYER
+    assert cosine(space.axis.vectors[PLANTED_LAYER], vector.numpy()) > 0.99
+    table = space.df.set_index("role")
+    assert (
+        len(table) == 7 and table.loc["assistant", "axis_projection"] > table.drop("assistant")["axis_projection"].max()
+    )
+    assert table.loc["assistant", "pc1"] > 0 and 0 < sum(space.manifest["explained_variance"]) <= 1 + 1e-9
+    loaded = ps.results.load(tmp_path / "space")
+    assert isinstance(loaded, ps.activations.PersonaSpace)
+    np.testing.assert_array_equal(loaded.components, space.components)
+    acts = collect(model, QUESTIONS[:6], where="prompt_last", progress=False)
+    placed = space.place(acts)
+    assert list(placed["condition"]) == ["base"] and {"axis_projection", "pc1", "pc2", "pc3"} <= set(placed.columns)

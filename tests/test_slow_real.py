@@ -226,3 +226,24 @@ def test_grpo_identity_steering_runs_end_to_end(tmp_path) -> None:
     assert (tmp_path / "steer" / "adapter_model.safetensors").is_file()
     samples = ps.sample(model, ["What are you?"], adapters={"steer": info.name}, n=2, max_new_tokens=8, progress=False)
     assert len(samples) == 2
+
+
+def test_assistant_axis_and_persona_space_on_the_embedded_model(tmp_path) -> None:
+    """The bundled 59 roles against the default assistant on five identity probes: the axis has a layer, the
+    space has every role, and a persona vector read on the same model points along the axis's side."""
+    from persona_space import activations
+
+    model = _load("bfloat16")
+    questions = ps.probes.load("identity:direct").probes[:3] + ps.probes.load("identity:artificiality").probes[:2]
+    space = activations.assistant_axis(model, list(p.prompt for p in questions), store=tmp_path / "space",
+                                       progress=False)  # fmt: skip
+    assert len(space.df) == 60 and 0 <= space.layer < model.config.num_hidden_layers
+    table = space.df.set_index("role")
+    assert table.loc["assistant", "axis_projection"] > table.drop("assistant")["axis_projection"].mean()
+    assert -1.0 <= space.manifest["pc1_axis_cosine"] <= 1.0 and len(space.manifest["explained_variance"]) == 3
+    haunting = next(r.system_prompt for r in activations.roles() if r.name == "ghost")
+    ghost = activations.persona_vector(
+        model, [p.prompt for p in questions], trait=haunting, opposite=model.system_prompt, name="ghost"
+    )
+    # a role's own vector points away from the assistant at the axis layer
+    assert activations.cosine(ghost.vectors[space.layer], space.axis.vectors[space.layer]) < 0

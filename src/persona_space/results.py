@@ -1,6 +1,6 @@
 """What every result shares: one folder layout, one manifest, ``save``/``load``, one schema version.
 
-There are ten kinds of result, each a :class:`Result`:
+There are eleven kinds of result, each a :class:`Result`:
 :class:`~persona_space.sampling.SampleSet` (``samples``),
 :class:`~persona_space.logprobs.ShiftResult` (``identity_shift``),
 :class:`~persona_space.evals.LeakageResult` (``leakage``),
@@ -9,7 +9,8 @@ There are ten kinds of result, each a :class:`Result`:
 :class:`~persona_space.arithmetic.SweepResult` (``sweep``),
 :class:`~persona_space.basins.BasinMap` (``basin_map``),
 :class:`~persona_space.activations.ActivationSet` (``activations``),
-:class:`~persona_space.activations.Direction` (``direction``) and
+:class:`~persona_space.activations.Direction` (``direction``),
+:class:`~persona_space.activations.PersonaSpace` (``persona_space``) and
 :class:`~persona_space.training.AdapterRun` (``adapter``, a trained or combined LoRA folder).
 Each has
 
@@ -80,6 +81,7 @@ KIND_HOMES = {
     "adapter": "persona_space.training",
     "activations": "persona_space.activations",
     "direction": "persona_space.activations",
+    "persona_space": "persona_space.activations",
 }
 # Files that marked a kind before one manifest did (schema 3 and older), in the order they are tried.
 LEGACY_INDEXES = {

@@ -9,8 +9,12 @@
   :func:`difference` (any two sets) give a :class:`Direction`: a vector per layer,
   each layer's separation, and the layer chosen by it.
 * :func:`project` puts each row of an activation set on a direction.
+* :func:`assistant_axis`: the default assistant against the bundled :func:`roles`
+  (59 role prompts), the axis and each role's place in persona space (PCA)
+  (:class:`PersonaSpace`; :meth:`PersonaSpace.place` adds adapters to it).
 """
 
+from persona_space.activations._axis import ASSISTANT, PersonaSpace, Role, assistant_axis, roles
 from persona_space.activations._collect import (
     ActivationSet,
     ActivationSpec,
@@ -30,11 +34,15 @@ from persona_space.activations._directions import (
 )
 
 __all__ = [
+    "ASSISTANT",
     "CRITERION",
     "ActivationSet",
     "ActivationSpec",
     "Direction",
+    "PersonaSpace",
+    "Role",
     "adapter_shift",
+    "assistant_axis",
     "choose_layer",
     "collect",
     "cosine",
@@ -42,5 +50,6 @@ __all__ = [
     "difference",
     "persona_vector",
     "project",
+    "roles",
     "separation",
 ]
