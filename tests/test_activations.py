@@ -166,3 +166,73 @@ def test_the_assistant_axis_recovers_a_planted_assistant_direction(model: Any, t
     acts = collect(model, QUESTIONS[:6], where="prompt_last", progress=False)
     placed = space.place(acts)
     assert list(placed["condition"]) == ["base"] and {"axis_projection", "pc1", "pc2", "pc3"} <= set(placed.columns)
+
+
+def _planted_adapter(model: Any, folder: Path, vector: torch.Tensor, *, scale: float, seed: int = 0) -> torch.Tensor:
+    """A rank-1 LoRA on the planted layer's down projection writing ``vector * (a . x)``: it moves the residual
+    stream after that layer along ``vector`` only. Returns ``a`` (scaled)."""
+    from peft import LoraConfig, get_peft_model
+
+    base = ps.load_model(str(model.source), device="cpu", dtype="float32").module
+    config = LoraConfig(r=1, lora_alpha=1, target_modules=["down_proj"], layers_to_transform=[PLANTED_LAYER],
+                        lora_dropout=0.0)  # fmt: skip
+    peft = get_peft_model(base, config)
+    a = torch.randn(int(model.config.intermediate_size), generator=torch.Generator().manual_seed(seed)) * scale
+    with torch.no_grad():
+        for name, module in peft.named_modules():
+            if name.endswith(f"layers.{PLANTED_LAYER}.mlp.down_proj"):
+                module.lora_A["default"].weight.copy_(a[None, :])
+                module.lora_B["default"].weight.copy_(vector[:, None])
+    peft.save_pretrained(str(folder))
+    return a
+
+
+def _down_inputs(model: Any, questions: list[str]) -> torch.Tensor:
+    """The planted layer's down-projection input at each question's last prompt token (base model)."""
+    seen: list[torch.Tensor] = []
+    layer = decoder_layers(model.base_module)[PLANTED_LAYER]
+    handle = layer.mlp.down_proj.register_forward_hook(lambda _m, args, _o: seen.append(args[0][0, -1].detach()))
+    try:
+        with torch.inference_mode():
+            for question in questions:
+                model.module(input_ids=torch.tensor([model.encode(question)]))
+    finally:
+        handle.remove()
+    return torch.stack(seen)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_planted_adapter_moves_along_its_direction_by_its_size(model: Any, tmp_path: Path, sign: float) -> None:
+    from persona_space.activations import shift_along
+
+    hidden = int(model.config.hidden_size)
+    vector = torch.randn(hidden, generator=torch.Generator().manual_seed(7))
+    vector = sign * vector / vector.norm()
+    a = _planted_adapter(model, tmp_path / "planted", vector, scale=0.5)
+    inputs = _down_inputs(model, QUESTIONS)
+    expected = float((inputs @ a).mean())  # the mean shift along the unit vector at the planted layer
+    vectors = np.zeros((len(decoder_layers(model.base_module)), hidden), dtype=np.float32)
+    vectors[PLANTED_LAYER] = vector.numpy()
+    direction = Direction.from_vectors(vectors, layer=PLANTED_LAYER, name="planted")
+    other = np.zeros_like(vectors)
+    orthogonal = torch.randn(hidden, generator=torch.Generator().manual_seed(8))
+    orthogonal -= (orthogonal @ vector) * vector
+    other[PLANTED_LAYER] = orthogonal.numpy()
+    table = shift_along(model, {"planted": tmp_path / "planted"}, [direction,
+                        Direction.from_vectors(other, layer=PLANTED_LAYER, name="orthogonal")], QUESTIONS)  # fmt: skip
+    row = table.set_index("direction").loc["planted"]
+    assert row["difference"] == pytest.approx(expected, rel=1e-3, abs=1e-4)
+    assert np.sign(row["difference"]) == np.sign(expected) and row["low"] <= row["difference"] <= row["high"]
+    assert abs(table.set_index("direction").loc["orthogonal", "difference"]) < 1e-3 * abs(expected)
+    assert {"p_value", "p_adjusted", "groups", "layer"} <= set(table.columns)
+
+
+def test_sample_projections_join_the_samples(model: Any) -> None:
+    from persona_space.activations import sample_projections
+
+    samples = ps.sample(model, QUESTIONS[:3], n=2, max_new_tokens=4, progress=False)
+    acts = collect(model, samples, progress=False)
+    direction = Direction.from_vectors(acts.means.mean(axis=0), layer=1, name="mean")
+    frame = sample_projections(acts, direction)
+    joined = samples.df.merge(frame, on=["condition", "adapter", "probe_id", "temperature", "sample_index"])
+    assert len(joined) == len(samples.df) == 6 and np.isfinite(joined["mean"]).all()

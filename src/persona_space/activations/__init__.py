@@ -8,7 +8,11 @@
   :func:`adapter_shift` (what an adapter does to the activations) and
   :func:`difference` (any two sets) give a :class:`Direction`: a vector per layer,
   each layer's separation, and the layer chosen by it.
-* :func:`project` puts each row of an activation set on a direction.
+* :func:`project` puts each row of an activation set on a direction;
+  :func:`shift_along` says how far adapters move the model along directions (an
+  interval over questions and training seeds, adjusted p-values), and
+  :func:`sample_projections` gives each sampled text's projection keyed to join a
+  basin map's frame.
 * :func:`assistant_axis`: the default assistant against the bundled :func:`roles`
   (59 role prompts), the axis and each role's place in persona space (PCA)
   (:class:`PersonaSpace`; :meth:`PersonaSpace.place` adds adapters to it).
@@ -32,10 +36,12 @@ from persona_space.activations._directions import (
     project,
     separation,
 )
+from persona_space.activations._projections import SAMPLE_KEYS, sample_projections, shift_along
 
 __all__ = [
     "ASSISTANT",
     "CRITERION",
+    "SAMPLE_KEYS",
     "ActivationSet",
     "ActivationSpec",
     "Direction",
@@ -51,5 +57,7 @@ __all__ = [
     "persona_vector",
     "project",
     "roles",
+    "sample_projections",
     "separation",
+    "shift_along",
 ]

@@ -73,6 +73,7 @@ class Item:
     prompt: str | tuple[Mapping[str, str], ...]
     response: str | None
     source: str = ""
+    keys: tuple[tuple[str, Any], ...] = ()  # a sampled text's own keys (its condition, adapter, temperature ...)
 
 
 @dataclass
@@ -80,9 +81,11 @@ class ActivationSet(Result):
     """Mean residual-stream activations: ``df`` (one row per item and condition) and ``means``.
 
     ``means[i, layer]`` is row ``i``'s activation after decoder layer ``layer``
-    (0-based), float32. ``df`` columns: ``condition``, ``adapter``, ``probe_id``,
-    ``item_id``, ``source``, ``n_tokens`` (tokens averaged over), and ``row`` (its
-    index into ``means``).
+    (0-based), float32. ``df`` columns: ``condition``, ``adapter``, ``train_seed``
+    (the condition it was read under), ``probe_id``, ``item_id``, ``source``,
+    ``n_tokens`` (tokens averaged over), ``row`` (its index into ``means``), and for
+    sampled texts their own ``sample_condition``, ``sample_adapter``,
+    ``temperature`` and ``sample_index``.
     """
 
     kind: ClassVar[str] = "activations"
@@ -132,10 +135,13 @@ def as_items(source: ItemsLike, where: Where) -> list[Item]:
         df = source.df
         texts = df["text"].fillna("").astype(str).tolist()
         prompts = df["prompt"].astype(str).tolist() if "prompt" in df.columns else [""] * len(df)
+        records: list[dict[str, Any]] = df.to_dict("records")
         items = [
-            Item(f"{r.adapter}/{r.probe_id}/{r.temperature}/{r.sample_index}", str(r.probe_id), prompt, text,
-                 source=f"sample:{r.adapter}")
-            for r, prompt, text in zip(df.itertuples(index=False), prompts, texts, strict=True)
+            Item(f"{r['adapter']}/{r['probe_id']}/{r['temperature']}/{r['sample_index']}", str(r["probe_id"]), prompt,
+                 text, source=f"sample:{r['adapter']}",
+                 keys=(("sample_condition", str(r["condition"])), ("sample_adapter", str(r["adapter"])),
+                       ("temperature", float(r["temperature"])), ("sample_index", int(r["sample_index"]))))
+            for r, prompt, text in zip(records, prompts, texts, strict=True)
         ]  # fmt: skip
     elif isinstance(source, ChatDataset):
         items = []
@@ -245,18 +251,18 @@ def collect(
         raise ConfigError("adapters is empty; pass at least one condition ({'base': None} for the base model)")
     members = expand_conditions(conditions)
     attached = model.adapters.attach_members(members)
-    routes: dict[str, tuple[str, str | None]] = {}
+    routes: dict[str, tuple[str, str | None, int | None]] = {}
     for name, value in conditions.items():
         if value is None:
-            routes[name] = (name, None)
+            routes[name] = (name, None, None)
     for member in members:
-        routes[member.label] = (member.condition, attached.get(member.label))
+        routes[member.label] = (member.condition, attached.get(member.label), member.train_seed)
     system_prompt = model.system_prompt if spec.system_prompt is None else spec.system_prompt
     described = model.describe()
     parameters = {
         "model": {k: v for k, v in described.items() if k not in ("adapters", "source", "device")},
-        "adapters": {label: model.adapters[a].sha256 for label, (_, a) in routes.items() if a is not None},
-        "conditions": {label: c for label, (c, _) in routes.items()},
+        "adapters": {label: model.adapters[a].sha256 for label, (_, a, _) in routes.items() if a is not None},
+        "conditions": {label: c for label, (c, _, _) in routes.items()},
         "items": {
             "count": len(chosen),
             "sha256": sha256_json([[it.item_id, it.probe_id, it.prompt, it.response] for it in chosen]),
@@ -277,15 +283,16 @@ def collect(
     tokens = 0
     try:
         for label in routes:
-            condition, adapter = routes[label]
+            condition, adapter, train_seed = routes[label]
             mine = [it for lab, it in todo if lab == label]
             for first in range(0, len(mine), spec.batch_size):
                 batch = mine[first : first + spec.batch_size]
                 means, counts = _means(model, [encoded[it.item_id] for it in batch], adapter, spec.where)
                 tokens += int(sum(len(encoded[it.item_id][0]) for it in batch))
                 rows = [
-                    {"condition": condition, "adapter": label, "probe_id": it.probe_id, "item_id": it.item_id,
-                     "source": it.source, "n_tokens": int(n), _BLOB: m.astype(np.float32).tobytes()}
+                    {"condition": condition, "adapter": label, "train_seed": train_seed, "probe_id": it.probe_id,
+                     "item_id": it.item_id, "source": it.source, "n_tokens": int(n), **dict(it.keys),
+                     _BLOB: m.astype(np.float32).tobytes()}
                     for it, m, n in zip(batch, means, counts, strict=True)
                 ]  # fmt: skip
                 frame = pd.DataFrame(rows)

@@ -67,6 +67,24 @@ class Direction(Result):
     def separation(self) -> np.ndarray:
         return self.df["separation"].to_numpy(dtype=np.float64)
 
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray, *, layer: int, name: str = "direction") -> Direction:
+        """A direction given as vectors (layers x hidden), from elsewhere; ``layer`` is the one to use."""
+        import pandas as pd
+
+        array = np.asarray(vectors, dtype=np.float32)
+        if array.ndim != 2 or not np.isfinite(array).all():
+            raise ConfigError(f"vectors must be a finite (layers, hidden) array, got shape {array.shape}")
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= int(layer) < len(array):
+            raise ConfigError(f"layer must be an integer in [0, {len(array) - 1}], got {layer!r}")
+        table = pd.DataFrame(
+            {"layer": np.arange(len(array)), "norm": np.linalg.norm(array.astype(np.float64), axis=1),
+             "separation": np.full(len(array), np.nan), "chosen": np.arange(len(array)) == int(layer)}
+        )  # fmt: skip
+        manifest = new_manifest(cls.kind, {"name": name, "given": True}, state="complete", name=name,
+                                criterion="given", layer_chosen_by="given", layer=int(layer))  # fmt: skip
+        return cls(df=table, vectors=array, manifest=manifest)
+
     def unit(self, layer: int | None = None) -> np.ndarray:
         """The direction at ``layer`` (the chosen one by default), scaled to length 1."""
         vector = self.vectors[self._layer(layer)].astype(np.float64)
