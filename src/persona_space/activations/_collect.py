@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def as_items(source: ItemsLike, where: Where) -> list[Item]:
         df = source.df
         texts = df["text"].fillna("").astype(str).tolist()
         prompts = df["prompt"].astype(str).tolist() if "prompt" in df.columns else [""] * len(df)
-        records: list[dict[str, Any]] = df.to_dict("records")
+        records = cast("list[dict[str, Any]]", df.to_dict("records"))
         items = [
             Item(f"{r['adapter']}/{r['probe_id']}/{r['temperature']}/{r['sample_index']}", str(r["probe_id"]), prompt,
                  text, source=f"sample:{r['adapter']}",
