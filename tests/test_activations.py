@@ -236,3 +236,19 @@ def test_sample_projections_join_the_samples(model: Any) -> None:
     frame = sample_projections(acts, direction)
     joined = samples.df.merge(frame, on=["condition", "adapter", "probe_id", "temperature", "sample_index"])
     assert len(joined) == len(samples.df) == 6 and np.isfinite(joined["mean"]).all()
+
+
+def test_drift_reads_every_turn_of_a_conversation_in_context(model: Any) -> None:
+    from persona_space.activations import drift, turn_items
+
+    probe = ps.probes.load("conversations").probes[0]
+    samples = ps.sample(model, ps.probes.ProbeSet("talk", [probe]), n=2, max_new_tokens=3, progress=False)
+    turns = len(probe.turns) + 1
+    direction = Direction.from_vectors(np.ones((4, int(model.config.hidden_size)), np.float32), layer=1, name="ones")
+    frame = drift(model, samples, direction)
+    assert len(frame) == 2 * turns and sorted(set(frame["turn"])) == list(range(1, turns + 1))
+    assert np.isfinite(frame["ones"]).all() and (frame["reader"] == "base").all()
+    # the last turn read in context is that answer, after the whole chat before it
+    items = turn_items(samples)
+    last = items[turns - 1]
+    assert last.response == samples.df["text"].iloc[0] and len(last.prompt) == 2 * turns - 1

@@ -13,6 +13,7 @@
   interval over questions and training seeds, adjusted p-values), and
   :func:`sample_projections` gives each sampled text's projection keyed to join a
   basin map's frame.
+* :func:`drift`: each turn of sampled conversations projected on directions.
 * :func:`assistant_axis`: the default assistant against the bundled :func:`roles`
   (59 role prompts), the axis and each role's place in persona space (PCA)
   (:class:`PersonaSpace`; :meth:`PersonaSpace.place` adds adapters to it).
@@ -22,6 +23,7 @@ from persona_space.activations._axis import ASSISTANT, PersonaSpace, Role, assis
 from persona_space.activations._collect import (
     ActivationSet,
     ActivationSpec,
+    Item,
     collect,
     decoder_layers,
 )
@@ -36,15 +38,18 @@ from persona_space.activations._directions import (
     project,
     separation,
 )
+from persona_space.activations._drift import DRIFT_KEYS, drift, turn_items
 from persona_space.activations._projections import SAMPLE_KEYS, sample_projections, shift_along
 
 __all__ = [
     "ASSISTANT",
     "CRITERION",
+    "DRIFT_KEYS",
     "SAMPLE_KEYS",
     "ActivationSet",
     "ActivationSpec",
     "Direction",
+    "Item",
     "PersonaSpace",
     "Role",
     "adapter_shift",
@@ -54,10 +59,12 @@ __all__ = [
     "cosine",
     "decoder_layers",
     "difference",
+    "drift",
     "persona_vector",
     "project",
     "roles",
     "sample_projections",
     "separation",
     "shift_along",
+    "turn_items",
 ]

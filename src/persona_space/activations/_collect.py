@@ -125,13 +125,20 @@ ItemsLike = Any  # a ProbeSet, prompts, a SampleSet or a ChatDataset (see as_ite
 
 
 def as_items(source: ItemsLike, where: Where) -> list[Item]:
-    """The items of a probe set or prompts (no answers), a sample set (each row's answer) or a chat dataset."""
+    """The items of a probe set or prompts (no answers), a sample set (each row's answer), a chat dataset, or
+    :class:`Item` objects made by the caller."""
     from persona_space.datasets import ChatDataset
     from persona_space.probes import ProbeSet
     from persona_space.sampling import SampleSet
 
     items: list[Item]
-    if isinstance(source, SampleSet):
+    if isinstance(source, Sequence) and source and all(isinstance(it, Item) for it in source):
+        items = list(source)
+        ids = [it.item_id for it in items]
+        if len(set(ids)) != len(ids):
+            repeated = sorted({i for i in ids if ids.count(i) > 1})[:5]
+            raise ConfigError(f"item ids must be distinct; repeated: {repeated}")
+    elif isinstance(source, SampleSet):
         df = source.df
         texts = df["text"].fillna("").astype(str).tolist()
         prompts = df["prompt"].astype(str).tolist() if "prompt" in df.columns else [""] * len(df)
