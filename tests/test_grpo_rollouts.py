@@ -160,3 +160,45 @@ def test_trl_rollouts_remain_available(make_tiny_model_dir: Callable[..., Path],
     train_grpo(model, PROMPTS, reward=Shorter(), store=tmp_path / "t", grpo=spec, backend="trl", progress=False)
     manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
     assert manifest["parameters"]["rollouts"] == "trl" and manifest["rollouts"] == {"backend": "trl"}
+
+
+def test_grpo_refuses_a_head_lora_before_anything_is_written(
+    tiny_model: Any, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import warnings
+
+    from conftest import make_lora
+    from persona_space.errors import AdapterError
+
+    with pytest.raises(ConfigError, match="vocabulary head"):
+        train_grpo(tiny_model, PROMPTS, reward=Shorter(), store=tmp_path / "g", grpo=SPEC,
+                   lora=LoraSpec(rank=4, target_modules=("q_proj", "lm_head")))  # fmt: skip
+    with warnings.catch_warnings():  # PEFT warns about a LoRA on a head tied to the embeddings
+        warnings.simplefilter("ignore", UserWarning)
+        tiny_model.load_adapter(make_lora(tiny_model_dir, tmp_path / "head", seed=1, extra_targets=("lm_head",)),
+                                name="head")  # fmt: skip
+    with pytest.raises(AdapterError, match=r"\['head'\] put a LoRA on the vocabulary head"):
+        train_grpo(tiny_model, PROMPTS, reward=Shorter(), store=tmp_path / "g", grpo=SPEC)
+    assert not (tmp_path / "g").exists()
+
+
+def test_a_detached_head_adapter_leaves_no_lora_layer_behind(
+    tiny_model: Any, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import warnings
+
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from conftest import make_lora
+
+    tiny_model.load_adapter(make_lora(tiny_model_dir, tmp_path / "plain", seed=2), name="plain")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tiny_model.load_adapter(make_lora(tiny_model_dir, tmp_path / "head", seed=1, extra_targets=("lm_head",)),
+                                name="head")  # fmt: skip
+    assert isinstance(tiny_model.module.get_output_embeddings(), BaseTunerLayer)
+    tiny_model.adapters.detach("head")
+    assert not isinstance(tiny_model.module.get_output_embeddings(), BaseTunerLayer)
+    assert set(tiny_model.module.peft_config) == {"plain"}
+    spec = GrpoSpec(steps=1, prompts_per_step=1, num_generations=2, max_completion_length=3, beta=0.0)
+    train_grpo(tiny_model, PROMPTS, reward=Shorter(), store=tmp_path / "g", grpo=spec, progress=False)

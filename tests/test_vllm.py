@@ -206,11 +206,14 @@ def test_grpo_rollouts_through_vllm_serve_the_adapter_of_each_step(model: Any, t
         seen.extend(responses)
         return [-float(len(r)) for r in responses]
 
+    for name in [n for n, a in model.adapters.items() if "lm_head" in a.target_modules]:
+        model.adapters.detach(name)  # TRL's GRPO refuses a model with a LoRA on its head (another test's adapter)
     backend = resolve_backend(model, "vllm")
     info = ps.train_grpo(model, PROBES, reward=shorter, store=tmp_path / "g", grpo=spec, backend=backend,
                          progress=False)  # fmt: skip
-    served = [key for key in _ENGINES[id(model)].lora_ids if key[0] == "default"]
-    assert len(served) == 2  # one LoRARequest per step, each with the adapter as that step left it
+    assert backend.serves["default"] == 2  # one LoRARequest per step, each with the adapter as that step left it
+    assert not backend.served  # served no more once trained
+    assert not [key for key in _ENGINES[id(model)].lora_ids if key[0] == "default"]  # unloaded from the engine
     assert len(seen) == 8 and any(seen)
     log = pd.read_parquet(tmp_path / "g" / "tables" / "training_log.parquet")
     assert len(log) == 2 and (log["rollout_tokens"] > 0).all()

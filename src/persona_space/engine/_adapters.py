@@ -292,10 +292,16 @@ class AdapterSet(Mapping[str, AdapterInfo]):
                 parent_name, _, child = module_name.rpartition(".")
                 parent = base.get_submodule(parent_name) if parent_name else base
                 setattr(parent, child, module.get_base_layer())
-            elif name in module.lora_A:
+            elif name in module.lora_A or name in getattr(module, "lora_embedding_A", {}):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
                     module.delete_adapter(name)
+                if not module.lora_A and not getattr(module, "lora_embedding_A", {}):
+                    # no adapter left in this layer: the plain layer goes back (a LoRA wrapper around the head
+                    # with nothing in it still makes TRL's GRPO refuse the model, and costs a call per pass)
+                    parent_name, _, child = module_name.rpartition(".")
+                    parent = base.get_submodule(parent_name) if parent_name else base
+                    setattr(parent, child, module.get_base_layer())
         if is_peft and not unwrap:
             host.module.peft_config.pop(name, None)
         if unwrap:

@@ -109,9 +109,26 @@ class Engine:
     lora_ids: dict[tuple[str, str], int] = field(default_factory=dict)  # (adapter, sha256) -> vLLM's LoRA id
     score_check: dict[str, Any] | None = None  # the one-off scoring check, once run
     requests: itertools.count[int] = field(default_factory=itertools.count)
+    next_lora: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def lora_id(self, name: str, sha256: str) -> int:
-        return self.lora_ids.setdefault((name, sha256), len(self.lora_ids) + 1)
+        key = (name, sha256)
+        if key not in self.lora_ids:
+            self.lora_ids[key] = next(self.next_lora)
+        return self.lora_ids[key]
+
+    def drop_lora(self, name: str, *, keep: str | None = None) -> None:
+        """Unload every version of adapter ``name`` from the engine but the one whose hash is ``keep``.
+
+        What serving a trained adapter step after step needs: without it the engine's
+        LoRA cache fills with stale versions, and on vLLM's CPU build rows without an
+        adapter in later mixed batches were measured coming out of the wrong LoRA.
+        """
+        for key in [k for k in self.lora_ids if k[0] == name and k[1] != keep]:
+            lora = self.lora_ids.pop(key)
+            remove = getattr(self.llm.llm_engine, "remove_lora", None)
+            if callable(remove):
+                remove(lora)
 
 
 _ENGINES: dict[int, Engine] = {}
@@ -235,6 +252,7 @@ class VLLMBackend:
         self.last_scorer: str | None = None
         self.refused_scoring: str | None = None  # why the last scoring call went to the exact scorer, if for adapters
         self.served: dict[str, AdapterInfo] = {}
+        self.serves: dict[str, int] = {}  # versions served per name (GRPO: one per step)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -264,6 +282,17 @@ class VLLMBackend:
             raise ConfigError(f"serve takes an AdapterInfo (adapters.info_for_folder), got {info!r:.80}")
         self.served[info.name] = info
         self.check_adapters([info.name])
+        self.serves[info.name] = self.serves.get(info.name, 0) + 1
+        held = _ENGINES.get(id(self.model))
+        if held is not None:  # the versions served before this one leave the engine
+            held.drop_lora(info.name, keep=info.sha256)
+
+    def unserve(self, name: str) -> None:
+        """Stop serving ``name`` (see :meth:`serve`) and unload it from the engine."""
+        self.served.pop(name, None)
+        held = _ENGINES.get(id(self.model))
+        if held is not None:
+            held.drop_lora(name)
 
     def _info(self, name: str) -> AdapterInfo:
         info = self.served.get(name) or self.model.adapters.get(name)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from persona_space._compat import renamed_keywords
 from persona_space.chat import _merge_system, build_messages, system_mode
 from persona_space.engine import BackendLike, end_of_turn_id
-from persona_space.errors import ConfigError
+from persona_space.errors import AdapterError, ConfigError
 from persona_space.probes import ProbeSet
 from persona_space.provenance import sha256_json
 from persona_space.rewards import Reward, as_trl_reward, describe_reward
@@ -56,6 +56,29 @@ def epoch_seeded(sampler: Any) -> Any:
 
     sampler.set_epoch = set_epoch
     return sampler
+
+
+HEAD_NAMES = ("lm_head", "embed_out")
+
+
+def check_head(model: LoadedModel, lora: LoraSpec) -> None:
+    """Refuse, before anything is written, what TRL's GRPO cannot train with: a LoRA on the vocabulary head.
+
+    TRL computes the log-probabilities from the head's weight directly, so it refuses
+    any model whose head is wrapped by a LoRA layer, the adapter being trained or one
+    already attached.
+    """
+    if lora.target_modules != "all-linear" and set(lora.target_modules) & set(HEAD_NAMES):
+        raise ConfigError(
+            f"target_modules {sorted(lora.target_modules)} include the vocabulary head; GRPO (TRL) computes "
+            "log-probabilities from the head's weight and cannot train a LoRA on it: leave it out"
+        )
+    on_head = sorted(name for name, info in model.adapters.items() if set(info.target_modules) & set(HEAD_NAMES))
+    if on_head:
+        raise AdapterError(
+            f"attached adapters {on_head} put a LoRA on the vocabulary head, which TRL's GRPO refuses on the model "
+            "it trains; detach them (model.adapters.detach(name)) before train_grpo and attach them again after"
+        )
 
 
 def _trainer_class() -> type:
@@ -127,6 +150,7 @@ def train_grpo(
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     _folder.check_trainable(model, _folder.adapter_name_for(Path(store), name), reserved=(TRAINING_NAME, "ref"))
     check_targets(lora or LoraSpec(), model.base_module)
+    check_head(model, lora)
     probes = _prompt_set(prompts)
     engine = rollout_backend(model, backend)
     if len(probes) < spec.prompts_per_step:
@@ -211,7 +235,11 @@ def train_grpo(
                 rollout_func=rollouts,
             )
             _folder.quiet_progress(trainer, progress)
-            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            try:
+                trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            finally:
+                if rollouts is not None:
+                    rollouts.close()
         _folder.save_adapter(peft, TRAINING_NAME, out_path, _folder.base_model_id(model))
         history = _folder.write_loss_table(trainer.state.log_history, out_path)
     rewards = [row["reward"] for row in history if row.get("reward") is not None]

@@ -175,6 +175,13 @@ class EngineRollouts:
                 shutil.rmtree(old, ignore_errors=True)
         self._served_step = step
 
+    def close(self) -> None:
+        """Stop serving the adapter being trained where the backend held a copy of it (``vllm``)."""
+        unserve = getattr(self.backend, "unserve", None)
+        if self.adapter is not None and self._served_step is not None and callable(unserve):
+            unserve(self.adapter)
+        self._served_step = None
+
     def summary(self) -> dict[str, Any]:
         """Totals over the run's rollouts (this process's share of a resumed run)."""
         tokens = sum(int(h["rollout_tokens"]) for h in self.history)
