@@ -21,7 +21,10 @@ from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
-SUBPACKAGES = ("probes", "datasets", "judges", "evals", "arithmetic", "activations", "engine", "plots", "estimates", "stats", "errors")
+SUBPACKAGES = (
+    "probes", "datasets", "judges", "evals", "arithmetic", "activations", "engine", "plots", "estimates", "stats",
+    "errors",
+)  # fmt: skip
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
