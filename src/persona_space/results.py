@@ -141,6 +141,13 @@ class Stored:
     tables: dict[str, pd.DataFrame]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def require(self, folder: str | os.PathLike[str], kind: str, *, tables: tuple[str, ...] = (),
+                arrays: tuple[str, ...] = ()) -> None:  # fmt: skip
+        """Refuse, with :class:`CorruptRunError` naming the folder, a stored ``kind`` lacking these parts."""
+        missing = sorted(set(tables) - set(self.tables)) + sorted(set(arrays) - set(self.arrays))
+        if missing:
+            raise CorruptRunError(f"{str(folder)!r} lacks {missing} of a {kind} result")
+
 
 def write_result(
     folder: str | os.PathLike[str],

@@ -123,13 +123,7 @@ class PersonaSpace(Result):
 
     @classmethod
     def _from_stored(cls, stored: Stored, folder: Path) -> Self:
-        from persona_space.errors import CorruptRunError
-
-        missing = sorted({"axis", "components", "center"} - set(stored.arrays)) + sorted(
-            {TABLE, LAYERS} - set(stored.tables)
-        )
-        if missing:
-            raise CorruptRunError(f"{str(folder)!r} lacks {missing} of a persona space")
+        stored.require(folder, cls.kind, tables=(TABLE, LAYERS), arrays=("axis", "components", "center"))
         return cls(
             df=stored.tables[TABLE], layers=stored.tables[LAYERS], axis_vectors=stored.arrays["axis"],
             components=stored.arrays["components"], center=stored.arrays["center"], manifest=stored.manifest,

@@ -114,10 +114,7 @@ class ActivationSet(Result):
 
     @classmethod
     def _from_stored(cls, stored: Stored, folder: Path) -> Self:
-        from persona_space.errors import CorruptRunError
-
-        if ARRAY not in stored.arrays:
-            raise CorruptRunError(f"{str(folder)!r} lacks the {ARRAY!r} array of an activation set")
+        stored.require(folder, cls.kind, tables=(TABLE,), arrays=(ARRAY,))
         return cls(df=stored.tables[TABLE], means=stored.arrays[ARRAY], manifest=stored.manifest, path=folder)
 
 

@@ -113,10 +113,7 @@ class Direction(Result):
 
     @classmethod
     def _from_stored(cls, stored: Stored, folder: Path) -> Self:
-        from persona_space.errors import CorruptRunError
-
-        if ARRAY not in stored.arrays:
-            raise CorruptRunError(f"{str(folder)!r} lacks the {ARRAY!r} array of a direction")
+        stored.require(folder, cls.kind, tables=(TABLE,), arrays=(ARRAY,))
         return cls(df=stored.tables[TABLE], vectors=stored.arrays[ARRAY], manifest=stored.manifest, path=folder)
 
 
@@ -255,6 +252,17 @@ def adapter_shift(
         acts.rows(condition=label), acts.rows(condition="base"), name=label, layer=layer,
         about={"method": "adapter shift", "where": where, "adapters": acts.manifest["parameters"]["adapters"]},
     )  # fmt: skip
+
+
+def as_directions(directions: Direction | Sequence[Direction]) -> list[Direction]:
+    """A direction or a list of them, checked: all directions, with distinct names (they name table columns)."""
+    chosen = [directions] if isinstance(directions, Direction) else list(directions)
+    if not chosen or not all(isinstance(d, Direction) for d in chosen):
+        raise ConfigError(f"directions must be a Direction or a list of them, got {directions!r:.80}")
+    names = [d.name for d in chosen]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"direction names must be distinct, got {names}")
+    return chosen
 
 
 def project(acts: ActivationSet, direction: Direction, *, layer: int | None = None) -> np.ndarray:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from persona_space.activations._collect import ActivationSpec, Item, collect
-from persona_space.activations._directions import Direction, project
+from persona_space.activations._directions import Direction, as_directions, project
 from persona_space.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -70,9 +70,7 @@ def drift(
     the sample's own condition is in ``condition`` and ``adapter``, the reader in
     ``reader``.
     """
-    chosen = [directions] if isinstance(directions, Direction) else list(directions)
-    if not chosen or not all(isinstance(d, Direction) for d in chosen):
-        raise ConfigError(f"directions must be a Direction or a list of them, got {directions!r:.80}")
+    chosen = as_directions(directions)
     system_prompt = samples.manifest.get("parameters", {}).get("system_prompt")  # the chat the turns were made in
     spec = ActivationSpec(where="response", system_prompt=system_prompt if isinstance(system_prompt, str) else None)
     acts = collect(model, turn_items(samples), adapters=adapters, spec=spec, progress=progress)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from persona_space.activations._collect import ActivationSet, ItemsLike, Where, collect
-from persona_space.activations._directions import Direction, project
+from persona_space.activations._directions import Direction, as_directions, project
 from persona_space.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -27,16 +27,6 @@ if TYPE_CHECKING:
     from persona_space.models import LoadedModel
 
 SAMPLE_KEYS = ("sample_condition", "sample_adapter", "probe_id", "temperature", "sample_index")
-
-
-def _directions(directions: Direction | Sequence[Direction]) -> list[Direction]:
-    chosen = [directions] if isinstance(directions, Direction) else list(directions)
-    if not chosen or not all(isinstance(d, Direction) for d in chosen):
-        raise ConfigError(f"directions must be a Direction or a list of them, got {directions!r:.80}")
-    names = [d.name for d in chosen]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"direction names must be distinct, got {names}")
-    return chosen
 
 
 def shift_along(
@@ -59,7 +49,7 @@ def shift_along(
     """
     from persona_space.estimates import difference_table
 
-    chosen = _directions(directions)
+    chosen = as_directions(directions)
     if "base" in adapters:
         raise ConfigError("adapters must not name 'base': it is the reference every condition is compared with")
     if acts is None:
@@ -77,7 +67,7 @@ def sample_projections(acts: ActivationSet, directions: Direction | Sequence[Dir
 
     ``acts`` may hold several reading conditions; ``reader`` says which read each row.
     """
-    chosen = _directions(directions)
+    chosen = as_directions(directions)
     missing = [k for k in SAMPLE_KEYS if k not in acts.df.columns]
     if missing:
         raise ConfigError(f"these activations were not read from a SampleSet (no {missing} columns)")
