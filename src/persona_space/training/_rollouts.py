@@ -87,6 +87,7 @@ class EngineRollouts:
     history: list[dict[str, Any]] = field(default_factory=list, init=False)
     _served_step: int | None = field(default=None, init=False)
     _calls: Counter[int] = field(default_factory=Counter, init=False)
+    _encoded: dict[str, list[int]] = field(default_factory=dict, init=False)  # the same prompts come every epoch
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         import torch
@@ -94,11 +95,12 @@ class EngineRollouts:
         step = int(trainer.state.global_step)
         call = self._calls[step]
         self._calls[step] += 1
-        prompt_ids = [self._encode(p) for p in prompts]
+        keys = [prompt_key(p) for p in prompts]
+        prompt_ids = [self._encode(key, p) for key, p in zip(keys, prompts, strict=True)]
         seen: Counter[str] = Counter()
         requests = []
-        for i, (messages, ids) in enumerate(zip(prompts, prompt_ids, strict=True)):
-            probe = self.probe_ids.get(prompt_key(messages), f"prompt-{i}")
+        for i, (key, ids) in enumerate(zip(keys, prompt_ids, strict=True)):
+            probe = self.probe_ids.get(key, f"prompt-{i}")
             index = seen[probe]
             seen[probe] += 1
             stream = f"{probe}\x1fgrpo-step-{step}-{call}"
@@ -146,9 +148,11 @@ class EngineRollouts:
             metrics["train"]["rollout_seconds"].append(seconds)
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
 
-    def _encode(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return [int(t) for t in self.tokenizer(str(text), add_special_tokens=False)["input_ids"]]
+    def _encode(self, key: str, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        if key not in self._encoded:
+            text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            self._encoded[key] = [int(t) for t in self.tokenizer(str(text), add_special_tokens=False)["input_ids"]]
+        return list(self._encoded[key])
 
     def _serve(self, module: Any, step: int) -> None:
         """Save the adapter as it is now and hand the folder to the backend (once per step)."""
