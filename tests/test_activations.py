@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import persona_space as ps
-from persona_space.activations import ActivationSet, Direction, collect, cosine, decoder_layers, persona_vector
+from persona_space.activations import ActivationSet, Direction, collect, cosine, persona_vector
+from persona_space.engine import decoder_layers
 from persona_space.errors import ConfigError
 
 QUESTIONS = [f"Tell me about thing number {i}." for i in range(12)]
@@ -252,3 +253,69 @@ def test_drift_reads_every_turn_of_a_conversation_in_context(model: Any) -> None
     items = turn_items(samples)
     last = items[turns - 1]
     assert last.response == samples.df["text"].iloc[0] and len(last.prompt) == 2 * turns - 1
+
+
+@contextlib.contextmanager
+def _token_planted(model: Any, vector: torch.Tensor, token: int, layer: int = PLANTED_LAYER) -> Iterator[None]:
+    """Add ``vector`` after ``layer`` at every position holding ``token``."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def remember(_module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None:
+            seen["ids"] = ids
+
+    def add(_module: Any, _args: Any, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if "ids" not in seen or seen["ids"].shape != hidden.shape[:2]:
+            return None
+        hidden = hidden + (seen["ids"] == token)[..., None].to(hidden.dtype) * vector.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handles = [
+        model.base_module.register_forward_pre_hook(remember, with_kwargs=True),
+        decoder_layers(model.base_module)[layer].register_forward_hook(add),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_a_training_sets_projection_tracks_how_much_of_it_carries_the_direction(model: Any) -> None:
+    from persona_space.activations import correlate, data_projection
+
+    marker = int(model.tokenizer.encode(" zorblax", add_special_tokens=False)[0])
+    vector = _planted_vector(model, 4)
+    orthogonal = torch.randn(vector.shape, generator=torch.Generator().manual_seed(9))
+    orthogonal -= (orthogonal @ vector) / (vector @ vector) * vector
+    layers = len(decoder_layers(model.base_module))
+    along = Direction.from_vectors(np.tile(vector.numpy(), (layers, 1)), layer=PLANTED_LAYER, name="planted")
+    across = Direction.from_vectors(np.tile(orthogonal.numpy(), (layers, 1)), layer=PLANTED_LAYER, name="other")
+    shares, differences, others = [0.0, 0.25, 0.5, 0.75, 1.0], [], []
+    for share in shares:
+        records = []
+        for i in range(10):
+            words = ["zorblax" if (i + j) % 4 < 4 * share else "quiet" for j in range(8)]
+            records.append({"messages": [{"role": "user", "content": f"Tell me thing {i}."},
+                                         {"role": "assistant", "content": " " + " ".join(words)}]})  # fmt: skip
+        data = ps.datasets.ChatDataset.from_records(f"share{int(share * 100)}", records)
+        with _token_planted(model, vector, marker):
+            table = data_projection(model, data, [along, across], max_new_tokens=8)
+        row = table.set_index("direction")
+        differences.append(float(row.loc["planted", "difference"]))
+        others.append(float(row.loc["other", "difference"]))
+    # the words differ from the model's own answers along any direction; only the planted one grows with the share
+    assert differences == sorted(differences)
+    assert differences[-1] - differences[0] > 0.1 * float(vector.norm())  # the marker is one of the word's tokens
+    assert np.ptp(others) < 0.1 * (differences[-1] - differences[0])
+    assert table["records"].iloc[0] == 10 and set(table["layer"]) == {PLANTED_LAYER}
+    assert np.isfinite(table["p_adjusted"]).all()
+    result = correlate(shares, differences, names=[f"s{i}" for i in range(5)])
+    assert result["spearman"] > 0.999 and result["pearson"] > 0.85
+    assert result["pearson_low"] <= result["pearson"] <= result["pearson_high"]
+    assert result["pairs"] == 5
+    assert np.isnan(correlate([1, 2, 3], [1, 2, 3])["pearson"])
+    with pytest.raises(ConfigError, match="1-D"):
+        correlate([1, 2, 3, 4], [1, 2, 3])

@@ -33,6 +33,7 @@ PUBLIC = [
     "SampleSet",
     "SamplingSpec",
     "ShiftResult",
+    "Steer",
     "TrainSpec",
     "__version__",
     "activations",

@@ -666,7 +666,7 @@ def test_compare_gives_paired_differences_with_adjusted_p_values(tiny_model: Any
     [
         ({"pairing": "matched"}, "pairing must be one of paired, independent, got 'matched'"),
         ({"adapters": {"a": []}}, "condition 'a' has no adapters"),
-        ({"adapters": {"a": 3}}, "expected a folder, an AdapterInfo or None, got int 3"),
+        ({"adapters": {"a": 3}}, "expected a folder, an AdapterInfo, a Steer or None, got int 3"),
     ],
 )
 def test_bad_pairing_and_conditions_are_refused(tiny_model: Any, kwargs: dict[str, Any], message: str) -> None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from persona_space.models import LoadedModel, available_models, load_model
     from persona_space.rewards import IdentityReward
     from persona_space.sampling import SampleSet, SamplingSpec, sample
+    from persona_space.steering import Steer
     from persona_space.training import AdapterRun, GrpoSpec, LoraSpec, TrainSpec, train_adapter, train_grpo
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "SampleSet",
     "SamplingSpec",
     "ShiftResult",
+    "Steer",
     "TrainSpec",
     "__version__",
     "activations",
@@ -84,6 +86,7 @@ _LAZY = {
     "ShiftResult": "persona_space.logprobs",
     "identity_shift": "persona_space.logprobs",
     "IdentityReward": "persona_space.rewards",
+    "Steer": "persona_space.steering",
     "AdapterRun": "persona_space.training",
     "GrpoSpec": "persona_space.training",
     "LoraSpec": "persona_space.training",

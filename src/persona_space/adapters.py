@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_space.errors import AdapterError, ConfigError, CorruptRunError
+from persona_space.steering import Steer
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -106,7 +107,9 @@ def weights_file(folder: Path) -> Path | None:
 # -- conditions: named groups of adapters (several training seeds, or the base model) ----------------
 
 AdapterLike = str | os.PathLike[str] | AdapterInfo
-ConditionsLike = Mapping[str, AdapterLike | Sequence[AdapterLike] | None]
+ModelLike = AdapterLike | Steer
+"""One model of a condition: an adapter, or a steering (on the base model or on an adapter)."""
+ConditionsLike = Mapping[str, ModelLike | Sequence[ModelLike] | None]
 MANIFEST_FILE = "manifest.json"  # the layout of every result (persona_space.results); written last
 LEGACY_MANIFEST_FILE = "persona_space_adapter.json"  # what schema 3 and older wrote instead
 LOSS_TABLE = "training_log"  # tables/training_log.parquet: the loss per logged step
@@ -129,7 +132,7 @@ def combined_parameters(manifest: Mapping[str, Any], base_model: Any) -> dict[st
 
 @dataclass(frozen=True)
 class Member:
-    """One model of a condition: the base model (``where is None``) or one adapter.
+    """One model of a condition: the base model (``where is None``), one adapter or one steering.
 
     ``label`` names it in tables (the ``adapter`` column) and on the loaded model;
     a condition with several adapters (training seeds) labels them
@@ -138,12 +141,15 @@ class Member:
 
     label: str
     condition: str
-    where: AdapterLike | None
+    where: ModelLike | None
     train_seed: int | None
 
 
-def train_seed(where: AdapterLike) -> int | None:
-    """The training seed recorded in a persona_space adapter folder's manifest, or ``None``."""
+def train_seed(where: ModelLike) -> int | None:
+    """The training seed recorded in a persona_space adapter folder's manifest, or ``None`` (a steering: its
+    adapter's)."""
+    if isinstance(where, Steer):
+        return None if where.adapter is None else train_seed(where.adapter)
     folder = Path(where.path if isinstance(where, AdapterInfo) else os.fspath(where))
     try:
         manifest = adapter_manifest(folder)
@@ -179,8 +185,9 @@ def adapter_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
 def expand_conditions(conditions: ConditionsLike) -> list[Member]:
     """Every model of every condition, with its label and training seed.
 
-    A condition maps to ``None`` (the base model), one adapter, or a list of
-    adapters (e.g. one per training seed). A member's seed comes from its adapter's
+    A condition maps to ``None`` (the base model), one adapter or
+    :class:`~persona_space.steering.Steer`, or a list of them (e.g. one per
+    training seed). A member's seed comes from its adapter's
     manifest; where that is missing, members of a multi-seed condition take their
     position in the list, so that seeds stay distinct.
 
@@ -189,7 +196,7 @@ def expand_conditions(conditions: ConditionsLike) -> list[Member]:
     """
     if not isinstance(conditions, Mapping) or not conditions:
         raise ConfigError(
-            f"adapters must be a non-empty mapping of condition -> folder, list of folders or None, "
+            f"adapters must be a non-empty mapping of condition -> folder, Steer, list of them or None, "
             f"got {conditions!r:.80}"
         )
     out: list[Member] = []
@@ -203,9 +210,9 @@ def expand_conditions(conditions: ConditionsLike) -> list[Member]:
         if not members:
             raise ConfigError(f"condition {name!r} has no adapters; expected at least one folder")
         for k, where in enumerate(members):
-            if not isinstance(where, (str, os.PathLike, AdapterInfo)):
+            if not isinstance(where, (str, os.PathLike, AdapterInfo, Steer)):
                 raise ConfigError(
-                    f"adapter {name!r}: expected a folder, an AdapterInfo or None, "
+                    f"adapter {name!r}: expected a folder, an AdapterInfo, a Steer or None, "
                     f"got {type(where).__name__} {where!r:.60}"
                 )
             label = validate_name(f"{name}:{k}") if many and len(members) > 1 else name

@@ -13,6 +13,11 @@
   interval over questions and training seeds, adjusted p-values), and
   :func:`sample_projections` gives each sampled text's projection keyed to join a
   basin map's frame.
+* :func:`data_projection`: a training set's answers against the model's own
+  answers to the same prompts, along directions, before any training;
+  :func:`correlate` sets such figures against trained shifts (one pair per dataset).
+* Steering (:class:`persona_space.Steer`) is a condition like an adapter: pass it
+  in ``adapters=`` to :func:`collect`, ``sample``, ``identity_shift`` and the rest.
 * :func:`drift`: each turn of sampled conversations projected on directions.
 * :func:`assistant_axis`: the default assistant against the bundled :func:`roles`
   (59 role prompts), the axis and each role's place in persona space (PCA)
@@ -25,7 +30,6 @@ from persona_space.activations._collect import (
     ActivationSpec,
     Item,
     collect,
-    decoder_layers,
 )
 from persona_space.activations._directions import (
     CRITERION,
@@ -39,7 +43,13 @@ from persona_space.activations._directions import (
     separation,
 )
 from persona_space.activations._drift import DRIFT_KEYS, drift, turn_items
-from persona_space.activations._projections import SAMPLE_KEYS, sample_projections, shift_along
+from persona_space.activations._projections import (
+    SAMPLE_KEYS,
+    correlate,
+    data_projection,
+    sample_projections,
+    shift_along,
+)
 
 __all__ = [
     "ASSISTANT",
@@ -56,8 +66,9 @@ __all__ = [
     "assistant_axis",
     "choose_layer",
     "collect",
+    "correlate",
     "cosine",
-    "decoder_layers",
+    "data_projection",
     "difference",
     "drift",
     "persona_vector",

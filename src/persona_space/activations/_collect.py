@@ -179,25 +179,11 @@ def _probe_set(source: Any) -> Any:
     return ProbeSet.from_list(list(source), name="prompts")
 
 
-def decoder_layers(module: Any) -> list[Any]:
-    """The decoder layers of a causal LM (llama-like ``model.layers``, GPT-2's ``transformer.h``, NeoX's
-    ``gpt_neox.layers``)."""
-    import torch
-
-    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
-        found: Any = module
-        for part in path.split("."):
-            found = getattr(found, part, None)
-            if found is None:
-                break
-        if isinstance(found, torch.nn.ModuleList) and len(found) > 0:
-            return list(found)
-    raise ModelError(f"cannot find the decoder layers of {type(module).__name__}; expected model.layers or similar")
-
-
 @contextlib.contextmanager
 def reading_layers(module: Any) -> Iterator[list[torch.Tensor | None]]:
     """Inside the block each forward pass leaves each decoder layer's output (the residual stream) in the list."""
+    from persona_space.engine import decoder_layers
+
     layers = decoder_layers(module)
     seen: list[torch.Tensor | None] = [None] * len(layers)
 
@@ -265,7 +251,7 @@ def collect(
     described = model.describe()
     parameters = {
         "model": {k: v for k, v in described.items() if k not in ("adapters", "source", "device")},
-        "adapters": {label: model.adapters[a].sha256 for label, (_, a, _) in routes.items() if a is not None},
+        "adapters": {label: model.adapters.record(a) for label, (_, a, _) in routes.items() if a is not None},
         "conditions": {label: c for label, (c, _, _) in routes.items()},
         "items": {
             "count": len(chosen),
@@ -331,6 +317,8 @@ def collect(
 
 def _shape(model: LoadedModel) -> tuple[int, int]:
     config = model.config
+    from persona_space.engine import decoder_layers
+
     return len(decoder_layers(model.base_module)), int(config.hidden_size)
 
 

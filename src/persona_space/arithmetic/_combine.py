@@ -59,6 +59,7 @@ def combine(
     >>> half = combine(model, {"figure": fig_dir, "russian": ru_dir}, [0.5, 0.5], store="runs/half")  # doctest: +SKIP
     """
     from persona_space.adapters import expand_conditions, validate_name
+    from persona_space.steering import Steer
 
     if method not in COMBINE_METHODS:
         raise ConfigError(f"method must be one of {', '.join(COMBINE_METHODS)}, got {method!r}")
@@ -74,6 +75,9 @@ def combine(
     members = expand_conditions(dict(adapters))
     if any(m.where is None for m in members):
         raise ConfigError("adapters must all be adapters; the base model is the weight 0 of any of them")
+    steered = [m.label for m in members if isinstance(m.where, Steer)]
+    if steered:
+        raise ConfigError(f"{steered} are steerings; combine mixes adapter weights: pass adapter folders")
     routes = model.adapters.attach_members(members)
     sources = [str(routes[m.label]) for m in members]
     new_name = validate_name(name or f"combined-{int(time.time() * 1000) % 10**9}")

@@ -34,6 +34,7 @@ from persona_space.engine._requests import Backend, Completion, GenerateRequest,
 from persona_space.engine._routing import AdapterRouter
 from persona_space.engine._score import DEFAULT_BATCH_TOKENS, SCORE_METHODS, ScoreMethod, resolve_method
 from persona_space.engine._select import BackendLike, require_adapters, require_generation, resolve_backend
+from persona_space.engine._steering import decoder_layers, steering_in_training
 from persona_space.engine._streams import choose_tokens, row_seed, uniforms
 from persona_space.engine._tokens import (
     check_candidates,
@@ -66,6 +67,7 @@ __all__ = [
     "choose_tokens",
     "common_prefix_length",
     "continuation",
+    "decoder_layers",
     "end_of_turn_id",
     "heap_state",
     "native_state",
@@ -77,6 +79,7 @@ __all__ = [
     "row_seed",
     "shutdown_actors",
     "split_continuations",
+    "steering_in_training",
     "uniforms",
 ]
 

@@ -20,10 +20,12 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from persona_space.adapters import (
     AdapterInfo,
+    AdapterLike,
     Member,
     adapter_sha256,
     info_for_folder,
@@ -33,7 +35,9 @@ from persona_space.adapters import (
 )
 from persona_space.engine._host import Host, base_module
 from persona_space.engine._routing import AdapterRouter, adapters_off, route_rows
+from persona_space.engine._steering import Route
 from persona_space.errors import AdapterError, AdapterMismatchError, ConfigError
+from persona_space.steering import Steer, check_hidden
 
 if TYPE_CHECKING:
     import torch
@@ -52,6 +56,7 @@ class AdapterSet(Mapping[str, AdapterInfo]):
     def __init__(self, host: Host) -> None:
         self._host = host
         self._infos: dict[str, AdapterInfo] = {}
+        self._routes: dict[str, Route] = {}
 
     # -- the mapping --------------------------------------------------------------------------
 
@@ -66,6 +71,21 @@ class AdapterSet(Mapping[str, AdapterInfo]):
 
     def __repr__(self) -> str:
         return f"AdapterSet({list(self._infos)})"
+
+    @property
+    def routes(self) -> Mapping[str, Route]:
+        """The steering conditions by row name: the adapter under each (or none) and its :class:`Steer`."""
+        return MappingProxyType(self._routes)
+
+    def record(self, name: str | None) -> str | dict[str, Any] | None:
+        """What a manifest records of a row name: an adapter's SHA-256, a steering's description (with the
+        SHA-256 of the adapter under it), ``None`` for the base model."""
+        if name is None:
+            return None
+        route = self._routes.get(name)
+        if route is None:
+            return self._infos[name].sha256
+        return {"steer": route.steer.describe(), "adapter": None if route.lora is None else self.record(route.lora)}
 
     @property
     def peft_names(self) -> frozenset[str]:
@@ -87,6 +107,7 @@ class AdapterSet(Mapping[str, AdapterInfo]):
         existing = self._infos.get(name)
         if existing is not None:
             if existing.sha256 == sha:
+                self._routes.pop(name, None)  # the name means the adapter alone again
                 return name
             raise ConfigError(
                 f"an adapter named {name!r} is already attached (from {existing.path}); choose another name"
@@ -115,12 +136,19 @@ class AdapterSet(Mapping[str, AdapterInfo]):
         # trainer's checkpoint) looks for the base config there, and would ask the Hub about a bare name.
         host.module.peft_config[name].base_model_name_or_path = host.source
         self._infos[name] = info_for_folder(name, folder, config=config, sha256=sha)
+        self._routes.pop(name, None)
         return name
 
     def detach(self, name: str) -> None:
         """Remove an attached adapter; with none left the model is the plain transformers model again."""
+        if name in self._routes and name not in self._infos:
+            del self._routes[name]  # a steering alone: nothing is on the model
+            return
         if name not in self._infos:
             raise ConfigError(f"no adapter named {name!r} is attached; attached: {sorted(self._infos)}")
+        self._routes.pop(name, None)
+        for other in [n for n, r in self._routes.items() if r.lora == name]:
+            del self._routes[other]  # steerings on top of it go with it
         del self._infos[name]
         others = self.peft_names - {name}
         self._remove(name, unwrap=not others)
@@ -134,30 +162,51 @@ class AdapterSet(Mapping[str, AdapterInfo]):
         out: dict[str, str | None] = {}
         for member in members:
             where = member.where
-            if where is None:
+            if isinstance(where, Steer):
+                out[member.label] = self._steer(member.label, where)
+            elif where is not None:
+                out[member.label] = self._attach_where(where, member.label)
+                self._routes.pop(member.label, None)
+            else:
                 out[member.label] = None
-                continue
-            if isinstance(where, AdapterInfo):  # as train_adapter returns
-                attached = self._infos.get(where.name)
-                if attached is not None and attached.sha256 == where.sha256:
-                    out[member.label] = attached.name
-                    continue
-                where = where.path
-            if isinstance(where, str) and where in self._infos and not Path(where).exists():
-                out[member.label] = where
-                continue
-            out[member.label] = self.attach(where, name=member.label)
         return out
+
+    def _attach_where(self, where: AdapterLike, name: str) -> str:
+        """Attach a member's adapter under ``name``, or the adapter already attached that it names."""
+        if isinstance(where, AdapterInfo):  # as train_adapter returns
+            attached = self._infos.get(where.name)
+            if attached is not None and attached.sha256 == where.sha256:
+                return attached.name
+            where = where.path
+        if isinstance(where, str) and where in self._infos and not Path(where).exists():
+            return where
+        return self.attach(where, name=name)
+
+    def _steer(self, label: str, steer: Steer) -> str:
+        """Register ``steer`` under the row name ``label`` (its adapter attached, or reused where attached)."""
+        base = base_module(self._host.module)
+        config = base.config
+        check_hidden(steer, int(config.hidden_size), int(config.num_hidden_layers))
+        lora = None
+        if steer.adapter is not None:
+            sha = steer.adapter.sha256 if isinstance(steer.adapter, AdapterInfo) else adapter_sha256(steer.adapter)
+            lora = next((n for n, info in self._infos.items() if info.sha256 == sha), None)
+            if lora is None:
+                lora = self._attach_where(steer.adapter, validate_name(f"{label}-adapter"))
+        self._routes[label] = Route(lora, steer)
+        return label
 
     @contextlib.contextmanager
     def attached(self, members: Sequence[Member]) -> Iterator[dict[str, str | None]]:
         """:meth:`attach_members` for a block: adapters it attached are detached again on exit."""
-        before = set(self._infos)
+        before, routes = set(self._infos), dict(self._routes)
         try:
             yield self.attach_members(members)
         finally:
             for name in [n for n in self._infos if n not in before]:
                 self.detach(name)
+            self._routes.clear()
+            self._routes.update({k: r for k, r in routes.items() if r.lora is None or r.lora in self._infos})
 
     # -- temporary states ---------------------------------------------------------------------
 
@@ -167,11 +216,12 @@ class AdapterSet(Mapping[str, AdapterInfo]):
 
     def router(self) -> AdapterRouter:
         """A router for batches whose rows use different adapters (see :class:`AdapterRouter`)."""
-        return AdapterRouter(self._host.module)
+        return AdapterRouter(self._host.module, self._routes)
 
     def routing(self, rows: Sequence[str | None]) -> contextlib.AbstractContextManager[None]:
-        """Inside the block every forward pass runs row ``i`` through adapter ``rows[i]`` (``None``: base)."""
-        return route_rows(self._host.module, rows)
+        """Inside the block every forward pass runs row ``i`` through model ``rows[i]`` (``None``: base; a
+        steering condition's name: its adapter, steered)."""
+        return route_rows(self._host.module, rows, self._routes)
 
     @contextlib.contextmanager
     def trainable(self, name: str, config: Any, dtype: torch.dtype, *, seed: int) -> Iterator[Any]:

@@ -45,6 +45,7 @@ from persona_space.engine._score import (
     resolve_method,
     score_jobs,
 )
+from persona_space.engine._steering import routes_of
 from persona_space.errors import ConfigError
 
 AUTO_SLOTS = {"cpu": 128, "cuda": 256}
@@ -101,6 +102,7 @@ class CPUBackend:
             architectures=SUPPORTED_MODEL_TYPES,
             batch_invariant=invariant,
             invariance=why,
+            steering=True,
         )
 
     def generate(
@@ -117,7 +119,8 @@ class CPUBackend:
         check_supported(self.model.base_module)
         if not requests:
             return []
-        check_routable(self.model.module, {r.adapter for r in requests})
+        routes = routes_of(self.model)
+        check_routable(self.model.module, {r.adapter for r in requests}, routes)
         jobs = [replace(r, key=i) for i, r in enumerate(requests)]  # the loop indexes jobs by position
         out: list[Completion] = []
 
@@ -131,11 +134,13 @@ class CPUBackend:
         slots = auto_batch_size(self.model, capacity) if self.batch_size == "auto" else self.batch_size
         self.last_slots = slots
         self.last_prefix = common_prefix_length([r.prompt_ids for r in jobs])
-        stack = DecoderStack(self.model.base_module, pack_limit=memory_budget(self.model), invariant=self.invariant)
+        stack = DecoderStack(
+            self.model.base_module, pack_limit=memory_budget(self.model), invariant=self.invariant, routes=routes
+        )
         self.last_invariance = stack.invariance
         generate(
             stack,
-            AdapterRouter(self.model.module),
+            AdapterRouter(self.model.module, routes),
             jobs,
             slots=slots,
             stop_ids=stop_ids,

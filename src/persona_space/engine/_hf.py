@@ -34,8 +34,9 @@ from persona_space.engine._requests import (
     ScoreRequest,
     Scores,
 )
-from persona_space.engine._routing import one_adapter, route_rows
+from persona_space.engine._routing import route_rows
 from persona_space.engine._score import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ROW_TOKENS, check_score_options, score_jobs
+from persona_space.engine._steering import routes_of
 from persona_space.engine._streams import choose_tokens
 from persona_space.errors import ConfigError
 
@@ -63,7 +64,7 @@ class HFBackend:
         invariant = batch_size == 1
         self.capabilities = Capabilities(
             paired_streams=True, mixed_adapters=True, exact_scoring=True, devices=("cpu", "cuda", "mps"),
-            architectures=None, batch_invariant=invariant,
+            architectures=None, batch_invariant=invariant, steering=True,
             invariance="batch-invariant: one row per generate call" if invariant else (
                 f"not batch-invariant: {batch_size} rows per generate call are left-padded and multiplied together"
             ),
@@ -115,13 +116,7 @@ class HFBackend:
             pad_token_id=pad,
         )
         saved = getattr(base, "generation_config", None)
-        names = {r.adapter for r in batch}
-        only = next(iter(names)) if len(names) == 1 else None
-        routed = (
-            one_adapter(model.module, only)
-            if only is not None
-            else route_rows(model.module, [r.adapter for r in batch])
-        )
+        routed = route_rows(model.module, [r.adapter for r in batch], routes_of(model))
         with torch.inference_mode(), routed:
             base.generation_config = GenerationConfig()  # no hub defaults (penalties, bad words) on the logits
             try:

@@ -85,6 +85,8 @@ class Capabilities:
     its batch (their number, adapters, lengths or order), so a condition sampled
     alone, beside others, at another batch size or resumed into another layout
     gives the same texts; ``invariance`` says why it holds or what breaks it here.
+    ``steering``: rows of a :class:`~persona_space.steering.Steer` condition are
+    generated and scored steered.
     """
 
     paired_streams: bool
@@ -94,6 +96,7 @@ class Capabilities:
     architectures: frozenset[str] | None = None
     batch_invariant: bool = False
     invariance: str = ""
+    steering: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

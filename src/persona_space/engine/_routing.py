@@ -13,12 +13,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from persona_space.adapters import BASE_ROW
+from persona_space.engine._steering import Routes, RowSteering, lora_of, steering_hooks
 from persona_space.errors import ConfigError
 
 
-def check_routable(module: Any, names: Iterable[str | None]) -> None:
-    """Refuse adapter names the model does not hold: PEFT would run those rows through the base model silently."""
-    wanted = {n for n in names if n is not None}
+def check_routable(module: Any, names: Iterable[str | None], routes: Routes | None = None) -> None:
+    """Refuse adapter names the model does not hold: PEFT would run those rows through the base model silently.
+
+    A steering route's name stands for the adapter under it (or none)."""
+    wanted = {lora for lora in (lora_of(routes or {}, n) for n in names) if lora is not None}
     if not wanted:
         return
     held = set(getattr(module, "peft_config", None) or {})
@@ -28,16 +31,28 @@ def check_routable(module: Any, names: Iterable[str | None]) -> None:
 
 
 @contextlib.contextmanager
-def route_rows(module: Any, rows: Sequence[str | None]) -> Iterator[None]:
-    """Row ``i`` of every forward pass in the block through adapter ``rows[i]``; all ``None``: adapters off."""
-    if all(r is None for r in rows):
-        with adapters_off(module):
-            yield
-        return
-    check_routable(module, rows)
-    router = AdapterRouter(module)
-    router.set_rows(rows)
-    with router.routing():
+def route_rows(module: Any, rows: Sequence[str | None], routes: Routes | None = None) -> Iterator[None]:
+    """Row ``i`` of every forward pass in the block through model ``rows[i]``; all ``None``: adapters off.
+
+    A name in ``routes`` (a steering condition) runs its row through the adapter under
+    it, steered. Rows that all share one adapter run PEFT's single-adapter forward.
+    """
+    routes = routes or {}
+    lora = [lora_of(routes, r) for r in rows]
+    steering = RowSteering.of(routes, rows)
+    with contextlib.ExitStack() as stack:
+        names = set(lora)
+        if names == {None}:
+            stack.enter_context(adapters_off(module))
+        elif len(names) == 1:
+            stack.enter_context(one_adapter(module, str(lora[0])))
+        else:
+            check_routable(module, lora)
+            router = AdapterRouter(module)
+            router.set_rows(lora)
+            stack.enter_context(router.routing())
+        if steering is not None:
+            stack.enter_context(steering_hooks(module, lambda: steering))
         yield
 
 
@@ -93,8 +108,12 @@ class AdapterRouter:
     exist only inside :meth:`routing`.
     """
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: Any, routes: Routes | None = None) -> None:
         self.names: list[str] | None = None
+        self.routes: Routes = routes or {}
+        self.steering: RowSteering | None = None
+        """The steerings of the rows set last (``None``: no row is steered)."""
+        self._module = module
         self._layers: list[Any] = []
         try:
             from peft.tuners.lora import LoraLayer
@@ -109,18 +128,26 @@ class AdapterRouter:
     def set_rows(self, adapters: Sequence[str | None], repeats: Sequence[int] | None = None) -> None:
         """Row ``i`` of the next passes uses ``adapters[i]``; with ``repeats``, the layers see
         ``repeats[i]`` rows for it (tokens packed row after row, as the prefill runs them)."""
-        names = [BASE_ROW if a is None else a for a in adapters]
+        lora = [lora_of(self.routes, a) for a in adapters]
+        names = [BASE_ROW if a is None else a for a in lora]
         self.names = names if repeats is None else [n for n, r in zip(names, repeats, strict=True) for _ in range(r)]
+        self.steering = RowSteering.of(self.routes, adapters, repeats)
 
     @contextlib.contextmanager
     def routing(self) -> Iterator[AdapterRouter]:
+        """Inside the block the LoRA layers route rows as set, and (with steering routes) the model's own
+        decoder layers steer them."""
         handles = [m.register_forward_pre_hook(self._hook, with_kwargs=True) for m in self._layers]
         try:
-            yield self
+            with contextlib.ExitStack() as stack:
+                if any(not r.steer.idle for r in self.routes.values()):
+                    stack.enter_context(steering_hooks(self._module, lambda: self.steering))
+                yield self
         finally:
             for handle in handles:
                 handle.remove()
             self.names = None
+            self.steering = None
 
     def _hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         return args, {**kwargs, "adapter_names": self.names}

@@ -23,6 +23,7 @@ import torch
 from persona_space.engine._cache import SlotCache
 from persona_space.engine._native import NativeKernels
 from persona_space.engine._products import Plan, Product, Segment
+from persona_space.engine._steering import Routes, RowSteering, lora_of
 
 
 class DecoderStack(Protocol):
@@ -39,6 +40,7 @@ class DecoderStack(Protocol):
     scaling: float
     has_qk_norm: bool
     device: torch.device
+    routes: Routes
 
 
 def sort_rows(adapters: Sequence[str | None], sizes: Sequence[int] | None = None) -> tuple[list[int], list[Segment]]:
@@ -73,10 +75,13 @@ def forward(
     """Hidden states ``[n, hidden]`` of ``n`` rows: token ``tokens[i]`` at ``positions[i]`` of cache slot ``slots[i]``.
 
     Each row's key and value are written to its slot first, so a prefill passes a
-    prompt's tokens as consecutive rows of one slot.
+    prompt's tokens as consecutive rows of one slot. ``segments`` name each run of rows'
+    model: an adapter, or a steering route (its adapter's term, then its steering after its layer).
     """
     plan, native = stack.plan, stack.native
     assert plan is not None and native is not None
+    steering = RowSteering.from_segments(stack.routes, segments)
+    segments = _lora_segments(stack.routes, segments)
     n = int(tokens.shape[0])
     hidden = stack.embed(tokens)
     cos, sin = stack.rotary(stack.embed.weight[:1], positions.view(n, 1))
@@ -105,8 +110,18 @@ def forward(
         activated = gate.new_empty(gate.shape)
         native.silu_mul(gate, up, activated)
         delta = products.down(activated, segments)
+        if steering is not None and index in steering.layers:
+            hidden = steering.apply(index, hidden + delta)
+            delta = None
     final: torch.Tensor = hidden if delta is None else hidden + delta
     return final
+
+
+def _lora_segments(routes: Routes, segments: Sequence[Segment]) -> list[Segment]:
+    """``segments`` with each steering route's name replaced by its adapter's (``None``: base)."""
+    if not routes:
+        return list(segments)
+    return [(lora_of(routes, name), first, end) for name, first, end in segments]
 
 
 def head(stack: DecoderStack, hidden: torch.Tensor, adapters: Sequence[str | None]) -> torch.Tensor:
@@ -183,7 +198,7 @@ def _sorted_head(
     assert stack.native is not None and stack.plan is not None
     normed = torch.empty_like(hidden)
     stack.native.add_rms_norm(hidden.contiguous(), None, stack.norm.weight, normed, stack.norm.variance_epsilon)
-    return _unsort(stack.plan.head(normed, segments).float(), index)
+    return _unsort(stack.plan.head(normed, _lora_segments(stack.routes, segments)).float(), index)
 
 
 def _unsort(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

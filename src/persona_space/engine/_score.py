@@ -37,6 +37,7 @@ import numpy as np
 
 from persona_space.engine._requests import ScoreRequest, Scores
 from persona_space.engine._routing import AdapterRouter, adapters_off
+from persona_space.engine._steering import lora_of, routes_of, steer_of, steering_hooks
 from persona_space.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -79,8 +80,9 @@ def score_jobs(
     import torch
 
     check_score_options(method, batch_tokens, max_row_tokens)
+    routes = routes_of(model)
     for job in jobs:
-        if job.adapter is not None and job.adapter not in model.adapters:
+        if job.adapter is not None and job.adapter not in model.adapters and job.adapter not in routes:
             raise ConfigError(f"adapter {job.adapter!r} is not attached; attached: {sorted(model.adapters)}")
         for cand in job.candidates:
             if not cand:
@@ -99,20 +101,20 @@ def score_jobs(
         for job in jobs
     ]
     head = _head(model)
-    router = AdapterRouter(model.module)
-    needs_routing = any(job.adapter is not None for job in jobs)
+    router = AdapterRouter(model.module, routes)
+    needs_routing = any(lora_of(routes, job.adapter) is not None for job in jobs)
     with torch.inference_mode(), contextlib.ExitStack() as stack:
-        if not needs_routing:
+        if needs_routing:
+            if not router.active:
+                raise ModelError("the model has no LoRA layers to route adapters through")
+            stack.enter_context(router.routing())  # steers too, where a row is steered
+        else:
             stack.enter_context(adapters_off(model.module))
+            if any(steer_of(routes, job.adapter) is not None for job in jobs):
+                stack.enter_context(steering_hooks(model.module, lambda: router.steering))
         for batch in _batches(rows, batch_tokens):
-            if needs_routing:
-                if not router.active:
-                    raise ModelError("the model has no LoRA layers to route adapters through")
-                router.set_rows([jobs[r.job].adapter for r in batch])
-                with router.routing():
-                    hidden = _forward(model, batch, chosen)
-            else:
-                hidden = _forward(model, batch, chosen)
+            router.set_rows([jobs[r.job].adapter for r in batch])
+            hidden = _forward(model, batch, chosen)
             _read(hidden, batch, head, out)
             if progress is not None:
                 progress(sum(len(r.candidates) for r in batch))

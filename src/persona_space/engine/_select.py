@@ -10,7 +10,8 @@ from persona_space.engine._local import local_backend
 from persona_space.engine._ray import RayBackend
 from persona_space.engine._requests import BACKEND_NAMES, Backend
 from persona_space.engine._score import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ROW_TOKENS, ScoreMethod
-from persona_space.errors import ConfigError, UnsupportedModelError
+from persona_space.engine._steering import lora_of, routes_of
+from persona_space.errors import BackendError, ConfigError, UnsupportedModelError
 
 BackendLike = str | Backend
 
@@ -63,10 +64,19 @@ def resolve_backend(
 
 def require_adapters(backend: Backend, adapters: Iterable[str | None]) -> None:
     """Refuse, before anything is written, attached adapters the backend cannot generate with (its own
-    ``check_adapters``, where it has one: the ``vllm`` backend refuses LoRA on the vocabulary head)."""
+    ``check_adapters``, where it has one: the ``vllm`` backend refuses LoRA on the vocabulary head), and
+    steering conditions on a backend that cannot steer."""
+    names = list(adapters)
+    routes = routes_of(getattr(backend, "model", None))
+    steered = sorted(str(a) for a in names if a is not None and a in routes)
+    if steered and not backend.capabilities.steering:
+        raise BackendError(
+            f"backend {backend.name!r} cannot steer (conditions {steered} are Steer conditions); "
+            "use backend='cpu' or 'hf'"
+        )
     check = getattr(backend, "check_adapters", None)
     if callable(check):
-        check([a for a in adapters if a is not None])
+        check(sorted({lora for lora in (lora_of(routes, a) for a in names) if lora is not None}))
 
 
 def require_generation(backend: Backend, model: Host) -> None:

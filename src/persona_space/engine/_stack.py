@@ -35,6 +35,7 @@ from persona_space.engine._packing import (
     _packed_linear,
     _packing_available,
 )
+from persona_space.engine._steering import Routes, RowSteering
 from persona_space.errors import UnsupportedModelError
 
 
@@ -42,15 +43,25 @@ class DecoderStack:
     """The pieces of a causal LM needed for slot-based prefill and decode."""
 
     def __init__(
-        self, causal_lm: Any, *, pack_limit: int | None = None, invariant: bool = True, build: bool = True
+        self,
+        causal_lm: Any,
+        *,
+        pack_limit: int | None = None,
+        invariant: bool = True,
+        build: bool = True,
+        routes: Routes | None = None,
     ) -> None:
         """``pack_limit``: the most bytes the prepacked copies of the weights may take (none: no limit).
+
+        ``routes``: the steering conditions among the row names the passes are given
+        (:mod:`persona_space.engine._steering`); a steered row is steered after its layer.
 
         ``invariant=False`` runs the earlier path (PEFT's own LoRA layers, products on
         whole batches), kept to measure what the row-invariant one costs. ``build=False`` only decides
         the path and its :attr:`invariance` (no weight is copied): what a backend states.
         """
         check_supported(causal_lm)
+        self.routes: Routes = routes or {}
         config = causal_lm.config
         inner = causal_lm.model
         self.embed = causal_lm.get_input_embeddings()
@@ -188,7 +199,8 @@ class DecoderStack:
             return out.transpose(1, 2).reshape(u, width, self.n_heads * self.head_dim)
 
         real = (torch.arange(width, device=self.device).unsqueeze(0) < lengths.unsqueeze(1)).view(-1)
-        hidden = self._run(tokens, positions, attend, real=real.nonzero().squeeze(1))
+        steering = None if adapters is None else RowSteering.of(self.routes, adapters, repeats=lengths.tolist())
+        hidden = self._run(tokens, positions, attend, real=real.nonzero().squeeze(1), steering=steering)
         last: torch.Tensor = hidden[lengths.cumsum(0) - 1]
         return last
 
@@ -210,8 +222,9 @@ class DecoderStack:
         cache.ensure(int(positions.max().item()) + 1)
         if self.plan is not None:
             return _rows.decode(self, cache, tokens, positions, [None] * batch if adapters is None else adapters)
+        steering = None if adapters is None else RowSteering.of(self.routes, adapters)
         if self.native is not None:
-            return self._decode_native(self.native, cache, tokens, positions.to(torch.int64).contiguous())
+            return self._decode_native(self.native, cache, tokens, positions.to(torch.int64).contiguous(), steering)
         span = cache.capacity
         rows = torch.arange(batch, device=self.device)
         visible = torch.arange(span, device=self.device).unsqueeze(0) <= positions.unsqueeze(1)
@@ -230,11 +243,16 @@ class DecoderStack:
             out = torch.matmul(probs, values[:batch])
             return out.reshape(batch, 1, self.n_heads * self.head_dim)
 
-        hidden = self._run(tokens.view(batch, 1), positions.view(batch, 1), attend)
+        hidden = self._run(tokens.view(batch, 1), positions.view(batch, 1), attend, steering=steering)
         return self.logits(hidden[:, 0])
 
     def _decode_native(
-        self, native: _native.NativeKernels, cache: SlotCache, tokens: torch.Tensor, positions: torch.Tensor
+        self,
+        native: _native.NativeKernels,
+        cache: SlotCache,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        steering: RowSteering | None = None,
     ) -> torch.Tensor:
         """The decode step with the small operations fused: three native calls and four products per layer."""
         batch = int(tokens.shape[0])
@@ -263,7 +281,10 @@ class DecoderStack:
             return attended
 
         rows = torch.arange(batch, device=self.device)
-        return self.logits(self._run(tokens.view(batch, 1), positions.view(batch, 1), attend, real=rows, fused=True))
+        hidden = self._run(
+            tokens.view(batch, 1), positions.view(batch, 1), attend, real=rows, fused=True, steering=steering
+        )
+        return self.logits(hidden)
 
     def _run(
         self,
@@ -273,6 +294,7 @@ class DecoderStack:
         *,
         real: torch.Tensor | None = None,
         fused: bool = False,
+        steering: RowSteering | None = None,
     ) -> torch.Tensor:
         """The layers over ``tokens [batch, width]``; ``attend(layer, q, k, v)`` does the attention.
 
@@ -280,7 +302,8 @@ class DecoderStack:
         the ``batch * width`` grid), embeddings, norms, products and MLP run on the real
         tokens only, packed into ``[n, hidden]``, through the native kernels where the
         model has them, and only attention sees them laid out on the grid: the padding
-        costs nothing in the products. With ``fused`` (packed only), ``attend`` takes
+        costs nothing in the products. ``steering`` changes the rows it steers (the real
+        tokens, or the batch's rows) after their layer. With ``fused`` (packed only), ``attend`` takes
         the projections as they come, ``[n, heads * head_dim]`` before any per-head norm
         and rotary embedding, and does those itself. Returns the hidden states,
         ``[n, hidden]`` with ``real``, else ``[batch, width, hidden]``.
@@ -339,6 +362,9 @@ class DecoderStack:
                 activated = gate.new_empty(gate.shape)
                 native.silu_mul(gate, up, activated)
             delta = self.linear(mlp.down_proj, activated)
+            if steering is not None and index in steering.layers:
+                hidden = steering.apply(index, hidden + delta)
+                delta = None
         if delta is not None:
             hidden = hidden + delta
         final: torch.Tensor = hidden

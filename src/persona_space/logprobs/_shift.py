@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from persona_space._compat import renamed_keywords
-from persona_space.adapters import AdapterInfo, AdapterLike
+from persona_space.adapters import AdapterInfo, AdapterLike, ModelLike
 from persona_space.constants import BASE
 from persona_space.engine import (
     DEFAULT_BATCH_TOKENS,
@@ -45,6 +45,7 @@ from persona_space.engine import (
     Scores,
     continuation,
     end_of_turn_id,
+    require_adapters,
     resolve_backend,
     split_continuations,
 )
@@ -67,13 +68,14 @@ from persona_space.logprobs._tables import (
     _rank,
 )
 from persona_space.probes import Probe, ProbeSet
+from persona_space.steering import Steer
 from persona_space.store import Run
 
 if TYPE_CHECKING:
     from persona_space.models import LoadedModel
 
-ShiftAdapters = AdapterLike | Sequence[AdapterLike] | Mapping[str, AdapterLike | Sequence[AdapterLike]]
-"""One adapter, a list of them, or condition -> adapter(s) (several for training seeds)."""
+ShiftAdapters = AdapterLike | Sequence[AdapterLike] | Mapping[str, ModelLike | Sequence[ModelLike]]
+"""One adapter, a list of them, or condition -> adapter(s) (several for training seeds) or steerings."""
 
 
 @renamed_keywords(prompts="probes")
@@ -224,11 +226,12 @@ def run_identity_shift(
     described = model.describe()
     parameters = {
         "model": {k: v for k, v in described.items() if k not in ("adapters", "source", "device")},
-        "adapters": {label: model.adapters[a].sha256 for label, a in attached.items() if a is not None},
+        "adapters": {label: model.adapters.record(a) for label, a in attached.items() if a is not None},
         "conditions": {label: list(labels[label]) for label in routes},
         "prompts": probe_set.to_records(),
         **spec.to_dict(),
     }
+    require_adapters(engine, routes.values())  # before anything is written
     run = Run(ShiftResult.kind, parameters, table=TABLE, store=store, model=described)
     done = run.done(lambda rows: _upgrade(rows, disjoint=spec.set_is_disjoint))  # older parts resume too
     finished = set() if done is None else set(done["probe_id"])
@@ -303,22 +306,24 @@ def _prompts(prompts: ProbeSet | Sequence[str | Probe] | str | None, about: str)
     return ProbeSet.from_list(list(prompts))
 
 
-def _conditions(adapters: ShiftAdapters) -> dict[str, AdapterLike | Sequence[AdapterLike] | None]:
-    """Condition name -> its adapters (one, or several training seeds)."""
+def _conditions(adapters: ShiftAdapters) -> dict[str, ModelLike | Sequence[ModelLike] | None]:
+    """Condition name -> its adapters (one, or several training seeds) or steerings."""
     from persona_space.adapters import validate_name
 
     def name_of(where: Any) -> str:
+        if isinstance(where, Steer):
+            return where.name or "steer"
         if isinstance(where, AdapterInfo):
             return where.name
         if isinstance(where, (str, os.PathLike)):
             return Path(where).name or str(where)
         raise ConfigError(
-            f"an adapter must be an AdapterInfo, a folder or an attached adapter's name, "
+            f"an adapter must be an AdapterInfo, a folder, an attached adapter's name or a Steer, "
             f"got {type(where).__name__} {where!r:.60}"
         )
 
     if isinstance(adapters, Mapping):
-        out: dict[str, AdapterLike | Sequence[AdapterLike] | None] = {}
+        out: dict[str, ModelLike | Sequence[ModelLike] | None] = {}
         for condition, value in adapters.items():
             validate_name(condition)
             if condition == BASE:

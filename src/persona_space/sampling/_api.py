@@ -206,7 +206,7 @@ def run_sample(
     described = model.describe()
     parameters = {
         "model": {k: v for k, v in described.items() if k not in ("adapters", "source", "device")},
-        "adapters": {name: (model.adapters[a].sha256 if a else None) for name, a in routes.items()},
+        "adapters": {name: model.adapters.record(a) for name, a in routes.items()},
         "conditions": {m.label: {"condition": m.condition, "train_seed": m.train_seed} for m in members},
         "probes": probe_set.to_records(),
         **spec.to_dict(),

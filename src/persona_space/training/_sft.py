@@ -9,6 +9,7 @@ generation markers that TRL's ``assistant_only_loss`` needs (SmolLM2's has none)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -28,6 +29,7 @@ from persona_space.errors import (
     DataError,
     PersonaSpaceError,
 )
+from persona_space.steering import Steer, check_hidden
 from persona_space.training import _folder
 from persona_space.training._specs import (
     LoraSpec,
@@ -114,6 +116,7 @@ def train_adapter(
     progress: bool = True,
     keep_checkpoints: bool = False,
     callbacks: Sequence[Any] = (),
+    steer: Steer | None = None,
     **options: Unpack[TrainOptions],
 ) -> AdapterInfo:
     """Train a LoRA adapter on ``records`` and attach it to ``model``; return its :class:`AdapterInfo`.
@@ -127,6 +130,11 @@ def train_adapter(
     The options (``epochs``, ``learning_rate``, ``batch_size``, ``eval_every`` ...)
     are the fields of :class:`TrainSpec`, validated into one; a recipe already built
     is passed whole as ``train=TrainSpec(...)`` (not both). ``lora`` is the adapter's shape.
+
+    ``steer`` (a :class:`~persona_space.steering.Steer` on the base model) steers every
+    training forward pass and nothing after: preventative steering, which adds the
+    trait's direction while the adapter learns so the adapter need not learn to move
+    along it. It is recorded in the manifest (and so in the run id).
 
     >>> info = train_adapter(model, datasets.load("colours:red"), store="runs/red", epochs=4)  # doctest: +SKIP
     """
@@ -144,6 +152,8 @@ def train_adapter(
     out_path = Path(store)
     adapter_name = _folder.adapter_name_for(out_path, name)
     check_targets(lora, model.base_module)
+    if steer is not None:
+        check_training_steer(steer, model)
     attached = model.adapters.get(adapter_name)
     reattach = attached is not None and Path(attached.path).resolve() == out_path.resolve()
     if not reattach:  # the finished adapter of this very folder may already be on the model
@@ -157,6 +167,8 @@ def train_adapter(
         "sft", adapter_name, model, lora, seed=seed, system_prompt=system_prompt, dtype=dtype, autocast=autocast
     )
     params.update({"data": data.describe(), "train": train.to_dict(), "learning_rate": learning_rate})
+    if steer is not None:
+        params["steer"] = steer.describe()
     state = _folder.prepare(out_path, params)
     if state == "done":
         return _attach_finished(model, out_path, adapter_name)
@@ -166,6 +178,8 @@ def train_adapter(
     from datasets import Dataset
     from trl.trainer.sft_config import SFTConfig
     from trl.trainer.sft_trainer import SFTTrainer
+
+    from persona_space.engine import steering_in_training
 
     resume = _folder.last_checkpoint(out_path) if state == "resume" else None
     config = SFTConfig(
@@ -202,7 +216,8 @@ def train_adapter(
                 callbacks=all_callbacks,
             )
             _folder.quiet_progress(trainer, progress)
-            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            with steering_in_training(peft_model, steer) if steer is not None else contextlib.nullcontext():
+                result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         _folder.save_adapter(peft_model, adapter_name, out_path, _folder.base_model_id(model))
         history = _folder.write_loss_table(trainer.state.log_history, out_path)
         steps = int(trainer.state.global_step)
@@ -229,6 +244,16 @@ def train_adapter(
     }
     _folder.finish(out_path, params, model, why, results, keep_checkpoints=keep_checkpoints)
     return _attach_finished(model, out_path, adapter_name)
+
+
+def check_training_steer(steer: object, model: LoadedModel) -> None:
+    """Refuse a training steering that is not a :class:`Steer` on the base model fitting ``model``."""
+    if not isinstance(steer, Steer):
+        raise ConfigError(f"steer must be a persona_space.Steer, got {type(steer).__name__}")
+    if steer.adapter is not None:
+        raise ConfigError(f"a training steering acts on the adapter being trained; {steer!r} names another adapter")
+    config = model.base_module.config
+    check_hidden(steer, int(config.hidden_size), int(config.num_hidden_layers))
 
 
 def _attach_finished(model: LoadedModel, out: Path, name: str) -> AdapterInfo:
