@@ -167,6 +167,25 @@ def test_the_assistant_axis_recovers_a_planted_assistant_direction(model: Any, t
     acts = collect(model, QUESTIONS[:6], where="prompt_last", progress=False)
     placed = space.place(acts)
     assert list(placed["condition"]) == ["base"] and {"axis_projection", "pc1", "pc2", "pc3"} <= set(placed.columns)
+    # the charts and the report's section
+    chart = ps.plots.persona_space_map(space.df, placed).to_dict()
+    assert len(chart["layer"]) == 4 and ps.plots.layer_profile(space.layers).to_dict()["layer"]
+    from persona_space.html_report import write_report
+
+    space.axis.save(tmp_path / "axis")
+    page = write_report([tmp_path], tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Persona space: " in page and "Direction: " in page and "could not be read" not in page
+    assert page.count("Activations:") == 0  # the space's own activation sets are its parts, not sections
+
+
+def test_the_layer_criterion_skips_the_first_layer_and_takes_the_largest_gain() -> None:
+    from persona_space.activations import choose_layer
+
+    assert choose_layer([5.0, 3.0, 6.0, 10.0, 13.0]) == 3  # gains after the first: -2, 3, 4, 3
+    assert choose_layer([7.0]) == 0
+    assert choose_layer([1.0, float("inf"), 2.0]) == 1
+    with pytest.raises(ConfigError):
+        choose_layer([])
 
 
 def _planted_adapter(model: Any, folder: Path, vector: torch.Tensor, *, scale: float, seed: int = 0) -> torch.Tensor:

@@ -25,7 +25,7 @@ SCRIPTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if not p.st
 def test_every_seed_experiment_has_a_script() -> None:
     wanted = {
         "voyager", "bitcoin", "colours", "figure_identity", "persona_arithmetic", "dishes", "coauthors",
-        "grpo_steering", "leakage", "inoculation",
+        "grpo_steering", "leakage", "inoculation", "assistant_axis",
     }  # fmt: skip
     assert wanted <= set(SCRIPTS)
 

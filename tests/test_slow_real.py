@@ -247,3 +247,16 @@ def test_assistant_axis_and_persona_space_on_the_embedded_model(tmp_path) -> Non
     )
     # a role's own vector points away from the assistant at the axis layer
     assert activations.cosine(ghost.vectors[space.layer], space.axis.vectors[space.layer]) < 0
+    # steering along the axis: alpha 0 is the base model, steering away changes the answers, and the hf and
+    # cpu backends give the same greedy texts in float32
+    fp32 = _load("float32")
+    conditions = {"base": None, "zero": ps.Steer(space.axis, alpha=0.0), "away": ps.Steer(space.axis, alpha=-1.5),
+                  "ablate": ps.Steer(space.axis, mode="ablate")}  # fmt: skip
+    kwargs = {"n": 2, "temperatures": [0.0, 1.0], "max_new_tokens": 16, "progress": False}
+    prompts = [p.prompt for p in questions[:3]]
+    cpu = ps.sample(fp32, prompts, adapters=conditions, backend="cpu", **kwargs).df
+    hf = ps.sample(fp32, prompts, adapters=conditions, backend="hf", **kwargs).df
+    greedy = cpu["temperature"] == 0
+    assert cpu.loc[greedy, "text"].tolist() == hf.loc[greedy, "text"].tolist()
+    text = {name: part["text"].tolist() for name, part in cpu.groupby("adapter")}
+    assert text["zero"] == text["base"] and text["away"] != text["base"]

@@ -86,7 +86,8 @@ class PersonaSpace(Result):
 
     @property
     def axis(self) -> Direction:
-        return Direction(df=self.layers, vectors=self.axis_vectors, manifest={**self.manifest, "name": ASSISTANT})
+        manifest = {**self.manifest, "kind": Direction.kind, "name": ASSISTANT}
+        return Direction(df=self.layers, vectors=self.axis_vectors, manifest=manifest)
 
     @property
     def layer(self) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from persona_space.activations._collect import ActivationSet, ItemsLike, Where, collect
 from persona_space.activations._directions import Direction, as_directions, project
@@ -141,8 +142,8 @@ def _own_answers(model: LoadedModel, items: Sequence[Any], max_new_tokens: int, 
 
 
 def correlate(
-    x: Sequence[float] | np.ndarray,
-    y: Sequence[float] | np.ndarray,
+    x: ArrayLike,
+    y: ArrayLike,
     *,
     names: Sequence[str] | None = None,
     n_boot: int = 2000,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from persona_space.constants import BASE as BASE
 from persona_space.constants import NOISE as NOISE
 from persona_space.constants import NOISE_NAME as NOISE_NAME
+from persona_space.plots._activations import drift_chart, layer_profile, persona_space_map
 from persona_space.plots._basins import basin_map, divergence_heatmap, occupancy_bars, transitions_chart
 from persona_space.plots._common import CONDITION_COLUMNS as CONDITION_COLUMNS
 from persona_space.plots._common import NOISE_COLOR as NOISE_COLOR
@@ -33,11 +34,14 @@ __all__ = [
     "date_gradient",
     "divergence_heatmap",
     "dose_response",
+    "drift_chart",
     "entropy_chart",
+    "layer_profile",
     "leakage_chart",
     "mixing_comparison",
     "occupancy_area",
     "occupancy_bars",
+    "persona_space_map",
     "rank_change_chart",
     "save_chart",
     "shift_bars",

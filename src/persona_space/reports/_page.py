@@ -28,7 +28,7 @@ from persona_space.results import LEGACY_INDEXES, kind_of
 __all__ = ["Section", "find_results", "write_report"]
 
 # Kinds whose folders hold further runs that they summarise (not listed again).
-WHOLE = ("sweep", "adapter", "leakage", "date_sweep", "coauthor_rank")
+WHOLE = ("sweep", "adapter", "leakage", "date_sweep", "coauthor_rank", "persona_space")  # their parts are theirs
 
 
 def find_results(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[str, Path]]:

@@ -53,6 +53,9 @@ def section_for(kind: str, folder: Path, label: str) -> Section:
         "leakage": _leakage,
         "date_sweep": _date_sweep,
         "coauthor_rank": _coauthor_rank,
+        "persona_space": _persona_space,
+        "direction": _direction,
+        "activations": _activations,
     }
     names = {
         "samples": "Samples",
@@ -63,6 +66,9 @@ def section_for(kind: str, folder: Path, label: str) -> Section:
         "leakage": "Behavioural leakage",
         "date_sweep": "Date sweep",
         "coauthor_rank": "Coauthor identification",
+        "persona_space": "Persona space",
+        "direction": "Direction",
+        "activations": "Activations",
     }
     section = Section(title=f"{names[kind]}: {label}", kind=kind, path=folder)
     try:
@@ -326,6 +332,65 @@ def _coauthor_rank(section: Section) -> None:
     if per_model is not None and len(per_model):
         section.blocks.append(_table(per_model, "means over the prompts", "Per model (training seed)"))
     section.blocks.append(_manifest(result.manifest))
+
+
+def _persona_space(section: Section) -> None:
+    from persona_space import plots
+    from persona_space.activations import PersonaSpace
+
+    space = PersonaSpace.load(section.path)
+    manifest = space.manifest
+    explained = ", ".join(f"{v:.0%}" for v in manifest.get("explained_variance", []))
+    section.blocks.append(
+        _facts(
+            {
+                "roles": str(len(space.df) - 1),
+                "axis layer": f"{space.layer} ({manifest.get('layer_chosen_by', '-')})",
+                "PC1 . axis (cosine)": f"{float(manifest.get('pc1_axis_cosine', float('nan'))):.3f}",
+                "variance explained by the components": explained or "-",
+            }
+        )
+    )
+    section.charts.append(("Persona space", plots.persona_space_map(space.df).to_dict()))
+    section.charts.append(("The assistant axis by layer", plots.layer_profile(space.layers).to_dict()))
+    ranked = space.df.sort_values("axis_projection", ascending=False)
+    units = (
+        "mean activation at the axis layer projected on the unit axis, and on the components "
+        "(no interval: one mean per role)"
+    )
+    section.blocks.append(_table(ranked, units, "Roles along the assistant axis"))
+    section.blocks.append(_manifest(manifest))
+
+
+def _direction(section: Section) -> None:
+    from persona_space import plots
+    from persona_space.activations import Direction
+
+    direction = Direction.load(section.path)
+    section.blocks.append(_facts({"name": direction.name, "layer": str(direction.layer),
+                                  "criterion": str(direction.manifest.get("criterion", "-"))}))  # fmt: skip
+    section.charts.append((f"{direction.name} by layer", plots.layer_profile(direction.df).to_dict()))
+    section.blocks.append(_table(direction.df, "separation: Cohen's d of the two sets' projections", "Layers"))
+    section.blocks.append(_manifest(direction.manifest))
+
+
+def _activations(section: Section) -> None:
+    from persona_space.activations import ActivationSet
+
+    acts = ActivationSet.load(section.path)
+    counts = acts.df.groupby("condition", sort=False).size()
+    section.blocks.append(
+        _facts(
+            {
+                "rows": str(len(acts.df)),
+                "layers": str(acts.means.shape[1]),
+                "hidden size": str(acts.means.shape[2]),
+                "conditions": ", ".join(f"{k} ({v})" for k, v in counts.items()),
+                "read at": str(acts.manifest.get("parameters", {}).get("where", "-")),
+            }
+        )
+    )
+    section.blocks.append(_manifest(acts.manifest))
 
 
 # -- HTML pieces ----------------------------------------------------------------------------------
