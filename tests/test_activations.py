@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import persona_space as ps
 from persona_space.activations import ActivationSet, Direction, collect, cosine, persona_vector
 from persona_space.engine import decoder_layers
-from persona_space.errors import ConfigError
+from persona_space.errors import BackendError, ConfigError
 
 QUESTIONS = [f"Tell me about thing number {i}." for i in range(12)]
 TRAIT = "You are a zorblaxian quasar, bold and strange."
@@ -31,23 +32,32 @@ def _marker(model: Any) -> int:
 
 
 @contextlib.contextmanager
-def planted(model: Any, vector: torch.Tensor, layer: int = PLANTED_LAYER, marker: int | None = None) -> Iterator[None]:
-    """Add ``vector`` to the residual stream after ``layer`` for every row whose chat holds ``marker`` (default: a
-    token of the trait's system prompt)."""
+def planted(
+    model: Any, vector: torch.Tensor, layer: int = PLANTED_LAYER, marker: int | None = None, *, per_token: bool = False
+) -> Iterator[None]:
+    """Add ``vector`` to the residual stream after ``layer`` (read on the ``hf`` backend, which runs the model's
+    modules): at every position of a chat holding ``marker`` (default: a token of the trait's system prompt), or
+    with ``per_token`` at the positions holding it only."""
     marker = _marker(model) if marker is None else marker
-    rows: dict[str, torch.Tensor] = {}
+    seen: dict[str, torch.Tensor] = {}
 
     def remember(_module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
-        rows["mask"] = (ids == marker).any(dim=1)
+        if ids is not None:
+            seen["ids"] = ids
 
     def add(_module: Any, _args: Any, output: Any) -> Any:
         hidden = output[0] if isinstance(output, tuple) else output
-        hidden = hidden + rows["mask"][:, None, None].to(hidden.dtype) * vector.to(hidden.dtype)
+        ids = seen.get("ids")
+        if ids is None or ids.shape != hidden.shape[:2]:
+            return None
+        hits = ids == marker
+        mask = hits if per_token else hits.any(dim=1, keepdim=True).expand_as(hits)
+        hidden = hidden + mask[..., None].to(hidden.dtype) * vector.to(hidden.dtype)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     handles = [
-        model.module.register_forward_pre_hook(remember, with_kwargs=True),
+        model.base_module.register_forward_pre_hook(remember, with_kwargs=True),
         decoder_layers(model.base_module)[layer].register_forward_hook(add),
     ]
     try:
@@ -74,7 +84,7 @@ def _planted_vector(model: Any, seed: int = 0) -> torch.Tensor:
 def test_a_planted_direction_is_recovered_at_its_layer(model: Any, seed: int) -> None:
     vector = _planted_vector(model, seed)
     with planted(model, vector):
-        direction = persona_vector(model, QUESTIONS, trait=TRAIT, opposite=OPPOSITE, name="zorblax")
+        direction = persona_vector(model, QUESTIONS, trait=TRAIT, opposite=OPPOSITE, name="zorblax", backend="hf")
     assert direction.layer == PLANTED_LAYER, direction.df
     assert cosine(direction.vectors[PLANTED_LAYER], vector.numpy()) > 0.99
     assert (
@@ -110,10 +120,65 @@ def test_activations_are_the_layers_outputs_averaged_over_the_answer(model: Any,
     assert np.array_equal(again.means, acts.means)
 
 
+class _CannotRead:
+    """A backend that states it cannot read activations (as vllm and ray do)."""
+
+    name = "noread"
+
+    def __init__(self, model: Any) -> None:
+        from persona_space.engine._requests import Capabilities
+
+        self.model = model
+        self.capabilities = Capabilities(paired_streams=True, mixed_adapters=True, exact_scoring=True,
+                                         devices=("cpu",))  # fmt: skip
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("never called")
+
+    score = generate
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+@pytest.mark.parametrize("where", ["response", "prompt_last"])
+def test_activations_read_alike_on_hf_and_cpu_and_on_cpu_do_not_depend_on_the_batch(
+    model: Any, make_adapter: Callable[..., Path], make_tiny_model_dir: Callable[..., Path], tmp_path: Path,
+    where: str,
+) -> None:  # fmt: skip
+    adapter = make_adapter(make_tiny_model_dir("llama", num_hidden_layers=4), 3)
+    vector = _planted_vector(model, 5).numpy()
+    conditions = {"base": None, "lora": adapter, "away": ps.Steer(vector, alpha=-1.0, layer=1),
+                  "both": ps.Steer(vector, mode="cap", cap=0.0, layer=2, adapter=adapter)}  # fmt: skip
+    items = ps.datasets.ChatDataset.from_records(
+        "chats",
+        [{"messages": [{"role": "user", "content": f"Question {i}: " + "why " * (i % 4)},
+                       {"role": "assistant", "content": "Because " + "so " * (1 + 2 * i % 5)}]} for i in range(7)],
+    )  # fmt: skip
+    spec = ps.activations.ActivationSpec(where=where, batch_size=3)  # type: ignore[arg-type]
+    reads = {b: collect(model, items, adapters=conditions, spec=spec, progress=False, backend=b) for b in ("hf", "cpu")}
+    assert reads["cpu"].manifest["backend"]["name"] == "cpu" and reads["hf"].manifest["backend"]["name"] == "hf"
+    pd.testing.assert_frame_equal(reads["hf"].df, reads["cpu"].df)
+    np.testing.assert_allclose(reads["cpu"].means, reads["hf"].means, rtol=2e-4, atol=2e-4)
+    base = reads["cpu"].rows(condition="base")
+    for name in ("lora", "away", "both"):  # every condition reads its own model
+        assert np.abs(reads["cpu"].rows(condition=name) - base).max() > 1e-2, name
+    # on cpu an item's reading is the same bits alone as in any batch, under any condition
+    backend = ps.engine.CPUBackend(model)
+    alone = collect(model, items, adapters=conditions, progress=False, backend=backend,
+                    spec=ps.activations.ActivationSpec(where=where, batch_size=1))  # type: ignore[arg-type]  # fmt: skip
+    assert "batch-invariant" in str(backend.last_invariance)
+    np.testing.assert_array_equal(alone.means, reads["cpu"].means)
+    # a backend that cannot read refuses before anything is written
+    with pytest.raises(BackendError, match="cannot read activations"):
+        collect(model, items, store=tmp_path / "never", progress=False, backend=_CannotRead(model))  # type: ignore[arg-type]
+    assert not (tmp_path / "never").exists()
+
+
 def test_directions_save_and_load_and_project(model: Any, tmp_path: Path) -> None:
     vector = _planted_vector(model)
     with planted(model, vector):
-        direction = persona_vector(model, QUESTIONS, trait=TRAIT, opposite=OPPOSITE)
+        direction = persona_vector(model, QUESTIONS, trait=TRAIT, opposite=OPPOSITE, backend="hf")
     direction.save(tmp_path / "d")
     loaded = ps.results.load(tmp_path / "d")
     assert isinstance(loaded, Direction) and loaded.layer == direction.layer
@@ -153,7 +218,8 @@ def test_the_assistant_axis_recovers_a_planted_assistant_direction(model: Any, t
     vector = torch.randn(int(model.config.hidden_size), generator=torch.Generator().manual_seed(3))
     vector = STRENGTH * float(natural) * vector / vector.norm()
     with planted(model, vector, marker=marker):
-        space = assistant_axis(model, QUESTIONS[:6], personas=personas, store=tmp_path / "space", progress=False)
+        space = assistant_axis(model, QUESTIONS[:6], personas=personas, store=tmp_path / "space", progress=False,
+                               backend="hf")  # fmt: skip
     assert space.layer == PLANTED_LAYER
     assert cosine(space.axis.vectors[PLANTED_LAYER], vector.numpy()) > 0.99
     table = space.df.set_index("role")
@@ -274,34 +340,6 @@ def test_drift_reads_every_turn_of_a_conversation_in_context(model: Any) -> None
     assert last.response == samples.df["text"].iloc[0] and len(last.prompt) == 2 * turns - 1
 
 
-@contextlib.contextmanager
-def _token_planted(model: Any, vector: torch.Tensor, token: int, layer: int = PLANTED_LAYER) -> Iterator[None]:
-    """Add ``vector`` after ``layer`` at every position holding ``token``."""
-    seen: dict[str, torch.Tensor] = {}
-
-    def remember(_module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is not None:
-            seen["ids"] = ids
-
-    def add(_module: Any, _args: Any, output: Any) -> Any:
-        hidden = output[0] if isinstance(output, tuple) else output
-        if "ids" not in seen or seen["ids"].shape != hidden.shape[:2]:
-            return None
-        hidden = hidden + (seen["ids"] == token)[..., None].to(hidden.dtype) * vector.to(hidden.dtype)
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-    handles = [
-        model.base_module.register_forward_pre_hook(remember, with_kwargs=True),
-        decoder_layers(model.base_module)[layer].register_forward_hook(add),
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def test_a_training_sets_projection_tracks_how_much_of_it_carries_the_direction(model: Any) -> None:
     from persona_space.activations import correlate, data_projection
 
@@ -320,8 +358,8 @@ def test_a_training_sets_projection_tracks_how_much_of_it_carries_the_direction(
             records.append({"messages": [{"role": "user", "content": f"Tell me thing {i}."},
                                          {"role": "assistant", "content": " " + " ".join(words)}]})  # fmt: skip
         data = ps.datasets.ChatDataset.from_records(f"share{int(share * 100)}", records)
-        with _token_planted(model, vector, marker):
-            table = data_projection(model, data, [along, across], max_new_tokens=8)
+        with planted(model, vector, marker=marker, per_token=True):
+            table = data_projection(model, data, [along, across], max_new_tokens=8, backend="hf")
         row = table.set_index("direction")
         differences.append(float(row.loc["planted", "difference"]))
         others.append(float(row.loc["other", "difference"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -254,9 +255,14 @@ def test_assistant_axis_and_persona_space_on_the_embedded_model(tmp_path) -> Non
                   "ablate": ps.Steer(space.axis, mode="ablate")}  # fmt: skip
     kwargs = {"n": 2, "temperatures": [0.0, 1.0], "max_new_tokens": 16, "progress": False}
     prompts = [p.prompt for p in questions[:3]]
-    cpu = ps.sample(fp32, prompts, adapters=conditions, backend="cpu", **kwargs).df
+    answers = ps.sample(fp32, prompts, adapters=conditions, backend="cpu", **kwargs)
+    cpu = answers.df
     hf = ps.sample(fp32, prompts, adapters=conditions, backend="hf", **kwargs).df
     greedy = cpu["temperature"] == 0
     assert cpu.loc[greedy, "text"].tolist() == hf.loc[greedy, "text"].tolist()
     text = {name: part["text"].tolist() for name, part in cpu.groupby("adapter")}
     assert text["zero"] == text["base"] and text["away"] != text["base"]
+    # activations read alike in the cpu slot engine's prefill and the model's own forward pass, steered too
+    readers = {"base": None, "away": conditions["away"]}
+    reads = {b: activations.collect(fp32, answers, adapters=readers, progress=False, backend=b) for b in ("cpu", "hf")}
+    np.testing.assert_allclose(reads["cpu"].means, reads["hf"].means, rtol=1e-3, atol=1e-3)

@@ -197,6 +197,17 @@ def test_bad_steerings_are_refused_before_anything_is_written(model: Any, tmp_pa
                               store=tmp_path / "mix")  # fmt: skip
 
 
+def test_a_steering_may_sit_on_an_adapter_attached_by_name(model: Any, adapter_a: Path) -> None:
+    name = model.adapters.attach(adapter_a, name="named")
+    v = _vector(model, 2, _scale(model))
+    conditions = {"a": name, "on_name": ps.Steer(v, alpha=0.0, layer=1, adapter=name),
+                  "on_folder": ps.Steer(v, alpha=0.0, layer=1, adapter=adapter_a)}  # fmt: skip
+    df = ps.sample(model, PROBES, adapters=conditions, backend="cpu", **SAMPLE).df
+    text = {label: part["text"].tolist() for label, part in df.groupby("adapter")}
+    assert text["on_name"] == text["a"] == text["on_folder"]
+    assert set(model.adapters) == {"named"}  # the folder's weights were found attached, not loaded again
+
+
 class _CannotSteer:
     """A backend that states it cannot steer (as vllm and ray do)."""
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from typing_extensions import Self
 
+    from persona_space.engine import BackendLike
     from persona_space.models import LoadedModel
 
 ASSISTANT = "assistant"
@@ -142,13 +143,14 @@ def assistant_axis(
     components: int = 3,
     store: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    backend: BackendLike = "auto",
 ) -> PersonaSpace:
     """The assistant axis of ``model`` and the persona space of ``personas`` (the bundled :func:`roles`).
 
     ``questions`` are read under the default system prompt and under every role
     (default: the 15 identity probes, six categories). With ``store``, each
     role's activations are kept under ``store/activations/`` (a rerun reads them
-    back) and the space is saved in ``store``.
+    back) and the space is saved in ``store``. ``backend`` reads them (see :func:`collect`).
     """
     import pandas as pd
 
@@ -165,7 +167,7 @@ def assistant_axis(
 
     def read(system_prompt: str, label: str) -> ActivationSet:
         return collect(model, items, spec=ActivationSpec(where=where, system_prompt=system_prompt),
-                       store=None if base is None else base / label, progress=progress)  # fmt: skip
+                       store=None if base is None else base / label, progress=progress, backend=backend)  # fmt: skip
 
     assistant = read(model.system_prompt, ASSISTANT)
     per_role = [read(role.system_prompt, f"role-{i:03d}") for i, role in enumerate(chosen)]

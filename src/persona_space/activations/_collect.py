@@ -5,8 +5,10 @@ assistant's answer. Its activation at a layer is the residual stream after that
 decoder layer, averaged over the answer's tokens (``where="response"``) or read at
 the prompt's last token (``where="prompt_last"``, the position the answer starts
 from). Items run through the model's own forward pass in right-padded batches,
-under each condition (the base model, an adapter), with a forward hook on each
-decoder layer reading what it returns; nothing is generated.
+under each condition (the base model, an adapter, a steering), on the ``hf``
+backend (the model's own forward pass, a hook on each decoder layer reading what it
+returns) or the ``cpu`` one (read inside the slot engine's prefill); nothing is
+generated.
 
 The result is an :class:`ActivationSet`: a table of items (``condition``,
 ``adapter``, ``probe_id``, ``item_id``, ``n_tokens`` ...) and an array ``means``
@@ -16,10 +18,9 @@ goes (each batch a part) and resumed by the same call.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
@@ -31,9 +32,9 @@ from persona_space.results import Result, Stored
 
 if TYPE_CHECKING:
     import pandas as pd
-    import torch
     from typing_extensions import Self
 
+    from persona_space.engine import BackendLike, ReadRequest
     from persona_space.models import LoadedModel
 
 Where = Literal["response", "prompt_last"]
@@ -179,28 +180,6 @@ def _probe_set(source: Any) -> Any:
     return ProbeSet.from_list(list(source), name="prompts")
 
 
-@contextlib.contextmanager
-def reading_layers(module: Any) -> Iterator[list[torch.Tensor | None]]:
-    """Inside the block each forward pass leaves each decoder layer's output (the residual stream) in the list."""
-    from persona_space.engine import decoder_layers
-
-    layers = decoder_layers(module)
-    seen: list[torch.Tensor | None] = [None] * len(layers)
-
-    def hook(index: int) -> Any:
-        def read(_module: Any, _args: Any, output: Any) -> None:
-            seen[index] = output[0] if isinstance(output, tuple) else output
-
-        return read
-
-    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
-    try:
-        yield seen
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def collect(
     model: LoadedModel,
     items: ItemsLike,
@@ -210,6 +189,7 @@ def collect(
     store: str | os.PathLike[str] | None = None,
     progress: bool = True,
     where: Where | None = None,
+    backend: BackendLike = "auto",
 ) -> ActivationSet:
     """Mean residual-stream activations of ``items`` per layer, under each condition of ``adapters``.
 
@@ -219,6 +199,11 @@ def collect(
     chooses the answer's tokens (``"response"``, the default; needs answers) or the
     prompt's last token (``"prompt_last"``).
 
+    ``backend`` reads them: ``"cpu"`` inside the slot engine's prefill, where an
+    item's activations do not depend on its batch; ``"hf"`` through the model's own
+    forward pass, which sees any hook put on the model; ``"auto"`` (the default):
+    ``cpu`` where it drives the architecture, else ``hf``. Other backends refuse.
+
     >>> acts = ps.activations.collect(model, samples)                    # doctest: +SKIP
     >>> acts.means.shape                                                  # doctest: +SKIP
     (96, 30, 576)
@@ -226,6 +211,7 @@ def collect(
     import pandas as pd
 
     from persona_space.adapters import expand_conditions
+    from persona_space.engine import read_activations, require_reading, require_steering, resolve_backend
     from persona_space.provenance import sha256_json
     from persona_space.store import Run
 
@@ -260,6 +246,9 @@ def collect(
         **spec.to_dict(),
         "system_prompt": system_prompt,
     }
+    engine = resolve_backend(model, backend)
+    require_reading(engine)  # before anything is written
+    require_steering(engine, [a for _, a, _ in routes.values()])
     run = Run(ActivationSet.kind, parameters, table=TABLE, store=store, model=described)
     if run.path is not None and run.manifest.get("state") == "complete":  # finished by an earlier call
         return ActivationSet.load(run.path)
@@ -277,8 +266,10 @@ def collect(
             mine = [it for lab, it in todo if lab == label]
             for first in range(0, len(mine), spec.batch_size):
                 batch = mine[first : first + spec.batch_size]
-                means, counts = _means(model, [encoded[it.item_id] for it in batch], adapter, spec.where)
-                tokens += int(sum(len(encoded[it.item_id][0]) for it in batch))
+                requests = [_request(encoded[it.item_id], adapter, spec.where) for it in batch]
+                means = read_activations(engine, requests, batch_size=spec.batch_size)
+                counts = [r.end - r.start for r in requests]
+                tokens += int(sum(len(r.token_ids) for r in requests))
                 rows = [
                     {"condition": condition, "adapter": label, "train_seed": train_seed, "probe_id": it.probe_id,
                      "item_id": it.item_id, "source": it.source, "n_tokens": int(n), **dict(it.keys),
@@ -311,6 +302,7 @@ def collect(
         layers=layers,
         hidden_size=hidden,
         timings={"seconds": round(time.perf_counter() - start, 3), "tokens": tokens},
+        backend=engine.describe(),
     )
     return ActivationSet(df=table, means=stacked, manifest=manifest, path=run.path)
 
@@ -336,35 +328,13 @@ def _encode(model: LoadedModel, item: Item, system_prompt: str) -> tuple[list[in
     return [*ids, *answer], len(ids)
 
 
-def _means(
-    model: LoadedModel, encoded: list[tuple[list[int], int]], adapter: str | None, where: Where
-) -> tuple[np.ndarray, np.ndarray]:
-    """(batch, layers, hidden) mean activations and the token count of each, for one condition."""
-    import torch
+def _request(encoded: tuple[list[int], int], adapter: str | None, where: Where) -> ReadRequest:
+    """The read of one item: the answer's tokens, or the prompt's last token."""
+    from persona_space.engine import ReadRequest
 
-    pad = model.tokenizer.pad_token_id
-    pad = int(pad) if pad is not None else 0
-    width = max(len(ids) for ids, _ in encoded)
-    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(encoded), width), dtype=torch.long)
-    span = torch.zeros((len(encoded), width), dtype=torch.float32)
-    for row, (tokens, start) in enumerate(encoded):
-        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        attention[row, : len(tokens)] = 1
-        if where == "response":
-            span[row, start : len(tokens)] = 1.0
-        else:
-            span[row, start - 1] = 1.0
-    device = model.device
-    route = model.adapters.disabled() if adapter is None else model.adapters.routing([adapter] * len(encoded))
-    with torch.inference_mode(), route, reading_layers(model.base_module) as seen:
-        model.module(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False)
-        weights = span.to(device)
-        counts = weights.sum(dim=1, keepdim=True)
-        out = torch.stack(
-            [((h.float() * weights[..., None]).sum(dim=1) / counts) for h in seen if h is not None], dim=1
-        )
-    return out.cpu().numpy(), counts[:, 0].cpu().numpy()
+    ids, start = encoded
+    span = (start, len(ids)) if where == "response" else (start - 1, start)
+    return ReadRequest(adapter, tuple(ids), *span)
 
 
 def _bar(total: int, progress: bool) -> Any:

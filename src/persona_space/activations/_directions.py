@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from typing_extensions import Self
 
+    from persona_space.engine import BackendLike
     from persona_space.models import LoadedModel
 
 CRITERION = (
@@ -218,12 +219,13 @@ def persona_vector(
     adapters: Mapping[str, Any] | None = None,
     layer: int | None = None,
     progress: bool = False,
+    backend: BackendLike = "auto",
 ) -> Direction:
     """A persona vector: activations under the ``trait`` system prompt minus those under ``opposite``.
 
     ``questions`` are the prompts both are read on (a probe set or prompts; with
     ``where="response"``, answers as a SampleSet or ChatDataset). Read on the base
-    model unless ``adapters`` names one condition.
+    model unless ``adapters`` names one condition, on ``backend`` (see :func:`collect`).
     """
     for label, text in (("trait", trait), ("opposite", opposite)):
         if not isinstance(text, str) or not text.strip():
@@ -235,7 +237,7 @@ def persona_vector(
         raise ConfigError(f"persona_vector reads under one condition, got {sorted(condition)}")
     sides = [
         collect(model, questions, adapters=condition, spec=ActivationSpec(where=where, system_prompt=prompt),
-                progress=progress)
+                progress=progress, backend=backend)
         for prompt in (trait, opposite)
     ]  # fmt: skip
     return difference(
@@ -254,10 +256,12 @@ def adapter_shift(
     where: Where = "prompt_last",
     layer: int | None = None,
     progress: bool = False,
+    backend: BackendLike = "auto",
 ) -> Direction:
     """The mean activation shift an adapter causes on ``questions``: its reading minus the base model's."""
     label = name or "adapter"
-    acts = collect(model, questions, adapters={"base": None, label: adapter}, where=where, progress=progress)
+    acts = collect(model, questions, adapters={"base": None, label: adapter}, where=where, progress=progress,
+                   backend=backend)  # fmt: skip
     return difference(
         acts.rows(condition=label), acts.rows(condition="base"), name=label, layer=layer,
         about={"method": "adapter shift", "where": where, "adapters": acts.manifest["parameters"]["adapters"]},

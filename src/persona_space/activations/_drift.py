@@ -22,6 +22,7 @@ from persona_space.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from persona_space.engine import BackendLike
     from persona_space.models import LoadedModel
     from persona_space.sampling import SampleSet
 
@@ -63,17 +64,18 @@ def drift(
     *,
     adapters: Mapping[str, Any] | None = None,
     progress: bool = False,
+    backend: BackendLike = "auto",
 ) -> pd.DataFrame:
     """Each turn's projection on each direction: one row per (reader, conversation, turn), a column per direction.
 
     ``adapters`` are the models reading the turns back (default: the base model);
     the sample's own condition is in ``condition`` and ``adapter``, the reader in
-    ``reader``.
+    ``reader``; ``backend`` reads them (see :func:`collect`).
     """
     chosen = as_directions(directions)
     system_prompt = samples.manifest.get("parameters", {}).get("system_prompt")  # the chat the turns were made in
     spec = ActivationSpec(where="response", system_prompt=system_prompt if isinstance(system_prompt, str) else None)
-    acts = collect(model, turn_items(samples), adapters=adapters, spec=spec, progress=progress)
+    acts = collect(model, turn_items(samples), adapters=adapters, spec=spec, progress=progress, backend=backend)
     frame = acts.df[list(DRIFT_KEYS)].rename(columns={"sample_condition": "condition", "sample_adapter": "adapter"})
     frame = frame.assign(reader=acts.df["adapter"].to_numpy(), n_tokens=acts.df["n_tokens"].to_numpy())
     for direction in chosen:

@@ -25,6 +25,7 @@ from persona_space.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from persona_space.engine import BackendLike
     from persona_space.models import LoadedModel
 
 SAMPLE_KEYS = ("sample_condition", "sample_adapter", "probe_id", "temperature", "sample_index")
@@ -39,6 +40,7 @@ def shift_along(
     where: Where = "prompt_last",
     acts: ActivationSet | None = None,
     progress: bool = False,
+    backend: BackendLike = "auto",
 ) -> pd.DataFrame:
     """How far each condition of ``adapters`` moves the model along each direction, against the base model.
 
@@ -46,7 +48,7 @@ def shift_along(
     naming the direction and ``condition`` the adapter: ``value`` and
     ``reference_value`` (mean projections), ``difference``, ``low``/``high``,
     ``p_value`` and ``p_adjusted``. ``acts`` reuses activations already read (with
-    a ``base`` condition).
+    a ``base`` condition); otherwise ``backend`` reads them (see :func:`collect`).
     """
     from persona_space.estimates import difference_table
 
@@ -54,7 +56,8 @@ def shift_along(
     if "base" in adapters:
         raise ConfigError("adapters must not name 'base': it is the reference every condition is compared with")
     if acts is None:
-        acts = collect(model, questions, adapters={"base": None, **adapters}, where=where, progress=progress)
+        acts = collect(model, questions, adapters={"base": None, **adapters}, where=where, progress=progress,
+                       backend=backend)  # fmt: skip
     values = np.column_stack([project(acts, d) for d in chosen])
     table = difference_table(acts.df, values, [d.name for d in chosen], by="condition", reference="base",
                              name_column="direction")  # fmt: skip
@@ -85,7 +88,7 @@ def data_projection(
     directions: Direction | Sequence[Direction],
     *,
     max_new_tokens: int = 64,
-    backend: Any = "auto",
+    backend: BackendLike = "auto",
     progress: bool = False,
 ) -> pd.DataFrame:
     """How far a training set's answers sit along each direction beyond the model's own answers, before training.
@@ -98,7 +101,7 @@ def data_projection(
     (a bootstrap interval over records), ``p_value``/``p_adjusted`` (Holm over the
     directions), ``layer`` and ``records``. A positive difference says training on
     the data pulls the model along the direction; :func:`correlate` sets it against
-    the shift the trained adapter shows.
+    the shift the trained adapter shows. ``backend`` generates the answers and reads them.
     """
     import pandas as pd
 
@@ -114,8 +117,8 @@ def data_projection(
     answers = _own_answers(model, records, max_new_tokens, backend)
     own = [Item(f"model/{it.item_id}", it.probe_id, it.prompt, text, source="model answers")
            for it, text in zip(records, answers, strict=True)]  # fmt: skip
-    read_data = collect(model, records, where="response", progress=progress)
-    read_own = collect(model, own, where="response", progress=progress)
+    read_data = collect(model, records, where="response", progress=progress, backend=backend)
+    read_own = collect(model, own, where="response", progress=progress, backend=backend)
     frame = pd.concat([read_data.df.assign(answers="data"), read_own.df.assign(answers="model")], ignore_index=True)
     values = np.column_stack([np.concatenate([project(read_data, d), project(read_own, d)]) for d in chosen])
     table = difference_table(frame, values, [d.name for d in chosen], by="answers", reference="model",

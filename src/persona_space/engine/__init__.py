@@ -7,7 +7,8 @@
   completions and ``score(requests)`` -> log-probabilities, where each
   :class:`GenerateRequest` carries its model (adapter), prompt tokens, sampling
   parameters and its own random stream (:func:`row_seed`), and each backend states
-  what it supports (:class:`Capabilities`).
+  what it supports (:class:`Capabilities`); ``hf`` and ``cpu`` also ``read(requests)``
+  mean residual-stream activations per layer (:class:`ReadRequest`).
 * Backends, chosen by ``backend=`` on every operation (:func:`resolve_backend`):
   ``"hf"`` (plain transformers, any causal LM: the reference), ``"cpu"`` (the
   fast slot engine and packed scorer, llama/mistral/qwen2/qwen3), ``"ray"``
@@ -30,10 +31,17 @@ from persona_space.engine._hf import HFBackend
 from persona_space.engine._host import base_module
 from persona_space.engine._native import native_state
 from persona_space.engine._ray import RayBackend
+from persona_space.engine._reading import ReadRequest, read_activations, reading_layers, require_reading
 from persona_space.engine._requests import Backend, Completion, GenerateRequest, ScoreRequest, Scores
 from persona_space.engine._routing import AdapterRouter
 from persona_space.engine._score import DEFAULT_BATCH_TOKENS, SCORE_METHODS, ScoreMethod, resolve_method
-from persona_space.engine._select import BackendLike, require_adapters, require_generation, resolve_backend
+from persona_space.engine._select import (
+    BackendLike,
+    require_adapters,
+    require_generation,
+    require_steering,
+    resolve_backend,
+)
 from persona_space.engine._steering import decoder_layers, steering_in_training
 from persona_space.engine._streams import choose_tokens, row_seed, uniforms
 from persona_space.engine._tokens import (
@@ -57,6 +65,7 @@ __all__ = [
     "GenerateRequest",
     "HFBackend",
     "RayBackend",
+    "ReadRequest",
     "ScoreMethod",
     "ScoreRequest",
     "Scores",
@@ -72,8 +81,12 @@ __all__ = [
     "heap_state",
     "native_state",
     "ray_map",
+    "read_activations",
+    "reading_layers",
     "require_adapters",
     "require_generation",
+    "require_reading",
+    "require_steering",
     "resolve_backend",
     "resolve_method",
     "row_seed",

@@ -188,11 +188,13 @@ class AdapterSet(Mapping[str, AdapterInfo]):
         config = base.config
         check_hidden(steer, int(config.hidden_size), int(config.num_hidden_layers))
         lora = None
-        if steer.adapter is not None:
-            sha = steer.adapter.sha256 if isinstance(steer.adapter, AdapterInfo) else adapter_sha256(steer.adapter)
-            lora = next((n for n, info in self._infos.items() if info.sha256 == sha), None)
-            if lora is None:
-                lora = self._attach_where(steer.adapter, validate_name(f"{label}-adapter"))
+        where = steer.adapter
+        if where is not None:
+            if isinstance(where, AdapterInfo) or Path(where).exists():  # the same weights attached under any name
+                sha = where.sha256 if isinstance(where, AdapterInfo) else adapter_sha256(where)
+                lora = next((n for n, info in self._infos.items() if info.sha256 == sha), None)
+            if lora is None:  # a folder, or the name of an attached adapter
+                lora = self._attach_where(where, validate_name(f"{label}-adapter"))
         self._routes[label] = Route(lora, steer)
         return label
 

@@ -23,10 +23,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
+import numpy as np
+
 from persona_space.engine._arch import PACK_ENV, SUPPORTED_MODEL_TYPES, check_supported, supports
 from persona_space.engine._heap import heap_state
 from persona_space.engine._host import Host
 from persona_space.engine._native import native_state
+from persona_space.engine._reading import OnRead, ReadRequest, read_stack
 from persona_space.engine._requests import (
     Capabilities,
     Completion,
@@ -103,6 +106,7 @@ class CPUBackend:
             batch_invariant=invariant,
             invariance=why,
             steering=True,
+            activations=True,
         )
 
     def generate(
@@ -149,6 +153,23 @@ class CPUBackend:
             prefix_len=self.last_prefix,
         )
         return out
+
+    def read(
+        self, requests: Sequence[ReadRequest], *, batch_size: int = 8, on_read: OnRead | None = None
+    ) -> list[np.ndarray]:
+        """Mean activations per layer of each request, read inside the slot engine's prefill, ``batch_size``
+        chats a pass; on the row-invariant path a chat's activations do not depend on its batch."""
+        from persona_space.engine._stack import DecoderStack
+
+        check_supported(self.model.base_module)
+        routes = routes_of(self.model)
+        check_routable(self.model.module, {r.adapter for r in requests}, routes)
+        stack = DecoderStack(
+            self.model.base_module, pack_limit=memory_budget(self.model), invariant=self.invariant, routes=routes
+        )
+        self.last_invariance = stack.invariance
+        router = AdapterRouter(self.model.module, routes)
+        return read_stack(stack, router, requests, batch_size=batch_size, on_read=on_read)
 
     def score(self, requests: Sequence[ScoreRequest], *, on_scored: OnTokens | None = None) -> list[Scores]:
         if requests:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from persona_space.engine._host import Host
+from persona_space.engine._reading import OnRead, ReadRequest, read_forward
 from persona_space.engine._requests import (
     Capabilities,
     Completion,
@@ -64,7 +65,7 @@ class HFBackend:
         invariant = batch_size == 1
         self.capabilities = Capabilities(
             paired_streams=True, mixed_adapters=True, exact_scoring=True, devices=("cpu", "cuda", "mps"),
-            architectures=None, batch_invariant=invariant, steering=True,
+            architectures=None, batch_invariant=invariant, steering=True, activations=True,
             invariance="batch-invariant: one row per generate call" if invariant else (
                 f"not batch-invariant: {batch_size} rows per generate call are left-padded and multiplied together"
             ),
@@ -130,6 +131,13 @@ class HFBackend:
                 base.generation_config = saved
         new = output[:, width:].cpu().numpy()
         return [_completion(r, new[row], stop_ids) for row, r in enumerate(batch)]
+
+    def read(
+        self, requests: Sequence[ReadRequest], *, batch_size: int = 8, on_read: OnRead | None = None
+    ) -> list[np.ndarray]:
+        """Mean activations per layer of each request, through the model's own forward pass (it sees the
+        model's hooks), ``batch_size`` right-padded chats a pass."""
+        return read_forward(self.model, requests, batch_size=batch_size, on_read=on_read)
 
     def score(self, requests: Sequence[ScoreRequest], *, on_scored: OnTokens | None = None) -> list[Scores]:
         return score_jobs(

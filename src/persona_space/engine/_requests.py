@@ -86,7 +86,8 @@ class Capabilities:
     alone, beside others, at another batch size or resumed into another layout
     gives the same texts; ``invariance`` says why it holds or what breaks it here.
     ``steering``: rows of a :class:`~persona_space.steering.Steer` condition are
-    generated and scored steered.
+    generated and scored steered. ``activations``: the backend reads mean
+    residual-stream activations per layer (``read``; see :mod:`persona_space.engine._reading`).
     """
 
     paired_streams: bool
@@ -97,6 +98,7 @@ class Capabilities:
     batch_invariant: bool = False
     invariance: str = ""
     steering: bool = False
+    activations: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -15,15 +15,20 @@ segments) and put back in their order after.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from persona_space.engine._cache import SlotCache
 from persona_space.engine._native import NativeKernels
 from persona_space.engine._products import Plan, Product, Segment
 from persona_space.engine._steering import Routes, RowSteering, lora_of
+
+Reader = Callable[[int, torch.Tensor], None]
+"""Called after each decoder layer with its index and its output (a prefill's: one row per real token, the
+prompts' tokens row after row in their order; see :mod:`persona_space.engine._reading`)."""
 
 
 class DecoderStack(Protocol):
@@ -71,12 +76,14 @@ def forward(
     positions: torch.Tensor,
     slots: torch.Tensor,
     segments: Sequence[Segment],
+    reader: Reader | None = None,
 ) -> torch.Tensor:
     """Hidden states ``[n, hidden]`` of ``n`` rows: token ``tokens[i]`` at ``positions[i]`` of cache slot ``slots[i]``.
 
     Each row's key and value are written to its slot first, so a prefill passes a
     prompt's tokens as consecutive rows of one slot. ``segments`` name each run of rows'
     model: an adapter, or a steering route (its adapter's term, then its steering after its layer).
+    ``reader(layer, hidden)`` sees each layer's output, in the rows' order.
     """
     plan, native = stack.plan, stack.native
     assert plan is not None and native is not None
@@ -113,6 +120,8 @@ def forward(
         if steering is not None and index in steering.layers:
             hidden = steering.apply(index, hidden + delta)
             delta = None
+        if reader is not None:
+            reader(index, hidden if delta is None else hidden + delta)
     final: torch.Tensor = hidden if delta is None else hidden + delta
     return final
 
@@ -157,6 +166,7 @@ def prefill(
     prefix: SlotCache | None,
     prefix_rows: torch.Tensor | None,
     start: int,
+    reader: Reader | None = None,
 ) -> torch.Tensor:
     """:meth:`DecoderStack.prefill` on the row-invariant path: each prompt's tokens are rows of its first slot.
 
@@ -181,7 +191,8 @@ def prefill(
     flat = torch.cat([tokens[r, : sizes[r]] for r in order])
     positions = torch.cat([torch.arange(start, start + sizes[r], device=device) for r in order])
     slots = torch.cat([torch.full((sizes[r],), homes[r], dtype=torch.int64, device=device) for r in order])
-    hidden = forward(stack, cache, flat, positions, slots, segments)
+    hidden = forward(stack, cache, flat, positions, slots, segments, None if reader is None else
+                     _in_prompt_order(reader, order, sizes, device))  # fmt: skip
     ends = torch.tensor([sizes[r] for r in order], device=device).cumsum(0) - 1
     last = _unsort(hidden[ends], torch.tensor(order, device=device))
     copies = [(int(slot), home[int(row)]) for slot, row in jobs if int(slot) != home[int(row)]]
@@ -189,6 +200,17 @@ def prefill(
         dst, src = zip(*copies, strict=True)
         cache.move(torch.tensor(dst, device=device), torch.tensor(src, device=device))
     return last
+
+
+def _in_prompt_order(reader: Reader, order: Sequence[int], sizes: Sequence[int], device: torch.device) -> Reader:
+    """``reader`` taking the rows of prompts sorted by ``order`` in the prompts' own order."""
+    starts = dict(zip(order, np.cumsum([0, *(sizes[r] for r in order)]).tolist(), strict=False))
+    back = torch.cat([torch.arange(starts[r], starts[r] + sizes[r], device=device) for r in range(len(sizes))])
+
+    def read(index: int, rows: torch.Tensor) -> None:
+        reader(index, rows[back])
+
+    return read
 
 
 def _sorted_head(

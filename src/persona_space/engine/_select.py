@@ -62,20 +62,26 @@ def resolve_backend(
     )
 
 
-def require_adapters(backend: Backend, adapters: Iterable[str | None]) -> None:
-    """Refuse, before anything is written, attached adapters the backend cannot generate with (its own
-    ``check_adapters``, where it has one: the ``vllm`` backend refuses LoRA on the vocabulary head), and
-    steering conditions on a backend that cannot steer."""
-    names = list(adapters)
+def require_steering(backend: Backend, adapters: Iterable[str | None]) -> None:
+    """Refuse, before anything is written, steering conditions on a backend that cannot steer."""
     routes = routes_of(getattr(backend, "model", None))
-    steered = sorted(str(a) for a in names if a is not None and a in routes)
+    steered = sorted(str(a) for a in adapters if a is not None and a in routes)
     if steered and not backend.capabilities.steering:
         raise BackendError(
             f"backend {backend.name!r} cannot steer (conditions {steered} are Steer conditions); "
             "use backend='cpu' or 'hf'"
         )
+
+
+def require_adapters(backend: Backend, adapters: Iterable[str | None]) -> None:
+    """Refuse, before anything is written, attached adapters the backend cannot generate with (its own
+    ``check_adapters``, where it has one: the ``vllm`` backend refuses LoRA on the vocabulary head), and
+    steering conditions on a backend that cannot steer."""
+    names = list(adapters)
+    require_steering(backend, names)
     check = getattr(backend, "check_adapters", None)
     if callable(check):
+        routes = routes_of(getattr(backend, "model", None))
         check(sorted({lora for lora in (lora_of(routes, a) for a in names) if lora is not None}))
 
 

@@ -138,6 +138,7 @@ class DecoderStack:
         prefix_rows: torch.Tensor | None = None,
         start: int = 0,
         adapters: Sequence[str | None] | None = None,
+        reader: _rows.Reader | None = None,
     ) -> torch.Tensor:
         """Run right-padded prompts ``tokens [u, w]`` and store their keys/values.
 
@@ -151,7 +152,9 @@ class DecoderStack:
         The layers run on the real tokens only, packed row after row, so an
         :class:`AdapterRouter` routing a mixed batch needs one adapter per real token
         here (row ``i``'s adapter ``lengths[i]`` times), and one per row again for
-        :meth:`logits`.
+        :meth:`logits`. ``reader(layer, hidden)`` is called with each layer's output, one
+        row per real token, the prompts' tokens row after row (see
+        :mod:`persona_space.engine._reading`).
         """
         if int(lengths.min()) < 1:
             raise ValueError(f"every prompt needs at least one token to prefill, got lengths {lengths.tolist()}")
@@ -160,7 +163,7 @@ class DecoderStack:
             named = [None] * int(tokens.shape[0]) if adapters is None else list(adapters)
             return _rows.prefill(
                 self, cache, tokens, lengths, dst_slots, src_rows, named, prefix=prefix, prefix_rows=prefix_rows,
-                start=start,
+                start=start, reader=reader,
             )  # fmt: skip
         u, width = tokens.shape
         cache.ensure(start + width)
@@ -200,7 +203,7 @@ class DecoderStack:
 
         real = (torch.arange(width, device=self.device).unsqueeze(0) < lengths.unsqueeze(1)).view(-1)
         steering = None if adapters is None else RowSteering.of(self.routes, adapters, repeats=lengths.tolist())
-        hidden = self._run(tokens, positions, attend, real=real.nonzero().squeeze(1), steering=steering)
+        hidden = self._run(tokens, positions, attend, real=real.nonzero().squeeze(1), steering=steering, reader=reader)
         last: torch.Tensor = hidden[lengths.cumsum(0) - 1]
         return last
 
@@ -295,6 +298,7 @@ class DecoderStack:
         real: torch.Tensor | None = None,
         fused: bool = False,
         steering: RowSteering | None = None,
+        reader: _rows.Reader | None = None,
     ) -> torch.Tensor:
         """The layers over ``tokens [batch, width]``; ``attend(layer, q, k, v)`` does the attention.
 
@@ -306,7 +310,8 @@ class DecoderStack:
         tokens, or the batch's rows) after their layer. With ``fused`` (packed only), ``attend`` takes
         the projections as they come, ``[n, heads * head_dim]`` before any per-head norm
         and rotary embedding, and does those itself. Returns the hidden states,
-        ``[n, hidden]`` with ``real``, else ``[batch, width, hidden]``.
+        ``[n, hidden]`` with ``real``, else ``[batch, width, hidden]``; ``reader(layer, output)``
+        sees each layer's output in that shape.
         """
         batch, width = tokens.shape
         hidden = self.embed(tokens if real is None else tokens.reshape(-1)[real])
@@ -365,6 +370,8 @@ class DecoderStack:
             if steering is not None and index in steering.layers:
                 hidden = steering.apply(index, hidden + delta)
                 delta = None
+            if reader is not None:
+                reader(index, hidden if delta is None else hidden + delta)
         if delta is not None:
             hidden = hidden + delta
         final: torch.Tensor = hidden

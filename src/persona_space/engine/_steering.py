@@ -167,7 +167,7 @@ def steered(steer: Steer, hidden: torch.Tensor, vector: torch.Tensor) -> torch.T
     if steer.mode == "add":
         x = x + steer.alpha * vector
     else:
-        projection = x @ vector
+        projection = (x * vector).sum(dim=-1)  # row by row: the same bits whatever the rows beside it
         if steer.mode == "cap":
             assert steer.cap is not None
             projection = (projection - steer.cap).clamp(min=0.0)

@@ -45,7 +45,7 @@ from persona_space.engine import (
     Scores,
     continuation,
     end_of_turn_id,
-    require_adapters,
+    require_steering,
     resolve_backend,
     split_continuations,
 )
@@ -231,7 +231,7 @@ def run_identity_shift(
         "prompts": probe_set.to_records(),
         **spec.to_dict(),
     }
-    require_adapters(engine, routes.values())  # before anything is written
+    require_steering(engine, routes.values())  # before anything is written (scoring falls back where it must)
     run = Run(ShiftResult.kind, parameters, table=TABLE, store=store, model=described)
     done = run.done(lambda rows: _upgrade(rows, disjoint=spec.set_is_disjoint))  # older parts resume too
     finished = set() if done is None else set(done["probe_id"])
