@@ -12,7 +12,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 # Built for another torch than the CPU build's 2.13.0, these three break `import transformers` in that environment.
 BROKEN_WITH_CPU_TORCH := torchvision torchaudio torchcodec
 
-.PHONY: install demo test lint typecheck fast slow bench clean vllm-env test-vllm
+.PHONY: install demo test lint typecheck fast slow bench crash clean vllm-env test-vllm
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/basins.py
 	$(BIN)/python benchmarks/logprobs.py
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/steering.py
+	$(BIN)/python benchmarks/activations.py
+
+# Every CLI command killed at ten seeded random points and resumed, against an uninterrupted run (~30 min).
+crash: $(STAMP)
+	$(BIN)/python tests/crash_loop.py --kills 10
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs build *.egg-info

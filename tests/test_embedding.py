@@ -139,3 +139,16 @@ def test_real_embedder_in_bf16_matches_float32(tmp_path: Path) -> None:
     exact = Embedder(cache=False, dtype="float32").embed(texts)
     fast = Embedder(cache=False, dtype="bfloat16").embed(texts)
     assert float((exact * fast).sum(axis=1).min()) > 0.999
+
+
+def test_cached_texts_whose_key_ends_in_a_zero_byte_are_found_again(tiny_embedder_dir: Path, tmp_path: Path) -> None:
+    """A key's trailing zero bytes survive the cache file: every text is read back, none embedded afresh."""
+    import hashlib
+
+    zero = next(t for t in (f"I am text {i}" for i in range(10_000)) if hashlib.sha256(t.encode()).digest()[-1] == 0)
+    texts = [zero, "I am another text", "and a third one"]
+    first = Embedder(model=str(tiny_embedder_dir), device="cpu", cache=tmp_path / "cache")
+    vectors = first.embed(texts)
+    again = Embedder(model=str(tiny_embedder_dir), device="cpu", cache=tmp_path / "cache")
+    assert np.array_equal(again.embed(texts), vectors)
+    assert again.stats["cached"] == 3 and again.stats["computed"] == 0

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from persona_space import _io
-from persona_space.errors import CorruptRunError, StoreMismatchError
+from persona_space.errors import CorruptRunError, StoreError, StoreMismatchError
 from persona_space.store import MANIFEST, RunStore, _differences
 
 
@@ -166,7 +166,7 @@ def test_failed_append_leaves_no_part(tmp_path: Path, monkeypatch: pytest.Monkey
         raise OSError("disk full")
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StoreError, match="disk full"):
         store.append(rows(0, 2))
     assert list(store.parts_dir.iterdir()) == []
     assert store.read_rows() is None
@@ -190,7 +190,7 @@ def test_atomic_folder_appears_whole_or_not_at_all_and_cleans_a_crashed_writer(t
         assert not (target / "weights.bin").exists()
     assert (target / "weights.bin").read_bytes() == b"whole"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "adapter"])
-    with pytest.raises(OSError), _io.atomic_folder(target) as scratch:  # a full target is never replaced
+    with pytest.raises(StoreError), _io.atomic_folder(target) as scratch:  # a full target is never replaced
         (scratch / "weights.bin").write_bytes(b"new")
     assert (target / "weights.bin").read_bytes() == b"whole"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "adapter"])

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from persona_space.errors import ConfigError, JsonlError
+from persona_space.errors import ConfigError, JsonlError, StoreError
 
 TMP_PREFIX = ".tmp-"
 
@@ -26,21 +26,26 @@ TMP_PREFIX = ".tmp-"
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success.
 
+    A destination that cannot be written (read-only, a file where a folder should be,
+    a full disk) raises :class:`~persona_space.errors.StoreError` naming it, and no
+    temporary file is left behind.
+
     >>> with atomic_path("out.txt") as tmp:  # doctest: +SKIP
     ...     tmp.write_text("hello")
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with writable(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
 
 @contextlib.contextmanager
@@ -50,26 +55,44 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
     ``target`` must be absent or an empty folder. A reader never sees a partial folder:
     the scratch is named ``.tmp-<target>.<random>``, and the leftovers of an earlier
     writer of the same target that crashed are removed before a new one starts (as
-    :func:`remove_stale_temporaries` does for a whole folder).
+    :func:`remove_stale_temporaries` does for a whole folder). An unwritable destination
+    raises :class:`~persona_space.errors.StoreError`, as :func:`atomic_path` does.
 
     >>> with atomic_folder("runs/adapter") as scratch:  # doctest: +SKIP
     ...     (scratch / "weights.bin").write_bytes(data)
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    prefix = TMP_PREFIX + target.name + "."
-    for stale in target.parent.glob(glob.escape(prefix) + "*"):
-        _remove(stale)
-    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    with writable(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        prefix = TMP_PREFIX + target.name + "."
+        for stale in target.parent.glob(glob.escape(prefix) + "*"):
+            _remove(stale)
+        scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+        try:
+            yield scratch
+            os.chmod(scratch, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+            if target.exists():
+                target.rmdir()  # an empty folder the caller made; a full one raises, and nothing is replaced
+            os.replace(scratch, target)
+        finally:
+            if scratch.exists():
+                shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def writable(target: str | os.PathLike[str]) -> Iterator[None]:
+    """Inside the block an ``OSError`` writing ``target`` (permission, a file in the path, a full disk) is
+    raised as a :class:`~persona_space.errors.StoreError` naming the destination and why."""
     try:
-        yield scratch
-        os.chmod(scratch, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
-        if target.exists():
-            target.rmdir()  # an empty folder the caller made; a full one raises, and nothing is replaced
-        os.replace(scratch, target)
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
+        yield
+    except StoreError:
+        raise
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(target) else ""
+        raise StoreError(
+            f"cannot write {str(target)!r}: {why}{where}; expected a writable folder with free space"
+        ) from exc
 
 
 def _remove(path: Path) -> None:

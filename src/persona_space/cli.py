@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PersonaSpaceError as exc:
         print(f"persona-space: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("persona-space: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except OSError as exc:  # the disk or the system refused (a full disk, a permission): one line, no traceback
+        print(f"persona-space: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: one line naming it; PERSONA_SPACE_DEBUG=1 shows the traceback
+        if os.environ.get("PERSONA_SPACE_DEBUG"):
+            raise
+        print(f"persona-space: internal error: {type(exc).__name__}: {exc} (PERSONA_SPACE_DEBUG=1 shows where; "
+              "please report it)", file=sys.stderr)  # fmt: skip
+        return 3
 
 
 def _parser() -> argparse.ArgumentParser:

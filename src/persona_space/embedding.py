@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _io
+from persona_space._safety import require_safetensors
 from persona_space.errors import ConfigError, DataError, EmbeddedModelMissingError, ModelNotFoundError
 
 if TYPE_CHECKING:
@@ -119,8 +120,9 @@ class Embedder:
             from sentence_transformers import SentenceTransformer
 
             source = str(embedded_embedder_folder()) if self.model is None else os.fspath(self.model)
+            require_safetensors(source, "sentence embedder")
             try:
-                module = SentenceTransformer(source, device=self.device)
+                module = SentenceTransformer(source, device=self.device, model_kwargs={"use_safetensors": True})
             except (OSError, ValueError) as exc:
                 raise ModelNotFoundError(
                     f"cannot load sentence embedder {self.name!r}: {exc}. Expected None (the embedded "
@@ -285,6 +287,13 @@ def _key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
+def _digests(keys: Any) -> list[bytes]:
+    """The 32-byte keys of a part, whole: NumPy's ``S32`` items drop trailing zero bytes, so one digest in 256
+    read item by item would never match again (and its text would be embedded afresh, in another batch)."""
+    blob = keys.tobytes()
+    return [blob[i : i + 32] for i in range(0, len(blob), 32)]
+
+
 @dataclass
 class _CacheShard:
     """Cached vectors in a folder of ``part-N.npz`` files (keys: SHA-256 of the text; rows: vectors).
@@ -309,7 +318,7 @@ class _CacheShard:
                         keys, vectors = data["keys"], data["vectors"]
                 except (OSError, ValueError, KeyError):
                     continue
-                table.update(zip((bytes(k) for k in keys), vectors, strict=True))
+                table.update(zip(_digests(keys), vectors, strict=True))
         return cls(folder, table)
 
     def lookup(self, keys: list[bytes]) -> dict[bytes, Any]:

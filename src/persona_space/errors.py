@@ -22,7 +22,8 @@ expected instead::
     ├── StoreError                  a run directory that cannot be used
     │   ├── StoreMismatchError      a run directory made with other parameters
     │   └── CorruptRunError         a run directory with a broken manifest or table
-    └── ReportError                 a report that cannot be written (no results found, a chart that cannot be inlined)
+    ├── ReportError                 a report that cannot be written (no results found, a chart that cannot be inlined)
+    └── UnsafeFileError             a file that would be unpickled and is refused (names the file)
 
     ApproximationWarning (a UserWarning)   a result computed by an approximate method, with its measured error
     LowMassWarning (a UserWarning)         a share renormalised within a set of answers that holds little probability
@@ -58,6 +59,7 @@ __all__ = [
     "ReportError",
     "StoreError",
     "StoreMismatchError",
+    "UnsafeFileError",
     "UnsupportedModelError",
 ]
 
@@ -144,6 +146,11 @@ class CorruptRunError(StoreError):
 
 class ReportError(PersonaSpaceError):
     """A report that cannot be written: paths holding no results, or a chart page that cannot be self-contained."""
+
+
+class UnsafeFileError(PersonaSpaceError):
+    """A file a loader would unpickle that is refused: weights only in pickle form, or a pickle file that holds
+    more than tensors (it could run code when loaded)."""
 
 
 class ApproximationWarning(UserWarning):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _embedded
+from persona_space._safety import require_safetensors
 from persona_space.chat import DEFAULT_SYSTEM_PROMPT, encode_chat, render_chat, system_mode
 from persona_space.engine import AdapterSet, base_module
 from persona_space.errors import ConfigError, ModelNotFoundError
@@ -243,9 +244,10 @@ def load_model(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    require_safetensors(source, "model")  # before a loader could fall back to pickle weights
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        module = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        module = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, use_safetensors=True)
     except (OSError, ValueError, KeyError) as exc:
         known = ", ".join(_embedded.EMBEDDED)
         raise ModelNotFoundError(

@@ -208,7 +208,8 @@ def hash_files(paths: list[Path], *, root: Path, cache_dir: Path | None = None) 
         digest.update(str(path.relative_to(root)).encode("utf-8") + b"\0" + file_hash.encode("ascii") + b"\n")
     if changed and memo_path is not None:
         from persona_space._io import write_json
+        from persona_space.errors import StoreError
 
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, StoreError):  # a read-only cache only costs the next read
             write_json(memo_path, memo)
     return digest.hexdigest()

@@ -360,6 +360,7 @@ def load(folder: str | os.PathLike[str], *, partial: bool = False) -> Result:
     """Any result folder, as the class its manifest names (``load("runs/exp1")`` -> a SampleSet, ...)."""
     kind = kind_of(folder)
     if kind is None:
+        read_manifest(folder)  # a manifest that is there but does not parse is named as such
         raise CorruptRunError(
             f"{str(folder)!r} holds no persona_space result: no {MANIFEST} naming a kind, and no earlier index file"
         )

@@ -90,9 +90,12 @@ class RunStore:
         """
         existing = self.read_manifest()
         if existing is None:
-            self.path.mkdir(parents=True, exist_ok=True)
+            with _io.writable(self.path):
+                self.path.mkdir(parents=True, exist_ok=True)
             self.write_manifest(manifest)
             return manifest
+        # refused on resume as on load: a newer library's run is never rewritten as this one's
+        results.check_schema(existing.get("schema_version", results.SCHEMA_VERSION), self.manifest_path)
         differing = _differences(existing["parameters"], manifest["parameters"])
         if differing:
             shown = "; ".join(f"{k}: stored {a!r:.80}, given {b!r:.80}" for k, a, b in differing[:5])
@@ -116,7 +119,8 @@ class RunStore:
     def append(self, rows: Sequence[dict[str, Any]] | pd.DataFrame) -> Path:
         """Write ``rows`` as the next part file (atomically); return its path."""
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        with _io.writable(self.parts_dir):
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
         numbers = [int(p.stem.split("-")[1]) for p in results.part_files(self.path, self.table)]
         target = self.parts_dir / f"part-{(max(numbers) + 1) if numbers else 0:05d}.parquet"
         with _io.atomic_path(target) as tmp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -34,8 +35,8 @@ class SweepSpec:
         if len(self.doses) < 2 or len(set(self.doses)) != len(self.doses):
             raise ConfigError(f"doses must be at least two distinct values, got {list(self.doses)}")
         for d in self.doses:
-            if isinstance(d, bool) or not isinstance(d, (int, float)) or d < 0:
-                raise ConfigError(f"dose {d!r} is invalid; expected a number >= 0")
+            if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or d < 0:
+                raise ConfigError(f"dose {d!r} is invalid; expected a finite number >= 0")
             if self.dose != "swap" and d > 1:
                 raise ConfigError(f"{self.dose} doses are ratios in 0..1, got {d!r}")
             if self.dose == "swap" and float(d) != int(d):

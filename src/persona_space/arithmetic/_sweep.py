@@ -112,6 +112,9 @@ def sweep(
         "probes": probe_set.to_records(),
         "model": {k: v for k, v in model.describe().items() if k not in ("adapters", "source", "device")},
     }
+    for index in range(len(spec.doses)):  # doses the data cannot supply are refused before any file is written
+        for seed in spec.seeds:
+            dose_dataset(spec, base_data, variant_data, index, seed)
     run = Run(SweepResult.kind, parameters, table=SweepResult.table, store=folder)  # refuses other parameters
     started = time.perf_counter()
     store_dir = folder / "adapters" if adapters_dir is None else Path(adapters_dir)

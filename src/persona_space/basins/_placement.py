@@ -42,6 +42,9 @@ class MapPlacement(MapViews):
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(frame):
             raise DataError(f"vectors have shape {vectors.shape}; expected ({len(frame)}, dim), one row per sample")
+        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        if len(bad):
+            raise DataError(f"vectors of rows {bad[:5].tolist()} hold NaN or infinity; expected finite numbers")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         if np.all(np.abs(norms - 1) < 1e-5):
             return vectors  # already normalised: dividing again would perturb them (and a refit)

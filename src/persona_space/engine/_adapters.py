@@ -23,6 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from persona_space._safety import check_weights_only
 from persona_space.adapters import (
     AdapterInfo,
     AdapterLike,
@@ -287,7 +288,10 @@ class AdapterSet(Mapping[str, AdapterInfo]):
                 f"(accepted names: {', '.join(sorted(host.aliases))}); pass check_base=False to attach it anyway"
             )
         weights = weights_file(Path(path))
-        if weights is None or weights.suffix != ".safetensors":
+        if weights is None:
+            return
+        if weights.suffix != ".safetensors":  # PEFT unpickles it: only what the weights-only loader reads
+            check_weights_only([weights], "adapter weights")
             return
         from safetensors import safe_open
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_space import _io
+from persona_space._safety import NEVER_LOADED, PICKLE_SUFFIXES, check_weights_only
 from persona_space.adapters import (
     CONFIG_FILE,
     LEGACY_MANIFEST_FILE,
@@ -149,6 +150,20 @@ def last_checkpoint(out: Path) -> Path | None:
             continue
         found.append((int(match.group(1)), child))
     return max(found)[1] if found else None
+
+
+def checkpoint_to_resume(out: Path) -> Path | None:
+    """:func:`last_checkpoint`, each file of it the trainer would unpickle (optimizer, scheduler, random states,
+    ``.bin`` weights) read first by torch's weights-only loader: one it refuses is refused by name."""
+    checkpoint = last_checkpoint(out)
+    if checkpoint is not None:
+        pickled = sorted(
+            p
+            for p in checkpoint.rglob("*")
+            if p.is_file() and p.suffix in PICKLE_SUFFIXES and p.name not in NEVER_LOADED
+        )
+        check_weights_only(pickled, "training checkpoint")
+    return checkpoint
 
 
 def checkpoint_step(checkpoint: Path | None) -> int:

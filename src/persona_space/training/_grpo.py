@@ -189,7 +189,7 @@ def train_grpo(
         warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
         from trl.trainer.grpo_config import GRPOConfig
 
-    resume = _folder.last_checkpoint(out_path) if state == "resume" else None
+    resume = _folder.checkpoint_to_resume(out_path) if state == "resume" else None
     config = GRPOConfig(
         **_folder.trainer_args(out_path, model, spec, seed=seed, autocast=autocast, progress=progress),
         max_steps=spec.steps,

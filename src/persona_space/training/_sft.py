@@ -181,7 +181,7 @@ def train_adapter(
 
     from persona_space.engine import steering_in_training
 
-    resume = _folder.last_checkpoint(out_path) if state == "resume" else None
+    resume = _folder.checkpoint_to_resume(out_path) if state == "resume" else None
     config = SFTConfig(
         **_folder.trainer_args(out_path, model, train, seed=seed, autocast=autocast, progress=progress),
         num_train_epochs=float(train.epochs),
