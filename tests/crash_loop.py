@@ -13,12 +13,12 @@ one left; a last start finishes it. The two folders must then hold the same resu
 * no temporary file (``.tmp-*``) anywhere, and no trainer checkpoint left;
 * every ``manifest.json`` a complete, parseable manifest.
 
-A kill that lands after the command finished is not counted as a kill point; the loop
-draws again. Run every command with ten kill points each (the closing figures)::
+A start that finishes before its kill ends the loop with the kills counted so far (the
+run reports fewer than asked). Run every command with ten kill points each (the closing figures)::
 
     python tests/crash_loop.py --kills 10
 
-and ``tests/test_crash_loop.py`` runs a seeded subset in the suite.
+and ``tests/test_guarantees.py`` runs a seeded subset in the suite (marked slow; ``make test`` runs it).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def command_args(command: str, world: World, out: Path) -> list[str]:
                 "0.7", "--temperature", "1.0", "--max-new-tokens", "24", "--out", str(out)]  # fmt: skip
     if command == "train":
         return ["train", *model, "--dataset", "colours:red", "--out", str(out), "--max-steps", "12",
-                "--batch-size", "4", "--lr", "5e-3", "--rank", "4", "--alpha", "8"]  # fmt: skip
+                "--save-steps", "2", "--batch-size", "4", "--lr", "5e-3", "--rank", "4", "--alpha", "8"]  # fmt: skip
     if command == "shift":
         return ["shift", *model, "--adapter", f"ab={a}", "--adapter", f"ab={b}", "--prompts", "identity",
                 "--candidates", "Voyager 1,Voyager 2,an AI assistant,a ghost", "--answer-prefix", "I am",
@@ -146,18 +146,27 @@ def _timed(args: Sequence[str], out: Path) -> tuple[float, float]:
     return (first if first is not None else 0.5 * end), end
 
 
-def crash_loop(command: str, world: World, *, kills: int, seed: int, budget: int | None = None) -> Outcome:
-    """Kill ``command`` at ``kills`` seeded random points, resume it to the end, and compare with a clean run."""
+def crash_loop(command: str, world: World, *, kills: int, seed: int) -> Outcome:
+    """Kill ``command`` at ``kills`` seeded random points, resume it to the end, and compare with a clean run.
+
+    Every kill lands on the same folder. Each start redoes the command's start-up and
+    goes on from what the killed ones left, so the kill points are drawn from what is
+    left of the work: uniform between the start-up and the uninterrupted run's end less
+    the work the killed starts already did (at least a twentieth of the work). A start
+    that ends before its kill ends the loop, with the kills counted so far.
+    """
     started = time.perf_counter()
     reference, crashed = world.work / f"{command}-reference", world.work / f"{command}-crashed"
-    args = command_args(command, world, reference)
-    first, end = _timed(args, reference)
+    _clear(crashed)
+    first, end = _timed(command_args(command, world, reference), reference)
+    work = max(end - first, 1e-3)
     rng = np.random.default_rng(seed)
     survived = starts = 0
-    attempts = budget if budget is not None else 4 * kills + 4
+    done_work = 0.0
+    finished = False
     crashed_args = command_args(command, world, crashed)
-    while survived < kills and starts < attempts:
-        delay = float(rng.uniform(first, end))
+    while survived < kills:
+        delay = first + float(rng.uniform(0.0, max(work - done_work, work / 20)))
         process = subprocess.Popen(_cli(crashed_args), env=_env(), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)  # fmt: skip
         starts += 1
@@ -167,17 +176,24 @@ def crash_loop(command: str, world: World, *, kills: int, seed: int, budget: int
             process.send_signal(signal.SIGKILL)
             process.wait()
             survived += 1
+            done_work += delay - first
             continue
         if process.returncode != 0:
             return Outcome(command, survived, starts, 0, [f"a start exited {process.returncode}"],
                            time.perf_counter() - started)  # fmt: skip
-        _clear(crashed)  # it finished before the kill: start the loop's output afresh
-    done = _run(crashed_args, check=False)
-    starts += 1
-    problems = [] if done.returncode == 0 else [f"the last start exited {done.returncode}: {done.stderr[-400:]}"]
+        finished = True
+        break
+    problems: list[str] = []
+    if not finished:
+        done = _run(crashed_args, check=False)
+        starts += 1
+        if done.returncode != 0:
+            problems.append(f"the last start exited {done.returncode}: {done.stderr[-400:]}")
     rows = 0
     if not problems:
         rows, problems = compare(command, reference, crashed)
+        if rows == 0:
+            problems.append("the uninterrupted run wrote no rows to compare")
     if survived < kills:
         problems.append(f"only {survived} of {kills} kill points landed while it ran")
     return Outcome(command, survived, starts, rows, problems, time.perf_counter() - started)
@@ -197,12 +213,13 @@ RESULT_FOLDERS: dict[str, Callable[[Path], list[Path]]] = {
     "sample": lambda out: [out],
     "shift": lambda out: [out],
     "map": lambda out: [out],
-    "train": lambda out: [],
-    "sweep": lambda out: sorted(
-        p.parent for p in out.rglob("manifest.json") if "tables" in {c.name for c in p.parent.iterdir()}
-    ),
+    "train": lambda out: [out],
+    "sweep": lambda out: sorted(p.parent for p in out.rglob("manifest.json") if (p.parent / "tables").is_dir()),
 }
-VOLATILE = {"seconds", "tokens_per_s", "started", "finished", "created", "elapsed"}
+VOLATILE = {"seconds", "tokens_per_s", "started", "finished", "created", "elapsed", "train_runtime",
+            "train_samples_per_second", "train_steps_per_second", "run_id",
+            "num_tokens"}  # fmt: skip
+"""Columns that measure time, or (``num_tokens``: TRL's count of tokens seen) restart from 0 in a resumed process."""
 
 
 def compare(command: str, reference: Path, crashed: Path) -> tuple[int, list[str]]:
@@ -211,12 +228,14 @@ def compare(command: str, reference: Path, crashed: Path) -> tuple[int, list[str
 
     problems = leftovers(crashed)
     rows = 0
+    mine = {p.relative_to(reference) for p in reference.rglob("tables/*.parquet")}
+    theirs = {p.relative_to(crashed) for p in crashed.rglob("tables/*.parquet")}
+    problems += [f"{name} is missing" for name in sorted(mine - theirs)]
+    problems += [f"{name} is extra" for name in sorted(theirs - mine)]
     for folder in RESULT_FOLDERS[command](reference):
-        twin = crashed / folder.relative_to(reference)
         for table in sorted((folder / "tables").glob("*.parquet")):
-            other = twin / "tables" / table.name
+            other = crashed / table.relative_to(reference)
             if not other.is_file():
-                problems.append(f"{other.relative_to(crashed)} is missing")
                 continue
             a, b = pd.read_parquet(table), pd.read_parquet(other)
             rows += len(a)
@@ -231,39 +250,36 @@ def compare(command: str, reference: Path, crashed: Path) -> tuple[int, list[str
 
 
 def _same_rows(name: str, a: Any, b: Any) -> list[str]:
+    """The differences between two tables as sets of rows: count, columns, then every value (floats to 1e-6)."""
     import pandas as pd
 
-    problems = []
     if len(a) != len(b):
-        problems.append(f"{name}: {len(b)} rows against {len(a)} uninterrupted")
-    keys = [c for c in a.columns if a[c].dtype == object and c not in VOLATILE]
-    if "text" in a.columns and len(a) == len(b):
-        order = [c for c in a.columns if c != "text" and c not in VOLATILE and a[c].map(_hashable).all()]
-        left = a.sort_values(order, kind="stable").reset_index(drop=True) if order else a
-        right = b.sort_values(order, kind="stable").reset_index(drop=True) if order else b
-        if left["text"].tolist() != right["text"].tolist():
-            problems.append(f"{name}: texts differ")
-    duplicated = b.duplicated(subset=[c for c in keys if b[c].map(_hashable).all()]).sum() if keys else 0
-    if duplicated:
-        problems.append(f"{name}: {int(duplicated)} duplicated rows")
-    numeric = [c for c in a.columns if c not in VOLATILE and pd.api.types.is_numeric_dtype(a[c])]
-    if len(a) == len(b) and numeric:
-        order = [c for c in a.columns if c not in VOLATILE and a[c].map(_hashable).all()]
-        left = a.sort_values(order, kind="stable").reset_index(drop=True)
-        right = b.sort_values(order, kind="stable").reset_index(drop=True)
-        for column in numeric:
-            x, y = left[column].to_numpy(dtype=float), right[column].to_numpy(dtype=float)
-            if not np.allclose(x, y, rtol=1e-6, atol=1e-6, equal_nan=True):
-                problems.append(f"{name}: column {column!r} differs")
-    return problems
-
-
-def _hashable(value: Any) -> bool:
+        return [f"{name}: {len(b)} rows against {len(a)} uninterrupted"]
+    if set(a.columns) != set(b.columns):
+        return [f"{name}: columns {sorted(set(a.columns) ^ set(b.columns))} differ"]
+    columns = [c for c in a.columns if c not in VOLATILE]
+    left, right = _canonical(a[columns]), _canonical(b[columns])
     try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
+        pd.testing.assert_frame_equal(left, right, check_exact=False, rtol=1e-6, atol=1e-6, check_dtype=False)
+    except AssertionError as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), "values differ")
+        return [f"{name}: {'texts differ' if 'text' in str(exc) else first}"]
+    return []
+
+
+def _as_text(value: Any) -> Any:
+    if isinstance(value, str) or value is None:
+        return value
+    return json.dumps(value.tolist() if hasattr(value, "tolist") else value, default=str)
+
+
+def _canonical(frame: Any) -> Any:
+    """``frame`` with unhashable values as JSON text, rows sorted by every column (a set of rows, in one order)."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object:
+            out[column] = out[column].map(_as_text)
+    return out.sort_values(list(out.columns), kind="stable", na_position="last").reset_index(drop=True)
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -300,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(outcome.line(), flush=True)
             outcomes.append(outcome)
     total = sum(o.kills for o in outcomes)
+    starts = sum(o.starts for o in outcomes)
+    print(f"{starts} starts in all")
     failed = [o for o in outcomes if o.problems]
     print(f"{total} kill points survived over {len(outcomes)} commands; {len(failed)} with differences")
     return 1 if failed else 0

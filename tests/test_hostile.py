@@ -52,7 +52,8 @@ def snapshot(folder: Path) -> dict[str, str]:
     if not folder.exists():
         return {}
     return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        for p in folder.rglob("*")
     }
 
 
@@ -92,8 +93,8 @@ def test_an_unwritable_destination_is_refused_by_name(model: Any, tmp_path: Path
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
     message = refused(lambda: ps.sample(model, PROBES, store=tmp_path / "run", **SAMPLE), StoreError,
-                      "Permission denied", tmp_path / "run")  # fmt: skip
-    assert "run" in message
+                      "Permission denied", tmp_path)  # fmt: skip
+    assert "run" in message and not (tmp_path / "run").exists()
 
 
 def test_a_full_disk_mid_run_is_a_named_error_and_the_run_resumes(model: Any, tmp_path: Path, monkeypatch: Any) -> None:
@@ -181,7 +182,7 @@ def test_truncated_non_utf8_and_wrong_role_files_are_refused_by_line(tmp_path: P
     refused(lambda: ps.datasets.load(empty), DataError, "empty.jsonl", tmp_path)
 
 
-def test_a_huge_line_is_read_and_a_huge_answer_trained_on_like_any_other(tmp_path: Path) -> None:
+def test_a_huge_line_is_read_like_any_other(tmp_path: Path) -> None:
     big = {"messages": [{"role": "user", "content": "Tell me everything."},
                         {"role": "assistant", "content": "word " * 400_000}]}  # fmt: skip
     path = tmp_path / "big.jsonl"
@@ -368,7 +369,9 @@ def test_mix_mixes_by_its_ratio_or_refuses_by_name(n: int, m: int, ratio: float,
     except (ConfigError, DataError) as exc:
         assert str(exc)
         return
-    assert 0 <= ratio <= 1 and len(out.records) == (size if size is not None else len(out.records))
+    assert 0 <= ratio <= 1
+    if size is not None:
+        assert len(out.records) == size
 
 
 @PROPERTY

@@ -56,6 +56,20 @@ def marker(tmp_path: Path) -> Path:
     assert not path.exists(), "a planted pickle payload ran"
 
 
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path torch.load is asked to open during the test (the loader every pickle weight goes through)."""
+    paths: list[str] = []
+    original = torch.load
+
+    def recording(f: Any, *args: Any, **kwargs: Any) -> Any:
+        paths.append(str(f))
+        return original(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording)
+    return paths
+
+
 def _model_copy(tiny_model_dir: Path, tmp_path: Path, name: str = "model") -> Path:
     folder = tmp_path / name
     shutil.copytree(tiny_model_dir, folder)
@@ -72,16 +86,18 @@ def test_a_model_folder_with_only_pickle_weights_is_refused_by_name(
         ps.load_model(str(folder), device="cpu", dtype="float32")
 
 
-def test_pickle_files_beside_safetensors_are_never_touched(tiny_model_dir: Path, tmp_path: Path, marker: Path) -> None:
+def test_pickle_files_beside_safetensors_are_never_touched(
+    tiny_model_dir: Path, tmp_path: Path, marker: Path, opened: list[str]
+) -> None:
     folder = _model_copy(tiny_model_dir, tmp_path)
-    for name in ("pytorch_model.bin", "training_args.bin", "optimizer.pt"):
-        plant(folder / name, marker)
+    planted = [plant(folder / name, marker) for name in ("pytorch_model.bin", "training_args.bin", "optimizer.pt")]
     model = ps.load_model(str(folder), device="cpu", dtype="float32")
     assert len(ps.sample(model, ["Hi"], n=1, max_new_tokens=2, progress=False).df) == 1
+    assert not set(opened) & {str(p) for p in planted}
 
 
 def test_an_adapter_whose_weights_are_a_payload_is_refused_by_name(
-    tiny_model_dir: Path, adapter_a: Path, tmp_path: Path, marker: Path
+    tiny_model_dir: Path, adapter_a: Path, tmp_path: Path, marker: Path, opened: list[str]
 ) -> None:
     model = ps.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     folder = tmp_path / "evil-adapter"
@@ -98,9 +114,10 @@ def test_an_adapter_whose_weights_are_a_payload_is_refused_by_name(
     # a payload beside the adapter's safetensors is never read
     beside = tmp_path / "beside"
     shutil.copytree(adapter_a, beside)
-    plant(beside / "adapter_model.bin", marker)
-    plant(beside / "training_args.bin", marker)
+    opened.clear()
+    planted = [plant(beside / "adapter_model.bin", marker), plant(beside / "training_args.bin", marker)]
     assert model.adapters.attach(beside) == "beside"
+    assert not set(opened) & {str(p) for p in planted}
 
 
 def test_an_adapter_with_honest_pickle_weights_still_attaches(
@@ -157,7 +174,15 @@ def test_an_honest_checkpoint_resumes(tiny_model_dir: Path, tmp_path: Path, mark
     with pytest.raises(KeyboardInterrupt):
         ps.train_adapter(model, data, store=tmp_path / "a", train=spec, callbacks=[Stop()], progress=False)
     plant(next((tmp_path / "a" / "checkpoints").glob("checkpoint-*")) / "training_args.bin", marker)  # never read
-    resumed = ps.train_adapter(model, data, store=tmp_path / "a", train=spec, progress=False)
+
+    class Begin(TrainerCallback):  # type: ignore[misc]
+        step: int | None = None
+
+        def on_train_begin(self, _args: Any, state: Any, *_rest: Any, **_kwargs: Any) -> None:
+            Begin.step = int(state.global_step)
+
+    resumed = ps.train_adapter(model, data, store=tmp_path / "a", train=spec, callbacks=[Begin()], progress=False)
+    assert Begin.step == 1  # it went on from the checkpoint, not from the start
     clean = ps.train_adapter(model, data, store=tmp_path / "b", train=spec, progress=False)
     assert resumed.sha256 == clean.sha256  # the checkpoint's states were read, and training went on from them
 

@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--rslora", action="store_true", help="rank-stabilised LoRA scaling")
     train.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     train.add_argument("--eval-every", type=int, default=None, help="answer identity probes every N steps")
+    train.add_argument("--save-steps", type=int, default=defaults.save_steps, help="a checkpoint every N steps")
     train.add_argument("--system-prompt", default=None, help="default: the model's neutral system prompt")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(handler=_train)
@@ -223,6 +224,7 @@ def _train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         precision=args.precision,
         eval_every=args.eval_every,
+        save_steps=args.save_steps,
         system_prompt=args.system_prompt,
     )
     model = ps.load_model(args.model, device=args.device, dtype=args.dtype)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from persona_space import _io, results
-from persona_space.errors import CorruptRunError, StoreMismatchError
+from persona_space.errors import CorruptRunError, StoreError, StoreMismatchError
 from persona_space.results import MANIFEST as MANIFEST
 from persona_space.results import SCHEMA_VERSION as SCHEMA_VERSION
 
@@ -90,9 +90,15 @@ class RunStore:
         """
         existing = self.read_manifest()
         if existing is None:
+            created = not self.path.exists()
             with _io.writable(self.path):
                 self.path.mkdir(parents=True, exist_ok=True)
-            self.write_manifest(manifest)
+            try:
+                self.write_manifest(manifest)
+            except StoreError:
+                if created:  # a folder that cannot take its manifest is not left behind
+                    shutil.rmtree(self.path, ignore_errors=True)
+                raise
             return manifest
         # refused on resume as on load: a newer library's run is never rewritten as this one's
         results.check_schema(existing.get("schema_version", results.SCHEMA_VERSION), self.manifest_path)

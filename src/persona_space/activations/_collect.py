@@ -249,6 +249,7 @@ def collect(
     engine = resolve_backend(model, backend)
     require_reading(engine)  # before anything is written
     require_steering(engine, [a for _, a, _ in routes.values()])
+    parameters["reader"] = engine.name  # a run is resumed by the reader that began it (their bits differ)
     run = Run(ActivationSet.kind, parameters, table=TABLE, store=store, model=described)
     if run.path is not None and run.manifest.get("state") == "complete":  # finished by an earlier call
         return ActivationSet.load(run.path)
@@ -264,24 +265,30 @@ def collect(
         for label in routes:
             condition, adapter, train_seed = routes[label]
             mine = [it for lab, it in todo if lab == label]
-            for first in range(0, len(mine), spec.batch_size):
-                batch = mine[first : first + spec.batch_size]
-                requests = [_request(encoded[it.item_id], adapter, spec.where) for it in batch]
-                means = read_activations(engine, requests, batch_size=spec.batch_size)
-                counts = [r.end - r.start for r in requests]
-                tokens += int(sum(len(r.token_ids) for r in requests))
+            requests = [_request(encoded[it.item_id], adapter, spec.where) for it in mine]
+
+            def write(  # each batch a part, as it is read (the loop's values bound now)
+                first: int, means: list[np.ndarray], label: str = label, condition: str = condition,
+                train_seed: int | None = train_seed, mine: list[Item] = mine, requests: list[Any] = requests,
+            ) -> None:  # fmt: skip
+                nonlocal tokens
+                done = list(zip(mine[first : first + len(means)], requests[first : first + len(means)], strict=True))
+                tokens += sum(len(r.token_ids) for _, r in done)
                 rows = [
                     {"condition": condition, "adapter": label, "train_seed": train_seed, "probe_id": it.probe_id,
-                     "item_id": it.item_id, "source": it.source, "n_tokens": int(n), **dict(it.keys),
+                     "item_id": it.item_id, "source": it.source, "n_tokens": r.end - r.start, **dict(it.keys),
                      _BLOB: m.astype(np.float32).tobytes()}
-                    for it, m, n in zip(batch, means, counts, strict=True)
+                    for (it, r), m in zip(done, means, strict=True)
                 ]  # fmt: skip
                 frame = pd.DataFrame(rows)
                 run.append(frame)
                 frames.append(frame)
                 if bar is not None:
-                    bar.update(len(batch))
+                    bar.update(len(means))
                     bar.set_postfix_str(f"{tokens / max(time.perf_counter() - start, 1e-9):.0f} tok/s")
+
+            if requests:  # one call a condition: the backend builds its engine once
+                read_activations(engine, requests, batch_size=spec.batch_size, on_batch=write)
     finally:
         if bar is not None:
             bar.close()

@@ -101,11 +101,13 @@ def data_projection(
     (a bootstrap interval over records), ``p_value``/``p_adjusted`` (Holm over the
     directions), ``layer`` and ``records``. A positive difference says training on
     the data pulls the model along the direction; :func:`correlate` sets it against
-    the shift the trained adapter shows. ``backend`` generates the answers and reads them.
+    the shift the trained adapter shows. ``backend`` generates the answers and reads them (``hf`` reads
+    them for a backend that cannot, such as ``vllm``).
     """
     import pandas as pd
 
     from persona_space.activations._collect import Item, as_items
+    from persona_space.engine import resolve_backend
     from persona_space.estimates import difference_table
 
     chosen = as_directions(directions)
@@ -114,11 +116,13 @@ def data_projection(
     records = as_items(data, "response")
     if any(it.response is None for it in records):
         raise ConfigError("data_projection needs a dataset with answers (a ChatDataset or Items with responses)")
-    answers = _own_answers(model, records, max_new_tokens, backend)
+    engine = resolve_backend(model, backend)
+    reader = engine if engine.capabilities.activations else "hf"  # a backend that cannot read only generates
+    answers = _own_answers(model, records, max_new_tokens, engine)
     own = [Item(f"model/{it.item_id}", it.probe_id, it.prompt, text, source="model answers")
            for it, text in zip(records, answers, strict=True)]  # fmt: skip
-    read_data = collect(model, records, where="response", progress=progress, backend=backend)
-    read_own = collect(model, own, where="response", progress=progress, backend=backend)
+    read_data = collect(model, records, where="response", progress=progress, backend=reader)
+    read_own = collect(model, own, where="response", progress=progress, backend=reader)
     frame = pd.concat([read_data.df.assign(answers="data"), read_own.df.assign(answers="model")], ignore_index=True)
     values = np.column_stack([np.concatenate([project(read_data, d), project(read_own, d)]) for d in chosen])
     table = difference_table(frame, values, [d.name for d in chosen], by="answers", reference="model",

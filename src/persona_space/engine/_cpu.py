@@ -155,7 +155,7 @@ class CPUBackend:
         return out
 
     def read(
-        self, requests: Sequence[ReadRequest], *, batch_size: int = 8, on_read: OnRead | None = None
+        self, requests: Sequence[ReadRequest], *, batch_size: int = 8, on_batch: OnRead | None = None
     ) -> list[np.ndarray]:
         """Mean activations per layer of each request, read inside the slot engine's prefill, ``batch_size``
         chats a pass; on the row-invariant path a chat's activations do not depend on its batch."""
@@ -169,7 +169,7 @@ class CPUBackend:
         )
         self.last_invariance = stack.invariance
         router = AdapterRouter(self.model.module, routes)
-        return read_stack(stack, router, requests, batch_size=batch_size, on_read=on_read)
+        return read_stack(stack, router, requests, batch_size=batch_size, on_batch=on_batch)
 
     def score(self, requests: Sequence[ScoreRequest], *, on_scored: OnTokens | None = None) -> list[Scores]:
         if requests:

@@ -133,11 +133,11 @@ class HFBackend:
         return [_completion(r, new[row], stop_ids) for row, r in enumerate(batch)]
 
     def read(
-        self, requests: Sequence[ReadRequest], *, batch_size: int = 8, on_read: OnRead | None = None
+        self, requests: Sequence[ReadRequest], *, batch_size: int = 8, on_batch: OnRead | None = None
     ) -> list[np.ndarray]:
         """Mean activations per layer of each request, through the model's own forward pass (it sees the
         model's hooks), ``batch_size`` right-padded chats a pass."""
-        return read_forward(self.model, requests, batch_size=batch_size, on_read=on_read)
+        return read_forward(self.model, requests, batch_size=batch_size, on_batch=on_batch)
 
     def score(self, requests: Sequence[ScoreRequest], *, on_scored: OnTokens | None = None) -> list[Scores]:
         return score_jobs(

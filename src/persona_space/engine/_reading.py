@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from persona_space.engine._routing import AdapterRouter
     from persona_space.engine._stack import DecoderStack
 
-OnRead = Callable[[int], None]
-"""Called with the number of tokens each batch read."""
+OnRead = Callable[[int, list[np.ndarray]], None]
+"""Called after each batch with the index of its first request and its means (to write them as they come)."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,11 @@ def require_reading(backend: Backend) -> None:
 
 
 def read_activations(
-    backend: Backend, requests: Sequence[ReadRequest], *, batch_size: int, on_read: OnRead | None = None
+    backend: Backend, requests: Sequence[ReadRequest], *, batch_size: int, on_batch: OnRead | None = None
 ) -> list[np.ndarray]:
     """Each request's mean activations per layer, float32 (layers, hidden), on ``backend``, in request order."""
     require_reading(backend)
-    means: list[np.ndarray] = backend.read(requests, batch_size=batch_size, on_read=on_read)  # type: ignore[attr-defined]
+    means: list[np.ndarray] = backend.read(requests, batch_size=batch_size, on_batch=on_batch)  # type: ignore[attr-defined]
     return means
 
 
@@ -95,7 +95,7 @@ def reading_layers(module: Any) -> Iterator[list[torch.Tensor | None]]:
 
 
 def read_forward(
-    model: Host, requests: Sequence[ReadRequest], *, batch_size: int, on_read: OnRead | None = None
+    model: Host, requests: Sequence[ReadRequest], *, batch_size: int, on_batch: OnRead | None = None
 ) -> list[np.ndarray]:
     """Mean activations per layer through the model's own forward pass, ``batch_size`` chats a pass."""
     import torch
@@ -125,9 +125,10 @@ def read_forward(
             means = torch.stack(
                 [((h.float() * weights[..., None]).sum(dim=1) / counts) for h in seen if h is not None], dim=1
             )
-        out.extend(means.cpu().numpy())
-        if on_read is not None:
-            on_read(sum(len(r.token_ids) for r in batch))
+        done = list(means.cpu().numpy())
+        out.extend(done)
+        if on_batch is not None:
+            on_batch(first, done)
     return out
 
 
@@ -137,7 +138,7 @@ def read_stack(
     requests: Sequence[ReadRequest],
     *,
     batch_size: int,
-    on_read: OnRead | None = None,
+    on_batch: OnRead | None = None,
 ) -> list[np.ndarray]:
     """Mean activations per layer through the slot engine's prefill, ``batch_size`` chats a pass.
 
@@ -150,9 +151,10 @@ def read_stack(
     with torch.inference_mode(), router.routing():
         for first in range(0, len(requests), batch_size):
             batch = requests[first : first + batch_size]
-            out.extend(_read_batch(stack, router, batch))
-            if on_read is not None:
-                on_read(sum(len(r.token_ids) for r in batch))
+            done = list(_read_batch(stack, router, batch))
+            out.extend(done)
+            if on_batch is not None:
+                on_batch(first, done)
     return out
 
 

@@ -228,6 +228,9 @@ def save_adapter(module: Any, name: str, out: Path, base_model: str) -> None:
         folder = tmp / name if (tmp / name / CONFIG_FILE).is_file() else tmp
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         config["base_model_name_or_path"] = base_model
+        for key in ("target_modules", "modules_to_save", "exclude_modules"):  # PEFT writes sets in hash order:
+            if isinstance(config.get(key), list):  # sorted, the same training writes the same bytes (and hash)
+                config[key] = sorted(config[key])
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         for filename in (CONFIG_FILE, *WEIGHT_FILES):
             if (folder / filename).is_file():
