@@ -131,18 +131,18 @@ def _cli(args: Sequence[str]) -> list[str]:
 
 def _timed(args: Sequence[str], out: Path) -> tuple[float, float]:
     """Run ``args`` to the end; return when ``out`` first appeared and when the command ended (seconds)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(_cli(args), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    first = None
-    while process.poll() is None:
-        if first is None and out.exists():
-            first = time.perf_counter() - started
-        time.sleep(0.02)
-    end = time.perf_counter() - started
-    if process.returncode != 0:
-        raise RuntimeError(
-            f"{args[0]} failed ({process.returncode}):\n{(process.stderr.read() if process.stderr else '')[-3000:]}"
-        )
+    with tempfile.TemporaryFile(mode="w+") as errors:  # a file, not a pipe: progress bars would fill a pipe
+        started = time.perf_counter()
+        with subprocess.Popen(_cli(args), env=_env(), stdout=subprocess.DEVNULL, stderr=errors) as process:
+            first = None
+            while process.poll() is None:
+                if first is None and out.exists():
+                    first = time.perf_counter() - started
+                time.sleep(0.02)
+        end = time.perf_counter() - started
+        if process.returncode != 0:
+            errors.seek(0)
+            raise RuntimeError(f"{args[0]} failed ({process.returncode}):\n{errors.read()[-3000:]}")
     return (first if first is not None else 0.5 * end), end
 
 
@@ -167,17 +167,17 @@ def crash_loop(command: str, world: World, *, kills: int, seed: int) -> Outcome:
     crashed_args = command_args(command, world, crashed)
     while survived < kills and starts < 8 * kills + 8:
         delay = first + float(rng.uniform(0.0, max(work * scale - done_work, work * scale / 20)))
-        process = subprocess.Popen(_cli(crashed_args), env=_env(), stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)  # fmt: skip
-        starts += 1
-        try:
-            process.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            survived += 1
-            done_work += delay - first
-            continue
+        with subprocess.Popen(_cli(crashed_args), env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) as process:  # fmt: skip
+            starts += 1
+            try:
+                process.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                survived += 1
+                done_work += delay - first
+                continue
         if process.returncode != 0:
             return Outcome(command, survived, starts, 0, [f"a start exited {process.returncode}"],
                            time.perf_counter() - started)  # fmt: skip
