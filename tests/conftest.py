@@ -276,3 +276,26 @@ def tiny_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except EmbeddedModelMissingError as exc:
         pytest.skip(str(exc))
     return write_tiny_embedder(source, tmp_path_factory.mktemp("tiny-embedder"))
+
+
+class BareBackend:
+    """A backend that states the least a backend can (no steering, no activation reading), as vllm and ray
+    state for those: what refusals of capabilities are tested against. It is never asked to run anything."""
+
+    name = "bare"
+
+    def __init__(self, model: Any) -> None:
+        from persona_space.engine._requests import Capabilities
+
+        self.model = model
+        self.capabilities = Capabilities(paired_streams=True, mixed_adapters=True, exact_scoring=True,
+                                         devices=("cpu",))  # fmt: skip
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a bare backend is never asked to generate")
+
+    def score(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a bare backend is never asked to score")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}

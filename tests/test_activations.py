@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import persona_space as ps
+from conftest import BareBackend
 from persona_space.activations import ActivationSet, Direction, collect, cosine, persona_vector
 from persona_space.engine import decoder_layers
 from persona_space.errors import BackendError, ConfigError
@@ -120,27 +121,6 @@ def test_activations_are_the_layers_outputs_averaged_over_the_answer(model: Any,
     assert np.array_equal(again.means, acts.means)
 
 
-class _CannotRead:
-    """A backend that states it cannot read activations (as vllm and ray do)."""
-
-    name = "noread"
-
-    def __init__(self, model: Any) -> None:
-        from persona_space.engine._requests import Capabilities
-
-        self.model = model
-        self.capabilities = Capabilities(paired_streams=True, mixed_adapters=True, exact_scoring=True,
-                                         devices=("cpu",))  # fmt: skip
-
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("never called")
-
-    score = generate
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name}
-
-
 @pytest.mark.parametrize("where", ["response", "prompt_last"])
 def test_activations_read_alike_on_hf_and_cpu_and_on_cpu_do_not_depend_on_the_batch(
     model: Any, make_adapter: Callable[..., Path], make_tiny_model_dir: Callable[..., Path], tmp_path: Path,
@@ -171,7 +151,7 @@ def test_activations_read_alike_on_hf_and_cpu_and_on_cpu_do_not_depend_on_the_ba
     np.testing.assert_array_equal(alone.means, reads["cpu"].means)
     # a backend that cannot read refuses before anything is written
     with pytest.raises(BackendError, match="cannot read activations"):
-        collect(model, items, store=tmp_path / "never", progress=False, backend=_CannotRead(model))  # type: ignore[arg-type]
+        collect(model, items, store=tmp_path / "never", progress=False, backend=BareBackend(model))
     assert not (tmp_path / "never").exists()
 
 

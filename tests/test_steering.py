@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import persona_space as ps
+from conftest import BareBackend
 from persona_space.engine import CPUBackend, HFBackend, decoder_layers, require_adapters
-from persona_space.engine._requests import Capabilities
 from persona_space.errors import BackendError, ConfigError
 
 PROBES = ["Who are you?", "What is your name?", "Describe yourself in one sentence."]
@@ -208,23 +208,12 @@ def test_a_steering_may_sit_on_an_adapter_attached_by_name(model: Any, adapter_a
     assert set(model.adapters) == {"named"}  # the folder's weights were found attached, not loaded again
 
 
-class _CannotSteer:
-    """A backend that states it cannot steer (as vllm and ray do)."""
-
-    name = "nosteer"
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.capabilities = Capabilities(paired_streams=True, mixed_adapters=True, exact_scoring=True,
-                                         devices=("cpu",))  # fmt: skip
-
-
 def test_a_backend_that_cannot_steer_refuses_steering_conditions(model: Any) -> None:
     steer = ps.Steer(np.ones(int(model.config.hidden_size)), alpha=1.0, layer=0)
     routes = model.adapters.attach_members([ps.adapters.Member("x", "x", steer, None)])
     with pytest.raises(BackendError, match="cannot steer"):
-        require_adapters(_CannotSteer(model), routes.values())  # type: ignore[arg-type]
-    require_adapters(_CannotSteer(model), [None])
+        require_adapters(BareBackend(model), routes.values())
+    require_adapters(BareBackend(model), [None])
 
 
 def test_a_direction_steers_at_its_chosen_layer(model: Any, make_tiny_model_dir: Callable[..., Path]) -> None:
